@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/pgfront/pgfront/internal/app"
+	"github.com/pgfront/pgfront/internal/config"
+	"github.com/pgfront/pgfront/internal/pgtest"
+)
+
+// demoConfig is the embedded default the demo runs: one cluster of a primary and a replica,
+// a read-write route and a read-only route.
+const demoConfig = `
+log:
+  format: text
+clusters:
+  demo:
+    servers:
+      - name: primary
+        address: %s
+        role: primary
+      - name: replica
+        address: %s
+        role: replica
+routes:
+  rw:
+    listen: %s
+    cluster: demo
+    role: primary
+  ro:
+    listen: %s
+    cluster: demo
+    role: replica
+`
+
+func demoCmd(args []string) error {
+	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
+	rwAddr := fs.String("rw", "127.0.0.1:6432", "listen address of the read-write route")
+	roAddr := fs.String("ro", "127.0.0.1:6433", "listen address of the read-only route")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if _, err := pgtest.FindBinDir(); err != nil {
+		return err
+	}
+	// Fall back to free ports when the usual ones are taken (another demo, a local pgbouncer).
+	*rwAddr = freeOr(*rwAddr)
+	*roAddr = freeOr(*roAddr)
+
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	say := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "demo: "+format+"\n", a...) }
+	say("starting a throw-away PostgreSQL primary ...")
+	primary, err := pgtest.StartPrimary(ctx, pgtest.Options{})
+	if err != nil {
+		return err
+	}
+	defer func() { _ = primary.Cleanup() }()
+	say("starting a streaming replica (pg_basebackup) ...")
+	replica, err := primary.StartReplica(ctx, "replica")
+	if err != nil {
+		return err
+	}
+	defer func() { _ = replica.Cleanup() }()
+
+	cfg, warnings, err := config.Parse([]byte(fmt.Sprintf(demoConfig, primary.Addr(), replica.Addr(), *rwAddr, *roAddr)), "demo.yaml")
+	if err != nil {
+		return fmt.Errorf("demo config: %w", err)
+	}
+	logPath := filepath.Join(primary.Dir, "pgfront.log")
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		return err
+	}
+	defer logFile.Close()
+	logger := app.NewLogger("text", "info", io.MultiWriter(os.Stderr, logFile))
+	for _, w := range warnings {
+		logger.Warn("config: " + w.String())
+	}
+	a, err := app.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	if err := a.Start(); err != nil {
+		return err
+	}
+	fmt.Printf(`
+pgfront demo is running. Connect with:
+
+  read-write (primary):  psql "host=127.0.0.1 port=%d user=postgres dbname=postgres"
+  read-only  (replica):  psql "host=127.0.0.1 port=%d user=postgres dbname=postgres"
+
+Logs:
+  pgfront:            %s (and this terminal)
+  PostgreSQL primary: %s
+  PostgreSQL replica: %s
+
+Press Ctrl-C to stop everything and remove the temporary directories.
+`, a.Addr("rw").(*net.TCPAddr).Port, a.Addr("ro").(*net.TCPAddr).Port, logPath, primary.LogFile, replica.LogFile)
+
+	<-sigs
+	say("stopping: sessions get 5s to finish (Ctrl-C again to stop now)")
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer scancel()
+	done := make(chan struct{})
+	go func() { a.Shutdown(sctx); close(done) }()
+	select {
+	case <-done:
+	case <-sigs:
+		scancel()
+		<-done
+	}
+	say("stopped; removing temporary directories")
+	return nil
+}
+
+// freeOr returns addr if it can be listened on now, otherwise the same host with port 0.
+func freeOr(addr string) string {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil {
+		_ = ln.Close()
+		return addr
+	}
+	var opErr *net.OpError
+	if errors.As(err, &opErr) {
+		host, _, _ := net.SplitHostPort(addr)
+		return net.JoinHostPort(host, "0")
+	}
+	return addr
+}

@@ -1,0 +1,65 @@
+package main
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/pgfront/pgfront/internal/app"
+	"github.com/pgfront/pgfront/internal/config"
+)
+
+func configFlag(name string, args []string) (string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	path := fs.String("c", "", "config file (YAML)")
+	if err := fs.Parse(args); err != nil {
+		return "", err
+	}
+	if *path == "" {
+		return "", errors.New("missing -c FILE")
+	}
+	return *path, nil
+}
+
+func runCmd(args []string) error {
+	path, err := configFlag("run", args)
+	if err != nil {
+		return err
+	}
+	cfg, warnings, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	logger := app.NewLogger(cfg.Log.Format, cfg.Log.Level, os.Stderr)
+	for _, w := range warnings {
+		logger.Warn("config: " + w.String())
+	}
+	a, err := app.New(cfg, logger)
+	if err != nil {
+		return err
+	}
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	return a.Run(sigs)
+}
+
+func checkCmd(args []string, out io.Writer) error {
+	path, err := configFlag("check", args)
+	if err != nil {
+		return err
+	}
+	cfg, warnings, err := config.Load(path)
+	if err != nil {
+		return err
+	}
+	for _, w := range warnings {
+		fmt.Fprintf(out, "WARNING: %s\n", w)
+	}
+	fmt.Fprintf(out, "%s: OK (%d routes, %d clusters, %d warnings)\n", path, len(cfg.Routes), len(cfg.Clusters), len(warnings))
+	return nil
+}

@@ -1,0 +1,352 @@
+// Package config owns pgfront's configuration file: the YAML schema, its
+// defaults, strict decoding, validation and lint.
+//
+// Decoding is strict: an unknown key, a value of the wrong type or a bad
+// duration is an error, and every problem in the file is reported at once,
+// each with its file, line and dotted field path
+// (routes.rw.timeouts.client_idle, clusters.main.servers[1].address).
+// Lint warnings (the HAProxy half-close trap and friends) never fail a load;
+// `pgfront check` prints them.
+//
+//	cfg, warnings, err := config.Load("pgfront.yaml")
+//	if err != nil {
+//		return err // *config.Error: one "FILE:LINE: path: message" line per problem
+//	}
+//	for _, w := range warnings {
+//		log.Print(w) // FILE:LINE: path: message
+//	}
+//	for _, name := range cfg.RouteNames() {
+//		r := cfg.Routes[name] // r.Timeouts is fully resolved
+//		_ = r
+//	}
+//
+// A loaded Config is treated as immutable: components get copies of what they
+// need (internal/app converts it into each package's own options); runtime
+// packages never import config.
+package config
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Duration is a time.Duration written in YAML as a Go duration string
+// ("5s", "1m30s", "0s") or a plain 0. Negative values and numbers without a
+// unit are rejected.
+type Duration time.Duration
+
+// D returns d as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }
+
+// String formats d like time.Duration, without trailing zero units
+// ("1h" rather than "1h0m0s").
+func (d Duration) String() string { return fmtDuration(time.Duration(d)) }
+
+// MarshalText writes d in the form ParseDuration accepts.
+func (d Duration) MarshalText() ([]byte, error) { return []byte(d.String()), nil }
+
+// UnmarshalText parses a Go duration string or "0"; negative values are rejected.
+func (d *Duration) UnmarshalText(b []byte) error {
+	v, err := parseDuration(string(b))
+	if err != nil {
+		return err
+	}
+	*d = v
+	return nil
+}
+
+func parseDuration(s string) (Duration, error) {
+	if s == "0" {
+		return 0, nil
+	}
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("invalid duration %q: want a Go duration such as 5s, 1m30s or 0", s)
+	}
+	if v < 0 {
+		return 0, fmt.Errorf("duration %q must not be negative", s)
+	}
+	return Duration(v), nil
+}
+
+// fmtDuration drops the zero tails time.Duration.String keeps ("1h", not
+// "1h0m0s"; "10m", not "10m0s").
+func fmtDuration(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
+// Config is a loaded, defaulted and validated configuration file.
+type Config struct {
+	Log Log
+	// MaxConn (yaml maxconn) limits client sessions across all routes.
+	// Default 10000; 0 = unlimited.
+	MaxConn int
+	// MaxQueue (yaml max_queue) limits clients waiting for a slot in all
+	// queues together. Default 1000; 0 = never queue (refuse at once).
+	MaxQueue int
+	Shutdown Shutdown
+	TCP      TCP
+	// Timeouts are the global defaults; every Route carries its own
+	// resolved copy.
+	Timeouts Timeouts
+	// Clusters by name; each Cluster.Name equals its key.
+	Clusters map[string]*Cluster
+	// Routes by name; each Route.Name equals its key.
+	Routes map[string]*Route
+	// Path is the file the config was loaded from ("" when parsed from bytes).
+	Path string
+}
+
+// Log configures pgfront's own logging.
+type Log struct {
+	// Format is "text" (default) or "json".
+	Format string
+	// Level is "debug", "info" (default), "warn" or "error".
+	Level string
+}
+
+// Shutdown configures SIGTERM handling.
+type Shutdown struct {
+	// Grace is how long sessions get to reach an idle point before they are
+	// cut. Default 30s; 0 = cut at once.
+	Grace Duration
+}
+
+// TCP holds socket options applied to both client and server sockets.
+type TCP struct {
+	// KeepaliveIdle is TCP_KEEPIDLE. Default 30s; 0 = keepalive off.
+	// Whole seconds, at most 32767s (the kernel's unit and limit).
+	KeepaliveIdle Duration
+	// KeepaliveInterval is TCP_KEEPINTVL. Default 10s; must be > 0 when
+	// keepalive is on. Whole seconds, at most 32767s.
+	KeepaliveInterval Duration
+	// KeepaliveCount is TCP_KEEPCNT. Default 3; 1..127 when keepalive is on,
+	// 0 only when it is off.
+	KeepaliveCount int
+	// UserTimeout is TCP_USER_TIMEOUT. Default 60s; 0 = kernel default (off).
+	UserTimeout Duration
+}
+
+// Timeouts bound every state of a session. The global set gives the
+// defaults; a route may override any field.
+type Timeouts struct {
+	// Startup bounds the first packet and the login, until the server's
+	// first ReadyForQuery. Default 10s; must be > 0.
+	Startup Duration
+	// Connect bounds each server connection attempt. Default 3s; must be > 0.
+	Connect Duration
+	// Queue is the longest wait for a slot under maxconn. Default 5s;
+	// 0 = refuse at once.
+	Queue Duration
+	// ClientIdle bounds client silence while no transaction is open.
+	// Default 1h; 0 = off.
+	ClientIdle Duration
+	// IdleInTransaction bounds client silence inside an open transaction.
+	// Default 10m; 0 = off.
+	IdleInTransaction Duration
+	// ServerIdle bounds server silence while a query runs. Default 0 = off
+	// (long queries are legal).
+	ServerIdle Duration
+	// ClientFin is how long the client gets to close after the server has
+	// closed. Default 5s; 0 = off (lint warns: the half-close trap).
+	ClientFin Duration
+	// ServerFin is how long the server gets to close after the client has
+	// closed (on_client_fin forward, or after Terminate). Default 5s;
+	// 0 = off (lint warns).
+	ServerFin Duration
+}
+
+// timeoutField names one Timeouts field by its YAML key.
+type timeoutField struct {
+	key string
+	ptr *Duration
+}
+
+// fields lists t's fields with their YAML keys, in schema order. Decoding,
+// defaults, inheritance and lint all go through this one table.
+func (t *Timeouts) fields() []timeoutField {
+	return []timeoutField{
+		{"startup", &t.Startup},
+		{"connect", &t.Connect},
+		{"queue", &t.Queue},
+		{"client_idle", &t.ClientIdle},
+		{"idle_in_transaction", &t.IdleInTransaction},
+		{"server_idle", &t.ServerIdle},
+		{"client_fin", &t.ClientFin},
+		{"server_fin", &t.ServerFin},
+	}
+}
+
+// Cluster is a named set of PostgreSQL servers.
+type Cluster struct {
+	Name string
+	// Servers in file order; at least one.
+	Servers []*Server
+}
+
+// Server is one PostgreSQL endpoint of a cluster.
+type Server struct {
+	// Name is required and unique within its cluster.
+	Name string
+	// Address is host:port.
+	Address string
+	// Role is the static role: "primary" or "replica".
+	Role string
+	// MaxConn limits sessions on this server. Default 0 = unlimited.
+	MaxConn int
+	// Weight is the roundrobin weight. Default 1; 0 = never chosen.
+	Weight int
+}
+
+// Route is a listener serving one role of one cluster.
+type Route struct {
+	Name string
+	// Listen is the host:port to listen on (port 0 picks a free port).
+	Listen string
+	// Cluster names an entry of Config.Clusters.
+	Cluster string
+	// Role is "primary", "replica" or "any".
+	Role string
+	// Balance is "first", "roundrobin" or "leastconn". Default first for
+	// role primary, roundrobin otherwise.
+	Balance string
+	// OnClientFin is "abort" (default: a client FIN without Terminate ends
+	// the session at once) or "forward" (pure TCP half-close, bounded by
+	// server_fin).
+	OnClientFin string
+	// MaxConn limits sessions on this route. Default 0 = unlimited (the
+	// global maxconn still applies).
+	MaxConn int
+	// ConnectRetries is how many more servers are tried after a failed
+	// connect. Default 2; 0..10.
+	ConnectRetries int
+	// Timeouts are fully resolved: the global timeouts with this route's
+	// overrides applied.
+	Timeouts Timeouts
+}
+
+// RouteNames returns the route names, sorted.
+func (c *Config) RouteNames() []string { return sortedKeys(c.Routes) }
+
+// ClusterNames returns the cluster names, sorted.
+func (c *Config) ClusterNames() []string { return sortedKeys(c.Clusters) }
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Warning is a lint finding: the config loads, but probably does not do
+// what its author wants.
+type Warning struct {
+	File    string
+	Line    int
+	Path    string
+	Message string
+}
+
+// String formats w as "FILE:LINE: path: message".
+func (w Warning) String() string { return formatLoc(w.File, w.Line, w.Path, w.Message) }
+
+// Problem is one reason a config was rejected.
+type Problem struct {
+	File    string
+	Line    int
+	Path    string
+	Message string
+}
+
+// String formats p as "FILE:LINE: path: message".
+func (p Problem) String() string { return formatLoc(p.File, p.Line, p.Path, p.Message) }
+
+// Error is returned by Load and Parse when the config is invalid. It
+// collects every problem found, in file order.
+type Error struct {
+	Problems []Problem
+}
+
+// Error joins the problems, one "FILE:LINE: path: message" per line.
+func (e *Error) Error() string {
+	if len(e.Problems) == 0 {
+		return "invalid config"
+	}
+	b := make([]byte, 0, 64*len(e.Problems))
+	for i, p := range e.Problems {
+		if i > 0 {
+			b = append(b, '\n')
+		}
+		b = append(b, p.String()...)
+	}
+	return string(b)
+}
+
+// formatLoc renders "FILE:LINE: path: message", leaving out the parts that
+// are unknown (no file name when parsed from bytes, line 0, empty path).
+func formatLoc(file string, line int, path, msg string) string {
+	loc := file
+	if line > 0 {
+		if loc == "" {
+			loc = "line " + strconv.Itoa(line)
+		} else {
+			loc += ":" + strconv.Itoa(line)
+		}
+	}
+	s := msg
+	if path != "" {
+		s = path + ": " + s
+	}
+	if loc != "" {
+		s = loc + ": " + s
+	}
+	return s
+}
+
+// Load reads, decodes, defaults and validates the config file at path.
+// The returned error is an *Error when the file was read but is invalid.
+// Warnings are lint findings; they never make Load fail.
+func Load(path string) (*Config, []Warning, error) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, fmt.Errorf("reading config: %w", err)
+	}
+	c, warnings, err := Parse(data, path)
+	if err != nil {
+		return nil, nil, err
+	}
+	c.Path = path
+	return c, warnings, nil
+}
+
+// Parse decodes, defaults and validates a config held in memory. filename is
+// used only in messages (it may be ""). The error, if any, is an *Error
+// listing every problem at once.
+func Parse(data []byte, filename string) (*Config, []Warning, error) {
+	ps := &problems{file: filename}
+	root, ok := parseRoot(data, ps)
+	if !ok {
+		return nil, nil, ps.err()
+	}
+	m := newMeta()
+	c := newDecoder(root, m, ps).config(root)
+	applyDefaults(c, m.isSet)
+	validate(c, m, ps)
+	if err := ps.err(); err != nil {
+		return nil, nil, err
+	}
+	return c, lint(c, m, filename), nil
+}

@@ -1,0 +1,89 @@
+package config
+
+import "time"
+
+// Default values, as documented on the Config fields and in
+// pgfront.example.yaml.
+const (
+	defaultMaxConn        = 10000
+	defaultMaxQueue       = 1000
+	defaultConnectRetries = 2
+)
+
+// defaultTimeouts are the global timeouts a file does not set.
+var defaultTimeouts = Timeouts{
+	Startup:           Duration(10 * time.Second),
+	Connect:           Duration(3 * time.Second),
+	Queue:             Duration(5 * time.Second),
+	ClientIdle:        Duration(time.Hour),
+	IdleInTransaction: Duration(10 * time.Minute),
+	ServerIdle:        0,
+	ClientFin:         Duration(5 * time.Second),
+	ServerFin:         Duration(5 * time.Second),
+}
+
+// applyDefaults is the one place defaults are applied: every field the file
+// did not set (isSet reports the field paths it did) gets its default, and
+// every route's timeouts are resolved against the global ones. Set fields
+// are left alone, even when zero: zero has a meaning ("off", "unlimited").
+func applyDefaults(c *Config, isSet func(path string) bool) {
+	str := func(dst *string, path, def string) {
+		if !isSet(path) {
+			*dst = def
+		}
+	}
+	num := func(dst *int, path string, def int) {
+		if !isSet(path) {
+			*dst = def
+		}
+	}
+	dur := func(dst *Duration, path string, def time.Duration) {
+		if !isSet(path) {
+			*dst = Duration(def)
+		}
+	}
+
+	str(&c.Log.Format, "log.format", "text")
+	str(&c.Log.Level, "log.level", "info")
+	num(&c.MaxConn, "maxconn", defaultMaxConn)
+	num(&c.MaxQueue, "max_queue", defaultMaxQueue)
+	dur(&c.Shutdown.Grace, "shutdown.grace", 30*time.Second)
+	dur(&c.TCP.KeepaliveIdle, "tcp.keepalive_idle", 30*time.Second)
+	dur(&c.TCP.KeepaliveInterval, "tcp.keepalive_interval", 10*time.Second)
+	num(&c.TCP.KeepaliveCount, "tcp.keepalive_count", 3)
+	dur(&c.TCP.UserTimeout, "tcp.user_timeout", 60*time.Second)
+
+	def := defaultTimeouts
+	defFields := def.fields()
+	for i, f := range c.Timeouts.fields() {
+		dur(f.ptr, "timeouts."+f.key, defFields[i].ptr.D())
+	}
+
+	if c.Clusters == nil {
+		c.Clusters = map[string]*Cluster{}
+	}
+	for name, cl := range c.Clusters {
+		for i, s := range cl.Servers {
+			p := index(join("clusters."+name, "servers"), i)
+			num(&s.Weight, p+".weight", 1)
+		}
+	}
+
+	if c.Routes == nil {
+		c.Routes = map[string]*Route{}
+	}
+	global := c.Timeouts.fields()
+	for name, r := range c.Routes {
+		p := "routes." + name
+		balance := "roundrobin"
+		if r.Role == "primary" {
+			balance = "first"
+		}
+		str(&r.Balance, p+".balance", balance)
+		str(&r.OnClientFin, p+".on_client_fin", "abort")
+		num(&r.ConnectRetries, p+".connect_retries", defaultConnectRetries)
+		for i, f := range r.Timeouts.fields() {
+			dur(f.ptr, p+".timeouts."+f.key, global[i].ptr.D())
+		}
+	}
+}

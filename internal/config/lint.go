@@ -1,0 +1,119 @@
+package config
+
+import (
+	"fmt"
+	"sort"
+	"time"
+)
+
+// finLongBound is where a FIN timeout stops looking like "a few seconds".
+const finLongBound = time.Minute
+
+// loudIdleBound: a half-close trap whose only other bound is longer than
+// this (or absent) is the one that took HAProxy setups down.
+const loudIdleBound = 30 * time.Minute
+
+type linter struct {
+	c    *Config
+	m    *meta
+	file string
+	out  []Warning
+}
+
+// lint returns the warnings for a valid config, in file order.
+func lint(c *Config, m *meta, file string) []Warning {
+	l := &linter{c: c, m: m, file: file}
+	l.timeouts("timeouts", c.Timeouts, func(string) bool { return true })
+	for _, name := range m.inFileOrder("routes", c.RouteNames()) {
+		r := c.Routes[name]
+		p := "routes." + name
+		// A route is judged on its own only for the checks that read a
+		// timeout it overrides; inherited values were judged globally.
+		l.timeouts(p+".timeouts", r.Timeouts, func(key string) bool { return m.isSet(p + ".timeouts." + key) })
+		l.route(r)
+	}
+	sort.SliceStable(l.out, func(i, j int) bool { return l.out[i].Line < l.out[j].Line })
+	return l.out
+}
+
+func (l *linter) warn(path, format string, args ...any) {
+	l.out = append(l.out, Warning{File: l.file, Line: l.m.line(path), Path: path, Message: fmt.Sprintf(format, args...)})
+}
+
+// anySet reports whether own says any of keys is set in this scope.
+func anySet(own func(string) bool, keys ...string) bool {
+	for _, k := range keys {
+		if own(k) {
+			return true
+		}
+	}
+	return false
+}
+
+// timeouts checks one set of timeouts (global, or a route's resolved ones);
+// own reports which keys this scope itself sets.
+func (l *linter) timeouts(prefix string, t Timeouts, own func(key string) bool) {
+	// The client side of a half-closed session (server gone, client silent)
+	// is bounded, without client_fin, only by the client idle timeouts, and
+	// both must be on for that bound to hold in every transaction state.
+	clientBound := max(t.ClientIdle, t.IdleInTransaction)
+	if t.ClientIdle == 0 || t.IdleInTransaction == 0 {
+		clientBound = 0
+	}
+	if t.ClientFin == 0 && anySet(own, "client_fin", "client_idle", "idle_in_transaction") {
+		l.finOff(prefix+".client_fin", "client_fin", "the server closes, the client", clientBound, "client_idle/idle_in_transaction")
+	}
+	// The server side (client gone, server silent) is bounded only by
+	// server_idle, which is off by default.
+	if t.ServerFin == 0 && anySet(own, "server_fin", "server_idle") {
+		l.finOff(prefix+".server_fin", "server_fin", "the client closes, the server", t.ServerIdle, "server_idle")
+	}
+
+	for _, f := range []struct {
+		key string
+		d   Duration
+	}{{"client_fin", t.ClientFin}, {"server_fin", t.ServerFin}} {
+		if f.d.D() > finLongBound && own(f.key) {
+			l.warn(prefix+"."+f.key, "%s is %s: FIN bounds should be seconds (default 5s); a peer that half-closed and went quiet has nothing more to say, and each such session holds a maxconn slot meanwhile", f.key, f.d)
+		}
+	}
+
+	if t.ClientIdle == 0 && t.IdleInTransaction == 0 && l.c.TCP.KeepaliveIdle == 0 && anySet(own, "client_idle", "idle_in_transaction") {
+		l.warn(prefix+".client_idle", "client_idle and idle_in_transaction are both 0 (off) and TCP keepalive is off (tcp.keepalive_idle: 0): idle sessions are unbounded, and a client that vanished without a FIN holds its maxconn slot forever")
+	}
+}
+
+// finOff warns about a FIN timeout turned off: the HAProxy half-close trap.
+func (l *linter) finOff(path, key, who string, bound Duration, boundKeys string) {
+	until := fmt.Sprintf("until %s (%s) ends them", boundKeys, bound)
+	loud := bound == 0 || bound.D() > loudIdleBound
+	if bound == 0 {
+		until = fmt.Sprintf("forever, as %s is off too", boundKeys)
+	}
+	msg := fmt.Sprintf("%s is 0 (off): after %s may never close its side; half-closed sessions can hold maxconn slots %s. "+
+		"This is the HAProxy CLOSE_WAIT/FIN_WAIT2 trap", key, who, until)
+	if loud {
+		msg = "DANGER: " + msg + ", which fills maxconn until every new client is refused"
+	}
+	l.warn(path, "%s; set %s to a few seconds (default 5s)", msg, key)
+}
+
+func (l *linter) route(r *Route) {
+	p := "routes." + r.Name
+	if r.OnClientFin == "forward" && r.Timeouts.ServerFin == 0 {
+		l.warn(p+".on_client_fin", "on_client_fin is forward and server_fin is 0 (off): after a client half-closes, nothing bounds the wait for the server to close, and the session holds its maxconn slot until it does; set server_fin or use on_client_fin: abort")
+	}
+	if r.Role != "primary" && r.Role != "replica" {
+		return
+	}
+	cl := l.c.Clusters[r.Cluster]
+	if cl == nil {
+		return
+	}
+	for _, s := range cl.Servers {
+		if s.Role == r.Role {
+			return
+		}
+	}
+	l.warn(p+".role", "cluster %q has no server with role %s: this route has nowhere to send clients", r.Cluster, r.Role)
+}

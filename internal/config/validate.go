@@ -1,0 +1,258 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"net"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// namePattern is what route, cluster and server names may look like: they
+// become metric labels and log fields.
+var namePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
+
+const (
+	maxConnectRetries = 10
+	maxKeepaliveCount = 127                              // TCP_KEEPCNT limit
+	maxKeepaliveSecs  = 32767                            // TCP_KEEPIDLE / TCP_KEEPINTVL limit
+	maxUserTimeout    = math.MaxInt32 * time.Millisecond // TCP_USER_TIMEOUT is an int of ms
+)
+
+type validator struct {
+	c  *Config
+	m  *meta
+	ps *problems
+}
+
+// validate checks the defaulted config c and records every problem in ps.
+func validate(c *Config, m *meta, ps *problems) {
+	v := &validator{c: c, m: m, ps: ps}
+	v.oneOf("log.format", c.Log.Format, "text", "json")
+	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
+	v.nonNegative("maxconn", c.MaxConn)
+	v.nonNegative("max_queue", c.MaxQueue)
+	v.tcp()
+	v.positive("timeouts.startup", c.Timeouts.Startup)
+	v.positive("timeouts.connect", c.Timeouts.Connect)
+
+	if len(c.Clusters) == 0 {
+		v.bad("clusters", "at least one cluster is required")
+	}
+	for _, name := range m.inFileOrder("clusters", c.ClusterNames()) {
+		v.cluster(c.Clusters[name])
+	}
+
+	if len(c.Routes) == 0 {
+		v.bad("routes", "at least one route is required")
+	}
+	listens := map[string][]listenAddr{} // by port
+	for _, name := range m.inFileOrder("routes", c.RouteNames()) {
+		v.route(c.Routes[name], listens)
+	}
+}
+
+func (v *validator) bad(path, format string, args ...any) {
+	v.ps.add(v.m.line(path), path, format, args...)
+}
+
+func (v *validator) tcp() {
+	t := v.c.TCP
+	if t.KeepaliveIdle == 0 {
+		if t.KeepaliveCount < 0 || t.KeepaliveCount > maxKeepaliveCount {
+			v.bad("tcp.keepalive_count", "must be from 0 to %d, not %d", maxKeepaliveCount, t.KeepaliveCount)
+		}
+	} else {
+		v.keepaliveSeconds("tcp.keepalive_idle", t.KeepaliveIdle)
+		v.keepaliveSeconds("tcp.keepalive_interval", t.KeepaliveInterval)
+		if t.KeepaliveCount < 1 || t.KeepaliveCount > maxKeepaliveCount {
+			v.bad("tcp.keepalive_count", "must be from 1 to %d while keepalive is on (tcp.keepalive_idle > 0), not %d", maxKeepaliveCount, t.KeepaliveCount)
+		}
+	}
+	if t.UserTimeout.D() > maxUserTimeout {
+		v.bad("tcp.user_timeout", "must be at most %s", Duration(maxUserTimeout.Truncate(time.Second)))
+	}
+}
+
+// keepaliveSeconds checks a keepalive time the kernel takes in whole
+// seconds, 1..32767.
+func (v *validator) keepaliveSeconds(path string, d Duration) {
+	switch {
+	case d <= 0:
+		v.bad(path, "must be greater than 0 while keepalive is on (tcp.keepalive_idle > 0)")
+	case d.D()%time.Second != 0:
+		v.bad(path, "must be whole seconds (the kernel counts keepalive in seconds), not %s", d)
+	case d.D() > maxKeepaliveSecs*time.Second:
+		v.bad(path, "must be at most %ds, not %s", maxKeepaliveSecs, d)
+	}
+}
+
+func (v *validator) cluster(cl *Cluster) {
+	p := "clusters." + cl.Name
+	v.name(p, cl.Name, "cluster")
+	if len(cl.Servers) == 0 {
+		v.bad(p+".servers", "cluster %q needs at least one server", cl.Name)
+	}
+	first := map[string]string{} // server name -> path of its first use
+	for i, s := range cl.Servers {
+		sp := index(p+".servers", i)
+		switch {
+		case s.Name == "":
+			v.bad(sp+".name", "is required")
+		case !namePattern.MatchString(s.Name):
+			v.bad(sp+".name", "%q must match %s", s.Name, namePattern)
+		case first[s.Name] != "":
+			v.bad(sp+".name", "duplicate server name %q in cluster %q (first at %s)", s.Name, cl.Name, first[s.Name])
+		default:
+			first[s.Name] = sp
+		}
+		if s.Address == "" {
+			v.bad(sp+".address", "is required")
+		} else if _, _, err := splitAddr(s.Address, false); err != nil {
+			v.bad(sp+".address", "%v", err)
+		}
+		v.oneOf(sp+".role", s.Role, "primary", "replica")
+		v.nonNegative(sp+".maxconn", s.MaxConn)
+		v.nonNegative(sp+".weight", s.Weight)
+	}
+}
+
+// listenAddr is a route's listen host, remembered to find clashes.
+type listenAddr struct {
+	host, route string
+}
+
+func (v *validator) route(r *Route, listens map[string][]listenAddr) {
+	p := "routes." + r.Name
+	v.name(p, r.Name, "route")
+
+	if r.Listen == "" {
+		v.bad(p+".listen", "is required")
+	} else if host, port, err := splitAddr(r.Listen, true); err != nil {
+		v.bad(p+".listen", "%v", err)
+	} else if port != "0" { // port 0 picks a free port: never a clash
+		for _, other := range listens[port] {
+			if listenClash(host, other.host) {
+				v.bad(p+".listen", "listen address %s is already used by route %q", r.Listen, other.route)
+				break
+			}
+		}
+		listens[port] = append(listens[port], listenAddr{host: host, route: r.Name})
+	}
+
+	switch {
+	case r.Cluster == "":
+		v.bad(p+".cluster", "is required")
+	case v.c.Clusters[r.Cluster] == nil && len(v.c.Clusters) == 0:
+		v.bad(p+".cluster", "unknown cluster %q (no clusters are defined)", r.Cluster)
+	case v.c.Clusters[r.Cluster] == nil:
+		v.bad(p+".cluster", "unknown cluster %q (defined: %s)", r.Cluster, strings.Join(v.c.ClusterNames(), ", "))
+	}
+	v.oneOf(p+".role", r.Role, "primary", "replica", "any")
+	v.oneOf(p+".balance", r.Balance, "first", "roundrobin", "leastconn")
+	v.oneOf(p+".on_client_fin", r.OnClientFin, "abort", "forward")
+	v.nonNegative(p+".maxconn", r.MaxConn)
+	if r.ConnectRetries < 0 || r.ConnectRetries > maxConnectRetries {
+		v.bad(p+".connect_retries", "must be from 0 to %d, not %d", maxConnectRetries, r.ConnectRetries)
+	}
+	// Inherited values were checked once, globally.
+	if v.m.isSet(p + ".timeouts.startup") {
+		v.positive(p+".timeouts.startup", r.Timeouts.Startup)
+	}
+	if v.m.isSet(p + ".timeouts.connect") {
+		v.positive(p+".timeouts.connect", r.Timeouts.Connect)
+	}
+}
+
+func (v *validator) name(path, name, what string) {
+	if !namePattern.MatchString(name) {
+		v.bad(path, "%s name %q must match %s", what, name, namePattern)
+	}
+}
+
+// oneOf checks an enumerated string; "" that the file did not set means
+// the field is missing.
+func (v *validator) oneOf(path, val string, allowed ...string) {
+	for _, a := range allowed {
+		if val == a {
+			return
+		}
+	}
+	if val == "" && !v.m.isSet(path) {
+		v.bad(path, "is required (%s)", orList(allowed))
+		return
+	}
+	v.bad(path, "must be %s, not %q", orList(allowed), val)
+}
+
+func (v *validator) nonNegative(path string, n int) {
+	if n < 0 {
+		v.bad(path, "must not be negative, not %d", n)
+	}
+}
+
+func (v *validator) positive(path string, d Duration) {
+	if d <= 0 {
+		v.bad(path, "must be greater than 0")
+	}
+}
+
+// orList renders "a", "a or b", "a, b or c".
+func orList(xs []string) string {
+	if len(xs) == 1 {
+		return xs[0]
+	}
+	return strings.Join(xs[:len(xs)-1], ", ") + " or " + xs[len(xs)-1]
+}
+
+// splitAddr checks a host:port. A server address needs a host; a listen
+// address may leave it empty (all interfaces) and use port 0 (a free port).
+func splitAddr(addr string, listen bool) (host, port string, err error) {
+	host, port, err = net.SplitHostPort(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("must be host:port, e.g. 127.0.0.1:5432, not %q", addr)
+	}
+	if !listen && host == "" {
+		return "", "", fmt.Errorf("%q needs a host", addr)
+	}
+	lo := 1
+	if listen {
+		lo = 0
+	}
+	n, err := strconv.Atoi(port)
+	if err != nil || strings.TrimLeft(port, "0123456789") != "" || n < lo || n > 65535 {
+		return "", "", fmt.Errorf("port of %q must be a number from %d to 65535", addr, lo)
+	}
+	return host, strconv.Itoa(n), nil
+}
+
+// listenClash reports whether listeners on hosts a and b with the same port
+// cannot both bind: the same host, or a wildcard that covers the other.
+func listenClash(a, b string) bool {
+	a, b = strings.ToLower(a), strings.ToLower(b)
+	return a == b || wildcardCovers(a, b) || wildcardCovers(b, a)
+}
+
+func wildcardCovers(w, h string) bool {
+	switch w {
+	case "", "::": // Go listens dual-stack on these
+		return true
+	case "0.0.0.0":
+		ip := net.ParseIP(h)
+		return ip == nil || ip.To4() != nil // a host name may resolve to IPv4
+	}
+	return false
+}
+
+// inFileOrder sorts the names under prefix (clusters, routes) by the line
+// they appear on, so problems read top to bottom.
+func (m *meta) inFileOrder(prefix string, names []string) []string {
+	out := append([]string(nil), names...)
+	sort.SliceStable(out, func(i, j int) bool {
+		return m.lines[join(prefix, out[i])] < m.lines[join(prefix, out[j])]
+	})
+	return out
+}

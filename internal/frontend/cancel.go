@@ -1,0 +1,51 @@
+package frontend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"github.com/pgfront/pgfront/internal/pgwire"
+)
+
+// cancelTimeout bounds a whole cancel exchange with a server (connect, write, wait for close).
+const cancelTimeout = 5 * time.Second
+
+// errUnknownCancelKey is a CancelRequest naming no live session; it is dropped and counted.
+var errUnknownCancelKey = errors.New("cancel request for an unknown backend key dropped")
+
+// forwardCancel routes a client's CancelRequest to the server holding the session with that
+// backend key, and nowhere else.
+func (f *Frontend) forwardCancel(key pgwire.CancelKey) error {
+	s, ok := f.registry.Lookup(key)
+	if !ok {
+		return errUnknownCancelKey
+	}
+	addr := s.ServerAddr()
+	if addr == "" {
+		return errUnknownCancelKey
+	}
+	return f.sendCancel(addr, key)
+}
+
+// sendCancel delivers a CancelRequest for key to the server at addr and waits (bounded) for the
+// server to close the connection, as PostgreSQL does once it has signalled the backend.
+func (f *Frontend) sendCancel(addr string, key pgwire.CancelKey) error {
+	ctx, cancel := context.WithTimeout(f.ctx, cancelTimeout)
+	defer cancel()
+	c, err := f.dialer.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return fmt.Errorf("connecting to %s for a cancel request: %w", addr, err)
+	}
+	defer c.Close()
+	deadline, _ := ctx.Deadline()
+	_ = c.SetDeadline(deadline)
+	if _, err := c.Write(pgwire.EncodeCancelRequest(key)); err != nil {
+		return fmt.Errorf("sending cancel request to %s: %w", addr, err)
+	}
+	var b [1]byte
+	_, _ = io.ReadFull(c, b[:]) // the server answers nothing and closes
+	return nil
+}

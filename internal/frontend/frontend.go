@@ -1,0 +1,252 @@
+// Package frontend owns the route listeners: the accept loops, each session's start-up (first
+// packet, SSL/GSSENC negotiation, cancel requests), admission under maxconn, the connection to
+// a server, and every refusal, which a PostgreSQL client always receives as a FATAL
+// ErrorResponse. Once a session is established it hands both connections to package relay.
+//
+//	f, err := frontend.New(frontend.Options{Routes: routes, Admission: adm, Global: global, Logger: log})
+//	if err := f.Listen(); err != nil { ... }
+//	go f.Serve()
+//	...
+//	f.Shutdown(ctx) // stop accepting, end sessions at idle points, hard stop when ctx ends
+package frontend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/time/rate"
+
+	"github.com/pgfront/pgfront/internal/admission"
+	"github.com/pgfront/pgfront/internal/balance"
+	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/relay"
+)
+
+// Route is one listener serving one role of one cluster.
+type Route struct {
+	Name           string
+	Listen         string // host:port
+	Cluster        *cluster.Cluster
+	Role           cluster.Role
+	Balancer       *balance.Balancer
+	Limit          *admission.Limit // the route's maxconn
+	ConnectRetries int              // extra servers tried after a failed connect
+
+	Startup time.Duration // first packet; and, separately, the login
+	Connect time.Duration // per connection attempt
+	Queue   time.Duration // wait for a maxconn slot; 0 = refuse at once
+	// Relay holds the established session's bounds (idle, FIN) and on_client_fin.
+	Relay relay.Options
+}
+
+// Options configure a Frontend.
+type Options struct {
+	Routes    []*Route
+	Admission *admission.Controller
+	Global    *admission.Limit // the global maxconn
+	KeepAlive netx.KeepAlive   // applied to client and server sockets
+	Logger    *slog.Logger
+	// Listen opens a route's listener; nil means net.Listen("tcp", addr).
+	Listen func(addr string) (net.Listener, error)
+}
+
+// Frontend serves every route. Its methods are safe for concurrent use.
+type Frontend struct {
+	opts     Options
+	log      *slog.Logger
+	registry *cluster.Registry[*session]
+	dialer   *net.Dialer
+
+	ctx    context.Context // cancelled by Close: ends waits and dials
+	cancel context.CancelFunc
+
+	listeners []net.Listener
+	loops     sync.WaitGroup // accept loops
+	sessions  sync.WaitGroup // session goroutines
+	nextID    atomic.Uint64
+
+	refusalLog *rate.Limiter // refusals are logged, but never floods
+	suppressed atomic.Uint64
+
+	mu struct {
+		sync.Mutex
+		stopping relay.Cause // set once Shutdown or Close began
+	}
+}
+
+// New checks opts and returns a Frontend that is not listening yet.
+func New(opts Options) (*Frontend, error) {
+	if opts.Admission == nil || opts.Global == nil {
+		return nil, errors.New("frontend: admission controller and global limit are required")
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Listen == nil {
+		opts.Listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Frontend{
+		opts:       opts,
+		log:        opts.Logger,
+		registry:   cluster.NewRegistry[*session](),
+		dialer:     opts.KeepAlive.Dialer(0),
+		ctx:        ctx,
+		cancel:     cancel,
+		refusalLog: rate.NewLimiter(rate.Every(time.Second), 10),
+	}, nil
+}
+
+// Listen binds every route's listener, so address errors surface before anything is served.
+// On error the listeners already opened are closed.
+func (f *Frontend) Listen() error {
+	for _, r := range f.opts.Routes {
+		ln, err := f.opts.Listen(r.Listen)
+		if err != nil {
+			for _, l := range f.listeners {
+				_ = l.Close()
+			}
+			f.listeners = nil
+			return fmt.Errorf("route %s: listening on %s: %w", r.Name, r.Listen, err)
+		}
+		f.listeners = append(f.listeners, ln)
+	}
+	return nil
+}
+
+// Addr is the bound address of the named route (useful when it listens on port 0).
+func (f *Frontend) Addr(route string) net.Addr {
+	for i, r := range f.opts.Routes {
+		if r.Name == route && i < len(f.listeners) {
+			return f.listeners[i].Addr()
+		}
+	}
+	return nil
+}
+
+// Serve starts one accept loop per route and returns at once.
+func (f *Frontend) Serve() {
+	for i, r := range f.opts.Routes {
+		f.loops.Add(1)
+		go f.acceptLoop(r, f.listeners[i])
+	}
+}
+
+// Sessions is the number of sessions open now, from accept to close.
+func (f *Frontend) Sessions() int { return f.registry.Len() }
+
+// UnknownCancels is how many CancelRequests named no live session (dropped).
+func (f *Frontend) UnknownCancels() uint64 { return f.registry.UnknownCancels() }
+
+// acceptLoop accepts clients of route r until its listener is closed. Temporary errors (out of
+// file descriptors, say) back off instead of spinning.
+func (f *Frontend) acceptLoop(r *Route, ln net.Listener) {
+	defer f.loops.Done()
+	backoff := time.Duration(0)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
+			f.log.Warn("accept failed", "route", r.Name, "err", err, "retry_in", backoff)
+			t := time.NewTimer(backoff)
+			select {
+			case <-t.C:
+			case <-f.ctx.Done():
+				t.Stop()
+				return
+			}
+			continue
+		}
+		backoff = 0
+		s := f.newSession(r, c)
+		f.sessions.Add(1)
+		go f.serveSession(s)
+	}
+}
+
+// Shutdown stops accepting and ends every session at its next idle point (FATAL 57P01). When ctx
+// ends first, the remaining sessions are ended at once. It returns when all sessions are gone.
+func (f *Frontend) Shutdown(ctx context.Context) {
+	if !f.stop(relay.CauseShutdown) {
+		f.wait()
+		return
+	}
+	for _, s := range f.registry.Snapshot() {
+		s.drain(relay.CauseShutdown)
+	}
+	done := make(chan struct{})
+	go func() { f.sessions.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-ctx.Done():
+		f.endAll(relay.CauseShutdown)
+		<-done
+	}
+	f.wait()
+}
+
+// Close stops accepting and ends every session now. It returns when all sessions are gone.
+func (f *Frontend) Close() {
+	f.stop(relay.CauseShutdown)
+	f.endAll(relay.CauseShutdown)
+	f.wait()
+}
+
+// stop closes the listeners once; it reports whether this call did it.
+func (f *Frontend) stop(cause relay.Cause) bool {
+	f.mu.Lock()
+	first := f.mu.stopping == relay.CauseNone
+	if first {
+		f.mu.stopping = cause
+		for _, l := range f.listeners {
+			_ = l.Close()
+		}
+	}
+	f.mu.Unlock()
+	return first
+}
+
+func (f *Frontend) endAll(cause relay.Cause) {
+	f.cancel()
+	for _, s := range f.registry.Snapshot() {
+		s.end(cause)
+	}
+}
+
+func (f *Frontend) wait() {
+	f.loops.Wait()
+	f.sessions.Wait()
+	f.cancel()
+}
+
+func (f *Frontend) stopping() relay.Cause {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.mu.stopping
+}
+
+// logRefusal logs a refused client, at most ~1/s after a burst, counting what it skipped.
+func (f *Frontend) logRefusal(s *session, cause relay.Cause, err error) {
+	if !f.refusalLog.Allow() {
+		f.suppressed.Add(1)
+		return
+	}
+	attrs := []any{"route", s.route.Name, "client", s.clientAddr, "cause", cause.String()}
+	if err != nil {
+		attrs = append(attrs, "err", err)
+	}
+	if n := f.suppressed.Swap(0); n > 0 {
+		attrs = append(attrs, "suppressed_since_last", n)
+	}
+	f.log.Warn("session refused", attrs...)
+}

@@ -1,0 +1,464 @@
+package frontend
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/pgfront/pgfront/internal/admission"
+	"github.com/pgfront/pgfront/internal/balance"
+	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/pgwire"
+	"github.com/pgfront/pgfront/internal/relay"
+)
+
+// session is one client connection, from accept to close. Its goroutine (serveSession) owns
+// the client conn and, once dialled, the server conn, until relay takes both over.
+type session struct {
+	id         uint64
+	f          *Frontend
+	route      *Route
+	client     net.Conn
+	clientAddr string
+	start      time.Time
+
+	ctx    context.Context // ends queue waits and dials when the session is told to stop
+	cancel context.CancelFunc
+
+	mu struct {
+		sync.Mutex
+		server  *cluster.Server
+		relay   *relay.Session
+		stopped relay.Cause // set by drain/end before relay exists
+	}
+}
+
+func (f *Frontend) newSession(r *Route, c net.Conn) *session {
+	ctx, cancel := context.WithCancel(f.ctx)
+	s := &session{
+		id:         f.nextID.Add(1),
+		f:          f,
+		route:      r,
+		client:     c,
+		clientAddr: c.RemoteAddr().String(),
+		start:      time.Now(),
+		ctx:        ctx,
+		cancel:     cancel,
+	}
+	f.registry.Add(s)
+	return s
+}
+
+// ServerAddr implements cluster.Session.
+func (s *session) ServerAddr() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.mu.server == nil {
+		return ""
+	}
+	return s.mu.server.Addr
+}
+
+// drain ends the session at its next idle point; before it is established, at once.
+func (s *session) drain(cause relay.Cause) {
+	s.mu.Lock()
+	r := s.mu.relay
+	if r == nil {
+		s.stopLocked(cause)
+	}
+	s.mu.Unlock()
+	if r != nil {
+		r.Drain(cause)
+	}
+}
+
+// end ends the session now.
+func (s *session) end(cause relay.Cause) {
+	s.mu.Lock()
+	r := s.mu.relay
+	if r == nil {
+		s.stopLocked(cause)
+	}
+	s.mu.Unlock()
+	if r != nil {
+		r.End(cause)
+	}
+}
+
+// stopLocked interrupts a session that is still starting: its waits and dials are cancelled and
+// its client reads fail at once; serveSession then sees mu.stopped.
+func (s *session) stopLocked(cause relay.Cause) {
+	if s.mu.stopped == relay.CauseNone {
+		s.mu.stopped = cause
+	}
+	s.cancel()
+	_ = s.client.SetReadDeadline(time.Unix(1, 0))
+}
+
+func (s *session) stoppedCause() relay.Cause {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.stopped
+}
+
+// outcome is how a session ended, for its log line.
+type outcome struct {
+	cause              relay.Cause
+	err                error
+	server             *cluster.Server
+	fromClient, toSrv  int64
+	user, database     string
+	queued             time.Duration
+	refused, cancelReq bool
+}
+
+// serveSession runs one client connection to its end.
+func (f *Frontend) serveSession(s *session) {
+	defer f.sessions.Done()
+	o := s.run()
+	s.cancel()
+	_ = s.client.Close()
+	var key pgwire.CancelKey
+	var haveKey bool
+	s.mu.Lock()
+	if s.mu.relay != nil {
+		st := s.mu.relay.State()
+		key, haveKey = st.Key, st.HaveKey
+	}
+	s.mu.Unlock()
+	f.registry.Remove(s, key, haveKey)
+	s.logEnd(o)
+}
+
+func (s *session) logEnd(o outcome) {
+	if o.cancelReq {
+		s.f.log.Debug("cancel request", "route", s.route.Name, "client", s.clientAddr, "forwarded", o.err == nil, "err", o.err)
+		return
+	}
+	if o.refused {
+		s.f.logRefusal(s, o.cause, o.err)
+	}
+	server := ""
+	if o.server != nil {
+		server = o.server.Name
+	}
+	level := slog.LevelInfo
+	if o.cause == relay.CauseProtocolError || o.cause == relay.CauseConnectFailed {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.Uint64("session", s.id),
+		slog.String("route", s.route.Name),
+		slog.String("client", s.clientAddr),
+		slog.String("server", server),
+		slog.String("user", o.user),
+		slog.String("database", o.database),
+		slog.Duration("duration", time.Since(s.start)),
+		slog.Int64("bytes_from_client", o.fromClient),
+		slog.Int64("bytes_from_server", o.toSrv),
+		slog.String("cause", o.cause.String()),
+	}
+	if o.queued > 0 {
+		attrs = append(attrs, slog.Duration("queued", o.queued))
+	}
+	if o.err != nil {
+		attrs = append(attrs, slog.String("err", o.err.Error()))
+	}
+	s.f.log.LogAttrs(context.Background(), level, "session ended", attrs...)
+}
+
+// refuse tells the client why in a FATAL ErrorResponse and returns the outcome.
+func (s *session) refuse(cause relay.Cause, code, msg, hint string, err error) outcome {
+	_ = s.client.SetWriteDeadline(time.Now().Add(time.Second))
+	_, _ = s.client.Write(pgwire.Fatal(code, msg, hint))
+	return outcome{cause: cause, err: err, refused: true}
+}
+
+// run is the session's life up to the relay's end.
+func (s *session) run() outcome {
+	r := s.route
+	if tc, ok := s.client.(*net.TCPConn); ok {
+		_ = s.f.opts.KeepAlive.Apply(tc)
+	}
+	_ = s.client.SetDeadline(time.Now().Add(r.Startup))
+	pkt, o, ok := s.readStartup()
+	if !ok {
+		return o
+	}
+	user, db := pkt.Params["user"], pkt.Params["database"]
+	if db == "" {
+		db = user
+	}
+	o = s.establish(pkt)
+	o.user, o.database = user, db
+	return o
+}
+
+// readStartup reads the first packets up to the StartupMessage, answering SSLRequest and
+// GSSENCRequest with 'N' and forwarding a CancelRequest. ok is false when the session is over.
+func (s *session) readStartup() (*pgwire.FirstPacket, outcome, bool) {
+	negotiated := false
+	for {
+		pkt, err := pgwire.ReadFirstPacket(s.client)
+		if err != nil {
+			return nil, s.startupFailed(err), false
+		}
+		switch pkt.Kind {
+		case pgwire.KindStartup:
+			return pkt, outcome{}, true
+		case pgwire.KindCancel:
+			return nil, outcome{cause: relay.CauseCancelRequest, cancelReq: true, err: s.f.forwardCancel(pkt.Cancel)}, false
+		case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
+			if negotiated {
+				// PostgreSQL allows one encryption request; a loop of them is a client bug.
+				return nil, s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation,
+					fmt.Sprintf("unexpected %s after encryption negotiation", pkt.Kind), "", nil), false
+			}
+			negotiated = true
+			if _, err := s.client.Write([]byte{'N'}); err != nil {
+				return nil, outcome{cause: relay.CauseClientReset, err: err}, false
+			}
+		}
+	}
+}
+
+// startupFailed classifies an error reading the first packets.
+func (s *session) startupFailed(err error) outcome {
+	if c := s.stoppedCause(); c != relay.CauseNone {
+		return s.refuse(c, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil)
+	}
+	var pe *pgwire.ProtocolError
+	switch {
+	case errors.As(err, &pe):
+		return s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation, pe.Msg, "", err)
+	case netx.IsTimeout(err):
+		return s.refuse(relay.CauseStartupTimeout, pgwire.CodeProtocolViolation,
+			"incomplete startup packet: timed out", "pgfront allows timeouts.startup for the startup packet.", err)
+	case errors.Is(err, io.EOF):
+		return outcome{cause: relay.CauseClientEOF} // closed before saying anything (port probe)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return outcome{cause: relay.CauseProtocolError, err: errors.New("incomplete startup packet")}
+	}
+	return outcome{cause: relay.CauseClientReset, err: err}
+}
+
+// establish admits the session, connects to a server, forwards the StartupMessage and relays.
+func (s *session) establish(pkt *pgwire.FirstPacket) outcome {
+	r := s.route
+	pick := newPicker(r)
+	queueStart := time.Now()
+	ticket, o, ok := s.admit(pick)
+	if !ok {
+		return o
+	}
+	defer ticket.Release()
+	queued := time.Since(queueStart)
+
+	srv, server, o, ok := s.connect(pick, ticket)
+	if !ok {
+		o.queued = queued
+		return o
+	}
+	srv.SessionStarted()
+	defer srv.SessionEnded()
+
+	_ = server.SetWriteDeadline(time.Now().Add(r.Connect))
+	if _, err := server.Write(pkt.Raw); err != nil {
+		_ = server.Close()
+		return outcome{cause: relay.CauseServerReset, err: fmt.Errorf("forwarding startup to %s: %w", srv.Name, err), server: srv, queued: queued}
+	}
+	_ = server.SetWriteDeadline(time.Time{})
+	_ = s.client.SetDeadline(time.Time{})
+
+	opts := r.Relay
+	opts.LoginDeadline = time.Now().Add(r.Startup)
+	opts.OnBackendKey = func(k pgwire.CancelKey) { s.f.registry.SetKey(s, k) }
+	addr := srv.Addr
+	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(addr, k) }
+	rs := relay.New(s.client, server, opts)
+
+	s.mu.Lock()
+	stopped := s.mu.stopped
+	if stopped == relay.CauseNone {
+		s.mu.server = srv
+		s.mu.relay = rs
+	}
+	s.mu.Unlock()
+	if stopped != relay.CauseNone {
+		rs.End(stopped) // relay owns both conns now; it tells the client and closes them
+	}
+	res := rs.Run()
+	return outcome{cause: res.Cause, err: res.Err, server: srv, fromClient: res.FromClient, toSrv: res.FromServer, queued: queued}
+}
+
+// picker yields a route's eligible servers in balance order as admission candidates, skipping
+// servers that failed to connect during this session.
+type picker struct {
+	r      *Route
+	failed map[*cluster.Server]bool
+	cands  []balance.Candidate
+	order  []int
+	limits []*admission.Limit
+}
+
+func newPicker(r *Route) *picker { return &picker{r: r} }
+
+// choices runs under the admission controller's lock: cheap, and never calls it back.
+func (p *picker) choices() []*admission.Limit {
+	p.cands = p.cands[:0]
+	for i, srv := range p.r.Cluster.Servers {
+		if srv.Serves(p.r.Role) && !p.failed[srv] {
+			p.cands = append(p.cands, balance.Candidate{Index: i, Weight: srv.Weight, Active: srv.Active()})
+		}
+	}
+	p.order = p.r.Balancer.Order(p.order[:0], p.cands)
+	p.limits = p.limits[:0]
+	for _, i := range p.order {
+		p.limits = append(p.limits, p.r.Cluster.Servers[i].Limit)
+	}
+	return p.limits
+}
+
+func (p *picker) server(l *admission.Limit) *cluster.Server {
+	for _, srv := range p.r.Cluster.Servers {
+		if srv.Limit == l {
+			return srv
+		}
+	}
+	return nil
+}
+
+// admit takes the global, route and server slots, waiting in the FIFO queue when needed. A
+// client that disconnects while queued leaves the queue at once.
+func (s *session) admit(p *picker) (*admission.Ticket, outcome, bool) {
+	r := s.route
+	adm := s.f.opts.Admission
+	fixed := []*admission.Limit{s.f.opts.Global, r.Limit}
+	if t, ok := adm.TryAcquire(fixed, p.choices); ok {
+		return t, outcome{}, true
+	}
+	if len(p.choices()) == 0 {
+		return nil, s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow,
+			fmt.Sprintf("no server available for route %q", r.Name),
+			fmt.Sprintf("Route %q needs a %s server of cluster %q.", r.Name, r.Role, r.Cluster.Name), nil), false
+	}
+	ctx, cancel := context.WithTimeout(s.ctx, r.Queue)
+	defer cancel()
+	watch := watchClient(s.client, cancel)
+	t, err := adm.Acquire(ctx, fixed, p.choices)
+	spoke := watch.stop()
+	if err == nil && spoke {
+		t.Release()
+		return nil, s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation,
+			"unexpected message from client before authentication", "", nil), false
+	}
+	if err == nil {
+		return t, outcome{}, true
+	}
+	switch {
+	case s.stoppedCause() != relay.CauseNone:
+		return nil, s.refuse(s.stoppedCause(), pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil), false
+	case watch.gone():
+		return nil, outcome{cause: relay.CauseClientEOF, err: errors.New("client left the queue")}, false
+	case errors.Is(err, admission.ErrQueueFull):
+		return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already",
+			"pgfront's connection limit is reached and its wait queue is full.", err), false
+	case errors.Is(err, admission.ErrQueueTimeout), errors.Is(err, context.DeadlineExceeded):
+		return nil, s.refuse(relay.CauseQueueTimeout, pgwire.CodeTooManyConnections, "sorry, too many clients already",
+			fmt.Sprintf("pgfront waited %s (timeouts.queue) for a free connection slot of route %q.", r.Queue, r.Name), err), false
+	case errors.Is(err, admission.ErrNoCandidates):
+		return nil, s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow,
+			fmt.Sprintf("no server available for route %q", r.Name), "", err), false
+	}
+	return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already", "", err), false
+}
+
+// connect dials the ticket's server, moving on to the next eligible server on failure (at most
+// ConnectRetries more). On success it returns the server conn, owned by the caller.
+func (s *session) connect(p *picker, t *admission.Ticket) (*cluster.Server, net.Conn, outcome, bool) {
+	r := s.route
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		srv := p.server(t.Choice())
+		if srv == nil {
+			break
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
+		c, err := s.f.dialer.DialContext(ctx, "tcp", srv.Addr)
+		cancel()
+		if err == nil {
+			return srv, c, outcome{}, true
+		}
+		lastErr = fmt.Errorf("connecting to server %s (%s): %w", srv.Name, srv.Addr, err)
+		if s.stoppedCause() != relay.CauseNone || s.ctx.Err() != nil {
+			break
+		}
+		s.f.log.Warn("server connect failed", "route", r.Name, "server", srv.Name, "addr", srv.Addr, "err", err)
+		if attempt >= r.ConnectRetries {
+			break
+		}
+		if p.failed == nil {
+			p.failed = make(map[*cluster.Server]bool)
+		}
+		p.failed[srv] = true
+		rctx, rcancel := context.WithTimeout(s.ctx, r.Queue)
+		err = t.Rechoose(rctx, p.choices)
+		rcancel()
+		if err != nil {
+			break
+		}
+	}
+	if c := s.stoppedCause(); c != relay.CauseNone {
+		return nil, nil, s.refuse(c, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", lastErr), false
+	}
+	return nil, nil, s.refuse(relay.CauseConnectFailed, pgwire.CodeConnectionFailure,
+		fmt.Sprintf("could not connect to a server for route %q", r.Name),
+		"pgfront could not reach any eligible server; see its log.", lastErr), false
+}
+
+// clientWatch notices a queued client that disconnects (or speaks out of turn).
+type clientWatch struct {
+	c    net.Conn
+	done chan struct{}
+	read bool // got bytes: valid after stop
+	eof  bool // the client left: valid after stop
+}
+
+func watchClient(c net.Conn, cancel context.CancelFunc) *clientWatch {
+	w := &clientWatch{c: c, done: make(chan struct{})}
+	_ = c.SetReadDeadline(time.Time{})
+	go w.run(cancel)
+	return w
+}
+
+// run blocks in a one-byte read; any result but our own stop ends the wait.
+func (w *clientWatch) run(cancel context.CancelFunc) {
+	defer close(w.done)
+	var b [1]byte
+	n, err := w.c.Read(b[:])
+	if n > 0 {
+		w.read = true
+		cancel()
+		return
+	}
+	if err != nil && !netx.IsTimeout(err) {
+		w.eof = true
+		cancel()
+	}
+}
+
+// stop ends the watch and reports whether the client sent bytes.
+func (w *clientWatch) stop() bool {
+	_ = w.c.SetReadDeadline(time.Unix(1, 0))
+	<-w.done
+	_ = w.c.SetReadDeadline(time.Time{})
+	return w.read
+}
+
+func (w *clientWatch) gone() bool { return w.eof }

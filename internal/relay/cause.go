@@ -1,0 +1,122 @@
+package relay
+
+import "github.com/pgfront/pgfront/internal/pgwire"
+
+// Cause is why a session ended. Every session ends with exactly one; it is the log field, the
+// metric label and decides what the client is told.
+type Cause uint8
+
+// Termination causes. The zero value means "still running".
+const (
+	CauseNone                     Cause = iota
+	CauseClientTerminate                // client sent Terminate and closed
+	CauseClientEOF                      // client closed (FIN) without Terminate
+	CauseServerEOF                      // server closed first; the client then closed
+	CauseClientFinTimeout               // server closed first; client did not close within client_fin
+	CauseServerFinTimeout               // client closed first; server did not close within server_fin
+	CauseClientIdleTimeout              // client silent longer than client_idle outside a transaction
+	CauseIdleInTransactionTimeout       // client silent longer than idle_in_transaction inside one
+	CauseServerIdleTimeout              // server silent longer than server_idle during a query
+	CauseStartupTimeout                 // first packet or login not done within startup
+	CauseQueueTimeout                   // waited timeouts.queue for a maxconn slot
+	CauseMaxConn                        // refused at once: limit reached and the queue full or off
+	CauseConnectFailed                  // no server could be reached
+	CauseNoServer                       // the route has no eligible server
+	CauseServerDown                     // the server left the route's role
+	CauseAdminKill                      // an administrator ended the session
+	CauseShutdown                       // pgfront is shutting down
+	CauseClientReset                    // client connection reset or write failed
+	CauseServerReset                    // server connection reset or lost
+	CauseProtocolError                  // malformed or unexpected protocol bytes from the client
+	CauseDenied                         // refused by policy (unsupported request)
+	CauseCancelRequest                  // the connection carried a CancelRequest, now forwarded or dropped
+	numCauses
+)
+
+var causeNames = [numCauses]string{
+	CauseNone:                     "none",
+	CauseClientTerminate:          "client_terminate",
+	CauseClientEOF:                "client_eof",
+	CauseServerEOF:                "server_eof",
+	CauseClientFinTimeout:         "client_fin_timeout",
+	CauseServerFinTimeout:         "server_fin_timeout",
+	CauseClientIdleTimeout:        "client_idle_timeout",
+	CauseIdleInTransactionTimeout: "idle_in_transaction_timeout",
+	CauseServerIdleTimeout:        "server_idle_timeout",
+	CauseStartupTimeout:           "startup_timeout",
+	CauseQueueTimeout:             "queue_timeout",
+	CauseMaxConn:                  "maxconn",
+	CauseConnectFailed:            "connect_failed",
+	CauseNoServer:                 "no_server",
+	CauseServerDown:               "server_down",
+	CauseAdminKill:                "admin_kill",
+	CauseShutdown:                 "shutdown",
+	CauseClientReset:              "client_reset",
+	CauseServerReset:              "server_reset",
+	CauseProtocolError:            "protocol_error",
+	CauseDenied:                   "denied",
+	CauseCancelRequest:            "cancel_request",
+}
+
+func (c Cause) String() string {
+	if c < numCauses {
+		return causeNames[c]
+	}
+	return "unknown"
+}
+
+// AllCauses lists every termination cause, for metrics that pre-create their label values.
+func AllCauses() []Cause {
+	out := make([]Cause, 0, numCauses-1)
+	for c := CauseNone + 1; c < numCauses; c++ {
+		out = append(out, c)
+	}
+	return out
+}
+
+// clientError is what the client is told when pgfront ends its session for cause c, or nil when
+// the client already knows (it closed, or the server's own error was forwarded).
+func (c Cause) clientError() []byte {
+	switch c {
+	case CauseClientIdleTimeout:
+		return fatalIdle
+	case CauseIdleInTransactionTimeout:
+		return fatalIdleInTx
+	case CauseServerIdleTimeout:
+		return fatalServerIdle
+	case CauseStartupTimeout:
+		return fatalStartup
+	case CauseServerReset:
+		return fatalServerLost
+	case CauseServerDown:
+		return fatalServerDown
+	case CauseAdminKill:
+		return fatalAdminKill
+	case CauseShutdown:
+		return fatalShutdown
+	case CauseServerFinTimeout:
+		return fatalServerFin
+	}
+	return nil
+}
+
+var (
+	fatalIdle = pgwire.Fatal(pgwire.CodeIdleSessionTimeout,
+		"terminating connection due to idle-session timeout", "pgfront closes sessions idle longer than timeouts.client_idle.")
+	fatalIdleInTx = pgwire.Fatal(pgwire.CodeIdleInTransactionTimeout,
+		"terminating connection due to idle-in-transaction timeout", "pgfront closes sessions idle in a transaction longer than timeouts.idle_in_transaction.")
+	fatalServerIdle = pgwire.Fatal(pgwire.CodeConnectionFailure,
+		"server did not answer within timeouts.server_idle; connection closed by pgfront", "")
+	fatalStartup = pgwire.Fatal(pgwire.CodeQueryCanceled,
+		"canceling authentication due to timeout", "pgfront allows timeouts.startup for the startup and login.")
+	fatalServerLost = pgwire.Fatal(pgwire.CodeConnectionFailure,
+		"connection to server lost", "The PostgreSQL server closed or reset the connection; reconnect.")
+	fatalServerDown = pgwire.Fatal(pgwire.CodeAdminShutdown,
+		"terminating connection because the server left its role", "The server is down or changed role; reconnect.")
+	fatalAdminKill = pgwire.Fatal(pgwire.CodeAdminShutdown,
+		"terminating connection due to administrator command", "A pgfront administrator ended this session.")
+	fatalShutdown = pgwire.Fatal(pgwire.CodeAdminShutdown,
+		"terminating connection because pgfront is shutting down", "Reconnect; another pgfront instance or the restarted one will serve you.")
+	fatalServerFin = pgwire.Fatal(pgwire.CodeConnectionFailure,
+		"server did not close within timeouts.server_fin", "")
+)

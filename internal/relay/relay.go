@@ -1,0 +1,563 @@
+// Package relay owns an established PostgreSQL session: the two copiers (client->server and
+// server->client) that read the protocol framing as they go, the deadlines that bound every
+// state of the session, half-close handling, and the single termination cause it ends with.
+//
+// The caller (the frontend) has already read the client's StartupMessage and forwarded it to
+// the server; relay takes both connections from there:
+//
+//	s := relay.New(client, server, relay.Options{...})
+//	res := s.Run() // returns when both sockets are closed
+//	log(res.Cause, res.FromClient, res.FromServer)
+//
+// Another goroutine may call End (admin kill, server down) or Drain (shutdown) at any time.
+package relay
+
+import (
+	"errors"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/pgwire"
+)
+
+// ClientFinMode says what a client's FIN without Terminate means.
+type ClientFinMode uint8
+
+const (
+	// FinAbort treats a FIN without Terminate as an abort: the running query is cancelled and
+	// the server side closed at once. The default.
+	FinAbort ClientFinMode = iota
+	// FinForward keeps TCP half-close semantics: the FIN is forwarded and the server gets
+	// server_fin to close.
+	FinForward
+)
+
+// Options bound the session's states. A zero duration turns that bound off.
+type Options struct {
+	ClientIdle        time.Duration // client silent, no transaction open
+	IdleInTransaction time.Duration // client silent inside a transaction
+	ServerIdle        time.Duration // server silent while a query runs
+	ClientFin         time.Duration // server closed first: time for the client to close
+	ServerFin         time.Duration // client closed first: time for the server to close
+	// LoginDeadline bounds the login (until the server's first ReadyForQuery). Zero: none.
+	LoginDeadline time.Time
+	OnClientFin   ClientFinMode
+	// FatalWriteTimeout bounds writing pgfront's own FATAL error to the client. Default 1s.
+	FatalWriteTimeout time.Duration
+
+	// OnBackendKey is called (from the server copier) with the key the server announced in
+	// BackendKeyData, so cancels can be routed to this session. May be nil.
+	OnBackendKey func(pgwire.CancelKey)
+	// Cancel sends a CancelRequest for key to this session's server. Called when the client
+	// aborts during a query. May be nil.
+	Cancel func(key pgwire.CancelKey)
+}
+
+// Result is how a session ended.
+type Result struct {
+	Cause      Cause
+	FromClient int64 // bytes read from the client and relayed
+	FromServer int64 // bytes read from the server and relayed
+	Err        error // the error behind the cause, for logs; nil for clean ends
+}
+
+// halfCloser is implemented by *net.TCPConn and *tls.Conn.
+type halfCloser interface{ CloseWrite() error }
+
+// Session is one client connection relayed to one server connection. It owns both
+// connections from New on and closes them before Run returns.
+type Session struct {
+	client, server net.Conn
+	clientRead     chunkReader
+	serverRead     chunkReader
+	opts           Options
+
+	fromClient atomic.Int64
+	fromServer atomic.Int64
+
+	// serverToClient's scanner; read by Run after both copiers returned.
+	backendScan  *pgwire.Scanner
+	frontendScan *pgwire.Scanner
+
+	done chan struct{} // closed when the server copier returns
+
+	// mu guards the session state shared by the copiers and by End/Drain. Every deadline
+	// change happens under mu after checking cause, so an ending session's "deadline in the
+	// past" can never be overwritten.
+	mu struct {
+		sync.Mutex
+		cause      Cause
+		err        error
+		sent       uint64 // sync points (Query, Sync, FunctionCall) sent to the server
+		received   uint64 // ReadyForQuery messages received; idle when sent == received
+		txStatus   byte   // last ReadyForQuery status: 'I', 'T' or 'E'
+		login      bool   // until the first ReadyForQuery
+		draining   Cause  // end with this cause at the next idle point, if set
+		key        pgwire.CancelKey
+		haveKey    bool
+		serverEOF  bool // server sent FIN
+		clientEOF  bool // client sent FIN
+		terminated bool // client sent Terminate
+		finArmed   bool // a FIN deadline runs on the server read side
+	}
+}
+
+// New prepares a session on client and server. It takes ownership of both connections.
+func New(client, server net.Conn, opts Options) *Session {
+	if opts.FatalWriteTimeout <= 0 {
+		opts.FatalWriteTimeout = time.Second
+	}
+	s := &Session{
+		client:       client,
+		server:       server,
+		clientRead:   newChunkReader(client),
+		serverRead:   newChunkReader(server),
+		opts:         opts,
+		backendScan:  pgwire.NewBackendScanner('K', 'Z'),
+		frontendScan: pgwire.NewFrontendScanner(),
+		done:         make(chan struct{}),
+	}
+	s.mu.login = true
+	s.mu.sent = 1 // the StartupMessage already forwarded ends with a ReadyForQuery
+	s.mu.txStatus = 'I'
+	return s
+}
+
+// Run relays until the session ends, closes both connections and returns the result.
+func (s *Session) Run() Result {
+	s.mu.Lock()
+	if !s.opts.LoginDeadline.IsZero() {
+		_ = s.client.SetReadDeadline(s.opts.LoginDeadline)
+		_ = s.server.SetReadDeadline(s.opts.LoginDeadline)
+	}
+	s.mu.Unlock()
+
+	go s.serverToClient()
+	s.clientToServer()
+	<-s.done
+	return s.finish()
+}
+
+// End ends the session now with cause; the client is told why (a FATAL ErrorResponse) when
+// cause calls for it and the stream is at a message boundary. Safe to call from any goroutine,
+// any number of times: the first cause wins.
+func (s *Session) End(cause Cause) { s.end(cause, nil) }
+
+// Drain ends the session with cause at its next idle point (no query running, no transaction
+// open), or now if it is idle already.
+func (s *Session) Drain(cause Cause) {
+	s.mu.Lock()
+	if s.mu.cause != CauseNone {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.draining = cause
+	idle := s.idleLocked() && s.mu.txStatus == 'I'
+	s.mu.Unlock()
+	if idle {
+		s.end(cause, nil)
+	}
+}
+
+// State is a snapshot of what the session is doing.
+type State struct {
+	TxStatus byte // 'I', 'T', 'E'
+	Busy     bool // a query runs (the server owes a ReadyForQuery)
+	Login    bool
+	Key      pgwire.CancelKey
+	HaveKey  bool
+}
+
+// State returns a snapshot of the session's protocol state.
+func (s *Session) State() State {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return State{
+		TxStatus: s.mu.txStatus,
+		Busy:     !s.idleLocked() && !s.mu.login,
+		Login:    s.mu.login,
+		Key:      s.mu.key,
+		HaveKey:  s.mu.haveKey,
+	}
+}
+
+// Bytes returns the bytes relayed so far from the client and from the server.
+func (s *Session) Bytes() (fromClient, fromServer int64) {
+	return s.fromClient.Load(), s.fromServer.Load()
+}
+
+func (s *Session) idleLocked() bool { return s.mu.sent == s.mu.received }
+
+// end records cause (first one wins) and wakes both copiers by putting every deadline in the
+// past. If a query is running and the server is still there, it is cancelled first so the
+// server does not go on working for nobody.
+func (s *Session) end(cause Cause, err error) {
+	s.mu.Lock()
+	if s.mu.cause != CauseNone {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.cause = cause
+	s.mu.err = err
+	cancel := !s.idleLocked() && !s.mu.login && s.mu.haveKey && !s.mu.serverEOF &&
+		cause != CauseClientTerminate && cause != CauseServerReset
+	key := s.mu.key
+	past := time.Unix(1, 0)
+	_ = s.client.SetDeadline(past)
+	_ = s.server.SetDeadline(past)
+	s.mu.Unlock()
+	if cancel && s.opts.Cancel != nil {
+		s.opts.Cancel(key)
+	}
+}
+
+// finish runs after both copiers returned: it tells the client why pgfront ended the session,
+// says goodbye to an idle server, and closes both sockets.
+func (s *Session) finish() Result {
+	s.mu.Lock()
+	cause, err := s.mu.cause, s.mu.err
+	serverEOF, idle := s.mu.serverEOF, s.idleLocked() && !s.mu.login
+	clientGone := s.mu.clientEOF || cause == CauseClientReset
+	s.mu.Unlock()
+
+	msg := cause.clientError()
+	var pe *pgwire.ProtocolError
+	if cause == CauseProtocolError && errors.As(err, &pe) {
+		msg = pgwire.Fatal(pgwire.CodeProtocolViolation, pe.Msg, "")
+	}
+	if msg != nil && !clientGone && s.backendScan.AtBoundary() {
+		_ = s.client.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
+		_, _ = s.client.Write(msg)
+	}
+	// A clean goodbye keeps "unexpected EOF" noise out of the server log.
+	if !serverEOF && idle && s.frontendScan.AtBoundary() && cause != CauseClientTerminate && cause != CauseServerReset {
+		_ = s.server.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
+		_, _ = s.server.Write(terminateMsg)
+	}
+	_ = s.server.Close()
+	_ = s.client.Close()
+	return Result{Cause: cause, FromClient: s.fromClient.Load(), FromServer: s.fromServer.Load(), Err: err}
+}
+
+var terminateMsg = []byte{'X', 0, 0, 0, 4}
+
+// clientToServer is the client->server copier. It runs on the session's goroutine.
+func (s *Session) clientToServer() {
+	h := frontendHandler{}
+	for {
+		buf, n, err := s.clientRead.read()
+		if n > 0 {
+			if !s.relayFromClient(&h, (*buf)[:n]) {
+				putBuf(buf)
+				return
+			}
+		}
+		if buf != nil {
+			putBuf(buf)
+		}
+		if err != nil {
+			s.clientReadFailed(err, h.terminated)
+			return
+		}
+	}
+}
+
+// relayFromClient scans and forwards one chunk; false ends the copier.
+func (s *Session) relayFromClient(h *frontendHandler, p []byte) bool {
+	h.syncPoints = 0
+	if err := s.frontendScan.Feed(p, h); err != nil {
+		s.end(CauseProtocolError, err)
+		return false
+	}
+	s.mu.Lock()
+	if s.mu.cause != CauseNone {
+		s.mu.Unlock()
+		return false
+	}
+	if h.terminated {
+		s.mu.terminated = true
+	}
+	if s.mu.serverEOF {
+		// The server is gone; drain the client until it closes (bounded by client_fin).
+		s.mu.Unlock()
+		return true
+	}
+	wasIdle := s.idleLocked()
+	s.mu.sent += h.syncPoints
+	if wasIdle && !s.mu.login {
+		if h.syncPoints > 0 {
+			// A query starts: no idle bound on the client while the server works.
+			_ = s.client.SetReadDeadline(time.Time{})
+			if s.opts.ServerIdle > 0 {
+				_ = s.server.SetReadDeadline(time.Now().Add(s.opts.ServerIdle))
+			}
+		} else {
+			// Messages without a sync point (Parse, Bind, Flush...): the client is active,
+			// so its idle bound starts again.
+			s.armClientIdleLocked()
+		}
+	}
+	s.mu.Unlock()
+
+	s.fromClient.Add(int64(len(p)))
+	if _, err := s.server.Write(p); err != nil {
+		s.serverFailed(err)
+		return false
+	}
+	return true
+}
+
+// clientReadFailed decides what a failed client read means.
+func (s *Session) clientReadFailed(err error, terminated bool) {
+	switch {
+	case netx.IsEOF(err):
+		s.mu.Lock()
+		s.mu.clientEOF = true
+		if s.mu.cause != CauseNone {
+			s.mu.Unlock()
+			return
+		}
+		if s.mu.serverEOF {
+			s.mu.Unlock()
+			s.end(CauseServerEOF, nil)
+			return
+		}
+		if terminated || s.opts.OnClientFin == FinForward {
+			// Pass the FIN on and give the server server_fin to close its side.
+			if hc, ok := s.server.(halfCloser); ok {
+				_ = hc.CloseWrite()
+			}
+			s.mu.finArmed = true
+			if s.opts.ServerFin > 0 {
+				_ = s.server.SetReadDeadline(time.Now().Add(s.opts.ServerFin))
+			} else {
+				_ = s.server.SetReadDeadline(time.Time{})
+			}
+			s.mu.Unlock()
+			return
+		}
+		s.mu.Unlock()
+		s.end(CauseClientEOF, nil)
+	case netx.IsTimeout(err):
+		s.mu.Lock()
+		cause := CauseClientIdleTimeout
+		switch {
+		case s.mu.serverEOF:
+			cause = CauseClientFinTimeout
+		case s.mu.login:
+			cause = CauseStartupTimeout
+		case s.mu.txStatus != 'I':
+			cause = CauseIdleInTransactionTimeout
+		}
+		s.mu.Unlock()
+		s.end(cause, nil)
+	case netx.IsClosed(err):
+		s.end(CauseClientReset, err)
+	default:
+		s.mu.Lock()
+		s.mu.clientEOF = true // reset: nothing more can be written to it
+		s.mu.Unlock()
+		s.end(CauseClientReset, err)
+	}
+}
+
+// serverFailed classifies a failed write to the server.
+func (s *Session) serverFailed(err error) {
+	if netx.IsTimeout(err) {
+		s.end(CauseServerIdleTimeout, err) // only reachable when end already ran
+		return
+	}
+	s.end(CauseServerReset, err)
+}
+
+// frontendHandler counts what the client sends in one chunk.
+type frontendHandler struct {
+	syncPoints uint64
+	terminated bool
+}
+
+func (h *frontendHandler) Header(typ byte, _ uint32) error {
+	switch typ {
+	case 'Q', 'S', 'F':
+		h.syncPoints++
+	case 'X':
+		h.terminated = true
+	}
+	return nil
+}
+
+func (h *frontendHandler) Body(byte, []byte) error { return nil }
+
+// serverToClient is the server->client copier. It runs on its own goroutine, started by Run,
+// and returns when the server side is done; Run waits for it.
+func (s *Session) serverToClient() {
+	defer close(s.done)
+	h := backendHandler{s: s}
+	for {
+		buf, n, err := s.serverRead.read()
+		if n > 0 {
+			h.endAfter = CauseNone
+			ok := s.relayFromServer(&h, (*buf)[:n])
+			putBuf(buf)
+			if !ok {
+				return
+			}
+		} else if buf != nil {
+			putBuf(buf)
+		}
+		if err != nil {
+			s.serverReadFailed(err)
+			return
+		}
+	}
+}
+
+func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
+	if err := s.backendScan.Feed(p, h); err != nil {
+		s.end(CauseServerReset, err)
+		return false
+	}
+	s.fromServer.Add(int64(len(p)))
+	if _, err := s.client.Write(p); err != nil {
+		s.mu.Lock()
+		ending := s.mu.cause != CauseNone
+		s.mu.clientEOF = !ending
+		s.mu.Unlock()
+		s.end(CauseClientReset, err)
+		return false
+	}
+	if h.endAfter != CauseNone {
+		s.end(h.endAfter, nil)
+		return false
+	}
+	if s.opts.ServerIdle > 0 {
+		s.mu.Lock()
+		if s.mu.cause == CauseNone && !s.idleLocked() && !s.mu.finArmed {
+			_ = s.server.SetReadDeadline(time.Now().Add(s.opts.ServerIdle))
+		}
+		s.mu.Unlock()
+	}
+	return true
+}
+
+// serverReadFailed decides what a failed server read means.
+func (s *Session) serverReadFailed(err error) {
+	switch {
+	case netx.IsEOF(err):
+		s.mu.Lock()
+		s.mu.serverEOF = true
+		if s.mu.cause != CauseNone {
+			s.mu.Unlock()
+			return
+		}
+		if s.mu.clientEOF || s.mu.terminated {
+			cause := CauseClientEOF
+			if s.mu.terminated {
+				cause = CauseClientTerminate
+			}
+			s.mu.Unlock()
+			s.end(cause, nil)
+			return
+		}
+		// Server closed first: its last words (usually a FATAL) were forwarded. Pass the FIN
+		// on and give the client client_fin to close.
+		if hc, ok := s.client.(halfCloser); ok {
+			_ = hc.CloseWrite()
+		}
+		if s.opts.ClientFin > 0 {
+			_ = s.client.SetReadDeadline(time.Now().Add(s.opts.ClientFin))
+		} else {
+			_ = s.client.SetReadDeadline(time.Time{})
+		}
+		s.mu.Unlock()
+	case netx.IsTimeout(err):
+		s.mu.Lock()
+		cause := CauseServerIdleTimeout
+		switch {
+		case s.mu.finArmed:
+			cause = CauseServerFinTimeout
+		case s.mu.login:
+			cause = CauseStartupTimeout
+		}
+		s.mu.Unlock()
+		s.end(cause, nil)
+	default:
+		s.end(CauseServerReset, err)
+	}
+}
+
+// backendHandler acts on the server messages pgfront cares about.
+type backendHandler struct {
+	s        *Session
+	endAfter Cause // end the session with this cause once the current chunk is written
+}
+
+func (h *backendHandler) Header(byte, uint32) error { return nil }
+
+func (h *backendHandler) Body(typ byte, body []byte) error {
+	s := h.s
+	switch typ {
+	case 'K':
+		key, ok := pgwire.ParseBackendKeyData(body)
+		if !ok {
+			return &pgwire.ProtocolError{Msg: "invalid BackendKeyData from server"}
+		}
+		s.mu.Lock()
+		s.mu.key, s.mu.haveKey = key, true
+		s.mu.Unlock()
+		if s.opts.OnBackendKey != nil {
+			s.opts.OnBackendKey(key)
+		}
+	case 'Z':
+		if len(body) != 1 {
+			return &pgwire.ProtocolError{Msg: "invalid ReadyForQuery from server"}
+		}
+		s.readyForQuery(h, body[0])
+	}
+	return nil
+}
+
+// readyForQuery updates the transaction state and, when the session turns idle, arms the
+// client-side idle deadline that fits the transaction status.
+func (s *Session) readyForQuery(h *backendHandler, status byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.mu.txStatus = status
+	s.mu.received++
+	if s.mu.received > s.mu.sent {
+		s.mu.received = s.mu.sent // a server never sends more; do not wrap
+	}
+	if s.mu.login {
+		s.mu.login = false
+		if s.mu.cause == CauseNone {
+			_ = s.server.SetReadDeadline(time.Time{})
+		}
+	}
+	if !s.idleLocked() || s.mu.cause != CauseNone || s.mu.finArmed || s.mu.clientEOF {
+		return
+	}
+	if s.mu.draining != CauseNone && status == 'I' {
+		h.endAfter = s.mu.draining
+		return
+	}
+	s.armClientIdleLocked()
+	if s.opts.ServerIdle > 0 {
+		_ = s.server.SetReadDeadline(time.Time{})
+	}
+}
+
+// armClientIdleLocked starts the client's idle bound that fits the transaction status.
+func (s *Session) armClientIdleLocked() {
+	limit := s.opts.ClientIdle
+	if s.mu.txStatus != 'I' {
+		limit = s.opts.IdleInTransaction
+	}
+	if limit > 0 {
+		_ = s.client.SetReadDeadline(time.Now().Add(limit))
+	} else {
+		_ = s.client.SetReadDeadline(time.Time{})
+	}
+}
