@@ -67,17 +67,17 @@ type Frontend struct {
 	ctx    context.Context // cancelled by Close: ends waits and dials
 	cancel context.CancelFunc
 
-	listeners []net.Listener
-	loops     sync.WaitGroup // accept loops
-	sessions  sync.WaitGroup // session goroutines
-	nextID    atomic.Uint64
+	loops    sync.WaitGroup // accept loops
+	sessions sync.WaitGroup // session goroutines
+	nextID   atomic.Uint64
 
 	refusalLog *rate.Limiter // refusals are logged, but never floods
 	suppressed atomic.Uint64
 
 	mu struct {
 		sync.Mutex
-		stopping relay.Cause // set once Shutdown or Close began
+		listeners []net.Listener // one per route, in Options.Routes order
+		stopping  relay.Cause    // set once Shutdown or Close began
 	}
 }
 
@@ -107,25 +107,30 @@ func New(opts Options) (*Frontend, error) {
 // Listen binds every route's listener, so address errors surface before anything is served.
 // On error the listeners already opened are closed.
 func (f *Frontend) Listen() error {
+	var lns []net.Listener
 	for _, r := range f.opts.Routes {
 		ln, err := f.opts.Listen(r.Listen)
 		if err != nil {
-			for _, l := range f.listeners {
+			for _, l := range lns {
 				_ = l.Close()
 			}
-			f.listeners = nil
 			return fmt.Errorf("route %s: listening on %s: %w", r.Name, r.Listen, err)
 		}
-		f.listeners = append(f.listeners, ln)
+		lns = append(lns, ln)
 	}
+	f.mu.Lock()
+	f.mu.listeners = lns
+	f.mu.Unlock()
 	return nil
 }
 
 // Addr is the bound address of the named route (useful when it listens on port 0).
 func (f *Frontend) Addr(route string) net.Addr {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for i, r := range f.opts.Routes {
-		if r.Name == route && i < len(f.listeners) {
-			return f.listeners[i].Addr()
+		if r.Name == route && i < len(f.mu.listeners) {
+			return f.mu.listeners[i].Addr()
 		}
 	}
 	return nil
@@ -133,9 +138,11 @@ func (f *Frontend) Addr(route string) net.Addr {
 
 // Serve starts one accept loop per route and returns at once.
 func (f *Frontend) Serve() {
+	f.mu.Lock()
+	defer f.mu.Unlock()
 	for i, r := range f.opts.Routes {
 		f.loops.Add(1)
-		go f.acceptLoop(r, f.listeners[i])
+		go f.acceptLoop(r, f.mu.listeners[i])
 	}
 }
 
@@ -208,7 +215,7 @@ func (f *Frontend) stop(cause relay.Cause) bool {
 	first := f.mu.stopping == relay.CauseNone
 	if first {
 		f.mu.stopping = cause
-		for _, l := range f.listeners {
+		for _, l := range f.mu.listeners {
 			_ = l.Close()
 		}
 	}

@@ -52,6 +52,13 @@ func (f *Frontend) newSession(r *Route, c net.Conn) *session {
 		cancel:     cancel,
 	}
 	f.registry.Add(s)
+	// A session accepted while Shutdown/Close began may have missed their snapshot of the
+	// registry: it stops itself.
+	if c := f.stopping(); c != relay.CauseNone {
+		s.mu.Lock()
+		s.stopLocked(c)
+		s.mu.Unlock()
+	}
 	return s
 }
 
@@ -252,13 +259,12 @@ func (s *session) startupFailed(err error) outcome {
 func (s *session) establish(pkt *pgwire.FirstPacket) outcome {
 	r := s.route
 	pick := newPicker(r)
-	queueStart := time.Now()
-	ticket, o, ok := s.admit(pick)
+	ticket, queued, o, ok := s.admit(pick)
 	if !ok {
+		o.queued = queued
 		return o
 	}
 	defer ticket.Release()
-	queued := time.Since(queueStart)
 
 	srv, server, o, ok := s.connect(pick, ticket)
 	if !ok {
@@ -334,15 +340,23 @@ func (p *picker) server(l *admission.Limit) *cluster.Server {
 	return nil
 }
 
-// admit takes the global, route and server slots, waiting in the FIFO queue when needed. A
-// client that disconnects while queued leaves the queue at once.
-func (s *session) admit(p *picker) (*admission.Ticket, outcome, bool) {
+// admit takes the global, route and server slots, waiting in the FIFO queue when needed, and
+// says how long it waited. A client that disconnects while queued leaves the queue at once.
+func (s *session) admit(p *picker) (*admission.Ticket, time.Duration, outcome, bool) {
+	adm := s.f.opts.Admission
+	fixed := []*admission.Limit{s.f.opts.Global, s.route.Limit}
+	if t, ok := adm.TryAcquire(fixed, p.choices); ok {
+		return t, 0, outcome{}, true
+	}
+	start := time.Now()
+	t, o, ok := s.wait(p, fixed)
+	return t, time.Since(start), o, ok
+}
+
+// wait queues for the slots admit could not take at once.
+func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, outcome, bool) {
 	r := s.route
 	adm := s.f.opts.Admission
-	fixed := []*admission.Limit{s.f.opts.Global, r.Limit}
-	if t, ok := adm.TryAcquire(fixed, p.choices); ok {
-		return t, outcome{}, true
-	}
 	if len(p.choices()) == 0 {
 		return nil, s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow,
 			fmt.Sprintf("no server available for route %q", r.Name),

@@ -34,7 +34,6 @@ const (
 	codeCancel   = 80877102
 	codeSSL      = 80877103
 	codeGSSENC   = 80877104
-	protocolV3   = 3 << 16
 	minStartup   = 8           // length word + version/code
 	maxCancelLen = 8 + 4 + 256 // length word, code, process id, secret of at most 256 bytes
 )

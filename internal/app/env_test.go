@@ -1,0 +1,213 @@
+package app_test
+
+// The end-to-end test environment: real PostgreSQL servers from pgtest, a real pgfront App
+// built from a YAML config, real TCP on loopback.
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"go.uber.org/goleak"
+
+	"github.com/pgfront/pgfront/internal/app"
+	"github.com/pgfront/pgfront/internal/config"
+	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/pgtest"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// syncBuffer collects the proxy's log lines for assertions.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// env is one pgfront in front of real servers.
+type env struct {
+	t    *testing.T
+	app  *app.App
+	logs *syncBuffer
+}
+
+// startProxy builds and starts pgfront from yamlText (route listens should use 127.0.0.1:0)
+// and stops it at the end of the test, checking that no session is left.
+func startProxy(t *testing.T, yamlText string) *env {
+	t.Helper()
+	cfg, _, err := config.Parse([]byte(yamlText), "test.yaml")
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yamlText)
+	}
+	logs := &syncBuffer{}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	a, err := app.New(cfg, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Start(); err != nil {
+		t.Fatal(err)
+	}
+	e := &env{t: t, app: a, logs: logs}
+	t.Cleanup(func() {
+		a.Close()
+		if t.Failed() {
+			t.Logf("pgfront log:\n%s", logs.String())
+		}
+	})
+	return e
+}
+
+// oneServerConfig is a config with one route "rw" on one primary, plus extra YAML appended
+// under the route (indented 4 spaces) and top-level extra.
+func oneServerConfig(p *pgtest.Server, routeExtra, topExtra string) string {
+	return fmt.Sprintf(`
+%s
+clusters:
+  c:
+    servers:
+      - name: pg
+        address: %s
+        role: primary
+routes:
+  rw:
+    listen: 127.0.0.1:0
+    cluster: c
+    role: primary
+%s
+`, topExtra, p.Addr(), indent(routeExtra, "    "))
+}
+
+func indent(s, prefix string) string {
+	if strings.TrimSpace(s) == "" {
+		return ""
+	}
+	lines := strings.Split(strings.Trim(s, "\n"), "\n")
+	for i, l := range lines {
+		lines[i] = prefix + l
+	}
+	return strings.Join(lines, "\n")
+}
+
+// addr is the route's bound address.
+func (e *env) addr(route string) *net.TCPAddr { return e.app.Addr(route).(*net.TCPAddr) }
+
+// dsn is a connection string to a route.
+func (e *env) dsn(route string) string {
+	a := e.addr(route)
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=10", a.IP, a.Port)
+}
+
+// connect opens a pgx connection through a route, closed at the end of the test.
+func (e *env) connect(route string) *pgx.Conn {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := pgx.Connect(ctx, e.dsn(route))
+	if err != nil {
+		e.t.Fatalf("connecting through route %s: %v", route, err)
+	}
+	e.t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// pgconnect opens a low-level pgconn connection through a route.
+func (e *env) pgconnect(route string) *pgconn.PgConn {
+	e.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	c, err := pgconn.Connect(ctx, e.dsn(route))
+	if err != nil {
+		e.t.Fatalf("connecting through route %s: %v", route, err)
+	}
+	e.t.Cleanup(func() { _ = c.Close(context.Background()) })
+	return c
+}
+
+// waitFor polls cond until it holds or the deadline passes.
+func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// proxySockets returns the sockets pgfront (this process) holds for one session: the client
+// side is the socket whose local address is the route and whose remote address is the test
+// client's local address; the server side is the socket whose local port the backend reported
+// as its client port (inet_client_port()).
+func proxySockets(t *testing.T, clientLocal netip.AddrPort, serverSideLocalPort uint16) []netx.Socket {
+	t.Helper()
+	socks, err := netx.OwnSockets()
+	if err != nil {
+		t.Fatalf("reading own sockets: %v", err)
+	}
+	var out []netx.Socket
+	for _, s := range socks {
+		if s.State == netx.TCPListen {
+			continue
+		}
+		if s.Remote == clientLocal || (serverSideLocalPort != 0 && s.Local.Port() == serverSideLocalPort) {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// backendAlive reports whether a backend with pid exists on server p.
+func backendAlive(t *testing.T, p *pgtest.Server, pid uint32) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	v, err := p.QueryValue(ctx, fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d", pid))
+	if err != nil {
+		t.Fatalf("querying pg_stat_activity: %v", err)
+	}
+	return v != "0"
+}
+
+// sessionInfo returns the backend pid and the backend's view of its client port (pgfront's
+// server-side local port) of a connection through pgfront.
+func sessionInfo(t *testing.T, c *pgconn.PgConn) (pid uint32, serverSidePort uint16) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	res := c.ExecParams(ctx, "SELECT pg_backend_pid(), inet_client_port()", nil, nil, nil, nil).Read()
+	if res.Err != nil || len(res.Rows) != 1 {
+		t.Fatalf("session info: %v", res.Err)
+	}
+	var p, port int
+	fmt.Sscan(string(res.Rows[0][0]), &p)
+	fmt.Sscan(string(res.Rows[0][1]), &port)
+	return uint32(p), uint16(port)
+}
+
+// localAddrPort is a conn's local address as netip.
+func localAddrPort(c net.Conn) netip.AddrPort {
+	return c.LocalAddr().(*net.TCPAddr).AddrPort()
+}
