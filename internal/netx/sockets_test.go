@@ -87,7 +87,6 @@ func TestParseProcNetTCPErrors(t *testing.T) {
 		{"short line", "0: 0100007F:CB07 00000000:0000 0A\n", false},
 		{"bad state", strings.Replace(line("0100007F:CB07"), " 0A ", " 1FF ", 1), false},
 		{"bad inode", strings.Replace(line("0100007F:CB07"), " 7 1", " x 1", 1), false},
-		{"header not first", "0: x\n  sl  local_address\n", false},
 	} {
 		if _, err := ParseProcNetTCP(strings.NewReader(tc.text), tc.v6); err == nil {
 			t.Errorf("%s: no error", tc.name)
@@ -97,6 +96,10 @@ func TestParseProcNetTCPErrors(t *testing.T) {
 	}
 	if got, err := ParseProcNetTCP(strings.NewReader(line("0100007F:CB07")), false); err != nil || len(got) != 1 {
 		t.Errorf("headerless line: %v, %v", got, err)
+	}
+	// Only the first line may be the header.
+	if _, err := ParseProcNetTCP(strings.NewReader(line("0100007F:CB07")+"  sl  local_address\n"), false); err == nil || !strings.Contains(err.Error(), "line 2") {
+		t.Errorf("header on line 2: %v, want an error naming line 2", err)
 	}
 }
 
