@@ -28,8 +28,8 @@ type Handler interface {
 // regular (post-startup) protocol stream fed in arbitrary chunks. It copies nothing but wanted
 // bodies, so it costs a few comparisons per message. A Scanner is not safe for concurrent use.
 type Scanner struct {
-	want      [256]bool
-	frontend  bool // validate frontend message types
+	want      typeSet // message types whose bodies are captured
+	frontend  bool    // validate frontend message types
 	hdr       [5]byte
 	hdrN      int
 	remaining uint32 // body bytes left in the current message
@@ -51,7 +51,7 @@ var frontendTypes = func() (t [256]bool) {
 func NewFrontendScanner(want ...byte) *Scanner {
 	s := &Scanner{frontend: true}
 	for _, c := range want {
-		s.want[c] = true
+		s.want.add(c)
 	}
 	return s
 }
@@ -60,7 +60,7 @@ func NewFrontendScanner(want ...byte) *Scanner {
 func NewBackendScanner(want ...byte) *Scanner {
 	s := &Scanner{}
 	for _, c := range want {
-		s.want[c] = true
+		s.want.add(c)
 	}
 	return s
 }
@@ -126,12 +126,12 @@ func (s *Scanner) startMessage(typ byte, length uint32, h Handler) error {
 	if err := h.Header(typ, length); err != nil {
 		return err
 	}
-	if s.want[typ] {
+	if s.want.has(typ) {
 		s.capturing = true
 		s.tooLong = false
 		if s.capture == nil {
 			// Allocated once, non-nil so an empty body is not mistaken for a too-long one.
-			s.capture = make([]byte, 0, maxCapture)
+			s.capture = make([]byte, 0, 16) // grows up to maxCapture; small keeps idle sessions light
 		}
 		s.capture = s.capture[:0]
 		if s.remaining == 0 {
@@ -148,3 +148,10 @@ func (s *Scanner) finishCapture(h Handler) error {
 	}
 	return h.Body(s.typ, s.capture)
 }
+
+// typeSet is a set of message types: 32 bytes instead of a 256-byte table, since every session
+// carries two scanners.
+type typeSet [4]uint64
+
+func (t *typeSet) add(c byte)      { t[c>>6] |= 1 << (c & 63) }
+func (t *typeSet) has(c byte) bool { return t[c>>6]&(1<<(c&63)) != 0 }

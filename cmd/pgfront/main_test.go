@@ -1,0 +1,175 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/pgfront/pgfront/internal/pgtest"
+)
+
+func TestCheckReportsWarningsAndErrors(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte(`
+timeouts:
+  client_fin: 0s
+clusters:
+  c:
+    servers:
+      - {name: a, address: 127.0.0.1:5432, role: primary}
+routes:
+  rw: {listen: 127.0.0.1:6432, cluster: c, role: primary}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	if err := checkCmd([]string{"-c", good}, &out); err != nil {
+		t.Fatalf("check of a valid config failed: %v", err)
+	}
+	if !strings.Contains(out.String(), "WARNING:") || !strings.Contains(out.String(), "client_fin") || !strings.Contains(out.String(), "OK") {
+		t.Fatalf("check output lacks the client_fin warning or OK:\n%s", out.String())
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte(`
+clusters:
+  c:
+    servers:
+      - {name: a, address: 127.0.0.1:5432, role: primary}
+routes:
+  rw:
+    listen: 127.0.0.1:6432
+    cluster: c
+    role: primary
+    timeouts:
+      client_idel: 5s
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	err := checkCmd([]string{"-c", bad}, &out)
+	if err == nil {
+		t.Fatal("check accepted an unknown key")
+	}
+	if !strings.Contains(err.Error(), "bad.yaml:12") || !strings.Contains(err.Error(), "client_idel") {
+		t.Fatalf("error lacks file:line or the key: %v", err)
+	}
+}
+
+// TestDemo runs the README's first command as a user would: build, run `pgfront demo`, connect
+// with the printed connection strings, Ctrl-C, and check that everything is cleaned up.
+func TestDemo(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and runs the binary")
+	}
+	if _, err := pgtest.FindBinDir(); err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "pgfront")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin, "demo", "-rw", "127.0.0.1:0", "-ro", "127.0.0.1:0")
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	defer func() {
+		if !killed {
+			_ = cmd.Process.Kill()
+			_ = cmd.Wait()
+		}
+	}()
+
+	lines := make(chan string, 100)
+	go func() {
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			lines <- sc.Text()
+		}
+		close(lines)
+	}()
+	psql := regexp.MustCompile(`psql "([^"]+)"`)
+	var dsns []string
+	var dirs []string
+	timeout := time.After(90 * time.Second)
+	for done := false; !done; {
+		select {
+		case l, ok := <-lines:
+			if !ok {
+				t.Fatalf("demo exited early; stderr:\n%s", stderr.String())
+			}
+			if m := psql.FindStringSubmatch(l); m != nil {
+				dsns = append(dsns, m[1])
+			}
+			if i := strings.Index(l, "/tmp/"); i >= 0 {
+				dirs = append(dirs, filepath.Dir(strings.Fields(l[i:])[0]))
+			}
+			done = strings.Contains(l, "Press Ctrl-C")
+		case <-timeout:
+			t.Fatalf("demo did not get ready; stderr:\n%s", stderr.String())
+		}
+	}
+	if len(dsns) != 2 {
+		t.Fatalf("want 2 psql lines, got %q", dsns)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	wantRecovery := []bool{false, true} // rw then ro
+	for i, dsn := range dsns {
+		c, err := pgx.Connect(ctx, dsn)
+		if err != nil {
+			t.Fatalf("connecting with the printed line %q: %v", dsn, err)
+		}
+		var inRecovery bool
+		if err := c.QueryRow(ctx, "SELECT pg_is_in_recovery()").Scan(&inRecovery); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.Close(ctx)
+		if inRecovery != wantRecovery[i] {
+			t.Fatalf("route %d: pg_is_in_recovery = %v, want %v", i, inRecovery, wantRecovery[i])
+		}
+	}
+
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
+		t.Fatal(err)
+	}
+	waitErr := make(chan error, 1)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		killed = true
+		if err != nil {
+			t.Fatalf("demo exit: %v; stderr:\n%s", err, stderr.String())
+		}
+	case <-time.After(60 * time.Second):
+		t.Fatal("demo did not stop after Ctrl-C")
+	}
+	for range lines {
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("temp dir %s still exists after Ctrl-C (%v)", d, err)
+		}
+	}
+	if len(dirs) == 0 {
+		t.Fatal("demo printed no log paths")
+	}
+}
