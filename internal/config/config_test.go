@@ -1,0 +1,681 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+// base is a minimal valid config; cases edit it.
+const base = `clusters:
+  main:
+    servers:
+      - name: pg1
+        address: 127.0.0.1:5432
+        role: primary
+      - name: pg2
+        address: 127.0.0.1:5433
+        role: replica
+routes:
+  rw:
+    listen: 127.0.0.1:6432
+    cluster: main
+    role: primary
+`
+
+// edit returns base with old replaced by new; old must occur.
+func edit(t *testing.T, old, new string) string {
+	t.Helper()
+	if !strings.Contains(base, old) {
+		t.Fatalf("base has no %q", old)
+	}
+	return strings.Replace(base, old, new, 1)
+}
+
+// lineOf returns the 1-based line of the first line of src containing at.
+func lineOf(t *testing.T, src, at string) int {
+	t.Helper()
+	for i, l := range strings.Split(src, "\n") {
+		if strings.Contains(l, at) {
+			return i + 1
+		}
+	}
+	t.Fatalf("no line contains %q in:\n%s", at, src)
+	return 0
+}
+
+func d(s string) Duration {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		panic(err)
+	}
+	return Duration(v)
+}
+
+func mustParse(t *testing.T, src string) (*Config, []Warning) {
+	t.Helper()
+	c, w, err := Parse([]byte(src), "test.yaml")
+	if err != nil {
+		t.Fatalf("Parse: %v\n%s", err, src)
+	}
+	return c, w
+}
+
+func TestExample(t *testing.T) {
+	c, warnings, err := Load("testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(warnings) != 0 {
+		t.Errorf("example has warnings: %v", warnings)
+	}
+	if c.Path != "testdata/example.yaml" {
+		t.Errorf("Path = %q", c.Path)
+	}
+	if got := c.RouteNames(); !reflect.DeepEqual(got, []string{"ro", "rw"}) {
+		t.Errorf("RouteNames = %v", got)
+	}
+	if got := c.ClusterNames(); !reflect.DeepEqual(got, []string{"main"}) {
+		t.Errorf("ClusterNames = %v", got)
+	}
+
+	global := Timeouts{
+		Startup: d("10s"), Connect: d("3s"), Queue: d("5s"), ClientIdle: d("1h"),
+		IdleInTransaction: d("10m"), ServerIdle: 0, ClientFin: d("5s"), ServerFin: d("5s"),
+	}
+	roTimeouts := global
+	roTimeouts.ClientIdle = d("30m")
+	want := &Config{
+		Log:      Log{Format: "text", Level: "info"},
+		MaxConn:  10000,
+		MaxQueue: 1000,
+		Shutdown: Shutdown{Grace: d("30s")},
+		TCP:      TCP{KeepaliveIdle: d("30s"), KeepaliveInterval: d("10s"), KeepaliveCount: 3, UserTimeout: d("60s")},
+		Timeouts: global,
+		Clusters: map[string]*Cluster{"main": {Name: "main", Servers: []*Server{
+			{Name: "pg1", Address: "127.0.0.1:5432", Role: "primary", MaxConn: 0, Weight: 1},
+			{Name: "pg2", Address: "127.0.0.1:5433", Role: "replica", MaxConn: 0, Weight: 1},
+		}}},
+		Routes: map[string]*Route{
+			"rw": {Name: "rw", Listen: "127.0.0.1:6432", Cluster: "main", Role: "primary", Balance: "first",
+				OnClientFin: "abort", MaxConn: 0, ConnectRetries: 2, Timeouts: global},
+			"ro": {Name: "ro", Listen: "127.0.0.1:6433", Cluster: "main", Role: "replica", Balance: "roundrobin",
+				OnClientFin: "abort", MaxConn: 0, ConnectRetries: 2, Timeouts: roTimeouts},
+		},
+		Path: "testdata/example.yaml",
+	}
+	if !reflect.DeepEqual(c, want) {
+		t.Errorf("example decoded as\n%s\nwant\n%s", dump(c), dump(want))
+	}
+}
+
+// dump renders c with its clusters and routes dereferenced, for messages.
+func dump(c *Config) string {
+	if c == nil {
+		return "<nil>"
+	}
+	cc := *c
+	cc.Clusters, cc.Routes = nil, nil
+	s := fmt.Sprintf("%+v", cc)
+	for _, n := range c.ClusterNames() {
+		for _, sv := range c.Clusters[n].Servers {
+			s += fmt.Sprintf("\nserver %s %+v", n, *sv)
+		}
+	}
+	for _, n := range c.RouteNames() {
+		s += fmt.Sprintf("\nroute %+v", *c.Routes[n])
+	}
+	return s
+}
+
+// The README links pgfront.example.yaml; it must stay the file tested here.
+func TestExampleFilesMatch(t *testing.T) {
+	a, err := os.ReadFile("testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile("../../pgfront.example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(a, b) {
+		t.Error("pgfront.example.yaml and internal/config/testdata/example.yaml differ")
+	}
+}
+
+// Every default is what the example's comments say, for a file that sets
+// nothing but the required fields.
+func TestDefaults(t *testing.T) {
+	c, warnings := mustParse(t, base)
+	if len(warnings) != 0 {
+		t.Errorf("warnings: %v", warnings)
+	}
+	ex, _, err := Load("testdata/example.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The example spells out the defaults, so everything global must match.
+	if c.Log != ex.Log || c.MaxConn != ex.MaxConn || c.MaxQueue != ex.MaxQueue ||
+		c.Shutdown != ex.Shutdown || c.TCP != ex.TCP || c.Timeouts != ex.Timeouts {
+		t.Errorf("defaults differ from the example:\n%s\nexample:\n%s", dump(c), dump(ex))
+	}
+	if c.Timeouts.ServerIdle != 0 || c.Timeouts.ClientFin != d("5s") || c.MaxConn != 10000 {
+		t.Errorf("unexpected defaults: %+v maxconn=%d", c.Timeouts, c.MaxConn)
+	}
+	for _, s := range c.Clusters["main"].Servers {
+		if s.Weight != 1 || s.MaxConn != 0 {
+			t.Errorf("server %s: weight=%d maxconn=%d, want 1, 0", s.Name, s.Weight, s.MaxConn)
+		}
+	}
+	r := c.Routes["rw"]
+	if r.Balance != "first" || r.OnClientFin != "abort" || r.ConnectRetries != 2 || r.MaxConn != 0 || r.Timeouts != c.Timeouts {
+		t.Errorf("route defaults: %+v", *r)
+	}
+	if c.Path != "" {
+		t.Errorf("Path = %q for Parse, want empty", c.Path)
+	}
+}
+
+func TestBalanceDefaultFollowsRole(t *testing.T) {
+	for role, want := range map[string]string{"primary": "first", "replica": "roundrobin", "any": "roundrobin"} {
+		c, _ := mustParse(t, edit(t, "cluster: main\n    role: primary", "cluster: main\n    role: "+role))
+		if got := c.Routes["rw"].Balance; got != want {
+			t.Errorf("role %s: balance %q, want %q", role, got, want)
+		}
+	}
+}
+
+// Zero written in the file is a value ("unlimited", "off"), not "use the default".
+func TestExplicitZeroIsKept(t *testing.T) {
+	src := `maxconn: 0
+max_queue: 0
+shutdown: {grace: 0}
+tcp: {keepalive_idle: 0, keepalive_count: 0, user_timeout: 0s}
+timeouts: {queue: 0, client_idle: 0s}
+` + edit(t, "        role: replica\n", "        role: replica\n        weight: 0\n") + "    connect_retries: 0\n"
+	c, _ := mustParse(t, src)
+	if c.MaxConn != 0 || c.MaxQueue != 0 || c.Shutdown.Grace != 0 || c.TCP.KeepaliveIdle != 0 ||
+		c.TCP.KeepaliveCount != 0 || c.TCP.UserTimeout != 0 || c.Timeouts.Queue != 0 || c.Timeouts.ClientIdle != 0 {
+		t.Errorf("zeros not kept: %s", dump(c))
+	}
+	if w := c.Clusters["main"].Servers[1].Weight; w != 0 {
+		t.Errorf("weight = %d, want 0", w)
+	}
+	if r := c.Routes["rw"]; r.ConnectRetries != 0 || r.Timeouts.ClientIdle != 0 {
+		t.Errorf("route: %+v", *r)
+	}
+	// The neighbours still get their defaults.
+	if c.TCP.KeepaliveInterval != d("10s") || c.Timeouts.IdleInTransaction != d("10m") {
+		t.Errorf("defaults lost: %s", dump(c))
+	}
+}
+
+func TestRouteTimeoutsInherit(t *testing.T) {
+	src := `timeouts:
+  client_idle: 2h
+  server_fin: 7s
+` + base + `    timeouts:
+      client_idle: 0
+      connect: 1s
+  ro:
+    listen: 127.0.0.1:6433
+    cluster: main
+    role: replica
+`
+	c, _ := mustParse(t, src)
+	rw, ro := c.Routes["rw"].Timeouts, c.Routes["ro"].Timeouts
+	tests := []struct {
+		name      string
+		got, want Duration
+	}{
+		{"rw client_idle overridden to 0", rw.ClientIdle, 0},
+		{"rw connect overridden", rw.Connect, d("1s")},
+		{"rw server_fin from global", rw.ServerFin, d("7s")},
+		{"rw startup from global default", rw.Startup, d("10s")},
+		{"ro client_idle from global", ro.ClientIdle, d("2h")},
+		{"ro connect from global default", ro.Connect, d("3s")},
+		{"global client_idle", c.Timeouts.ClientIdle, d("2h")},
+		{"global connect untouched by route", c.Timeouts.Connect, d("3s")},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("%s: %s, want %s", tt.name, tt.got, tt.want)
+		}
+	}
+}
+
+// YAML anchors, aliases, merge keys and flow style decode like the spelled-out form.
+func TestYAMLFeatures(t *testing.T) {
+	src := `timeouts: &t
+  client_idle: 20m
+clusters:
+  main:
+    servers:
+      - &pg1 {name: pg1, address: "db1:5432", role: primary, weight: 3}
+      - <<: *pg1
+        name: pg2
+        role: replica
+routes:
+  rw:
+    listen: "[::1]:6432"
+    cluster: main
+    role: primary
+    timeouts:
+      <<: *t
+      connect: 1s
+  ro: {listen: ":0", cluster: main, role: replica, maxconn: 1_000}
+`
+	c, _ := mustParse(t, src)
+	pg2 := c.Clusters["main"].Servers[1]
+	if *pg2 != (Server{Name: "pg2", Address: "db1:5432", Role: "replica", Weight: 3}) {
+		t.Errorf("merged server: %+v", *pg2)
+	}
+	if rw := c.Routes["rw"]; rw.Timeouts.ClientIdle != d("20m") || rw.Timeouts.Connect != d("1s") || rw.Listen != "[::1]:6432" {
+		t.Errorf("rw: %+v", *rw)
+	}
+	if ro := c.Routes["ro"]; ro.MaxConn != 1000 || ro.Listen != ":0" {
+		t.Errorf("ro: %+v", *ro)
+	}
+}
+
+// Listen addresses that can all be bound together are not a clash.
+func TestListenNoClash(t *testing.T) {
+	for _, pair := range [][2]string{
+		{"127.0.0.1:0", "127.0.0.1:0"}, // port 0: a free port each
+		{"127.0.0.1:6432", "127.0.0.2:6432"},
+		{"0.0.0.0:6432", "[::1]:6432"},
+		{"127.0.0.1:6432", "127.0.0.1:6433"},
+	} {
+		src := edit(t, "listen: 127.0.0.1:6432", "listen: \""+pair[0]+"\"") +
+			"  ro:\n    listen: \"" + pair[1] + "\"\n    cluster: main\n    role: replica\n"
+		if _, _, err := Parse([]byte(src), "t.yaml"); err != nil {
+			t.Errorf("%v: %v", pair, err)
+		}
+	}
+}
+
+// want describes one expected problem or warning: the line containing at,
+// the field path, and a substring of the message.
+type want struct {
+	at, path, msg string
+}
+
+func TestProblems(t *testing.T) {
+	tests := []struct {
+		name string
+		src  string
+		want []want
+	}{
+		{"unknown top-level key", "maxconns: 5\n" + base,
+			[]want{{"maxconns", "maxconns", `unknown field "maxconns" (did you mean "maxconn"?)`}}},
+		{"unknown key in timeouts", "timeouts:\n  queue: 1s\n  client_idel: 5m\n" + base,
+			[]want{{"client_idel", "timeouts.client_idel", `unknown field "client_idel" (did you mean "client_idle"?)`}}},
+		{"unknown key in server", edit(t, "address: 127.0.0.1:5433\n", "address: 127.0.0.1:5433\n        port: 5433\n"),
+			[]want{{"port: 5433", "clusters.main.servers[1].port", `unknown field "port"`}}},
+		{"unknown key in route", base + "    lisen: x\n",
+			[]want{{"lisen", "routes.rw.lisen", `unknown field "lisen" (did you mean "listen"?)`}}},
+		{"unknown key in route timeouts", base + "    timeouts:\n      client_fin: 1s\n      clientfin: 1s\n",
+			[]want{{"clientfin", "routes.rw.timeouts.clientfin", `unknown field "clientfin" (did you mean "client_fin"?)`}}},
+		{"unknown key lists known ones", "tcp:\n  nodelay: true\n" + base,
+			[]want{{"nodelay", "tcp.nodelay", "known: keepalive_idle, keepalive_interval, keepalive_count, user_timeout"}}},
+		{"garbage duration", "timeouts:\n  connect: 5x\n" + base,
+			[]want{{"connect: 5x", "timeouts.connect", `invalid duration "5x"`}}},
+		{"negative duration", "shutdown:\n  grace: -1s\n" + base,
+			[]want{{"grace", "shutdown.grace", "must not be negative"}}},
+		{"duration without unit", "timeouts:\n  client_idle: 30\n" + base,
+			[]want{{"client_idle", "timeouts.client_idle", "duration 30 needs a unit"}}},
+		{"bad route duration", base + "    timeouts:\n      queue: soon\n",
+			[]want{{"queue: soon", "routes.rw.timeouts.queue", `invalid duration "soon"`}}},
+		{"negative maxconn", "maxconn: -1\n" + base,
+			[]want{{"maxconn", "maxconn", "must not be negative"}}},
+		{"negative server numbers", edit(t, "role: replica\n", "role: replica\n        weight: -1\n        maxconn: -2\n"),
+			[]want{{"weight", "clusters.main.servers[1].weight", "must not be negative"},
+				{"maxconn: -2", "clusters.main.servers[1].maxconn", "must not be negative"}}},
+		{"quoted integer", "max_queue: \"10\"\n" + base,
+			[]want{{"max_queue", "max_queue", `must be an integer, not a string ("10")`}}},
+		{"list for integer", "maxconn: [1]\n" + base,
+			[]want{{"maxconn", "maxconn", "must be an integer, not a list"}}},
+		{"scalar for mapping", "timeouts: 5s\n" + base,
+			[]want{{"timeouts", "timeouts", "must be a mapping, not a string"}}},
+		{"scalar for list", edit(t, "    servers:\n      - name: pg1", "    servers: pg1\n    x:\n      - name: pg1"),
+			[]want{{"servers: pg1", "clusters.main.servers", "must be a list, not a string"},
+				{"x:", "clusters.main.x", `unknown field "x"`}}},
+		{"unknown cluster", edit(t, "cluster: main", "cluster: mian"),
+			[]want{{"cluster: mian", "routes.rw.cluster", `unknown cluster "mian" (defined: main)`}}},
+		{"duplicate listen", base + "  ro:\n    listen: 127.0.0.1:6432 # dup\n    cluster: main\n    role: replica\n",
+			[]want{{"# dup", "routes.ro.listen", `listen address 127.0.0.1:6432 is already used by route "rw"`}}},
+		{"wildcard listen clash", base + "  ro:\n    listen: :6432\n    cluster: main\n    role: replica\n",
+			[]want{{"listen: :6432", "routes.ro.listen", `already used by route "rw"`}}},
+		{"bad route role", edit(t, "cluster: main\n    role: primary", "cluster: main\n    role: master"),
+			[]want{{"role: master", "routes.rw.role", `must be primary, replica or any, not "master"`}}},
+		{"bad server role", edit(t, "role: replica", "role: standby"),
+			[]want{{"role: standby", "clusters.main.servers[1].role", `must be primary or replica, not "standby"`}}},
+		{"missing server address points at its mapping", edit(t, "        address: 127.0.0.1:5433\n", ""),
+			[]want{{"name: pg2", "clusters.main.servers[1].address", "is required"}}},
+		{"missing route fields point at the route", edit(t, "    cluster: main\n    role: primary\n", ""),
+			[]want{{"rw:", "routes.rw.cluster", "is required"}, {"rw:", "routes.rw.role", "is required (primary, replica or any)"}}},
+		{"duplicate server name", edit(t, "name: pg2", "name: pg1 # dup"),
+			[]want{{"# dup", "clusters.main.servers[1].name", `duplicate server name "pg1" in cluster "main" (first at clusters.main.servers[0])`}}},
+		{"address without port", edit(t, "address: 127.0.0.1:5433", "address: 127.0.0.1 # here"),
+			[]want{{"# here", "clusters.main.servers[1].address", "must be host:port"}}},
+		{"address port out of range", edit(t, "address: 127.0.0.1:5433", "address: db:70000"),
+			[]want{{"db:70000", "clusters.main.servers[1].address", "from 1 to 65535"}}},
+		{"server port 0", edit(t, "address: 127.0.0.1:5433", "address: db:0"),
+			[]want{{"db:0", "clusters.main.servers[1].address", "from 1 to 65535"}}},
+		{"server without host", edit(t, "address: 127.0.0.1:5433", "address: :5433"),
+			[]want{{":5433", "clusters.main.servers[1].address", "needs a host"}}},
+		{"listen without port", edit(t, "listen: 127.0.0.1:6432", "listen: localhost"),
+			[]want{{"localhost", "routes.rw.listen", "must be host:port"}}},
+		{"connect_retries too high", base + "    connect_retries: 11\n",
+			[]want{{"connect_retries", "routes.rw.connect_retries", "must be from 0 to 10"}}},
+		{"zero startup and connect", "timeouts:\n  startup: 0\n" + base + "    timeouts:\n      connect: 0s\n",
+			[]want{{"startup: 0", "timeouts.startup", "must be greater than 0"},
+				{"connect: 0s", "routes.rw.timeouts.connect", "must be greater than 0"}}},
+		{"keepalive count 0 while on", "tcp:\n  keepalive_count: 0\n" + base,
+			[]want{{"keepalive_count", "tcp.keepalive_count", "must be from 1 to 127 while keepalive is on"}}},
+		{"keepalive count too high while off", "tcp:\n  keepalive_idle: 0\n  keepalive_count: 128\n" + base,
+			[]want{{"keepalive_count", "tcp.keepalive_count", "must be from 0 to 127"}}},
+		{"keepalive in fractions of seconds", "tcp:\n  keepalive_interval: 1500ms\n  keepalive_idle: 40000s\n" + base,
+			[]want{{"keepalive_interval", "tcp.keepalive_interval", "whole seconds"},
+				{"keepalive_idle", "tcp.keepalive_idle", "at most 32767s"}}},
+		{"keepalive interval 0 while on", "tcp:\n  keepalive_interval: 0\n" + base,
+			[]want{{"keepalive_interval", "tcp.keepalive_interval", "must be greater than 0 while keepalive is on"}}},
+		{"bad log values", "log:\n  format: xml\n  level: trace\n" + base,
+			[]want{{"format", "log.format", `must be text or json, not "xml"`},
+				{"level", "log.level", `must be debug, info, warn or error, not "trace"`}}},
+		{"bad balance and on_client_fin", base + "    balance: random\n    on_client_fin: close\n",
+			[]want{{"balance", "routes.rw.balance", "must be first, roundrobin or leastconn"},
+				{"on_client_fin", "routes.rw.on_client_fin", "must be abort or forward"}}},
+		{"bad names", strings.ReplaceAll(base, "main", "main/1") + "  \"r w\":\n    listen: :7000\n    cluster: main/1\n    role: any\n",
+			[]want{{"main/1:", "clusters.main/1", `cluster name "main/1" must match`},
+				{"r w", "routes.r w", `route name "r w" must match`}}},
+		{"bad server name", edit(t, "name: pg2", "name: pg 2"),
+			[]want{{"pg 2", "clusters.main.servers[1].name", `"pg 2" must match`}}},
+		{"cluster without servers", edit(t, "clusters:\n", "clusters:\n  empty:\n    servers: []\n  none:\n"),
+			[]want{{"servers: []", "clusters.empty.servers", `cluster "empty" needs at least one server`},
+				{"none:", "clusters.none.servers", `cluster "none" needs at least one server`}}},
+		{"no routes", base[:strings.Index(base, "routes:")],
+			[]want{{"clusters:", "routes", "at least one route is required"}}},
+		{"no clusters", "routes:" + strings.SplitN(base, "routes:", 2)[1],
+			[]want{{"routes:", "clusters", "at least one cluster is required"},
+				{"cluster: main", "routes.rw.cluster", `unknown cluster "main" (no clusters are defined)`}}},
+		{"alias without anchor", "timeouts: *t\n" + base,
+			[]want{{"timeouts", "timeouts", "alias *t refers to no anchor before it"}}},
+		{"unknown key merged from an anchor", "timeouts: &t\n  queue: 1s\n  bogus: 1s\n" + base + "    timeouts:\n      <<: *t\n",
+			[]want{{"bogus", "timeouts.bogus", `unknown field "bogus"`}, {"bogus", "routes.rw.timeouts.bogus", `unknown field "bogus"`}}},
+		{"empty file", "", []want{{"", "", "the config file is empty"}}},
+		{"comments only", "# nothing\n\n# here\n", []want{{"", "", "the config file is empty"}}},
+		{"syntax error", base + "  ro: [\n", []want{{"ro: [", "", "invalid YAML"}}},
+		{"duplicate key", "maxconn: 1\nmaxconn: 2\n" + base, []want{{"maxconn: 2", "", `mapping key "maxconn" already defined`}}},
+		{"two documents", base + "---\nmaxconn: 1\n", []want{{"maxconn: 1", "", "must hold one YAML document, not 2"}}},
+		{"top level list", "- a\n- b\n", []want{{"- a", "", "the top level must be a mapping"}}},
+		{
+			// Problems of every kind are reported together, in file order.
+			"many problems at once",
+			"maxconn: -5\ntimeouts:\n  connect: 3x\nfoo: 1\n" +
+				edit(t, "cluster: main\n    role: primary", "cluster: nope\n    role: writer") +
+				"  ro:\n    listen: 127.0.0.1:6432 # dup\n    cluster: main\n    role: replica\n",
+			[]want{
+				{"maxconn: -5", "maxconn", "must not be negative"},
+				{"connect: 3x", "timeouts.connect", `invalid duration "3x"`},
+				{"foo: 1", "foo", `unknown field "foo"`},
+				{"cluster: nope", "routes.rw.cluster", `unknown cluster "nope"`},
+				{"role: writer", "routes.rw.role", `not "writer"`},
+				{"# dup", "routes.ro.listen", `already used by route "rw"`},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c, w, err := Parse([]byte(tt.src), "bad.yaml")
+			if err == nil {
+				t.Fatalf("no error; config %s, warnings %v\n%s", dump(c), w, tt.src)
+			}
+			if c != nil || w != nil {
+				t.Errorf("config or warnings returned with an error")
+			}
+			var e *Error
+			if !errors.As(err, &e) {
+				t.Fatalf("error %T is not *Error: %v", err, err)
+			}
+			checkFindings(t, tt.src, asFindings(e.Problems), tt.want)
+			if t.Failed() {
+				t.Logf("source:\n%s\nerror:\n%v", tt.src, err)
+			}
+			for i := 1; i < len(e.Problems); i++ {
+				if e.Problems[i].Line < e.Problems[i-1].Line {
+					t.Errorf("problems not in file order: %v", e.Problems)
+				}
+			}
+		})
+	}
+}
+
+type finding struct {
+	File, Path, Message string
+	Line                int
+}
+
+func asFindings[T Problem | Warning](xs []T) []finding {
+	out := make([]finding, len(xs))
+	for i, x := range xs {
+		switch v := any(x).(type) {
+		case Problem:
+			out[i] = finding{v.File, v.Path, v.Message, v.Line}
+		case Warning:
+			out[i] = finding{v.File, v.Path, v.Message, v.Line}
+		}
+	}
+	return out
+}
+
+// checkFindings matches got against wants one to one, in order.
+func checkFindings(t *testing.T, src string, got []finding, wants []want) {
+	t.Helper()
+	if len(got) != len(wants) {
+		t.Errorf("got %d findings, want %d:", len(got), len(wants))
+		for _, g := range got {
+			t.Errorf("  %d: %s: %s", g.Line, g.Path, g.Message)
+		}
+		return
+	}
+	for i, w := range wants {
+		g := got[i]
+		line := 0
+		if w.at != "" {
+			line = lineOf(t, src, w.at)
+		}
+		if g.Line != line || g.Path != w.path || !strings.Contains(g.Message, w.msg) || g.File == "" {
+			t.Errorf("finding %d = %s:%d: %s: %s\nwant line %d (%q), path %q, message containing %q",
+				i, g.File, g.Line, g.Path, g.Message, line, w.at, w.path, w.msg)
+		}
+	}
+}
+
+func TestLint(t *testing.T) {
+	ro := "  ro:\n    listen: 127.0.0.1:6433\n    cluster: main\n    role: replica\n"
+	tests := []struct {
+		name string
+		src  string
+		want []want
+	}{
+		{"example-like base is clean", base, nil},
+		{"global client_fin off with long idle is loud", "timeouts:\n  client_fin: 0s\n" + base,
+			[]want{{"client_fin", "timeouts.client_fin", "DANGER: client_fin is 0 (off)"}}},
+		{"client_fin off names the trap and the bound", "timeouts:\n  client_idle: 10m\n  idle_in_transaction: 5m\n  client_fin: 0s\n" + base,
+			[]want{{"client_fin", "timeouts.client_fin", "half-closed sessions can hold maxconn slots until client_idle/idle_in_transaction (10m) ends them. This is the HAProxy CLOSE_WAIT/FIN_WAIT2 trap"}}},
+		{"client_fin off with idle off holds slots forever", "timeouts:\n  client_fin: 0\n  idle_in_transaction: 0\n  client_idle: 5m\n" + base,
+			[]want{{"client_fin", "timeouts.client_fin", "DANGER: client_fin is 0 (off): after the server closes, the client may never close its side; half-closed sessions can hold maxconn slots forever"}}},
+		{"server_fin off with server_idle off is loud", "timeouts:\n  server_fin: 0\n" + base,
+			[]want{{"server_fin", "timeouts.server_fin", "DANGER: server_fin is 0 (off)"}}},
+		{"server_fin off bounded by server_idle", "timeouts:\n  server_fin: 0\n  server_idle: 10m\n" + base,
+			[]want{{"server_fin", "timeouts.server_fin", "server_fin is 0 (off): after the client closes, the server may never close its side; half-closed sessions can hold maxconn slots until server_idle (10m) ends them"}}},
+		{"route turning client_fin off", base + "    timeouts:\n      client_fin: 0s\n",
+			[]want{{"client_fin", "routes.rw.timeouts.client_fin", "DANGER: client_fin is 0"}}},
+		{"global client_fin off is reported once, not per inheriting route", "timeouts:\n  client_fin: 0s\n  client_idle: 10m\n" + base + ro,
+			[]want{{"client_fin", "timeouts.client_fin", "client_fin is 0"}}},
+		{"route making an inherited client_fin 0 worse", "timeouts:\n  client_fin: 0s\n  client_idle: 10m\n" + base + ro + "    timeouts:\n      client_idle: 0s\n",
+			[]want{{"client_fin: 0s", "timeouts.client_fin", "client_fin is 0"},
+				// The route sets no client_fin: the warning points at its timeouts.
+				{"    timeouts:", "routes.ro.timeouts.client_fin", "DANGER: client_fin is 0"}}},
+		{"forward with server_fin off", "timeouts:\n  server_fin: 0\n  server_idle: 1m\n" + base + "    on_client_fin: forward\n",
+			[]want{{"server_fin", "timeouts.server_fin", "server_fin is 0"},
+				{"on_client_fin", "routes.rw.on_client_fin", "on_client_fin is forward and server_fin is 0"}}},
+		{"forward with server_fin on is fine", base + "    on_client_fin: forward\n", nil},
+		{"idle unbounded without keepalive", "tcp:\n  keepalive_idle: 0\ntimeouts:\n  client_idle: 0\n  idle_in_transaction: 0\n" + base,
+			[]want{{"client_idle", "timeouts.client_idle", "idle sessions are unbounded"}}},
+		{"idle off but keepalive on is fine", "timeouts:\n  client_idle: 0\n  idle_in_transaction: 0\n" + base, nil},
+		{"route idle unbounded without keepalive", "tcp:\n  keepalive_idle: 0\n" + base + "    timeouts:\n      idle_in_transaction: 0s\n      client_idle: 0s\n",
+			[]want{{"client_idle: 0s", "routes.rw.timeouts.client_idle", "idle sessions are unbounded"}}},
+		{"long FIN bounds", "timeouts:\n  client_fin: 2m\n" + base + "    timeouts:\n      server_fin: 90s\n",
+			[]want{{"client_fin", "timeouts.client_fin", "client_fin is 2m: FIN bounds should be seconds"},
+				{"server_fin", "routes.rw.timeouts.server_fin", "server_fin is 1m30s: FIN bounds should be seconds"}}},
+		{"one minute FIN is still fine", "timeouts:\n  client_fin: 1m\n" + base, nil},
+		{"route role with no such server", edit(t, "role: replica", "role: primary") + ro,
+			[]want{{"role: replica", "routes.ro.role", `cluster "main" has no server with role replica`}}},
+		{"route role any needs no match", edit(t, "role: replica", "role: primary") + "  ro:\n    listen: :7000\n    cluster: main\n    role: any\n", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, w := mustParse(t, tt.src)
+			checkFindings(t, tt.src, asFindings(w), tt.want)
+			if t.Failed() {
+				t.Logf("source:\n%s", tt.src)
+			}
+		})
+	}
+}
+
+func TestFormat(t *testing.T) {
+	tests := []struct{ got, want string }{
+		{Problem{File: "a.yaml", Line: 3, Path: "routes.rw", Message: "bad"}.String(), "a.yaml:3: routes.rw: bad"},
+		{Warning{File: "a.yaml", Line: 3, Path: "routes.rw", Message: "hm"}.String(), "a.yaml:3: routes.rw: hm"},
+		{Problem{File: "a.yaml", Message: "empty"}.String(), "a.yaml: empty"},
+		{Problem{Line: 2, Path: "x", Message: "m"}.String(), "line 2: x: m"},
+		{Problem{File: "a.yaml", Line: 1, Message: "syntax"}.String(), "a.yaml:1: syntax"},
+		{(&Error{Problems: []Problem{{File: "f", Line: 1, Path: "a", Message: "x"}, {File: "f", Line: 2, Path: "b", Message: "y"}}}).Error(), "f:1: a: x\nf:2: b: y"},
+	}
+	for _, tt := range tests {
+		if tt.got != tt.want {
+			t.Errorf("got %q, want %q", tt.got, tt.want)
+		}
+	}
+}
+
+func TestLoad(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	if err := os.WriteFile(good, []byte("timeouts:\n  client_fin: 0\n"+base), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, w, err := Load(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Path != good || len(w) != 1 || w[0].File != good || w[0].Line != 2 {
+		t.Errorf("Path %q, warnings %v", c.Path, w)
+	}
+
+	bad := filepath.Join(dir, "bad.yaml")
+	if err := os.WriteFile(bad, []byte("maxconn: x\n"+base), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err = Load(bad)
+	if want := bad + `:1: maxconn: must be an integer, not a string ("x")`; err == nil || err.Error() != want {
+		t.Errorf("err = %v, want %s", err, want)
+	}
+
+	_, _, err = Load(filepath.Join(dir, "missing.yaml"))
+	var e *Error
+	if !errors.Is(err, fs.ErrNotExist) || errors.As(err, &e) {
+		t.Errorf("missing file: %v", err)
+	}
+}
+
+func TestDuration(t *testing.T) {
+	good := map[string]time.Duration{"0": 0, "0s": 0, "5s": 5 * time.Second, "1m30s": 90 * time.Second, "250ms": 250 * time.Millisecond}
+	for in, want := range good {
+		var v Duration
+		if err := v.UnmarshalText([]byte(in)); err != nil || v.D() != want {
+			t.Errorf("%q: %v, %v; want %v", in, v, err, want)
+		}
+	}
+	for _, in := range []string{"", "5", "-1s", "abc", "1x", "0x10"} {
+		var v Duration
+		if err := v.UnmarshalText([]byte(in)); err == nil {
+			t.Errorf("%q accepted as %v", in, v)
+		}
+	}
+	strs := map[time.Duration]string{0: "0s", time.Hour: "1h", 90 * time.Minute: "1h30m", 10 * time.Minute: "10m",
+		10 * time.Second: "10s", 2*time.Hour + 5*time.Second: "2h0m5s", 1500 * time.Millisecond: "1.5s"}
+	for in, want := range strs {
+		if got := Duration(in).String(); got != want {
+			t.Errorf("String(%v) = %q, want %q", time.Duration(in), got, want)
+		}
+		b, _ := Duration(in).MarshalText()
+		var back Duration
+		if err := back.UnmarshalText(b); err != nil || back.D() != in {
+			t.Errorf("round trip of %v: %v, %v", time.Duration(in), back, err)
+		}
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	seeds, _ := filepath.Glob("testdata/*.yaml")
+	for _, s := range seeds {
+		b, err := os.ReadFile(s)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	for _, s := range []string{base, "", "a: *x\n", "log: &a {<<: *a}\n", "timeouts: &t {connect: 1s}\nroutes: {r: {timeouts: {<<: [*t, *t]}}}\n",
+		"clusters: {a: {servers: [*s, -]}}\n", "? [a]\n: b\n", "maxconn: 18446744073709551615\n", "---\n...\n"} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, data []byte) {
+		c, w, err := Parse(data, "fuzz.yaml")
+		if err != nil {
+			var e *Error
+			if !errors.As(err, &e) || len(e.Problems) == 0 || c != nil || w != nil {
+				t.Fatalf("bad error result: %T %v (config %v)", err, err, c)
+			}
+			_ = err.Error()
+			return
+		}
+		// A config that loads satisfies what validation promises.
+		if c == nil || len(c.Routes) == 0 || len(c.Clusters) == 0 {
+			t.Fatalf("loaded config without routes or clusters")
+		}
+		for _, r := range c.Routes {
+			if c.Clusters[r.Cluster] == nil || r.Timeouts.Startup <= 0 || r.Timeouts.Connect <= 0 {
+				t.Fatalf("invalid route loaded: %+v", *r)
+			}
+		}
+		for _, x := range w {
+			_ = x.String()
+		}
+	})
+}
+
+// Merge keys over aliases can expand a small file exponentially; decoding
+// must stop with a problem instead of running away.
+func TestMergeBombIsBounded(t *testing.T) {
+	var b strings.Builder
+	b.WriteString("timeouts:\n  connect: &a0 {queue: 1s}\n")
+	for i := 1; i < 8; i++ {
+		fmt.Fprintf(&b, "  k%d: &a%d {<<: [%s]}\n", i, i, strings.Repeat(fmt.Sprintf("*a%d, ", i-1), 9)+fmt.Sprintf("*a%d", i-1))
+	}
+	b.WriteString("routes: {r: {timeouts: {<<: [*a7, *a7]}}}\n")
+	_, _, err := Parse([]byte(b.String()), "bomb.yaml")
+	if err == nil || !strings.Contains(err.Error(), "routes.r.timeouts: too many merged mappings") {
+		t.Errorf("err = %v", err)
+	}
+}
