@@ -67,7 +67,7 @@ func (s *Server) writeConf() error {
 		"logging_collector":       "off",
 	})
 	var b strings.Builder
-	b.WriteString("# Written by pgfront's pgtest for this server; rewritten when it is created.\n")
+	b.WriteString("# Written by pgfront's pgtest for this server (port, socket dir); rewritten for each port it tries.\n")
 	for _, k := range slices.Sorted(maps.Keys(settings)) {
 		fmt.Fprintf(&b, "%s = %s\n", k, quoteConf(settings[k]))
 	}

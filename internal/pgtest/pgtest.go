@@ -60,9 +60,9 @@ const (
 // Options configures StartPrimary; replicas inherit the options of the server they are
 // started from.
 type Options struct {
-	BinDir   string            // "" = FindBinDir()
-	BaseDir  string            // parent for the temp dir; "" = os.TempDir(); postgres must be able to traverse it
-	Settings map[string]string // extra postgresql.conf settings (override the defaults, except listen/port/socket/logging)
+	BinDir   string                           // "" = FindBinDir()
+	BaseDir  string                           // parent for the temp dir; "" = os.TempDir(); postgres must be able to traverse it
+	Settings map[string]string                // extra postgresql.conf settings (override the defaults, except listen/port/socket/logging)
 	Logf     func(format string, args ...any) // optional progress log
 
 	// pickPort chooses the next port to try; nil = random in [minPort, maxPort]. A seam for

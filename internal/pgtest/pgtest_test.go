@@ -95,36 +95,9 @@ func postmasterPID(t *testing.T, s *Server) int {
 	return s.mu.proc.cmd.Process.Pid
 }
 
-// procStat returns the state and parent pid of pid from /proc, ok=false if it is gone.
-func procStat(pid int) (state string, ppid int, ok bool) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", 0, false
-	}
-	// Fields after the parenthesised command name: state ppid ...
-	f := strings.Fields(string(data[strings.LastIndexByte(string(data), ')')+1:]))
-	ppid, _ = strconv.Atoi(f[1])
-	return f[0], ppid, true
-}
-
 func alive(pid int) bool {
 	state, _, ok := procStat(pid)
-	return ok && state != "Z"
-}
-
-func childPIDs(ppid int) []int {
-	entries, _ := os.ReadDir("/proc")
-	var pids []int
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if _, parent, ok := procStat(pid); ok && parent == ppid {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return ok && state != 'Z'
 }
 
 // shmID returns the SysV shared memory id from the server's postmaster.pid.
@@ -405,9 +378,28 @@ func TestPortInUse(t *testing.T) {
 	}
 	mustValue(t, s, "SHOW work_mem", "7MB")
 	mustValue(t, s, "SHOW application_name", `it's a \ test`)
+
+	// Restart keeps the port: if it is taken, it fails and says why.
+	if err := s.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	taker, err := net.Listen("tcp", s.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = s.Restart(ctx)
+	taker.Close()
+	if !errors.Is(err, errPortInUse) || !strings.Contains(err.Error(), "could not bind IPv4 address") {
+		t.Fatalf("Restart on a taken port: %v, want errPortInUse with the server log", err)
+	}
+	mustRefuse(t, s)
+	if err := s.Restart(ctx); err != nil {
+		t.Fatal(err)
+	}
+	mustValue(t, s, "SHOW work_mem", "7MB")
 }
 
-// TestStartFailure: a server that cannot start reports its log and leaves nothing behind.
+// TestStartFailure: a server that cannot start leaves nothing behind, and says why.
 func TestStartFailure(t *testing.T) {
 	t.Parallel()
 	ctx := testContext(t)
@@ -420,24 +412,26 @@ func TestStartFailure(t *testing.T) {
 	if err := os.Chmod(base, 0o755); err != nil {
 		t.Fatal(err)
 	}
-
-	_, err = StartPrimary(ctx, Options{BaseDir: base, Settings: map[string]string{"shared_buffers": "lots"}})
-	if err == nil {
-		t.Fatal("started with shared_buffers = lots")
+	bin := filepath.Join(base, "bin")
+	if err := os.Mkdir(bin, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	for _, want := range []string{`invalid value for parameter "shared_buffers"`, "server log"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error does not contain %q:\n%v", want, err)
-		}
-	}
-	if entries, err := os.ReadDir(base); err != nil || len(entries) != 0 {
-		t.Errorf("base dir after a failed start: %v %v, want empty", entries, err)
+	if err := os.WriteFile(filepath.Join(bin, "initdb"), []byte("#!/bin/sh\necho 'initdb: simulated failure' >&2\nexit 1\n"), 0o755); err != nil {
+		t.Fatal(err)
 	}
 
-	if _, err := StartPrimary(ctx, Options{BaseDir: base, Settings: map[string]string{"work_mem = 1\nfsync": "on"}}); err == nil {
+	_, err = StartPrimary(ctx, Options{BinDir: bin, BaseDir: base})
+	if err == nil || !strings.Contains(err.Error(), "initdb: simulated failure") {
+		t.Fatalf("StartPrimary with a failing initdb: %v, want its output in the error", err)
+	}
+	if entries, err := os.ReadDir(base); err != nil || len(entries) != 1 {
+		t.Errorf("base dir after a failed start: %v %v, want only bin", entries, err)
+	}
+
+	if _, err := StartPrimary(ctx, Options{BinDir: bin, BaseDir: base, Settings: map[string]string{"work_mem = 1\nfsync": "on"}}); err == nil {
 		t.Error("a setting name with a newline was accepted")
 	}
-	if _, err := StartPrimary(ctx, Options{BaseDir: strings.Repeat("/x", 50)}); err == nil || !strings.Contains(err.Error(), "shorter BaseDir") {
+	if _, err := StartPrimary(ctx, Options{BinDir: bin, BaseDir: strings.Repeat("/x", 50)}); err == nil || !strings.Contains(err.Error(), "shorter BaseDir") {
 		t.Errorf("a base dir too long for the socket path: %v", err)
 	}
 }

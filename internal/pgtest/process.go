@@ -1,6 +1,7 @@
 package pgtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -139,7 +141,7 @@ func (s *Server) waitReady(ctx context.Context, p *process, logOffset int64) err
 		case <-p.done:
 			log, _ := readFrom(s.LogFile, logOffset)
 			if strings.Contains(log, "could not bind") || strings.Contains(log, "Address already in use") {
-				return fmt.Errorf("starting %s on port %d: %w", s.Name, s.Port, errPortInUse)
+				return fmt.Errorf("starting %s on port %d: %w; server log %s:\n%s", s.Name, s.Port, errPortInUse, s.LogFile, tail(log, 30))
 			}
 			return fmt.Errorf("starting %s: postgres exited (%v); server log %s:\n%s", s.Name, p.err, s.LogFile, tail(log, 30))
 		case <-ctx.Done():
@@ -168,13 +170,117 @@ func (s *Server) stopLocked() error {
 	return s.releaseCrashed()
 }
 
-// killAndRelease SIGKILLs the postmaster, reaps it and waits for its backends.
+// killAndRelease SIGKILLs the postmaster, reaps it and its orphaned backends, and releases
+// what the crash left behind.
 func (s *Server) killAndRelease(p *process) error {
+	// The backends outlive the postmaster briefly and are reparented to the nearest
+	// subreaper, else to init; an init that does not reap (a container's) would keep them
+	// as zombies for good. As a subreaper this process gets them and reaps them itself.
+	// Without that, a pid reaped by init could be reused by a child that is not ours to reap.
+	subreaperOnce.Do(func() { isSubreaper = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == nil })
+	// Freeze the postmaster so that its list of children is complete when it dies.
+	pid := p.cmd.Process.Pid
+	var children []int
+	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err == nil && isSubreaper && waitStopped(pid) {
+		children = childPIDs(pid)
+	}
 	if err := p.cmd.Process.Kill(); err != nil && !errors.Is(err, os.ErrProcessDone) {
 		return fmt.Errorf("killing %s: %w", s.Name, err)
 	}
 	<-p.done
+	// The kernel reparented the children before the postmaster became reapable.
+	s.reapOrphans(children)
 	return s.releaseCrashed()
+}
+
+var (
+	subreaperOnce sync.Once
+	isSubreaper   bool // written once under subreaperOnce
+)
+
+// procStat returns the state letter and parent pid of pid; ok is false if it is gone.
+func procStat(pid int) (state byte, ppid int, ok bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// "pid (comm) state ppid ...": comm may contain spaces and parentheses.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	f := strings.Fields(string(data[i+1:]))
+	if len(f) < 2 || len(f[0]) != 1 {
+		return 0, 0, false
+	}
+	ppid, err = strconv.Atoi(f[1])
+	return f[0][0], ppid, err == nil
+}
+
+// childPIDs lists the children of ppid from /proc.
+func childPIDs(ppid int) []int {
+	entries, _ := os.ReadDir("/proc")
+	var pids []int
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if _, parent, ok := procStat(pid); ok && parent == ppid {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// waitStopped reports whether pid enters the stopped state within a second.
+func waitStopped(pid int) bool {
+	deadline := time.Now().Add(time.Second)
+	tick := time.NewTicker(time.Millisecond) // a signal in flight: nothing to wait on but /proc
+	defer tick.Stop()
+	for {
+		switch state, _, ok := procStat(pid); {
+		case !ok || state == 'Z':
+			return false // already dead: nothing to freeze
+		case state == 'T':
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		<-tick.C
+	}
+}
+
+// reapOrphans waits for the killed postmaster's children, now ours, to exit. They notice
+// the postmaster's death at their next wait; one still busy after stopTimeout is killed.
+func (s *Server) reapOrphans(pids []int) {
+	deadline := time.Now().Add(stopTimeout)
+	tick := time.NewTicker(pollInterval)
+	defer tick.Stop()
+	for len(pids) > 0 {
+		options := unix.WNOHANG
+		if time.Now().After(deadline) {
+			s.logf("pgtest: %s: killing %d backends that outlived the postmaster by %v", s.Name, len(pids), stopTimeout)
+			for _, pid := range pids {
+				_ = unix.Kill(pid, unix.SIGKILL)
+			}
+			options = 0
+		}
+		pending := pids[:0]
+		for _, pid := range pids {
+			var ws unix.WaitStatus
+			got, err := unix.Wait4(pid, &ws, options, nil)
+			if (err == nil && got == 0) || errors.Is(err, unix.EINTR) {
+				pending = append(pending, pid) // still running
+			}
+			// Otherwise reaped, or already gone (ECHILD).
+		}
+		pids = pending
+		if len(pids) > 0 {
+			<-tick.C
+		}
+	}
 }
 
 // releaseCrashed runs after the postmaster exited. A clean exit removes postmaster.pid and
