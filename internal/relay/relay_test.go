@@ -1,0 +1,388 @@
+package relay
+
+// Unit tests of the session state machine over real loopback TCP, with scripted pgproto3 peers
+// on both sides. End-to-end tests against real PostgreSQL live in internal/app.
+
+import (
+	"errors"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/goleak"
+
+	"github.com/pgfront/pgfront/internal/pgwire"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// tcpPair returns both ends of a loopback TCP connection.
+func tcpPair(t *testing.T) (a, b *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	ch := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		ch <- c
+	}()
+	d, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	acc := <-ch
+	if acc == nil {
+		t.Fatal("accept failed")
+	}
+	return d.(*net.TCPConn), acc.(*net.TCPConn)
+}
+
+// harness is a relay session between a scripted client and a scripted server.
+type harness struct {
+	t      *testing.T
+	client *net.TCPConn // the application's end
+	server *net.TCPConn // the PostgreSQL server's end
+	fe     *pgproto3.Frontend
+	be     *pgproto3.Backend
+	s      *Session
+	res    chan Result
+
+	mu      sync.Mutex
+	cancels []pgwire.CancelKey
+}
+
+func newHarness(t *testing.T, opts Options) *harness {
+	t.Helper()
+	appEnd, proxyClient := tcpPair(t)
+	proxyServer, pgEnd := tcpPair(t)
+	h := &harness{t: t, client: appEnd, server: pgEnd, res: make(chan Result, 1)}
+	h.fe = pgproto3.NewFrontend(appEnd, appEnd)
+	h.be = pgproto3.NewBackend(pgEnd, pgEnd)
+	opts.Cancel = func(k pgwire.CancelKey) {
+		h.mu.Lock()
+		h.cancels = append(h.cancels, k)
+		h.mu.Unlock()
+	}
+	h.s = New(proxyClient, proxyServer, opts)
+	go func() { h.res <- h.s.Run() }()
+	t.Cleanup(func() {
+		h.s.End(CauseAdminKill)
+		_ = appEnd.Close()
+		_ = pgEnd.Close()
+		<-h.res
+	})
+	return h
+}
+
+// login plays the server's side of a login: AuthenticationOk, BackendKeyData, ReadyForQuery.
+func (h *harness) login() {
+	h.t.Helper()
+	h.serverSend(&pgproto3.AuthenticationOk{}, &pgproto3.BackendKeyData{ProcessID: 42, SecretKey: []byte{1, 2, 3, 4}},
+		&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	expectClient[*pgproto3.AuthenticationOk](h)
+	expectClient[*pgproto3.BackendKeyData](h)
+	expectClient[*pgproto3.ReadyForQuery](h)
+}
+
+func (h *harness) serverSend(msgs ...pgproto3.BackendMessage) {
+	h.t.Helper()
+	for _, m := range msgs {
+		h.be.Send(m)
+	}
+	if err := h.be.Flush(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+func (h *harness) clientSend(msgs ...pgproto3.FrontendMessage) {
+	h.t.Helper()
+	for _, m := range msgs {
+		h.fe.Send(m)
+	}
+	if err := h.fe.Flush(); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// expectMsg reads the next message and checks its type.
+func expectMsg[T any](t *testing.T, receive func() (any, error)) T {
+	t.Helper()
+	m, err := receive()
+	if err != nil {
+		t.Fatalf("receive: %v", err)
+	}
+	v, ok := m.(T)
+	if !ok {
+		var zero T
+		t.Fatalf("got %T %+v, want %T", m, m, zero)
+	}
+	return v
+}
+
+// expectClient reads the next message the application receives.
+func expectClient[T pgproto3.BackendMessage](h *harness) T {
+	h.t.Helper()
+	_ = h.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return expectMsg[T](h.t, func() (any, error) { return h.fe.Receive() })
+}
+
+func (h *harness) result() Result {
+	h.t.Helper()
+	select {
+	case r := <-h.res:
+		h.res <- r // keep it for Cleanup
+		return r
+	case <-time.After(10 * time.Second):
+		h.t.Fatal("session did not end")
+	}
+	return Result{}
+}
+
+// readToEOF drains c until EOF and returns the error that ended the read (nil at EOF).
+func readToEOF(t *testing.T, c net.Conn) error {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	_, err := io.Copy(io.Discard, c)
+	return err
+}
+
+// expectServer reads the next message the PostgreSQL end receives.
+func expectServer[T pgproto3.FrontendMessage](h *harness) T {
+	h.t.Helper()
+	_ = h.server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return expectMsg[T](h.t, func() (any, error) { return h.be.Receive() })
+}
+
+func expectFatal(h *harness, code string) {
+	h.t.Helper()
+	e := expectClient[*pgproto3.ErrorResponse](h)
+	if e.Severity != "FATAL" || e.Code != code {
+		h.t.Fatalf("got %s %s %q, want FATAL %s", e.Severity, e.Code, e.Message, code)
+	}
+}
+
+func TestClientIdleTimeout(t *testing.T) {
+	h := newHarness(t, Options{ClientIdle: 200 * time.Millisecond})
+	h.login()
+	expectFatal(h, pgwire.CodeIdleSessionTimeout)
+	if err := readToEOF(t, h.client); err != nil {
+		t.Fatalf("client end not closed after the FATAL: %v", err)
+	}
+	if r := h.result(); r.Cause != CauseClientIdleTimeout {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	expectServer[*pgproto3.Terminate](h) // a clean goodbye to the idle server
+}
+
+func TestIdleInTransactionTimeout(t *testing.T) {
+	h := newHarness(t, Options{ClientIdle: time.Hour, IdleInTransaction: 200 * time.Millisecond})
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "BEGIN"})
+	expectServer[*pgproto3.Query](h)
+	h.serverSend(&pgproto3.CommandComplete{CommandTag: []byte("BEGIN")}, &pgproto3.ReadyForQuery{TxStatus: 'T'})
+	expectClient[*pgproto3.CommandComplete](h)
+	expectClient[*pgproto3.ReadyForQuery](h)
+	expectFatal(h, pgwire.CodeIdleInTransactionTimeout)
+	if r := h.result(); r.Cause != CauseIdleInTransactionTimeout {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
+
+// A query that runs longer than client_idle is not the client's idleness.
+func TestBusySessionIsNotIdle(t *testing.T) {
+	idle := 150 * time.Millisecond
+	h := newHarness(t, Options{ClientIdle: idle})
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "SELECT pg_sleep(1)"})
+	expectServer[*pgproto3.Query](h)
+	time.Sleep(4 * idle) // the query runs: this is the behaviour under test, not synchronisation
+	h.serverSend(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	expectClient[*pgproto3.CommandComplete](h)
+	expectClient[*pgproto3.ReadyForQuery](h)
+	// Idle again: now the bound applies.
+	expectFatal(h, pgwire.CodeIdleSessionTimeout)
+}
+
+func TestClientFinAbortCancelsRunningQuery(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "SELECT pg_sleep(60)"})
+	expectServer[*pgproto3.Query](h)
+	if err := h.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if r := h.result(); r.Cause != CauseClientEOF {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	h.mu.Lock()
+	got := append([]pgwire.CancelKey(nil), h.cancels...)
+	h.mu.Unlock()
+	want := pgwire.CancelKey{ProcessID: 42, Secret: string([]byte{1, 2, 3, 4})}
+	if len(got) != 1 || got[0] != want {
+		t.Fatalf("cancels %v, want [%v]", got, want)
+	}
+	if err := readToEOF(t, h.server); err != nil && !errors.Is(err, net.ErrClosed) {
+		// a reset is fine too: pgfront closed the server side at once
+		t.Logf("server end: %v", err)
+	}
+}
+
+func TestClientFinWhileIdleSaysGoodbye(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.login()
+	if err := h.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	expectServer[*pgproto3.Terminate](h)
+	if r := h.result(); r.Cause != CauseClientEOF {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	if len(h.cancels) != 0 {
+		t.Fatalf("idle session was cancelled: %v", h.cancels)
+	}
+}
+
+func TestServerClosesFirstClientFinBound(t *testing.T) {
+	h := newHarness(t, Options{ClientFin: 200 * time.Millisecond})
+	h.login()
+	h.serverSend(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
+	_ = h.server.Close()
+	expectFatal(h, "57P01") // forwarded, not replaced
+	if err := readToEOF(t, h.client); err != nil {
+		t.Fatalf("client was not half-closed: %v", err)
+	}
+	// The application never closes: pgfront does, after client_fin.
+	if r := h.result(); r.Cause != CauseClientFinTimeout {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
+
+func TestServerClosesFirstClientCloses(t *testing.T) {
+	h := newHarness(t, Options{ClientFin: 10 * time.Second})
+	h.login()
+	_ = h.server.Close()
+	if err := readToEOF(t, h.client); err != nil {
+		t.Fatal(err)
+	}
+	h.clientSend(&pgproto3.Terminate{})
+	_ = h.client.Close()
+	if r := h.result(); r.Cause != CauseServerEOF {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
+
+func TestForwardModeBoundedByServerFin(t *testing.T) {
+	h := newHarness(t, Options{OnClientFin: FinForward, ServerFin: 200 * time.Millisecond})
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "SELECT pg_sleep(60)"})
+	expectServer[*pgproto3.Query](h)
+	if err := h.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The FIN is forwarded: the server end reads EOF.
+	_ = h.server.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := h.be.Receive(); !errors.Is(err, io.EOF) && !errors.Is(err, io.ErrUnexpectedEOF) {
+		t.Fatalf("server end: %v, want EOF", err)
+	}
+	h.mu.Lock()
+	early := len(h.cancels)
+	h.mu.Unlock()
+	if early != 0 {
+		t.Fatal("forward mode cancelled at the FIN; the server should get server_fin first")
+	}
+	if r := h.result(); r.Cause != CauseServerFinTimeout {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	// server_fin ran out with the query still running: it is cancelled rather than left
+	// working for nobody.
+	if len(h.cancels) != 1 {
+		t.Fatalf("cancels after server_fin: %v", h.cancels)
+	}
+}
+
+func TestTerminate(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.login()
+	h.clientSend(&pgproto3.Terminate{})
+	_ = h.client.CloseWrite()
+	expectServer[*pgproto3.Terminate](h)
+	_ = h.server.Close()
+	r := h.result()
+	if r.Cause != CauseClientTerminate {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	if r.FromClient != 5 {
+		t.Fatalf("bytes from client %d, want 5", r.FromClient)
+	}
+}
+
+func TestDrainWaitsForTransactionEnd(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "BEGIN"})
+	expectServer[*pgproto3.Query](h)
+	h.serverSend(&pgproto3.CommandComplete{CommandTag: []byte("BEGIN")}, &pgproto3.ReadyForQuery{TxStatus: 'T'})
+	expectClient[*pgproto3.CommandComplete](h)
+	expectClient[*pgproto3.ReadyForQuery](h)
+
+	h.s.Drain(CauseShutdown) // in a transaction: not yet
+	h.clientSend(&pgproto3.Query{String: "COMMIT"})
+	expectServer[*pgproto3.Query](h)
+	h.serverSend(&pgproto3.CommandComplete{CommandTag: []byte("COMMIT")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	expectClient[*pgproto3.CommandComplete](h)
+	expectClient[*pgproto3.ReadyForQuery](h)
+	expectFatal(h, pgwire.CodeAdminShutdown)
+	if r := h.result(); r.Cause != CauseShutdown {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
+
+func TestInvalidMessageTypeMidSession(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.login()
+	if _, err := h.client.Write([]byte{0, 0, 0, 0, 4}); err != nil {
+		t.Fatal(err)
+	}
+	e := expectClient[*pgproto3.ErrorResponse](h)
+	if e.Code != pgwire.CodeProtocolViolation || e.Message != "invalid frontend message type 0" {
+		t.Fatalf("got %s %q", e.Code, e.Message)
+	}
+	if r := h.result(); r.Cause != CauseProtocolError {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
+
+func TestEndDuringQueryCancelsAndTellsClient(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "SELECT pg_sleep(60)"})
+	expectServer[*pgproto3.Query](h)
+	h.s.End(CauseAdminKill)
+	expectFatal(h, pgwire.CodeAdminShutdown)
+	if r := h.result(); r.Cause != CauseAdminKill {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	if len(h.cancels) != 1 {
+		t.Fatalf("cancels %v", h.cancels)
+	}
+}
+
+func TestLoginBoundedByStartup(t *testing.T) {
+	h := newHarness(t, Options{LoginDeadline: time.Now().Add(200 * time.Millisecond)})
+	// The server asks for a password; the client never answers.
+	h.serverSend(&pgproto3.AuthenticationCleartextPassword{})
+	expectClient[*pgproto3.AuthenticationCleartextPassword](h)
+	e := expectClient[*pgproto3.ErrorResponse](h)
+	if e.Code != pgwire.CodeQueryCanceled {
+		t.Fatalf("code %s", e.Code)
+	}
+	if r := h.result(); r.Cause != CauseStartupTimeout {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
