@@ -1,0 +1,186 @@
+package frontend
+
+// Unit tests with a scripted PostgreSQL peer (pgproto3) on loopback; the end-to-end tests
+// against real PostgreSQL live in internal/app.
+
+import (
+	"context"
+	"encoding/binary"
+	"io"
+	"log/slog"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+	"go.uber.org/goleak"
+
+	"github.com/pgfront/pgfront/internal/admission"
+	"github.com/pgfront/pgfront/internal/balance"
+	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/pgwire"
+	"github.com/pgfront/pgfront/internal/relay"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+// fakeServer accepts connections and logs every client in with trust auth, then answers
+// each Query with CommandComplete + ReadyForQuery until the client leaves.
+func fakeServer(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go serveFake(c)
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	return ln
+}
+
+func serveFake(c net.Conn) {
+	defer c.Close()
+	be := pgproto3.NewBackend(c, c)
+	if _, err := be.ReceiveStartupMessage(); err != nil {
+		return
+	}
+	be.Send(&pgproto3.AuthenticationOk{})
+	be.Send(&pgproto3.BackendKeyData{ProcessID: 7, SecretKey: []byte{0, 0, 0, 9}})
+	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	if be.Flush() != nil {
+		return
+	}
+	for {
+		m, err := be.Receive()
+		if err != nil {
+			return
+		}
+		switch m.(type) {
+		case *pgproto3.Query:
+			be.Send(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 0")})
+			be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+			if be.Flush() != nil {
+				return
+			}
+		case *pgproto3.Terminate:
+			return
+		}
+	}
+}
+
+func newTestFrontend(t *testing.T, serverAddr string) *Frontend {
+	t.Helper()
+	adm := admission.New(10)
+	srv := &cluster.Server{Cluster: "c", Name: "s", Addr: serverAddr, Role: cluster.RolePrimary, Weight: 1, Limit: adm.NewLimit("s", 0)}
+	r := &Route{
+		Name: "rw", Listen: "127.0.0.1:0", Cluster: &cluster.Cluster{Name: "c", Servers: []*cluster.Server{srv}},
+		Role: cluster.RolePrimary, Balancer: balance.New(balance.First), Limit: adm.NewLimit("rw", 0),
+		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second,
+		Relay: relay.Options{ClientIdle: time.Hour, ClientFin: time.Second, ServerFin: time.Second},
+	}
+	f, err := New(Options{Routes: []*Route{r}, Admission: adm, Global: adm.NewLimit("global", 0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	f.Serve()
+	t.Cleanup(f.Close)
+	return f
+}
+
+func TestNegotiationThenQueryThenShutdown(t *testing.T) {
+	ln := fakeServer(t)
+	f := newTestFrontend(t, ln.Addr().String())
+	c, err := net.Dial("tcp", f.Addr("rw").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+
+	// SSLRequest and GSSENCRequest are both answered 'N' (TLS comes later).
+	for _, code := range []uint32{80877103, 80877104} {
+		var req [8]byte
+		binary.BigEndian.PutUint32(req[0:], 8)
+		binary.BigEndian.PutUint32(req[4:], code)
+		if _, err := c.Write(req[:]); err != nil {
+			t.Fatal(err)
+		}
+		var b [1]byte
+		if _, err := io.ReadFull(c, b[:]); err != nil || b[0] != 'N' {
+			t.Fatalf("answer to request %d: %q %v", code, b[0], err)
+		}
+		if code == 80877103 {
+			break // a second negotiation request is a protocol violation, tested below
+		}
+	}
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "u"}})
+	fe.Send(&pgproto3.Query{String: "SELECT"})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, ok := m.(*pgproto3.CommandComplete); ok {
+			break
+		}
+	}
+	if _, err := fe.Receive(); err != nil { // ReadyForQuery: idle now
+		t.Fatal(err)
+	}
+	if f.Sessions() != 1 {
+		t.Fatalf("sessions %d", f.Sessions())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	f.Shutdown(ctx)
+	m, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := m.(*pgproto3.ErrorResponse); !ok || e.Code != pgwire.CodeAdminShutdown {
+		t.Fatalf("after shutdown got %T %+v", m, m)
+	}
+	if f.Sessions() != 0 {
+		t.Fatalf("sessions after shutdown %d", f.Sessions())
+	}
+	if _, err := net.Dial("tcp", f.Addr("rw").String()); err == nil {
+		t.Fatal("still accepting after shutdown")
+	}
+}
+
+func TestDoubleNegotiationIsRefused(t *testing.T) {
+	ln := fakeServer(t)
+	f := newTestFrontend(t, ln.Addr().String())
+	c, err := net.Dial("tcp", f.Addr("rw").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	var req [8]byte
+	binary.BigEndian.PutUint32(req[0:], 8)
+	binary.BigEndian.PutUint32(req[4:], 80877103)
+	_, _ = c.Write(req[:])
+	_, _ = c.Write(req[:])
+	b, _ := io.ReadAll(c)
+	if len(b) < 2 || b[0] != 'N' || b[1] != 'E' {
+		t.Fatalf("got %q, want 'N' then an ErrorResponse", b)
+	}
+}
