@@ -83,7 +83,17 @@ func OwnSockets() ([]Socket, error) {
 		return nil, err
 	}
 	var socks []Socket
-	keep := func(s Socket) bool { _, ok := inodes[s.Inode]; return ok && s.Inode != 0 }
+	// The kernel serves the table in several reads and resumes each by position, so a table
+	// that changes meanwhile can repeat a socket: keep each inode once.
+	seen := make(map[uint64]bool)
+	keep := func(s Socket) bool {
+		_, ok := inodes[s.Inode]
+		if !ok || s.Inode == 0 || seen[s.Inode] {
+			return false
+		}
+		seen[s.Inode] = true
+		return true
+	}
 	for _, tab := range []struct {
 		path string
 		v6   bool

@@ -99,7 +99,9 @@ type Session struct {
 		key        pgwire.CancelKey
 		haveKey    bool
 		serverEOF  bool // server sent FIN
-		clientEOF  bool // client sent FIN
+		clientEOF  bool // client sent FIN (it may still read)
+		clientDead bool // client reset, or a write to it failed: nothing more reaches it
+		aborting   bool // end cancelled a running query: finish drains the server first
 		terminated bool // client sent Terminate
 		finArmed   bool // a FIN deadline runs on the server read side
 	}
@@ -204,6 +206,7 @@ func (s *Session) end(cause Cause, err error) {
 	s.mu.err = err
 	cancel := !s.idleLocked() && !s.mu.login && s.mu.haveKey && !s.mu.serverEOF &&
 		cause != CauseClientTerminate && cause != CauseServerReset
+	s.mu.aborting = cancel && cause != CauseServerFinTimeout // server_fin already waited
 	key := s.mu.key
 	past := time.Unix(1, 0)
 	_ = s.client.SetDeadline(past)
@@ -220,7 +223,8 @@ func (s *Session) finish() Result {
 	s.mu.Lock()
 	cause, err := s.mu.cause, s.mu.err
 	serverEOF, idle := s.mu.serverEOF, s.idleLocked() && !s.mu.login
-	clientGone := s.mu.clientEOF || cause == CauseClientReset
+	clientGone := s.mu.clientDead || cause == CauseClientReset
+	aborting := s.mu.aborting
 	s.mu.Unlock()
 
 	msg := cause.clientError()
@@ -232,10 +236,22 @@ func (s *Session) finish() Result {
 		_ = s.client.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
 		_, _ = s.client.Write(msg)
 	}
+	if aborting {
+		// The client is done with: free its socket now, then make sure the server stops.
+		_ = s.client.Close()
+		idle = s.drainServer()
+	}
 	// A clean goodbye keeps "unexpected EOF" noise out of the server log.
 	if !serverEOF && idle && s.frontendScan.AtBoundary() && cause != CauseClientTerminate && cause != CauseServerReset {
 		_ = s.server.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
 		_, _ = s.server.Write(terminateMsg)
+	}
+	if !serverEOF && !idle {
+		// Still busy: reset rather than close, so the backend's next write fails and it
+		// exits instead of finishing work for nobody.
+		if tc, ok := s.server.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0)
+		}
 	}
 	_ = s.server.Close()
 	_ = s.client.Close()
@@ -243,6 +259,64 @@ func (s *Session) finish() Result {
 }
 
 var terminateMsg = []byte{'X', 0, 0, 0, 4}
+
+// cancelRetry is how often a cancel is repeated while an aborted session's server is still
+// busy: PostgreSQL drops a cancel that arrives before the query starts, and a cancel stops
+// only the statement running, not the pipelined ones behind it.
+const cancelRetry = 200 * time.Millisecond
+
+// drainServer runs after an abort cancelled a running query: it reads and discards the
+// server's output until every query the client sent has answered (ReadyForQuery), repeating
+// the cancel while the server is busy, for at most server_fin (5s when that is off). It
+// reports whether the server ended idle.
+func (s *Session) drainServer() bool {
+	bound := s.opts.ServerFin
+	if bound <= 0 {
+		bound = 5 * time.Second
+	}
+	deadline := time.Now().Add(bound)
+	h := backendHandler{s: s}
+	for {
+		s.mu.Lock()
+		idle, key := s.idleLocked(), s.mu.key
+		s.mu.Unlock()
+		if idle {
+			return true
+		}
+		next := time.Now().Add(cancelRetry)
+		if next.After(deadline) {
+			next = deadline
+		}
+		_ = s.server.SetReadDeadline(next)
+		buf, n, err := s.serverRead.read()
+		recancel := false
+		if buf != nil {
+			if n > 0 {
+				s.mu.Lock()
+				before := s.mu.received
+				s.mu.Unlock()
+				if s.backendScan.Feed((*buf)[:n], &h) != nil {
+					putBuf(buf)
+					return false
+				}
+				s.mu.Lock()
+				// A query ended but more are queued behind it: cancel the next one too.
+				recancel = s.mu.received != before && !s.idleLocked()
+				s.mu.Unlock()
+			}
+			putBuf(buf)
+		}
+		if err != nil {
+			if !netx.IsTimeout(err) || !time.Now().Before(deadline) {
+				return false
+			}
+			recancel = true
+		}
+		if recancel && s.opts.Cancel != nil {
+			s.opts.Cancel(key)
+		}
+	}
+}
 
 // clientToServer is the client->server copier. It runs on the session's goroutine.
 func (s *Session) clientToServer() {
@@ -358,7 +432,7 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 		s.end(CauseClientReset, err)
 	default:
 		s.mu.Lock()
-		s.mu.clientEOF = true // reset: nothing more can be written to it
+		s.mu.clientDead = true
 		s.mu.Unlock()
 		s.end(CauseClientReset, err)
 	}
@@ -424,7 +498,7 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 	if _, err := s.client.Write(p); err != nil {
 		s.mu.Lock()
 		ending := s.mu.cause != CauseNone
-		s.mu.clientEOF = !ending
+		s.mu.clientDead = !ending
 		s.mu.Unlock()
 		s.end(CauseClientReset, err)
 		return false
