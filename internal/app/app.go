@@ -41,22 +41,16 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 
 	for _, name := range cfg.ClusterNames() {
 		cc := cfg.Clusters[name]
-		cl := &cluster.Cluster{Name: name}
+		var servers []*cluster.Server
 		for _, sc := range cc.Servers {
 			role, err := cluster.ParseRole(sc.Role)
 			if err != nil {
 				return nil, fmt.Errorf("cluster %s server %s: %w", name, sc.Name, err)
 			}
-			cl.Servers = append(cl.Servers, &cluster.Server{
-				Cluster: name,
-				Name:    sc.Name,
-				Addr:    sc.Address,
-				Role:    role,
-				Weight:  sc.Weight,
-				Limit:   adm.NewLimit("server:"+name+"/"+sc.Name, sc.MaxConn),
-			})
+			servers = append(servers, cluster.NewServer(name, sc.Name, sc.Address, role, sc.Weight,
+				adm.NewLimit("server:"+name+"/"+sc.Name, sc.MaxConn)))
 		}
-		a.clusters[name] = cl
+		a.clusters[name] = cluster.NewCluster(name, servers, cc.OnMarkedDown == "keep")
 	}
 
 	var routes []*frontend.Route
@@ -76,10 +70,15 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 		}
 		t := rc.Timeouts
 		routes = append(routes, &frontend.Route{
-			Name:           name,
-			Listen:         rc.Listen,
-			Cluster:        a.clusters[rc.Cluster],
-			Role:           role,
+			Name:    name,
+			Listen:  rc.Listen,
+			Cluster: a.clusters[rc.Cluster],
+			Select: cluster.Selector{
+				Role:            role,
+				MaxLagBytes:     int64(rc.MaxLag.Bytes),
+				MaxLagTime:      rc.MaxLag.Time.D(),
+				FallbackPrimary: rc.Fallback == "primary",
+			},
 			Balancer:       balance.New(policy),
 			Limit:          adm.NewLimit("route:"+name, rc.MaxConn),
 			ConnectRetries: rc.ConnectRetries,

@@ -13,16 +13,20 @@ import (
 // Role is what a server does in its cluster, and what a route asks for.
 type Role uint8
 
-// Roles. RoleAny is only meaningful for routes.
+// Roles. RoleAny is only meaningful for routes; RoleUnknown is a server whose role no check
+// has reported yet.
 const (
-	RolePrimary Role = iota + 1
+	RoleUnknown Role = iota
+	RolePrimary
 	RoleReplica
 	RoleAny
 )
 
-// ParseRole parses "primary", "replica" or "any".
+// ParseRole parses "primary", "replica" or "any"; "" is RoleUnknown.
 func ParseRole(s string) (Role, error) {
 	switch s {
+	case "":
+		return RoleUnknown, nil
 	case "primary":
 		return RolePrimary, nil
 	case "replica":
@@ -51,12 +55,23 @@ type Server struct {
 	Cluster string
 	Name    string
 	Addr    string // host:port
-	Role    Role   // static role from the config (health checks will learn it later)
 	Weight  int
 	Limit   *admission.Limit // the server's maxconn
 
 	active atomic.Int64 // sessions relayed to this server now
+	state  atomic.Pointer[State]
 }
+
+// NewServer returns a server in its initial state: up (until a check says otherwise) with the
+// given role (RoleUnknown when health checks will learn it).
+func NewServer(cluster, name, addr string, role Role, weight int, limit *admission.Limit) *Server {
+	s := &Server{Cluster: cluster, Name: name, Addr: addr, Weight: weight, Limit: limit}
+	s.state.Store(&State{Up: true, Role: role, LagBytes: -1, LagSeconds: -1})
+	return s
+}
+
+// State returns the server's current state.
+func (s *Server) State() State { return *s.state.Load() }
 
 // Active is the number of sessions on the server now.
 func (s *Server) Active() int { return int(s.active.Load()) }
@@ -67,11 +82,80 @@ func (s *Server) SessionStarted() { s.active.Add(1) }
 // SessionEnded is the counterpart of SessionStarted.
 func (s *Server) SessionEnded() { s.active.Add(-1) }
 
-// Serves reports whether the server can take sessions of a route with role r.
-func (s *Server) Serves(r Role) bool { return r == RoleAny || s.Role == r }
-
-// Cluster is a named set of servers.
+// Cluster is a named set of servers and the notifications of their state changes.
 type Cluster struct {
 	Name    string
 	Servers []*Server
+	// KeepSessions is on_marked_down: keep. False (the default) ends a route's sessions on a
+	// server that leaves the route's role.
+	KeepSessions bool
+
+	w watchers
+}
+
+// NewCluster returns a cluster of servers.
+func NewCluster(name string, servers []*Server, keepSessions bool) *Cluster {
+	c := &Cluster{Name: name, Servers: servers, KeepSessions: keepSessions}
+	c.w.mu.changed = make(chan struct{})
+	return c
+}
+
+// States appends the servers' current states, in Servers order, to dst.
+func (c *Cluster) States(dst []State) []State {
+	for _, s := range c.Servers {
+		dst = append(dst, s.State())
+	}
+	return dst
+}
+
+// Changed returns a channel closed at the next state change of any server.
+func (c *Cluster) Changed() <-chan struct{} {
+	c.w.mu.Lock()
+	defer c.w.mu.Unlock()
+	return c.w.mu.changed
+}
+
+// OnChange registers fn to be told about every server state change.
+func (c *Cluster) OnChange(fn ChangeFunc) {
+	c.w.mu.Lock()
+	c.w.mu.callbacks = append(c.w.mu.callbacks, fn)
+	c.w.mu.Unlock()
+}
+
+// Update replaces srv's state with st; see Modify.
+func (c *Cluster) Update(srv *Server, st State) { c.Modify(srv, func(cur *State) { *cur = st }) }
+
+// Modify applies fn to a copy of srv's current state and stores the result, computing a
+// replica's byte lag against the cluster's latest primary position. The read-modify-write is
+// atomic, so the health monitor and an administrator never lose each other's changes. If
+// anything a route decides on changed, the waiters and callbacks are told (callbacks outside
+// the lock).
+func (c *Cluster) Modify(srv *Server, fn func(*State)) {
+	c.w.mu.Lock()
+	st := *srv.state.Load()
+	fn(&st)
+	switch {
+	case st.Role == RolePrimary:
+		if st.LSN > 0 {
+			c.w.mu.primary = st.LSN
+		}
+		st.LagBytes = 0
+	case st.Role == RoleReplica && st.LSN > 0 && c.w.mu.primary > 0:
+		st.LagBytes = max(int64(c.w.mu.primary)-int64(st.LSN), 0)
+	default:
+		st.LagBytes = -1
+	}
+	old := srv.state.Swap(&st)
+	changed := old.Up != st.Up || old.Role != st.Role || old.Admin != st.Admin || old.Fenced != st.Fenced ||
+		old.LagBytes != st.LagBytes || old.LagSeconds != st.LagSeconds
+	var callbacks []ChangeFunc
+	if changed {
+		close(c.w.mu.changed)
+		c.w.mu.changed = make(chan struct{})
+		callbacks = c.w.mu.callbacks
+	}
+	c.w.mu.Unlock()
+	for _, fn := range callbacks {
+		fn(srv, *old, st)
+	}
 }

@@ -22,10 +22,16 @@ type Registry[S interface {
 }] struct {
 	mu struct {
 		sync.Mutex
-		sessions map[S]struct{}
+		sessions map[S]keyEntry
 		keys     map[pgwire.CancelKey]S // backend key -> session
 	}
 	unknownCancels atomic.Uint64
+}
+
+// keyEntry is the backend key a session's server announced, if any.
+type keyEntry struct {
+	key  pgwire.CancelKey
+	have bool
 }
 
 // NewRegistry returns an empty registry.
@@ -34,7 +40,7 @@ func NewRegistry[S interface {
 	comparable
 }]() *Registry[S] {
 	r := &Registry[S]{}
-	r.mu.sessions = make(map[S]struct{})
+	r.mu.sessions = make(map[S]keyEntry)
 	r.mu.keys = make(map[pgwire.CancelKey]S)
 	return r
 }
@@ -42,31 +48,37 @@ func NewRegistry[S interface {
 // Add registers a live session.
 func (r *Registry[S]) Add(s S) {
 	r.mu.Lock()
-	r.mu.sessions[s] = struct{}{}
+	r.mu.sessions[s] = keyEntry{}
 	r.mu.Unlock()
 }
 
-// Remove forgets a session and its backend key, if it has one.
-func (r *Registry[S]) Remove(s S, key pgwire.CancelKey, haveKey bool) {
+// Remove forgets a session and its backend key.
+func (r *Registry[S]) Remove(s S) {
 	r.mu.Lock()
+	r.forgetKeyLocked(s)
 	delete(r.mu.sessions, s)
-	if haveKey {
-		if cur, ok := r.mu.keys[key]; ok && cur == s {
-			delete(r.mu.keys, key)
+	r.mu.Unlock()
+}
+
+func (r *Registry[S]) forgetKeyLocked(s S) {
+	if e := r.mu.sessions[s]; e.have {
+		if cur, ok := r.mu.keys[e.key]; ok && cur == s {
+			delete(r.mu.keys, e.key)
 		}
 	}
-	r.mu.Unlock()
 }
 
-// SetKey records the backend key of a session's server.
+// SetKey records the backend key of a session's server, replacing an earlier one (a session
+// retried on another server).
 func (r *Registry[S]) SetKey(s S, key pgwire.CancelKey) {
 	r.mu.Lock()
 	if _, live := r.mu.sessions[s]; live {
+		r.forgetKeyLocked(s)
+		r.mu.sessions[s] = keyEntry{key: key, have: true}
 		r.mu.keys[key] = s
 	}
 	r.mu.Unlock()
 }
-
 // Lookup finds the session whose server announced key. A miss is counted.
 func (r *Registry[S]) Lookup(key pgwire.CancelKey) (S, bool) {
 	r.mu.Lock()

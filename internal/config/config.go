@@ -27,6 +27,7 @@ package config
 
 import (
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strconv"
@@ -84,6 +85,77 @@ func fmtDuration(d time.Duration) string {
 		s = s[:len(s)-2]
 	}
 	return s
+}
+
+// Size is a number of bytes, written in YAML as a plain integer (1024) or
+// with a unit, 1024-based and case-sensitive as in PostgreSQL: B, kB, MB,
+// GB ("512kB", "16MB", "1GB"). Negative values and fractions are rejected.
+type Size int64
+
+// sizeUnits are the units Size accepts, largest first.
+var sizeUnits = []struct {
+	name string
+	n    int64
+}{{"GB", 1 << 30}, {"MB", 1 << 20}, {"kB", 1 << 10}, {"B", 1}}
+
+// String writes s with the largest unit that divides it exactly ("16MB",
+// "1536kB", "1000B"); 0 is "0".
+func (s Size) String() string {
+	if s == 0 {
+		return "0"
+	}
+	for _, u := range sizeUnits {
+		if int64(s)%u.n == 0 {
+			return strconv.FormatInt(int64(s)/u.n, 10) + u.name
+		}
+	}
+	return strconv.FormatInt(int64(s), 10) + "B" // negative, never loaded
+}
+
+// MarshalText writes s in the form UnmarshalText accepts.
+func (s Size) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// UnmarshalText parses a byte count with an optional unit.
+func (s *Size) UnmarshalText(b []byte) error {
+	v, err := parseSize(string(b))
+	if err != nil {
+		return err
+	}
+	*s = v
+	return nil
+}
+
+func parseSize(s string) (Size, error) {
+	digits := len(s) - len(strings.TrimLeft(s, "0123456789"))
+	num, unit := s[:digits], strings.TrimLeft(s[digits:], " \t")
+	if strings.HasPrefix(s, "-") {
+		return 0, fmt.Errorf("size %q must not be negative", s)
+	}
+	if num == "" || strings.HasPrefix(unit, ".") {
+		return 0, fmt.Errorf("invalid size %q: want whole bytes (1024) or a whole number with a unit B, kB, MB or GB (1024-based), e.g. 16MB", s)
+	}
+	mult := int64(1)
+	if unit != "" {
+		mult = 0
+		for _, u := range sizeUnits {
+			if unit == u.name {
+				mult = u.n
+			}
+		}
+		if mult == 0 {
+			for _, u := range sizeUnits {
+				if strings.EqualFold(unit, u.name) {
+					return 0, fmt.Errorf("invalid size %q: units are case-sensitive, as in PostgreSQL (did you mean %s%s?)", s, num, u.name)
+				}
+			}
+			return 0, fmt.Errorf("invalid size %q: unknown unit %q (want B, kB, MB or GB, 1024-based)", s, unit)
+		}
+	}
+	n, err := strconv.ParseInt(num, 10, 64)
+	if err != nil || n > math.MaxInt64/mult {
+		return 0, fmt.Errorf("size %q is too large", s)
+	}
+	return Size(n * mult), nil
 }
 
 // Config is a loaded, defaulted and validated configuration file.
@@ -188,12 +260,60 @@ func (t *Timeouts) fields() []timeoutField {
 	}
 }
 
-// Cluster is a named set of PostgreSQL servers.
+// Cluster is a named set of PostgreSQL servers and how their health and
+// roles are learned.
 type Cluster struct {
 	Name string
 	// Servers in file order; at least one.
 	Servers []*Server
+	// OnMarkedDown is what happens to a route's sessions on a server that
+	// leaves the route's role (down, demoted, lagging, maintenance):
+	// "shutdown_sessions" (default: end them with a clean error) or "keep".
+	OnMarkedDown string
+	// Health configures the checks of this cluster's servers.
+	Health Health
 }
+
+// Health configures one cluster's health checks.
+type Health struct {
+	// Check is "postgres" (default: log in, read pg_is_in_recovery() and
+	// lag), "patroni" (Patroni REST API of each node), "tcp" (connect only;
+	// static roles) or "none" (static roles; a server is used while it
+	// accepts connections). With tcp and none every server needs a Role.
+	Check string
+	// Interval is the time between checks of one server. Default 2s; > 0.
+	Interval Duration
+	// FastInterval replaces Interval while a server is changing state
+	// (between its first and its rise-th/fall-th result). Default 500ms;
+	// > 0 and <= Interval.
+	FastInterval Duration
+	// Timeout bounds one check. Default 1s; > 0 and < Interval.
+	Timeout Duration
+	// Rise is the consecutive successes that mark a server up. Default 2; 1..100.
+	Rise int
+	// Fall is the consecutive failures that mark a server down. Default 2; 1..100.
+	Fall int
+	// Jitter spreads checks by up to this fraction of Interval, so servers
+	// are not all checked at once. Default 0.1; 0..0.5.
+	Jitter float64
+	// User is the login user of the postgres check. Default "postgres".
+	User string
+	// Database is the database of the postgres check. Default "postgres".
+	Database string
+	// PasswordFile, PasswordEnv and Password are the postgres check's
+	// password sources: a file holding it, an environment variable, or the
+	// password itself (lint warns; Redacted hides it). At most one is set;
+	// none ("") = no password (trust, peer, cert).
+	PasswordFile string
+	PasswordEnv  string
+	Password     string
+	// PatroniScheme is "http" (default) or "https", for the patroni check.
+	PatroniScheme string
+}
+
+// StaticRoles reports whether servers keep the roles the file gives them
+// (check tcp or none) rather than having them learned by the checks.
+func (h Health) StaticRoles() bool { return h.Check == "tcp" || h.Check == "none" }
 
 // Server is one PostgreSQL endpoint of a cluster.
 type Server struct {
@@ -201,12 +321,18 @@ type Server struct {
 	Name string
 	// Address is host:port.
 	Address string
-	// Role is the static role: "primary" or "replica".
+	// Role is "primary" or "replica". Required when the cluster's roles are
+	// static (health.check tcp or none); with postgres and patroni checks
+	// the role is learned, and a Role given anyway is only the initial
+	// guess. "" = not given.
 	Role string
 	// MaxConn limits sessions on this server. Default 0 = unlimited.
 	MaxConn int
 	// Weight is the roundrobin weight. Default 1; 0 = never chosen.
 	Weight int
+	// Patroni is the host:port of this node's Patroni REST API. Required
+	// when health.check is patroni; "" otherwise.
+	Patroni string
 }
 
 // Route is a listener serving one role of one cluster.
@@ -234,7 +360,52 @@ type Route struct {
 	// Timeouts are fully resolved: the global timeouts with this route's
 	// overrides applied.
 	Timeouts Timeouts
+	// MaxLag bounds how far behind a replica may be to serve this route.
+	// Replica routes only; zero = no bound.
+	MaxLag MaxLag
+	// Fallback is where a replica route sends clients when no replica
+	// qualifies: "primary" (default) or "none" (refuse). "" on routes of
+	// other roles.
+	Fallback string
 }
+
+// MaxLag bounds a replica's replication lag. A replica over either bound
+// leaves the route until it catches up.
+type MaxLag struct {
+	// Bytes bounds the WAL the replica has yet to replay. Default 0 = no bound.
+	Bytes Size
+	// Time bounds how old the last replayed transaction may be. Default
+	// 0 = no bound.
+	Time Duration
+}
+
+// Redacted returns a deep copy of c with every secret (health.password)
+// replaced by "<redacted>", for printing. An unset secret stays "".
+func (c *Config) Redacted() *Config {
+	out := *c
+	out.Clusters = make(map[string]*Cluster, len(c.Clusters))
+	for name, cl := range c.Clusters {
+		cc := *cl
+		cc.Servers = make([]*Server, len(cl.Servers))
+		for i, s := range cl.Servers {
+			sc := *s
+			cc.Servers[i] = &sc
+		}
+		if cc.Health.Password != "" {
+			cc.Health.Password = redacted
+		}
+		out.Clusters[name] = &cc
+	}
+	out.Routes = make(map[string]*Route, len(c.Routes))
+	for name, r := range c.Routes {
+		rc := *r
+		out.Routes[name] = &rc
+	}
+	return &out
+}
+
+// redacted stands in for a secret in printed config.
+const redacted = "<redacted>"
 
 // RouteNames returns the route names, sorted.
 func (c *Config) RouteNames() []string { return sortedKeys(c.Routes) }

@@ -51,6 +51,15 @@ func lineOf(t *testing.T, src, at string) int {
 	return 0
 }
 
+// withHealth returns base with a health section for cluster main; lines are
+// its keys, indented six spaces, each ending in a newline.
+func withHealth(lines string) string {
+	return strings.Replace(base, "    servers:", "    health:\n"+lines+"    servers:", 1)
+}
+
+// roRoute is a replica route to append to base.
+const roRoute = "  ro:\n    listen: 127.0.0.1:6433\n    cluster: main\n    role: replica\n"
+
 func d(s string) Duration {
 	v, err := time.ParseDuration(s)
 	if err != nil {
@@ -99,15 +108,21 @@ func TestExample(t *testing.T) {
 		Shutdown: Shutdown{Grace: d("30s")},
 		TCP:      TCP{KeepaliveIdle: d("30s"), KeepaliveInterval: d("10s"), KeepaliveCount: 3, UserTimeout: d("60s")},
 		Timeouts: global,
-		Clusters: map[string]*Cluster{"main": {Name: "main", Servers: []*Server{
-			{Name: "pg1", Address: "127.0.0.1:5432", Role: "primary", MaxConn: 0, Weight: 1},
-			{Name: "pg2", Address: "127.0.0.1:5433", Role: "replica", MaxConn: 0, Weight: 1},
-		}}},
+		Clusters: map[string]*Cluster{"main": {Name: "main",
+			Servers: []*Server{
+				{Name: "pg1", Address: "127.0.0.1:5432", Role: "primary", MaxConn: 0, Weight: 1},
+				{Name: "pg2", Address: "127.0.0.1:5433", Role: "replica", MaxConn: 0, Weight: 1},
+			},
+			OnMarkedDown: "shutdown_sessions",
+			Health: Health{Check: "postgres", Interval: d("2s"), FastInterval: d("500ms"), Timeout: d("1s"),
+				Rise: 2, Fall: 2, Jitter: 0.1, User: "postgres", Database: "postgres", PatroniScheme: "http"},
+		}},
 		Routes: map[string]*Route{
 			"rw": {Name: "rw", Listen: "127.0.0.1:6432", Cluster: "main", Role: "primary", Balance: "first",
 				OnClientFin: "abort", MaxConn: 0, ConnectRetries: 2, Timeouts: global},
 			"ro": {Name: "ro", Listen: "127.0.0.1:6433", Cluster: "main", Role: "replica", Balance: "roundrobin",
-				OnClientFin: "abort", MaxConn: 0, ConnectRetries: 2, Timeouts: roTimeouts},
+				OnClientFin: "abort", MaxConn: 0, ConnectRetries: 2, Timeouts: roTimeouts,
+				MaxLag: MaxLag{Bytes: 16 << 20, Time: d("30s")}, Fallback: "primary"},
 		},
 		Path: "testdata/example.yaml",
 	}
@@ -125,7 +140,9 @@ func dump(c *Config) string {
 	cc.Clusters, cc.Routes = nil, nil
 	s := fmt.Sprintf("%+v", cc)
 	for _, n := range c.ClusterNames() {
-		for _, sv := range c.Clusters[n].Servers {
+		cl := c.Clusters[n]
+		s += fmt.Sprintf("\ncluster %s on_marked_down=%s health=%+v", n, cl.OnMarkedDown, cl.Health)
+		for _, sv := range cl.Servers {
 			s += fmt.Sprintf("\nserver %s %+v", n, *sv)
 		}
 	}
@@ -175,8 +192,31 @@ func TestDefaults(t *testing.T) {
 		}
 	}
 	r := c.Routes["rw"]
-	if r.Balance != "first" || r.OnClientFin != "abort" || r.ConnectRetries != 2 || r.MaxConn != 0 || r.Timeouts != c.Timeouts {
+	if r.Balance != "first" || r.OnClientFin != "abort" || r.ConnectRetries != 2 || r.MaxConn != 0 || r.Timeouts != c.Timeouts ||
+		r.MaxLag != (MaxLag{}) || r.Fallback != "" {
 		t.Errorf("route defaults: %+v", *r)
+	}
+	// The example spells out the health defaults too.
+	cl, exCl := c.Clusters["main"], ex.Clusters["main"]
+	if cl.Health != exCl.Health || cl.Health != defaultHealth || cl.OnMarkedDown != "shutdown_sessions" || cl.OnMarkedDown != exCl.OnMarkedDown {
+		t.Errorf("cluster defaults: on_marked_down=%s health=%+v\nexample: on_marked_down=%s health=%+v",
+			cl.OnMarkedDown, cl.Health, exCl.OnMarkedDown, exCl.Health)
+	}
+	h := cl.Health
+	if h.Check != "postgres" || h.Interval != d("2s") || h.FastInterval != d("500ms") || h.Timeout != d("1s") ||
+		h.Rise != 2 || h.Fall != 2 || h.Jitter != 0.1 || h.User != "postgres" || h.Database != "postgres" ||
+		h.PatroniScheme != "http" || h.PasswordFile != "" || h.PasswordEnv != "" || h.Password != "" {
+		t.Errorf("health defaults: %+v", h)
+	}
+	for _, s := range cl.Servers {
+		if s.Patroni != "" {
+			t.Errorf("server %s: patroni %q, want empty", s.Name, s.Patroni)
+		}
+	}
+	// A replica route falls back to the primary unless told otherwise.
+	c, _ = mustParse(t, base+"  ro:\n    listen: :0\n    cluster: main\n    role: replica\n")
+	if ro := c.Routes["ro"]; ro.Fallback != "primary" || ro.MaxLag != (MaxLag{}) {
+		t.Errorf("replica route defaults: %+v", *ro)
 	}
 	if c.Path != "" {
 		t.Errorf("Path = %q for Parse, want empty", c.Path)
@@ -199,7 +239,8 @@ max_queue: 0
 shutdown: {grace: 0}
 tcp: {keepalive_idle: 0, keepalive_count: 0, user_timeout: 0s}
 timeouts: {queue: 0, client_idle: 0s}
-` + edit(t, "        role: replica\n", "        role: replica\n        weight: 0\n") + "    connect_retries: 0\n"
+` + edit(t, "        role: replica\n", "        role: replica\n        weight: 0\n    health: {jitter: 0}\n") + "    connect_retries: 0\n" +
+		"  ro:\n    listen: :0\n    cluster: main\n    role: replica\n    max_lag: {bytes: 0, time: 0}\n"
 	c, _ := mustParse(t, src)
 	if c.MaxConn != 0 || c.MaxQueue != 0 || c.Shutdown.Grace != 0 || c.TCP.KeepaliveIdle != 0 ||
 		c.TCP.KeepaliveCount != 0 || c.TCP.UserTimeout != 0 || c.Timeouts.Queue != 0 || c.Timeouts.ClientIdle != 0 {
@@ -207,6 +248,12 @@ timeouts: {queue: 0, client_idle: 0s}
 	}
 	if w := c.Clusters["main"].Servers[1].Weight; w != 0 {
 		t.Errorf("weight = %d, want 0", w)
+	}
+	if j := c.Clusters["main"].Health.Jitter; j != 0 {
+		t.Errorf("jitter = %g, want 0", j)
+	}
+	if l := c.Routes["ro"].MaxLag; l != (MaxLag{}) {
+		t.Errorf("max_lag = %+v, want zero", l)
 	}
 	if r := c.Routes["rw"]; r.ConnectRetries != 0 || r.Timeouts.ClientIdle != 0 {
 		t.Errorf("route: %+v", *r)
@@ -410,6 +457,78 @@ func TestProblems(t *testing.T) {
 			[]want{{"timeouts", "timeouts", "alias *t refers to no anchor before it"}}},
 		{"unknown key merged from an anchor", "timeouts: &t\n  queue: 1s\n  bogus: 1s\n" + base + "    timeouts:\n      <<: *t\n",
 			[]want{{"bogus", "timeouts.bogus", `unknown field "bogus"`}, {"bogus", "routes.rw.timeouts.bogus", `unknown field "bogus"`}}},
+		{"unknown key in health", withHealth("      intervall: 1s\n"),
+			[]want{{"intervall", "clusters.main.health.intervall", `unknown field "intervall" (did you mean "interval"?)`}}},
+		{"unknown key in cluster", strings.Replace(base, "    servers:", "    on_markdown: keep\n    servers:", 1),
+			[]want{{"on_markdown", "clusters.main.on_markdown", `unknown field "on_markdown" (did you mean "on_marked_down"?)`}}},
+		{"unknown key in max_lag", base + roRoute + "    max_lag:\n      bytes: 1MB\n      seconds: 5\n",
+			[]want{{"seconds", "routes.ro.max_lag.seconds", `unknown field "seconds" (known: bytes, time)`}}},
+		{"bad check and on_marked_down", strings.Replace(withHealth("      check: http\n"), "    health:", "    on_marked_down: kill\n    health:", 1),
+			[]want{{"on_marked_down", "clusters.main.on_marked_down", `must be shutdown_sessions or keep, not "kill"`},
+				{"check: http", "clusters.main.health.check", `must be postgres, patroni, tcp or none, not "http"`}}},
+		{"zero health durations", withHealth("      interval: 0s\n      fast_interval: 0\n      timeout: 0s\n"),
+			[]want{{"interval: 0s", "clusters.main.health.interval", "must be greater than 0"},
+				{"fast_interval", "clusters.main.health.fast_interval", "must be greater than 0"},
+				{"timeout", "clusters.main.health.timeout", "must be greater than 0"}}},
+		{"fast_interval and timeout against interval", withHealth("      interval: 3s\n      fast_interval: 4s\n      timeout: 3s\n"),
+			[]want{{"fast_interval", "clusters.main.health.fast_interval", "must not be longer than interval (3s), not 4s"},
+				{"timeout", "clusters.main.health.timeout", "must be shorter than interval (3s), not 3s"}}},
+		{"short interval against defaults points at the interval", withHealth("      interval: 400ms\n"),
+			[]want{{"interval", "clusters.main.health.fast_interval", "is 500ms (the default), which is longer than interval (400ms): set fast_interval too"},
+				{"interval", "clusters.main.health.timeout", "is 1s (the default), which is not shorter than interval (400ms): set timeout too"}}},
+		{"long timeout against default interval", withHealth("      timeout: 2s\n"),
+			[]want{{"timeout", "clusters.main.health.timeout", "must be shorter than interval (2s), not 2s"}}},
+		{"rise, fall and jitter out of range", withHealth("      rise: 0\n      fall: 101\n      jitter: 0.6\n"),
+			[]want{{"rise", "clusters.main.health.rise", "must be from 1 to 100, not 0"},
+				{"fall", "clusters.main.health.fall", "must be from 1 to 100, not 101"},
+				{"jitter", "clusters.main.health.jitter", "must be from 0 to 0.5 (a fraction of interval), not 0.6"}}},
+		{"negative jitter", withHealth("      jitter: -0.1\n"),
+			[]want{{"jitter", "clusters.main.health.jitter", "must be from 0 to 0.5"}}},
+		{"jitter not a number", withHealth("      jitter: \"0.1\"\n"),
+			[]want{{"jitter", "clusters.main.health.jitter", `must be a number, not a string ("0.1")`}}},
+		{"jitter NaN and infinity", withHealth("      jitter: .nan\n") + "  two:\n    health: {jitter: .inf}\n    servers: [{name: a, address: 'h:1'}]\n",
+			[]want{{"jitter: .nan", "clusters.main.health.jitter", "number .nan is out of range"}}},
+		{"bad patroni_scheme and empty user", withHealth("      patroni_scheme: ftp\n      user: \"\"\n"),
+			[]want{{"patroni_scheme", "clusters.main.health.patroni_scheme", `must be http or https, not "ftp"`},
+				{"user", "clusters.main.health.user", "must not be empty"}}},
+		{"two password sources", withHealth("      password: x\n      password_env: PW\n"),
+			[]want{{"password_env", "clusters.main.health.password_env", "password and password_env are both set: give one password source"}}},
+		{"three password sources", withHealth("      password_file: /pw\n      password_env: PW\n      password: x\n"),
+			[]want{{"password_env", "clusters.main.health.password_env", "password_file and password_env are both set"},
+				{"password: x", "clusters.main.health.password", "password_file and password are both set"}}},
+		{"bad password sources", withHealth("      password_env: 1PW\n      password_file: \"\"\n"),
+			[]want{{"password_env", "clusters.main.health.password_env", `"1PW" is not an environment variable name`},
+				{"password_file", "clusters.main.health.password_file", "must not be empty"}}},
+		{"static roles need a role", strings.Replace(withHealth("      check: tcp\n"), "        role: replica\n", "", 1),
+			[]want{{"name: pg2", "clusters.main.servers[1].role", "is required (primary or replica) when health.check is tcp: roles are static"}}},
+		{"no checks need a role", strings.Replace(withHealth("      check: none\n"), "        role: primary\n", "", 1),
+			[]want{{"name: pg1", "clusters.main.servers[0].role", "is required (primary or replica) when health.check is none"}}},
+		{"a learned role given as empty", edit(t, "role: replica", "role: \"\""),
+			[]want{{`role: ""`, "clusters.main.servers[1].role", `must be primary or replica, not ""`}}},
+		{"patroni check needs each node's REST API", strings.Replace(withHealth("      check: patroni\n"), "        role: primary\n", "        patroni: 127.0.0.1:8008\n", 1),
+			[]want{{"name: pg2", "clusters.main.servers[1].patroni", "is required when health.check is patroni"}}},
+		{"bad patroni address", edit(t, "role: replica", "role: replica\n        patroni: localhost"),
+			[]want{{"patroni", "clusters.main.servers[1].patroni", "must be host:port"}}},
+		{"max_lag and fallback on non-replica routes", base + "    max_lag: {time: 1s}\n  all:\n    listen: :0\n    cluster: main\n    role: any\n    fallback: none\n",
+			[]want{{"max_lag", "routes.rw.max_lag", "applies only to replica routes (this route's role is primary)"},
+				{"fallback", "routes.all.fallback", "applies only to replica routes (this route's role is any)"}}},
+		{"bad fallback", base + roRoute + "    fallback: any\n",
+			[]want{{"fallback", "routes.ro.fallback", `must be primary or none, not "any"`}}},
+		{"bad lag sizes and time", base + roRoute + "    max_lag:\n      bytes: 16mb\n      time: -1s\n" +
+			"  r1:\n    listen: :0\n    cluster: main\n    role: replica\n    max_lag: {bytes: 1.5GB}\n" +
+			"  r2:\n    listen: :0\n    cluster: main\n    role: replica\n    max_lag: {bytes: -1}\n" +
+			"  r3:\n    listen: :0\n    cluster: main\n    role: replica\n    max_lag: {bytes: 16 XB}\n" +
+			"  r4:\n    listen: :0\n    cluster: main\n    role: replica\n    max_lag: {bytes: 1.5}\n" +
+			"  r5:\n    listen: :0\n    cluster: main\n    role: replica\n    max_lag: {bytes: 9000000000GB}\n" +
+			"  r6:\n    listen: :0\n    cluster: main\n    role: replica\n    max_lag: {bytes: [1]}\n",
+			[]want{{"bytes: 16mb", "routes.ro.max_lag.bytes", `invalid size "16mb": units are case-sensitive, as in PostgreSQL (did you mean 16MB?)`},
+				{"time: -1s", "routes.ro.max_lag.time", "must not be negative"},
+				{"1.5GB", "routes.r1.max_lag.bytes", `invalid size "1.5GB": want whole bytes`},
+				{"bytes: -1", "routes.r2.max_lag.bytes", "size -1 must not be negative"},
+				{"16 XB", "routes.r3.max_lag.bytes", `unknown unit "XB"`},
+				{"bytes: 1.5}", "routes.r4.max_lag.bytes", `must be a size such as 16MB or 1024 (bytes), not a number ("1.5")`},
+				{"9000000000GB", "routes.r5.max_lag.bytes", "is too large"},
+				{"bytes: [1]", "routes.r6.max_lag.bytes", "must be a size, not a list"}}},
 		{"empty file", "", []want{{"", "", "the config file is empty"}}},
 		{"comments only", "# nothing\n\n# here\n", []want{{"", "", "the config file is empty"}}},
 		{"syntax error", base + "  ro: [\n", []want{{"ro: [", "", "invalid YAML"}}},
@@ -538,9 +657,23 @@ func TestLint(t *testing.T) {
 			[]want{{"client_fin", "timeouts.client_fin", "client_fin is 2m: FIN bounds should be seconds"},
 				{"server_fin", "routes.rw.timeouts.server_fin", "server_fin is 1m30s: FIN bounds should be seconds"}}},
 		{"one minute FIN is still fine", "timeouts:\n  client_fin: 1m\n" + base, nil},
-		{"route role with no such server", edit(t, "role: replica", "role: primary") + ro,
-			[]want{{"role: replica", "routes.ro.role", `cluster "main" has no server with role replica`}}},
-		{"route role any needs no match", edit(t, "role: replica", "role: primary") + "  ro:\n    listen: :7000\n    cluster: main\n    role: any\n", nil},
+		{"route role with no such static server", strings.Replace(edit(t, "role: replica", "role: primary"), "    servers:", "    health: {check: tcp}\n    servers:", 1) + ro,
+			[]want{{"check: tcp", "clusters.main.health.check", "health.check is tcp: roles are static: pgfront will not follow a failover"},
+				{"role: replica", "routes.ro.role", `cluster "main" has no server with role replica`}}},
+		// Learned roles change: a replica may appear at any time.
+		{"route role with no such learned server", edit(t, "role: replica", "role: primary") + ro, nil},
+		{"route role any needs no match", strings.Replace(edit(t, "role: replica", "role: primary"), "    servers:", "    health: {check: none}\n    servers:", 1) +
+			"  ro:\n    listen: :7000\n    cluster: main\n    role: any\n",
+			[]want{{"check: none", "clusters.main.health.check", "health.check is none: roles are static: pgfront will not follow a failover"}}},
+		{"plain-text password", strings.Replace(base, "    servers:", "    health:\n      user: mon\n      password: hunter2\n    servers:", 1),
+			[]want{{"hunter2", "clusters.main.health.password", "plain-text password in the config file: prefer password_file or password_env"}}},
+		{"password from a file or the environment is fine",
+			strings.Replace(strings.Replace(base, "    servers:", "    health: {password_env: PGFRONT_PW}\n    servers:", 1),
+				"routes:", "  other:\n    health: {password_file: /etc/pgfront/pw}\n    servers: [{name: a, address: 'h:1'}]\nroutes:", 1), nil},
+		{"max_lag without lag checks", strings.Replace(base, "    servers:", "    health: {check: tcp}\n    servers:", 1) + ro + "    max_lag: {time: 10s}\n",
+			[]want{{"check: tcp", "clusters.main.health.check", "roles are static"},
+				{"max_lag", "routes.ro.max_lag", `max_lag has no effect: health.check tcp of cluster "main" does not measure replication lag`}}},
+		{"max_lag with lag checks is fine", base + ro + "    max_lag: {time: 10s, bytes: 1MB}\n    fallback: none\n", nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -237,10 +237,32 @@ func (d *decoder) clusters(n ast.Node, path string) map[string]*Cluster {
 		cl := &Cluster{Name: e.key}
 		out[e.key] = cl
 		d.mapping(e.value, join(path, e.key), []field{
+			{"on_marked_down", d.str(&cl.OnMarkedDown)},
+			{"health", d.health(&cl.Health)},
 			{"servers", func(n ast.Node, p string) { cl.Servers = d.servers(n, p) }},
 		})
 	}
 	return out
+}
+
+func (d *decoder) health(h *Health) func(ast.Node, string) {
+	return func(n ast.Node, path string) {
+		d.mapping(n, path, []field{
+			{"check", d.str(&h.Check)},
+			{"interval", d.duration(&h.Interval)},
+			{"fast_interval", d.duration(&h.FastInterval)},
+			{"timeout", d.duration(&h.Timeout)},
+			{"rise", d.int(&h.Rise)},
+			{"fall", d.int(&h.Fall)},
+			{"jitter", d.float(&h.Jitter)},
+			{"user", d.str(&h.User)},
+			{"database", d.str(&h.Database)},
+			{"password_file", d.str(&h.PasswordFile)},
+			{"password_env", d.str(&h.PasswordEnv)},
+			{"password", d.str(&h.Password)},
+			{"patroni_scheme", d.str(&h.PatroniScheme)},
+		})
+	}
 }
 
 func (d *decoder) servers(n ast.Node, path string) []*Server {
@@ -254,6 +276,7 @@ func (d *decoder) servers(n ast.Node, path string) []*Server {
 			{"role", d.str(&s.Role)},
 			{"maxconn", d.int(&s.MaxConn)},
 			{"weight", d.int(&s.Weight)},
+			{"patroni", d.str(&s.Patroni)},
 		})
 	})
 	return out
@@ -273,6 +296,13 @@ func (d *decoder) routes(n ast.Node, path string) map[string]*Route {
 			{"on_client_fin", d.str(&r.OnClientFin)},
 			{"connect_retries", d.int(&r.ConnectRetries)},
 			{"timeouts", d.timeouts(&r.Timeouts)},
+			{"max_lag", func(n ast.Node, p string) {
+				d.mapping(n, p, []field{
+					{"bytes", d.size(&r.MaxLag.Bytes)},
+					{"time", d.duration(&r.MaxLag.Time)},
+				})
+			}},
+			{"fallback", d.str(&r.Fallback)},
 		})
 	}
 	return out
@@ -617,6 +647,81 @@ func (d *decoder) duration(dst *Duration) func(ast.Node, string) {
 			*dst = 0
 		default:
 			d.problem(nodeLine(r), path, "must be a duration such as 5s or 1m30s, not %s", describe(r))
+			return
+		}
+		d.meta.set[path] = true
+	}
+}
+
+// float decodes a finite number; an integer is a number too.
+func (d *decoder) float(dst *float64) func(ast.Node, string) {
+	return func(n ast.Node, path string) {
+		r, ok := d.scalar(n, path, "a number")
+		if !ok {
+			return
+		}
+		var f float64
+		switch v := r.(type) {
+		case *ast.FloatNode:
+			f = v.Value
+		case *ast.IntegerNode:
+			switch i := v.Value.(type) {
+			case int64:
+				f = float64(i)
+			case uint64:
+				f = float64(i)
+			default:
+				d.problem(nodeLine(r), path, "must be a number, not %s", describe(r))
+				return
+			}
+		default:
+			d.problem(nodeLine(r), path, "must be a number, not %s", describe(r))
+			return
+		}
+		if math.IsNaN(f) || math.IsInf(f, 0) {
+			d.problem(nodeLine(r), path, "number %s is out of range", tokenText(r))
+			return
+		}
+		*dst = f
+		d.meta.set[path] = true
+	}
+}
+
+// size decodes a byte count: a plain integer or a string with a unit ("16MB").
+func (d *decoder) size(dst *Size) func(ast.Node, string) {
+	return func(n ast.Node, path string) {
+		r, ok := d.scalar(n, path, "a size")
+		if !ok {
+			return
+		}
+		switch v := r.(type) {
+		case *ast.StringNode:
+			sz, err := parseSize(v.Value)
+			if err != nil {
+				d.problem(nodeLine(r), path, "%v", err)
+				return
+			}
+			*dst = sz
+		case *ast.IntegerNode:
+			switch i := v.Value.(type) {
+			case int64:
+				if i < 0 {
+					d.problem(nodeLine(r), path, "size %s must not be negative", tokenText(r))
+					return
+				}
+				*dst = Size(i)
+			case uint64:
+				if i > math.MaxInt64 {
+					d.problem(nodeLine(r), path, "size %s is too large", tokenText(r))
+					return
+				}
+				*dst = Size(i)
+			default:
+				d.problem(nodeLine(r), path, "must be a size such as 16MB or 1024 (bytes), not %s", describe(r))
+				return
+			}
+		default:
+			d.problem(nodeLine(r), path, "must be a size such as 16MB or 1024 (bytes), not %s", describe(r))
 			return
 		}
 		d.meta.set[path] = true

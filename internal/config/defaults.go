@@ -22,6 +22,21 @@ var defaultTimeouts = Timeouts{
 	ServerFin:         Duration(5 * time.Second),
 }
 
+// defaultHealth is a cluster's health section when the file sets nothing.
+// The password sources have no default.
+var defaultHealth = Health{
+	Check:         "postgres",
+	Interval:      Duration(2 * time.Second),
+	FastInterval:  Duration(500 * time.Millisecond),
+	Timeout:       Duration(time.Second),
+	Rise:          2,
+	Fall:          2,
+	Jitter:        0.1,
+	User:          "postgres",
+	Database:      "postgres",
+	PatroniScheme: "http",
+}
+
 // applyDefaults is the one place defaults are applied: every field the file
 // did not set (isSet reports the field paths it did) gets its default, and
 // every route's timeouts are resolved against the global ones. Set fields
@@ -63,9 +78,24 @@ func applyDefaults(c *Config, isSet func(path string) bool) {
 		c.Clusters = map[string]*Cluster{}
 	}
 	for name, cl := range c.Clusters {
+		p := "clusters." + name
+		str(&cl.OnMarkedDown, p+".on_marked_down", "shutdown_sessions")
+		h, hp, def := &cl.Health, p+".health", defaultHealth
+		str(&h.Check, hp+".check", def.Check)
+		dur(&h.Interval, hp+".interval", def.Interval.D())
+		dur(&h.FastInterval, hp+".fast_interval", def.FastInterval.D())
+		dur(&h.Timeout, hp+".timeout", def.Timeout.D())
+		num(&h.Rise, hp+".rise", def.Rise)
+		num(&h.Fall, hp+".fall", def.Fall)
+		if !isSet(hp + ".jitter") {
+			h.Jitter = def.Jitter
+		}
+		str(&h.User, hp+".user", def.User)
+		str(&h.Database, hp+".database", def.Database)
+		str(&h.PatroniScheme, hp+".patroni_scheme", def.PatroniScheme)
 		for i, s := range cl.Servers {
-			p := index(join("clusters."+name, "servers"), i)
-			num(&s.Weight, p+".weight", 1)
+			sp := index(p+".servers", i)
+			num(&s.Weight, sp+".weight", 1)
 		}
 	}
 
@@ -82,6 +112,9 @@ func applyDefaults(c *Config, isSet func(path string) bool) {
 		str(&r.Balance, p+".balance", balance)
 		str(&r.OnClientFin, p+".on_client_fin", "abort")
 		num(&r.ConnectRetries, p+".connect_retries", defaultConnectRetries)
+		if r.Role == "replica" { // other roles have no fallback (validate rejects one)
+			str(&r.Fallback, p+".fallback", "primary")
+		}
 		for i, f := range r.Timeouts.fields() {
 			dur(f.ptr, p+".timeouts."+f.key, global[i].ptr.D())
 		}

@@ -24,6 +24,9 @@ type linter struct {
 func lint(c *Config, m *meta, file string) []Warning {
 	l := &linter{c: c, m: m, file: file}
 	l.timeouts("timeouts", c.Timeouts, func(string) bool { return true })
+	for _, name := range m.inFileOrder("clusters", c.ClusterNames()) {
+		l.cluster(c.Clusters[name])
+	}
 	for _, name := range m.inFileOrder("routes", c.RouteNames()) {
 		r := c.Routes[name]
 		p := "routes." + name
@@ -103,11 +106,16 @@ func (l *linter) route(r *Route) {
 	if r.OnClientFin == "forward" && r.Timeouts.ServerFin == 0 {
 		l.warn(p+".on_client_fin", "on_client_fin is forward and server_fin is 0 (off): after a client half-closes, nothing bounds the wait for the server to close, and the session holds its maxconn slot until it does; set server_fin or use on_client_fin: abort")
 	}
-	if r.Role != "primary" && r.Role != "replica" {
+	cl := l.c.Clusters[r.Cluster]
+	// Learned roles can change at any time: only a static role can be
+	// missing for good.
+	if cl == nil || !cl.Health.StaticRoles() {
 		return
 	}
-	cl := l.c.Clusters[r.Cluster]
-	if cl == nil {
+	if _, ok := l.m.lines[p+".max_lag"]; ok {
+		l.warn(p+".max_lag", "max_lag has no effect: health.check %s of cluster %q does not measure replication lag (use postgres or patroni)", cl.Health.Check, r.Cluster)
+	}
+	if r.Role != "primary" && r.Role != "replica" {
 		return
 	}
 	for _, s := range cl.Servers {
@@ -116,4 +124,14 @@ func (l *linter) route(r *Route) {
 		}
 	}
 	l.warn(p+".role", "cluster %q has no server with role %s: this route has nowhere to send clients", r.Cluster, r.Role)
+}
+
+func (l *linter) cluster(cl *Cluster) {
+	p := "clusters." + cl.Name + ".health"
+	if cl.Health.StaticRoles() {
+		l.warn(p+".check", "health.check is %s: roles are static: pgfront will not follow a failover (a promoted replica keeps its configured role); use postgres or patroni", cl.Health.Check)
+	}
+	if cl.Health.Password != "" {
+		l.warn(p+".password", "a plain-text password in the config file: prefer password_file or password_env")
+	}
 }

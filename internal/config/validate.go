@@ -15,8 +15,13 @@ import (
 // become metric labels and log fields.
 var namePattern = regexp.MustCompile(`^[A-Za-z0-9_.-]+$`)
 
+// envName is a portable environment variable name.
+var envName = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
 const (
 	maxConnectRetries = 10
+	maxRiseFall       = 100
+	maxJitter         = 0.5
 	maxKeepaliveCount = 127                              // TCP_KEEPCNT limit
 	maxKeepaliveSecs  = 32767                            // TCP_KEEPIDLE / TCP_KEEPINTVL limit
 	maxUserTimeout    = math.MaxInt32 * time.Millisecond // TCP_USER_TIMEOUT is an int of ms
@@ -114,10 +119,76 @@ func (v *validator) cluster(cl *Cluster) {
 		} else if _, _, err := splitAddr(s.Address, false); err != nil {
 			v.bad(sp+".address", "%v", err)
 		}
-		v.oneOf(sp+".role", s.Role, "primary", "replica")
+		switch {
+		case s.Role != "" || v.m.isSet(sp+".role"):
+			v.oneOf(sp+".role", s.Role, "primary", "replica")
+		case cl.Health.StaticRoles():
+			v.bad(sp+".role", "is required (primary or replica) when health.check is %s: roles are static", cl.Health.Check)
+		}
 		v.nonNegative(sp+".maxconn", s.MaxConn)
 		v.nonNegative(sp+".weight", s.Weight)
+		switch {
+		case v.m.isSet(sp + ".patroni"):
+			if _, _, err := splitAddr(s.Patroni, false); err != nil {
+				v.bad(sp+".patroni", "%v", err)
+			}
+		case cl.Health.Check == "patroni":
+			v.bad(sp+".patroni", "is required when health.check is patroni (host:port of this node's Patroni REST API, e.g. 127.0.0.1:8008)")
+		}
 	}
+	v.oneOf(p+".on_marked_down", cl.OnMarkedDown, "shutdown_sessions", "keep")
+	v.health(p+".health", cl.Health)
+}
+
+func (v *validator) health(p string, h Health) {
+	v.oneOf(p+".check", h.Check, "postgres", "patroni", "tcp", "none")
+	v.positive(p+".interval", h.Interval)
+	v.positive(p+".fast_interval", h.FastInterval)
+	v.positive(p+".timeout", h.Timeout)
+	if h.Interval > 0 && h.FastInterval > h.Interval {
+		v.againstInterval(p, "fast_interval", h.FastInterval, h.Interval, "must not be longer than", "is longer than")
+	}
+	if h.Interval > 0 && h.Timeout > 0 && h.Timeout >= h.Interval {
+		v.againstInterval(p, "timeout", h.Timeout, h.Interval, "must be shorter than", "is not shorter than")
+	}
+	v.between(p+".rise", h.Rise, 1, maxRiseFall)
+	v.between(p+".fall", h.Fall, 1, maxRiseFall)
+	if !(h.Jitter >= 0 && h.Jitter <= maxJitter) {
+		v.bad(p+".jitter", "must be from 0 to %g (a fraction of interval), not %g", maxJitter, h.Jitter)
+	}
+	v.notEmpty(p+".user", h.User)
+	v.notEmpty(p+".database", h.Database)
+	v.oneOf(p+".patroni_scheme", h.PatroniScheme, "http", "https")
+
+	// Password sources: each must say something, and only one may be set.
+	v.notEmpty(p+".password_file", h.PasswordFile)
+	v.notEmpty(p+".password", h.Password)
+	if v.m.isSet(p+".password_env") && !envName.MatchString(h.PasswordEnv) {
+		v.bad(p+".password_env", "%q is not an environment variable name (letters, digits and '_', not starting with a digit)", h.PasswordEnv)
+	}
+	var sources []string
+	for _, k := range []string{"password_file", "password_env", "password"} {
+		if v.m.isSet(p + "." + k) {
+			sources = append(sources, k)
+		}
+	}
+	sort.SliceStable(sources, func(i, j int) bool { return v.m.line(p+"."+sources[i]) < v.m.line(p+"."+sources[j]) })
+	for _, k := range sources[min(1, len(sources)):] {
+		v.bad(p+"."+k, "%s and %s are both set: give one password source (password_file, password_env or password)", sources[0], k)
+	}
+}
+
+// againstInterval reports a health duration (key, d) that breaks its bound
+// against the interval. When the file left key at its default, the
+// interval is what changed, so the message points at the interval's line.
+// rule says what key must be, broken what it is.
+func (v *validator) againstInterval(p, key string, d, interval Duration, rule, broken string) {
+	path := p + "." + key
+	if v.m.isSet(path) || !v.m.isSet(p+".interval") {
+		v.bad(path, "%s interval (%s), not %s", rule, interval, d)
+		return
+	}
+	v.ps.add(v.m.line(p+".interval"), path, "is %s (the default), which %s interval (%s): set %s too", d, broken, interval, key)
 }
 
 // listenAddr is a route's listen host, remembered to find clashes.
@@ -158,6 +229,17 @@ func (v *validator) route(r *Route, listens map[string][]listenAddr) {
 	if r.ConnectRetries < 0 || r.ConnectRetries > maxConnectRetries {
 		v.bad(p+".connect_retries", "must be from 0 to %d, not %d", maxConnectRetries, r.ConnectRetries)
 	}
+	// Lag bounds and fallback describe how replicas qualify.
+	switch r.Role {
+	case "replica":
+		v.oneOf(p+".fallback", r.Fallback, "primary", "none")
+	case "primary", "any":
+		for _, k := range []string{"max_lag", "fallback"} {
+			if _, ok := v.m.lines[p+"."+k]; ok {
+				v.bad(p+"."+k, "applies only to replica routes (this route's role is %s)", r.Role)
+			}
+		}
+	}
 	// Inherited values were checked once, globally.
 	if v.m.isSet(p + ".timeouts.startup") {
 		v.positive(p+".timeouts.startup", r.Timeouts.Startup)
@@ -186,6 +268,19 @@ func (v *validator) oneOf(path, val string, allowed ...string) {
 		return
 	}
 	v.bad(path, "must be %s, not %q", orList(allowed), val)
+}
+
+func (v *validator) between(path string, n, lo, hi int) {
+	if n < lo || n > hi {
+		v.bad(path, "must be from %d to %d, not %d", lo, hi, n)
+	}
+}
+
+// notEmpty rejects a string the file set to "" where "" means nothing.
+func (v *validator) notEmpty(path, s string) {
+	if s == "" && v.m.isSet(path) {
+		v.bad(path, "must not be empty (leave the key out instead)")
+	}
 }
 
 func (v *validator) nonNegative(path string, n int) {

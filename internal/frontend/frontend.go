@@ -34,7 +34,7 @@ type Route struct {
 	Name           string
 	Listen         string // host:port
 	Cluster        *cluster.Cluster
-	Role           cluster.Role
+	Select         cluster.Selector // which servers the route may use: role, lag bounds, fallback
 	Balancer       *balance.Balancer
 	Limit          *admission.Limit // the route's maxconn
 	ConnectRetries int              // extra servers tried after a failed connect
@@ -55,6 +55,9 @@ type Options struct {
 	Logger    *slog.Logger
 	// Listen opens a route's listener; nil means net.Listen("tcp", addr).
 	Listen func(addr string) (net.Listener, error)
+	// OnFence is told when a primary route's session found srv to be a standby (the server is
+	// already marked fenced); the health monitor should check it now. May be nil.
+	OnFence func(srv *cluster.Server)
 }
 
 // Frontend serves every route. Its methods are safe for concurrent use.
@@ -93,7 +96,7 @@ func New(opts Options) (*Frontend, error) {
 		opts.Listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	return &Frontend{
+	f := &Frontend{
 		opts:       opts,
 		log:        opts.Logger,
 		registry:   cluster.NewRegistry[*session](),
@@ -101,7 +104,63 @@ func New(opts Options) (*Frontend, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 		refusalLog: rate.NewLimiter(rate.Every(time.Second), 10),
-	}, nil
+	}
+	seen := make(map[*cluster.Cluster]bool)
+	for _, r := range opts.Routes {
+		if !seen[r.Cluster] {
+			seen[r.Cluster] = true
+			r.Cluster.OnChange(f.serverChanged)
+		}
+	}
+	return f, nil
+}
+
+// serverChanged reacts to a server's new state: waiting clients get another look, and the
+// sessions that may no longer stay on the server end — now (down, maintenance, role change)
+// or at their next transaction boundary (drain). on_marked_down: keep leaves role and health
+// changes alone; an administrator's drain and maint always apply.
+func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
+	f.opts.Admission.Recheck()
+	for _, s := range f.registry.Snapshot() {
+		s.mu.Lock()
+		on, fallback, rs := s.mu.server == srv, s.mu.fallback, s.mu.relay
+		s.mu.Unlock()
+		if !on || rs == nil {
+			continue
+		}
+		switch {
+		case st.Admin == cluster.AdminMaint:
+			rs.End(relay.CauseServerDown)
+		case st.Admin == cluster.AdminDrain:
+			rs.Drain(relay.CauseServerDown)
+		case s.route.Select.Keeps(st, fallback) || s.route.Cluster.KeepSessions:
+		case !st.Up:
+			rs.End(relay.CauseServerDown)
+		default:
+			rs.End(relay.CauseRoleChanged)
+		}
+	}
+	if old.Up != st.Up || old.Role != st.Role || old.Admin != st.Admin || old.Fenced != st.Fenced {
+		f.log.Info("server state changed", "cluster", srv.Cluster, "server", srv.Name,
+			"up", st.Up, "role", st.Role.String(), "admin", st.Admin.String(), "fenced", st.Fenced,
+			"was_up", old.Up, "was_role", old.Role.String())
+	}
+}
+
+// fence marks srv as not a primary after a session found it in recovery, until a health check
+// says otherwise.
+func (f *Frontend) fence(srv *cluster.Server) {
+	for _, r := range f.opts.Routes {
+		for _, cs := range r.Cluster.Servers {
+			if cs == srv {
+				r.Cluster.Modify(srv, func(st *cluster.State) { st.Fenced = true })
+				if f.opts.OnFence != nil {
+					f.opts.OnFence(srv)
+				}
+				return
+			}
+		}
+	}
 }
 
 // Listen binds every route's listener, so address errors surface before anything is served.

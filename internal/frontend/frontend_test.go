@@ -80,10 +80,10 @@ func serveFake(c net.Conn) {
 func newTestFrontend(t *testing.T, serverAddr string) *Frontend {
 	t.Helper()
 	adm := admission.New(10)
-	srv := &cluster.Server{Cluster: "c", Name: "s", Addr: serverAddr, Role: cluster.RolePrimary, Weight: 1, Limit: adm.NewLimit("s", 0)}
+	srv := cluster.NewServer("c", "s", serverAddr, cluster.RolePrimary, 1, adm.NewLimit("s", 0))
 	r := &Route{
-		Name: "rw", Listen: "127.0.0.1:0", Cluster: &cluster.Cluster{Name: "c", Servers: []*cluster.Server{srv}},
-		Role: cluster.RolePrimary, Balancer: balance.New(balance.First), Limit: adm.NewLimit("rw", 0),
+		Name: "rw", Listen: "127.0.0.1:0", Cluster: cluster.NewCluster("c", []*cluster.Server{srv}, false),
+		Select: cluster.Selector{Role: cluster.RolePrimary}, Balancer: balance.New(balance.First), Limit: adm.NewLimit("rw", 0),
 		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second,
 		Relay: relay.Options{ClientIdle: time.Hour, ClientFin: time.Second, ServerFin: time.Second},
 	}

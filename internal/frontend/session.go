@@ -33,9 +33,10 @@ type session struct {
 
 	mu struct {
 		sync.Mutex
-		server  *cluster.Server
-		relay   *relay.Session
-		stopped relay.Cause // set by drain/end before relay exists
+		server   *cluster.Server
+		relay    *relay.Session
+		fallback bool        // a replica route's session placed on the primary
+		stopped  relay.Cause // set by drain/end before relay exists
 	}
 }
 
@@ -131,15 +132,7 @@ func (f *Frontend) serveSession(s *session) {
 	o := s.run()
 	s.cancel()
 	_ = s.client.Close()
-	var key pgwire.CancelKey
-	var haveKey bool
-	s.mu.Lock()
-	if s.mu.relay != nil {
-		st := s.mu.relay.State()
-		key, haveKey = st.Key, st.HaveKey
-	}
-	s.mu.Unlock()
-	f.registry.Remove(s, key, haveKey)
+	f.registry.Remove(s)
 	s.logEnd(o)
 }
 
@@ -210,7 +203,9 @@ func (s *session) run() outcome {
 // readStartup reads the first packets up to the StartupMessage, answering SSLRequest and
 // GSSENCRequest with 'N' and forwarding a CancelRequest. ok is false when the session is over.
 func (s *session) readStartup() (*pgwire.FirstPacket, outcome, bool) {
-	negotiated := false
+	// PostgreSQL accepts one request of each kind, in either order (libpq sends GSSENCRequest
+	// then SSLRequest when both are "prefer"); a repeat of the same kind is a protocol error.
+	var sslDone, gssDone bool
 	for {
 		pkt, err := pgwire.ReadFirstPacket(s.client)
 		if err != nil {
@@ -222,12 +217,15 @@ func (s *session) readStartup() (*pgwire.FirstPacket, outcome, bool) {
 		case pgwire.KindCancel:
 			return nil, outcome{cause: relay.CauseCancelRequest, cancelReq: true, err: s.f.forwardCancel(pkt.Cancel)}, false
 		case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
-			if negotiated {
-				// PostgreSQL allows one encryption request; a loop of them is a client bug.
+			done := &sslDone
+			if pkt.Kind == pgwire.KindGSSENCRequest {
+				done = &gssDone
+			}
+			if *done {
 				return nil, s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation,
 					fmt.Sprintf("unexpected %s after encryption negotiation", pkt.Kind), "", nil), false
 			}
-			negotiated = true
+			*done = true
 			if _, err := s.client.Write([]byte{'N'}); err != nil {
 				return nil, outcome{cause: relay.CauseClientReset, err: err}, false
 			}
@@ -266,18 +264,47 @@ func (s *session) establish(pkt *pgwire.FirstPacket) outcome {
 	}
 	defer ticket.Release()
 
-	srv, server, o, ok := s.connect(pick, ticket)
-	if !ok {
-		o.queued = queued
-		return o
+	for attempt := 0; ; attempt++ {
+		srv, server, o, ok := s.connect(pick, ticket)
+		if !ok {
+			o.queued = queued
+			return o
+		}
+		res := s.relayTo(pkt, srv, server)
+		o = outcome{cause: res.Cause, err: res.Err, server: srv, fromClient: res.FromClient, toSrv: res.FromServer, queued: queued}
+		if !res.Retry {
+			return o
+		}
+		// The server turned out to be a standby before the client saw anything: it is fenced
+		// now, so try the real primary with the same StartupMessage.
+		pick.exclude(srv)
+		s.f.log.Warn("primary route reached a standby; trying another server", "route", r.Name, "server", srv.Name)
+		rctx, rcancel := context.WithTimeout(s.ctx, r.Queue)
+		err := ticket.Rechoose(rctx, pick.choices)
+		rcancel()
+		if err != nil || attempt >= maxFenceRetries {
+			o := s.refuse(relay.CauseFencedStandby, pgwire.CodeCannotConnectNow,
+				"the server is a standby (in_hot_standby = on); pgfront does not route writes to it",
+				fmt.Sprintf("No other primary of cluster %q is available now; reconnect.", r.Cluster.Name), err)
+			o.server = srv
+			return o
+		}
 	}
+}
+
+// maxFenceRetries bounds how many standbys one session may be moved away from.
+const maxFenceRetries = 2
+
+// relayTo forwards the StartupMessage to server and relays the session until it ends.
+func (s *session) relayTo(pkt *pgwire.FirstPacket, srv *cluster.Server, server net.Conn) relay.Result {
+	r := s.route
 	srv.SessionStarted()
 	defer srv.SessionEnded()
 
 	_ = server.SetWriteDeadline(time.Now().Add(r.Connect))
 	if _, err := server.Write(pkt.Raw); err != nil {
 		_ = server.Close()
-		return outcome{cause: relay.CauseServerReset, err: fmt.Errorf("forwarding startup to %s: %w", srv.Name, err), server: srv, queued: queued}
+		return relay.Result{Cause: relay.CauseServerReset, Err: fmt.Errorf("forwarding startup to %s: %w", srv.Name, err)}
 	}
 	_ = server.SetWriteDeadline(time.Time{})
 	_ = s.client.SetDeadline(time.Time{})
@@ -287,20 +314,36 @@ func (s *session) establish(pkt *pgwire.FirstPacket) outcome {
 	opts.OnBackendKey = func(k pgwire.CancelKey) { s.f.registry.SetKey(s, k) }
 	addr := srv.Addr
 	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(addr, k) }
+	if r.Select.Role == cluster.RolePrimary {
+		opts.FenceStandby = true
+		opts.OnStandby = func() { s.f.fence(srv) }
+	}
 	rs := relay.New(s.client, server, opts)
 
+	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
 	s.mu.Lock()
 	stopped := s.mu.stopped
 	if stopped == relay.CauseNone {
 		s.mu.server = srv
 		s.mu.relay = rs
+		s.mu.fallback = fallback
 	}
 	s.mu.Unlock()
 	if stopped != relay.CauseNone {
 		rs.End(stopped) // relay owns both conns now; it tells the client and closes them
 	}
 	res := rs.Run()
-	return outcome{cause: res.Cause, err: res.Err, server: srv, fromClient: res.FromClient, toSrv: res.FromServer, queued: queued}
+	if res.Retry {
+		s.mu.Lock()
+		s.mu.server, s.mu.relay = nil, nil
+		stopped = s.mu.stopped
+		s.mu.Unlock()
+		if stopped != relay.CauseNone {
+			o := s.refuse(stopped, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil)
+			res.Retry, res.Cause = false, o.cause
+		}
+	}
+	return res
 }
 
 // picker yields a route's eligible servers in balance order as admission candidates, skipping
@@ -308,6 +351,8 @@ func (s *session) establish(pkt *pgwire.FirstPacket) outcome {
 type picker struct {
 	r      *Route
 	failed map[*cluster.Server]bool
+	states []cluster.State
+	idx    []int
 	cands  []balance.Candidate
 	order  []int
 	limits []*admission.Limit
@@ -315,11 +360,22 @@ type picker struct {
 
 func newPicker(r *Route) *picker { return &picker{r: r} }
 
+// exclude keeps srv out of this session's later choices.
+func (p *picker) exclude(srv *cluster.Server) {
+	if p.failed == nil {
+		p.failed = make(map[*cluster.Server]bool)
+	}
+	p.failed[srv] = true
+}
+
 // choices runs under the admission controller's lock: cheap, and never calls it back.
 func (p *picker) choices() []*admission.Limit {
+	p.states = p.r.Cluster.States(p.states[:0])
+	p.idx, _ = p.r.Select.Select(p.idx[:0], p.states)
 	p.cands = p.cands[:0]
-	for i, srv := range p.r.Cluster.Servers {
-		if srv.Serves(p.r.Role) && !p.failed[srv] {
+	for _, i := range p.idx {
+		srv := p.r.Cluster.Servers[i]
+		if !p.failed[srv] {
 			p.cands = append(p.cands, balance.Candidate{Index: i, Weight: srv.Weight, Active: srv.Active()})
 		}
 	}
@@ -353,19 +409,41 @@ func (s *session) admit(p *picker) (*admission.Ticket, time.Duration, outcome, b
 	return t, time.Since(start), o, ok
 }
 
-// wait queues for the slots admit could not take at once.
+// errNoServer means no server of the route's role appeared within timeouts.queue.
+var errNoServer = errors.New("no eligible server appeared within timeouts.queue")
+
+// wait queues for the slots admit could not take at once. When the route has no eligible
+// server at all (a failover in progress, say), it waits for the cluster to change instead,
+// bounded by the same timeouts.queue.
 func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, outcome, bool) {
 	r := s.route
 	adm := s.f.opts.Admission
-	if len(p.choices()) == 0 {
-		return nil, s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow,
-			fmt.Sprintf("no server available for route %q", r.Name),
-			fmt.Sprintf("Route %q needs a %s server of cluster %q.", r.Name, r.Role, r.Cluster.Name), nil), false
+	if r.Queue <= 0 {
+		if len(p.choices()) == 0 {
+			return nil, s.refuseNoServer(nil), false
+		}
+		return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already",
+			"The connection limit is reached and timeouts.queue is 0: pgfront does not queue.", nil), false
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, r.Queue)
 	defer cancel()
 	watch := watchClient(s.client, cancel)
-	t, err := adm.Acquire(ctx, fixed, p.choices)
+	var t *admission.Ticket
+	var err error
+	for {
+		changed := r.Cluster.Changed() // taken before looking, so no change is missed
+		t, err = adm.Acquire(ctx, fixed, p.choices)
+		if !errors.Is(err, admission.ErrNoCandidates) {
+			break
+		}
+		select {
+		case <-changed:
+			continue
+		case <-ctx.Done():
+			err = errNoServer
+		}
+		break
+	}
 	spoke := watch.stop()
 	if err == nil && spoke {
 		t.Release()
@@ -380,17 +458,24 @@ func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, 
 		return nil, s.refuse(s.stoppedCause(), pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil), false
 	case watch.gone():
 		return nil, outcome{cause: relay.CauseClientEOF, err: errors.New("client left the queue")}, false
+	case errors.Is(err, errNoServer), errors.Is(err, admission.ErrNoCandidates):
+		return nil, s.refuseNoServer(err), false
 	case errors.Is(err, admission.ErrQueueFull):
 		return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already",
 			"pgfront's connection limit is reached and its wait queue is full.", err), false
 	case errors.Is(err, admission.ErrQueueTimeout), errors.Is(err, context.DeadlineExceeded):
 		return nil, s.refuse(relay.CauseQueueTimeout, pgwire.CodeTooManyConnections, "sorry, too many clients already",
 			fmt.Sprintf("pgfront waited %s (timeouts.queue) for a free connection slot of route %q.", r.Queue, r.Name), err), false
-	case errors.Is(err, admission.ErrNoCandidates):
-		return nil, s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow,
-			fmt.Sprintf("no server available for route %q", r.Name), "", err), false
 	}
 	return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already", "", err), false
+}
+
+// refuseNoServer tells the client the route has no server of its role.
+func (s *session) refuseNoServer(err error) outcome {
+	r := s.route
+	return s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow,
+		fmt.Sprintf("no %s server available for route %q", r.Select.Role, r.Name),
+		fmt.Sprintf("pgfront waited %s (timeouts.queue) for one to appear in cluster %q; a failover may be in progress.", r.Queue, r.Cluster.Name), err)
 }
 
 // connect dials the ticket's server, moving on to the next eligible server on failure (at most
@@ -417,10 +502,7 @@ func (s *session) connect(p *picker, t *admission.Ticket) (*cluster.Server, net.
 		if attempt >= r.ConnectRetries {
 			break
 		}
-		if p.failed == nil {
-			p.failed = make(map[*cluster.Server]bool)
-		}
-		p.failed[srv] = true
+		p.exclude(srv)
 		rctx, rcancel := context.WithTimeout(s.ctx, r.Queue)
 		err = t.Rechoose(rctx, p.choices)
 		rcancel()

@@ -22,7 +22,9 @@ const (
 	CauseMaxConn                        // refused at once: limit reached and the queue full or off
 	CauseConnectFailed                  // no server could be reached
 	CauseNoServer                       // the route has no eligible server
-	CauseServerDown                     // the server left the route's role
+	CauseServerDown                     // the server went down or into maintenance
+	CauseRoleChanged                    // the server left the route's role (failover, lag)
+	CauseFencedStandby                  // a primary route's new session found a standby
 	CauseAdminKill                      // an administrator ended the session
 	CauseShutdown                       // pgfront is shutting down
 	CauseClientReset                    // client connection reset or write failed
@@ -49,6 +51,8 @@ var causeNames = [numCauses]string{
 	CauseConnectFailed:            "connect_failed",
 	CauseNoServer:                 "no_server",
 	CauseServerDown:               "server_down",
+	CauseRoleChanged:              "role_changed",
+	CauseFencedStandby:            "fenced_standby",
 	CauseAdminKill:                "admin_kill",
 	CauseShutdown:                 "shutdown",
 	CauseClientReset:              "client_reset",
@@ -90,6 +94,10 @@ func (c Cause) clientError() []byte {
 		return fatalServerLost
 	case CauseServerDown:
 		return fatalServerDown
+	case CauseRoleChanged:
+		return fatalRoleChanged
+	case CauseFencedStandby:
+		return fatalFenced
 	case CauseAdminKill:
 		return fatalAdminKill
 	case CauseShutdown:
@@ -112,7 +120,13 @@ var (
 	fatalServerLost = pgwire.Fatal(pgwire.CodeConnectionFailure,
 		"connection to server lost", "The PostgreSQL server closed or reset the connection; reconnect.")
 	fatalServerDown = pgwire.Fatal(pgwire.CodeAdminShutdown,
-		"terminating connection because the server left its role", "The server is down or changed role; reconnect.")
+		"terminating connection because the server is down or in maintenance", "Reconnect: pgfront routes new sessions to a healthy server.")
+	fatalRoleChanged = pgwire.Fatal(pgwire.CodeAdminShutdown,
+		"terminating connection because the server changed role (primary changed, or replica lagging); reconnect",
+		"Reconnect: pgfront routes new sessions to a server of the route's role.")
+	fatalFenced = pgwire.Fatal(pgwire.CodeCannotConnectNow,
+		"the server is a standby (in_hot_standby = on); pgfront does not route writes to it",
+		"Reconnect: pgfront has marked the server and routes new sessions to the primary.")
 	fatalAdminKill = pgwire.Fatal(pgwire.CodeAdminShutdown,
 		"terminating connection due to administrator command", "A pgfront administrator ended this session.")
 	fatalShutdown = pgwire.Fatal(pgwire.CodeAdminShutdown,

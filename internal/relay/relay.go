@@ -54,6 +54,12 @@ type Options struct {
 	// Cancel sends a CancelRequest for key to this session's server. Called when the client
 	// aborts during a query. May be nil.
 	Cancel func(key pgwire.CancelKey)
+
+	// FenceStandby refuses a server that reports in_hot_standby=on during login (PostgreSQL 14+
+	// sends it as a ParameterStatus): a primary route never hands a client to a standby.
+	// OnStandby, if set, is called when that happens.
+	FenceStandby bool
+	OnStandby    func()
 }
 
 // Result is how a session ended.
@@ -62,6 +68,9 @@ type Result struct {
 	FromClient int64 // bytes read from the client and relayed
 	FromServer int64 // bytes read from the server and relayed
 	Err        error // the error behind the cause, for logs; nil for clean ends
+	// Retry: the session was fenced before a byte reached or came from the client, so the
+	// client connection is left open (not closed) for the caller to try another server.
+	Retry bool
 }
 
 // halfCloser is implemented by *net.TCPConn and *tls.Conn.
@@ -81,6 +90,9 @@ type Session struct {
 	// serverToClient's scanner; read by Run after both copiers returned.
 	backendScan  *pgwire.Scanner
 	frontendScan *pgwire.Scanner
+	// clientAtBoundary: what the client received so far ends at a message boundary, so
+	// pgfront's own FATAL can follow. Owned by serverToClient, read by finish.
+	clientAtBoundary bool
 
 	done chan struct{} // closed when the server copier returns
 
@@ -118,9 +130,10 @@ func New(client, server net.Conn, opts Options) *Session {
 		clientRead:   newChunkReader(client),
 		serverRead:   newChunkReader(server),
 		opts:         opts,
-		backendScan:  pgwire.NewBackendScanner('K', 'Z'),
-		frontendScan: pgwire.NewFrontendScanner(),
-		done:         make(chan struct{}),
+		backendScan:      pgwire.NewBackendScanner('K', 'Z', 'S'),
+		frontendScan:     pgwire.NewFrontendScanner(),
+		done:             make(chan struct{}),
+		clientAtBoundary: true,
 	}
 	s.mu.login = true
 	s.mu.sent = 1 // the StartupMessage already forwarded ends with a ReadyForQuery
@@ -232,7 +245,13 @@ func (s *Session) finish() Result {
 	if cause == CauseProtocolError && errors.As(err, &pe) {
 		msg = pgwire.Fatal(pgwire.CodeProtocolViolation, pe.Msg, "")
 	}
-	if msg != nil && !clientGone && s.backendScan.AtBoundary() {
+	if cause == CauseFencedStandby && s.fromClient.Load() == 0 && s.fromServer.Load() == 0 {
+		// Nothing was exchanged with the client: hand it back for another server.
+		_ = s.server.Close()
+		_ = s.client.SetDeadline(time.Time{})
+		return Result{Cause: cause, Err: err, Retry: true}
+	}
+	if msg != nil && !clientGone && s.clientAtBoundary {
 		_ = s.client.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
 		_, _ = s.client.Write(msg)
 	}
@@ -491,10 +510,19 @@ func (s *Session) serverToClient() {
 
 func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 	if err := s.backendScan.Feed(p, h); err != nil {
+		if errors.Is(err, errStandby) {
+			// Not forwarded: the client has not seen this server's login.
+			if s.opts.OnStandby != nil {
+				s.opts.OnStandby()
+			}
+			s.end(CauseFencedStandby, err)
+			return false
+		}
 		s.end(CauseServerReset, err)
 		return false
 	}
 	s.fromServer.Add(int64(len(p)))
+	s.clientAtBoundary = false
 	if _, err := s.client.Write(p); err != nil {
 		s.mu.Lock()
 		ending := s.mu.cause != CauseNone
@@ -503,6 +531,7 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 		s.end(CauseClientReset, err)
 		return false
 	}
+	s.clientAtBoundary = s.backendScan.AtBoundary()
 	if h.endAfter != CauseNone {
 		s.end(h.endAfter, nil)
 		return false
@@ -585,6 +614,15 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 		if s.opts.OnBackendKey != nil {
 			s.opts.OnBackendKey(key)
 		}
+	case 'S':
+		if s.opts.FenceStandby && isHotStandby(body) {
+			s.mu.Lock()
+			login := s.mu.login
+			s.mu.Unlock()
+			if login {
+				return errStandby
+			}
+		}
 	case 'Z':
 		if len(body) != 1 {
 			return &pgwire.ProtocolError{Msg: "invalid ReadyForQuery from server"}
@@ -592,6 +630,15 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 		s.readyForQuery(h, body[0])
 	}
 	return nil
+}
+
+// errStandby stops the server copier when a primary route's server reports in_hot_standby=on.
+var errStandby = errors.New("server reports in_hot_standby = on")
+
+// isHotStandby reports whether a ParameterStatus body says in_hot_standby = on.
+func isHotStandby(body []byte) bool {
+	const name = "in_hot_standby\x00"
+	return len(body) > len(name) && string(body[:len(name)]) == name && string(body[len(name):]) == "on\x00"
 }
 
 // readyForQuery updates the transaction state and, when the session turns idle, arms the

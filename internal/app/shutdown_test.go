@@ -1,0 +1,262 @@
+package app_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
+
+	"github.com/pgfront/pgfront/internal/app"
+	"github.com/pgfront/pgfront/internal/config"
+	"github.com/pgfront/pgfront/internal/pgtest"
+)
+
+// TestShutdownAtIdlePoints: after the first signal pgfront stops accepting, ends an idle
+// session and a queued client at once with FATAL 57P01, lets a running query finish and a
+// session in a transaction work until it commits, ending each at that idle point; Run
+// returns nil once no session is left.
+func TestShutdownAtIdlePoints(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	r := startRun(t, oneServerConfig(p, "maxconn: 3\ntimeouts:\n  queue: 30s", ""))
+	idle := pgconnectTo(t, r.dsn())
+	tx := pgconnectTo(t, r.dsn())
+	if _, err := tx.Exec(context.Background(), "BEGIN; CREATE TABLE drained (v int); INSERT INTO drained VALUES (1)").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+	busy := pgconnectTo(t, r.dsn())
+	busyPID, _ := sessionInfo(t, busy)
+	queued := startConnect(t, r.dsn())
+	waitFor(t, 5*time.Second, "the fourth client to be accepted", func() bool { return r.app.Frontend().Sessions() == 4 })
+
+	// A query running at the signal completes; the session ends after its result.
+	busyDone := make(chan error, 1)
+	go func() {
+		_, err := busy.Exec(context.Background(), "SELECT pg_sleep(1.5)").ReadAll()
+		busyDone <- err
+	}()
+	waitFor(t, 5*time.Second, "pg_sleep to run", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		v, err := p.QueryValue(ctx, fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND state = 'active'", busyPID))
+		return err == nil && v == "1"
+	})
+
+	r.sigs <- syscall.SIGTERM
+	start := time.Now()
+	wantFatal(t, waitUnsolicited(idle, 5*time.Second), "57P01")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("idle session ended %s after the signal, want at once", d)
+	}
+	select {
+	case <-queued.done:
+	case <-time.After(2 * time.Second):
+		t.Fatalf("queued client still waiting 2s after the signal")
+	}
+	if queued.conn != nil {
+		t.Fatalf("queued client admitted during shutdown")
+	}
+	wantFatal(t, queued.err, "57P01")
+	select {
+	case err := <-busyDone:
+		if err != nil {
+			t.Fatalf("query running at the signal: %v, want its result", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatalf("query running at the signal did not return")
+	}
+	wantFatal(t, waitUnsolicited(busy, 5*time.Second), "57P01")
+
+	// The listener closed before idle sessions were drained: new clients are refused.
+	if c := connectNow(r.dsn()); c.err == nil || !errors.Is(c.err, syscall.ECONNREFUSED) {
+		if c.conn != nil {
+			_ = c.conn.Close(context.Background())
+		}
+		t.Fatalf("connecting after the signal: %v, want connection refused", c.err)
+	}
+
+	// The transaction goes on until it ends.
+	if v := pgQuery(t, tx, "SELECT count(*) FROM drained"); v != "1" {
+		t.Fatalf("in the open transaction: %q", v)
+	}
+	r.wantRunning(t)
+	if _, err := tx.Exec(context.Background(), "COMMIT").ReadAll(); err != nil {
+		t.Fatalf("COMMIT during shutdown: %v", err)
+	}
+	wantFatal(t, waitUnsolicited(tx, 5*time.Second), "57P01")
+	r.wantReturned(t, 5*time.Second)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if v, err := p.QueryValue(ctx, "SELECT count(*) FROM drained"); err != nil || v != "1" {
+		t.Fatalf("the committed row: %q %v", v, err)
+	}
+	for _, c := range []*pgconn.PgConn{idle, busy, tx} {
+		line := logLine(t, r.logs, `msg="session ended"`, c.Conn().LocalAddr().String())
+		if got := logAttr(line, "cause"); got != "shutdown" {
+			t.Fatalf("cause %q, want shutdown\n%s", got, line)
+		}
+	}
+}
+
+// TestShutdownGrace: a session that stays in its transaction is ended when shutdown.grace
+// runs out.
+func TestShutdownGrace(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	r := startRun(t, oneServerConfig(p, "", "shutdown:\n  grace: 1s"))
+	tx := pgconnectTo(t, r.dsn())
+	pid, _ := sessionInfo(t, tx)
+	if _, err := tx.Exec(context.Background(), "BEGIN").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+
+	r.sigs <- syscall.SIGTERM
+	start := time.Now()
+	wantFatal(t, waitUnsolicited(tx, 10*time.Second), "57P01")
+	if d := time.Since(start); d < 800*time.Millisecond || d > 3*time.Second {
+		t.Fatalf("session in a transaction ended %s after the signal, want ~1s (shutdown.grace)", d)
+	}
+	r.wantReturned(t, 3*time.Second)
+	waitFor(t, 3*time.Second, "the backend to exit", func() bool { return !backendAlive(t, p, pid) })
+}
+
+// TestShutdownSecondSignal: a second signal ends every session at once, long before the grace
+// period.
+func TestShutdownSecondSignal(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	r := startRun(t, oneServerConfig(p, "", "shutdown:\n  grace: 30s"))
+	tx := pgconnectTo(t, r.dsn())
+	if _, err := tx.Exec(context.Background(), "BEGIN").ReadAll(); err != nil {
+		t.Fatal(err)
+	}
+
+	r.sigs <- syscall.SIGTERM
+	waitFor(t, 5*time.Second, "the shutdown to begin", func() bool {
+		return strings.Contains(r.logs.String(), "shutting down")
+	})
+	if v := pgQuery(t, tx, "SELECT 1"); v != "1" {
+		t.Fatalf("in the transaction after the first signal: %q", v)
+	}
+	r.wantRunning(t)
+
+	r.sigs <- syscall.SIGINT
+	start := time.Now()
+	wantFatal(t, waitUnsolicited(tx, 10*time.Second), "57P01")
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("session ended %s after the second signal, want at once", d)
+	}
+	r.wantReturned(t, 3*time.Second)
+	if !strings.Contains(r.logs.String(), "second signal") {
+		t.Fatalf("no log line for the second signal")
+	}
+}
+
+// runningApp is an App inside Run, as cmd/pgfront runs it.
+type runningApp struct {
+	app  *app.App
+	logs *syncBuffer
+	sigs chan os.Signal
+	addr *net.TCPAddr // route rw
+	done chan struct{}
+	err  error // Run's result, valid once done is closed
+}
+
+// newApp builds an App from yamlText with a debug logger writing to the returned buffer.
+func newApp(t *testing.T, yamlText string) (*app.App, *syncBuffer) {
+	t.Helper()
+	cfg, _, err := config.Parse([]byte(yamlText), "test.yaml")
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yamlText)
+	}
+	logs := &syncBuffer{}
+	a, err := app.New(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a, logs
+}
+
+// startRun runs an App built from yamlText (route rw on 127.0.0.1:0) and waits until it
+// listens.
+func startRun(t *testing.T, yamlText string) *runningApp {
+	t.Helper()
+	a, logs := newApp(t, yamlText)
+	r := runApp(t, a, logs)
+	// Poll Addr while Run starts the listeners in its goroutine (under -race this also checks
+	// that Addr is safe for concurrent use).
+	var addr net.Addr
+	waitFor(t, 5*time.Second, "Run to listen", func() bool {
+		select {
+		case <-r.done:
+			t.Fatalf("Run returned early: %v", r.err)
+		default:
+		}
+		addr = a.Addr("rw")
+		return addr != nil
+	})
+	r.addr = addr.(*net.TCPAddr)
+	return r
+}
+
+// runApp calls a.Run in a goroutine. At the end of the test Run is signalled (twice, if
+// still running) and waited for.
+func runApp(t *testing.T, a *app.App, logs *syncBuffer) *runningApp {
+	r := &runningApp{app: a, logs: logs, sigs: make(chan os.Signal, 2), done: make(chan struct{})}
+	go func() {
+		defer close(r.done)
+		r.err = a.Run(r.sigs)
+	}()
+	t.Cleanup(func() {
+		for range 2 {
+			select {
+			case r.sigs <- syscall.SIGTERM:
+			default:
+			}
+		}
+		select {
+		case <-r.done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("Run did not return at the end of the test")
+			a.Close()
+			<-r.done
+		}
+		if t.Failed() {
+			t.Logf("pgfront log:\n%s", logs.String())
+		}
+	})
+	return r
+}
+
+func (r *runningApp) dsn() string {
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=10", r.addr.IP, r.addr.Port)
+}
+
+// wantRunning checks that Run has not returned.
+func (r *runningApp) wantRunning(t *testing.T) {
+	t.Helper()
+	select {
+	case <-r.done:
+		t.Fatalf("Run returned (%v) while a session was still open", r.err)
+	default:
+	}
+}
+
+// wantReturned waits for Run to return nil.
+func (r *runningApp) wantReturned(t *testing.T, within time.Duration) {
+	t.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(within):
+		t.Fatalf("Run did not return within %s", within)
+	}
+	if r.err != nil {
+		t.Fatalf("Run: %v", r.err)
+	}
+}

@@ -1,0 +1,130 @@
+package cluster
+
+import (
+	"sync"
+	"time"
+)
+
+// Admin is an operator's setting for a server.
+type Admin uint8
+
+// Admin states.
+const (
+	AdminReady Admin = iota // normal
+	AdminDrain              // no new sessions; existing ones end at their next transaction boundary
+	AdminMaint              // no new sessions; existing ones end now with a clean error
+)
+
+func (a Admin) String() string {
+	switch a {
+	case AdminDrain:
+		return "drain"
+	case AdminMaint:
+		return "maint"
+	}
+	return "ready"
+}
+
+// State is what pgfront currently believes about a server. It is replaced as a whole, never
+// mutated, so a snapshot read with Server.State is consistent.
+type State struct {
+	Up         bool
+	Role       Role    // learned by health checks, or static from the config
+	LSN        uint64  // primary: current WAL position; replica: replayed position; 0 unknown
+	LagBytes   int64   // replica: bytes behind the cluster's primary; -1 unknown
+	LagSeconds float64 // replica: seconds behind; -1 unknown
+	Admin      Admin
+	Fenced     bool // a session saw in_hot_standby=on: not a primary until a check says so
+
+	LastCheck     time.Time
+	CheckDuration time.Duration
+	LastErr       string
+}
+
+// Lagging reports whether a replica's lag exceeds the bounds (0 = no bound). Unknown lag
+// counts as lagging only when a bound is set.
+func (st State) Lagging(maxBytes int64, maxTime time.Duration) bool {
+	if maxBytes > 0 && (st.LagBytes < 0 || st.LagBytes > maxBytes) {
+		return true
+	}
+	if maxTime > 0 && (st.LagSeconds < 0 || st.LagSeconds > maxTime.Seconds()) {
+		return true
+	}
+	return false
+}
+
+// Selector says which servers a route may use: a pure description, evaluated over states.
+type Selector struct {
+	Role            Role
+	MaxLagBytes     int64         // replica routes: 0 = no bound
+	MaxLagTime      time.Duration // replica routes: 0 = no bound
+	FallbackPrimary bool          // replica routes: use the primary when no replica qualifies
+}
+
+// Eligible reports whether a server in state st may take new sessions of the route, not
+// counting fallback.
+func (sel Selector) Eligible(st State) bool {
+	if !st.Up || st.Admin != AdminReady {
+		return false
+	}
+	switch sel.Role {
+	case RolePrimary:
+		return st.Role == RolePrimary && !st.Fenced
+	case RoleReplica:
+		return st.Role == RoleReplica && !st.Lagging(sel.MaxLagBytes, sel.MaxLagTime)
+	}
+	return true
+}
+
+// Keeps reports whether a session of the route may stay on a server now in state st; a
+// session that started there under fallback stays while the server is a healthy primary.
+func (sel Selector) Keeps(st State, fallback bool) bool {
+	if fallback {
+		return st.Up && st.Admin != AdminMaint && st.Role == RolePrimary
+	}
+	if !st.Up || st.Admin == AdminMaint {
+		return false
+	}
+	switch sel.Role {
+	case RolePrimary:
+		return st.Role == RolePrimary && !st.Fenced
+	case RoleReplica:
+		return st.Role == RoleReplica && !st.Lagging(sel.MaxLagBytes, sel.MaxLagTime)
+	}
+	return true
+}
+
+// Select appends to dst the indexes of servers (given by their states, in cluster order) that
+// a route may use for a new session, and reports whether they are fallback primaries.
+func (sel Selector) Select(dst []int, states []State) ([]int, bool) {
+	for i, st := range states {
+		if sel.Eligible(st) {
+			dst = append(dst, i)
+		}
+	}
+	if len(dst) > 0 || sel.Role != RoleReplica || !sel.FallbackPrimary {
+		return dst, false
+	}
+	prim := Selector{Role: RolePrimary}
+	for i, st := range states {
+		if prim.Eligible(st) {
+			dst = append(dst, i)
+		}
+	}
+	return dst, len(dst) > 0
+}
+
+// ChangeFunc is told about a server whose state changed. It runs outside any lock of the
+// cluster, on the goroutine that reported the change.
+type ChangeFunc func(srv *Server, old, new State)
+
+// watchers holds the cluster's change notification: a channel closed (and replaced) on every
+// change, for waiters, and callbacks, for the frontend.
+type watchers struct {
+	mu struct {
+		sync.Mutex
+		changed   chan struct{}
+		callbacks []ChangeFunc
+		primary   uint64 // latest LSN reported by a primary, for replicas' byte lag
+	}
+}
