@@ -1,0 +1,103 @@
+package cluster
+
+import (
+	"slices"
+	"testing"
+	"time"
+)
+
+func TestSelectorSelect(t *testing.T) {
+	primary := State{Up: true, Role: RolePrimary, LagBytes: 0}
+	replica := State{Up: true, Role: RoleReplica, LagBytes: 100, LagSeconds: 0.5}
+	lagging := State{Up: true, Role: RoleReplica, LagBytes: 50 << 20, LagSeconds: 120}
+	unknownLag := State{Up: true, Role: RoleReplica, LagBytes: -1, LagSeconds: -1}
+	down := State{Up: false, Role: RolePrimary}
+	drained := State{Up: true, Role: RoleReplica, Admin: AdminDrain}
+	fenced := State{Up: true, Role: RolePrimary, Fenced: true}
+
+	tests := []struct {
+		name         string
+		sel          Selector
+		states       []State
+		want         []int
+		wantFallback bool
+	}{
+		{"primary route takes the primary only", Selector{Role: RolePrimary}, []State{replica, primary, replica}, []int{1}, false},
+		{"no primary during failover", Selector{Role: RolePrimary}, []State{replica, down}, nil, false},
+		{"fenced primary excluded", Selector{Role: RolePrimary}, []State{fenced, primary}, []int{1}, false},
+		{"replica route takes replicas", Selector{Role: RoleReplica}, []State{primary, replica, replica}, []int{1, 2}, false},
+		{"byte lag bound", Selector{Role: RoleReplica, MaxLagBytes: 1 << 20}, []State{replica, lagging}, []int{0}, false},
+		{"time lag bound", Selector{Role: RoleReplica, MaxLagTime: time.Minute}, []State{lagging, replica}, []int{1}, false},
+		{"unknown lag fails a bound", Selector{Role: RoleReplica, MaxLagBytes: 1}, []State{unknownLag}, nil, false},
+		{"unknown lag without bounds is fine", Selector{Role: RoleReplica}, []State{unknownLag}, []int{0}, false},
+		{"fallback to primary", Selector{Role: RoleReplica, MaxLagBytes: 1 << 20, FallbackPrimary: true}, []State{lagging, primary}, []int{1}, true},
+		{"no fallback when a replica qualifies", Selector{Role: RoleReplica, FallbackPrimary: true}, []State{primary, replica}, []int{1}, false},
+		{"fallback none", Selector{Role: RoleReplica, MaxLagBytes: 1}, []State{lagging, primary}, nil, false},
+		{"drain takes no new sessions", Selector{Role: RoleReplica}, []State{drained, replica}, []int{1}, false},
+		{"any takes every healthy server", Selector{Role: RoleAny}, []State{primary, down, replica, drained}, []int{0, 2}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, fb := tt.sel.Select(nil, tt.states)
+			if !slices.Equal(got, tt.want) || fb != tt.wantFallback {
+				t.Fatalf("Select = %v fallback=%v, want %v fallback=%v", got, fb, tt.want, tt.wantFallback)
+			}
+		})
+	}
+}
+
+func TestSelectorKeeps(t *testing.T) {
+	prim := Selector{Role: RolePrimary}
+	if !prim.Keeps(State{Up: true, Role: RolePrimary, Admin: AdminDrain}, false) {
+		t.Fatal("drain must not end sessions at once (they end at a transaction boundary)")
+	}
+	if prim.Keeps(State{Up: true, Role: RoleReplica}, false) {
+		t.Fatal("a demoted primary keeps write sessions")
+	}
+	if prim.Keeps(State{Up: true, Role: RolePrimary, Admin: AdminMaint}, false) {
+		t.Fatal("maintenance keeps sessions")
+	}
+	rep := Selector{Role: RoleReplica, MaxLagBytes: 10}
+	if rep.Keeps(State{Up: true, Role: RoleReplica, LagBytes: 11}, false) {
+		t.Fatal("a replica over the lag bound keeps sessions")
+	}
+	if !rep.Keeps(State{Up: true, Role: RolePrimary}, true) {
+		t.Fatal("a fallback session on a healthy primary is ended")
+	}
+	if rep.Keeps(State{Up: true, Role: RoleReplica}, true) {
+		t.Fatal("a fallback session stays on a server that is no longer the primary")
+	}
+}
+
+func TestClusterModifyComputesLagAndNotifies(t *testing.T) {
+	p := NewServer("c", "p", "x:1", RoleUnknown, 1, nil)
+	r := NewServer("c", "r", "x:2", RoleUnknown, 1, nil)
+	c := NewCluster("c", []*Server{p, r}, false)
+	var got []string
+	c.OnChange(func(srv *Server, old, st State) { got = append(got, srv.Name+":"+st.Role.String()) })
+	ch := c.Changed()
+	c.Update(p, State{Up: true, Role: RolePrimary, LSN: 1000})
+	select {
+	case <-ch:
+	default:
+		t.Fatal("Changed not closed by a change")
+	}
+	c.Update(r, State{Up: true, Role: RoleReplica, LSN: 400, LagSeconds: 1})
+	if lag := r.State().LagBytes; lag != 600 {
+		t.Fatalf("replica lag %d bytes, want 600", lag)
+	}
+	ch = c.Changed()
+	c.Update(r, State{Up: true, Role: RoleReplica, LSN: 400, LagSeconds: 1}) // same: no news
+	select {
+	case <-ch:
+		t.Fatal("Changed closed without a change")
+	default:
+	}
+	c.Modify(r, func(st *State) { st.Admin = AdminMaint })
+	if st := r.State(); st.Admin != AdminMaint || st.LagBytes != 600 {
+		t.Fatalf("Modify lost fields: %+v", st)
+	}
+	if !slices.Equal(got, []string{"p:primary", "r:replica", "r:replica"}) {
+		t.Fatalf("callbacks %v", got)
+	}
+}
