@@ -7,6 +7,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"syscall"
 	"testing"
@@ -447,4 +448,47 @@ func TestLoginBoundedByStartup(t *testing.T) {
 	if r := h.result(); r.Cause != CauseStartupTimeout {
 		t.Fatalf("cause %s", r.Cause)
 	}
+}
+
+func TestFenceStandbyBeforeClientSawAnything(t *testing.T) {
+	fenced := make(chan struct{}, 1)
+	h := newHarness(t, Options{FenceStandby: true, OnStandby: func() { fenced <- struct{}{} }})
+	h.serverSend(&pgproto3.AuthenticationOk{}, &pgproto3.ParameterStatus{Name: "in_hot_standby", Value: "on"},
+		&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	r := h.result()
+	if r.Cause != CauseFencedStandby || !r.Retry {
+		t.Fatalf("result %+v, want fenced and retryable", r)
+	}
+	<-fenced
+	// The client connection is left open and untouched for another server.
+	_ = h.client.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := h.client.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client got %d bytes, err %v; want nothing and still open", n, err)
+	}
+}
+
+func TestFenceStandbyAfterAuthTellsClient(t *testing.T) {
+	h := newHarness(t, Options{FenceStandby: true})
+	h.serverSend(&pgproto3.AuthenticationCleartextPassword{})
+	expectClient[*pgproto3.AuthenticationCleartextPassword](h)
+	h.clientSend(&pgproto3.PasswordMessage{Password: "secret"})
+	expectServer[*pgproto3.PasswordMessage](h)
+	h.serverSend(&pgproto3.AuthenticationOk{}, &pgproto3.ParameterStatus{Name: "in_hot_standby", Value: "on"},
+		&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	expectFatal(h, pgwire.CodeCannotConnectNow)
+	if r := h.result(); r.Cause != CauseFencedStandby || r.Retry {
+		t.Fatalf("result %+v", r)
+	}
+}
+
+func TestNoFenceOnPrimary(t *testing.T) {
+	h := newHarness(t, Options{FenceStandby: true})
+	h.serverSend(&pgproto3.AuthenticationOk{}, &pgproto3.ParameterStatus{Name: "in_hot_standby", Value: "off"},
+		&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	expectClient[*pgproto3.AuthenticationOk](h)
+	ps := expectClient[*pgproto3.ParameterStatus](h)
+	if ps.Value != "off" {
+		t.Fatal(ps)
+	}
+	expectClient[*pgproto3.ReadyForQuery](h)
 }
