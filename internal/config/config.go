@@ -22,7 +22,8 @@
 //
 // A loaded Config is treated as immutable: components get copies of what they
 // need (internal/app converts it into each package's own options); runtime
-// packages never import config.
+// packages never import config. It may hold secrets (health.password): print
+// or log it only through Redacted.
 package config
 
 import (

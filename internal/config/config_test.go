@@ -459,8 +459,10 @@ func TestProblems(t *testing.T) {
 			[]want{{"bogus", "timeouts.bogus", `unknown field "bogus"`}, {"bogus", "routes.rw.timeouts.bogus", `unknown field "bogus"`}}},
 		{"unknown key in health", withHealth("      intervall: 1s\n"),
 			[]want{{"intervall", "clusters.main.health.intervall", `unknown field "intervall" (did you mean "interval"?)`}}},
-		{"unknown key in cluster", strings.Replace(base, "    servers:", "    on_markdown: keep\n    servers:", 1),
-			[]want{{"on_markdown", "clusters.main.on_markdown", `unknown field "on_markdown" (did you mean "on_marked_down"?)`}}},
+		{"unknown key in cluster", strings.Replace(base, "    servers:", "    on_marked_dwon: keep\n    servers:", 1),
+			[]want{{"on_marked_dwon", "clusters.main.on_marked_dwon", `unknown field "on_marked_dwon" (did you mean "on_marked_down"?)`}}},
+		{"unknown key in cluster lists known ones", strings.Replace(base, "    servers:", "    checks: {}\n    servers:", 1),
+			[]want{{"checks", "clusters.main.checks", `unknown field "checks" (known: on_marked_down, health, servers)`}}},
 		{"unknown key in max_lag", base + roRoute + "    max_lag:\n      bytes: 1MB\n      seconds: 5\n",
 			[]want{{"seconds", "routes.ro.max_lag.seconds", `unknown field "seconds" (known: bytes, time)`}}},
 		{"bad check and on_marked_down", strings.Replace(withHealth("      check: http\n"), "    health:", "    on_marked_down: kill\n    health:", 1),
@@ -486,8 +488,9 @@ func TestProblems(t *testing.T) {
 			[]want{{"jitter", "clusters.main.health.jitter", "must be from 0 to 0.5"}}},
 		{"jitter not a number", withHealth("      jitter: \"0.1\"\n"),
 			[]want{{"jitter", "clusters.main.health.jitter", `must be a number, not a string ("0.1")`}}},
-		{"jitter NaN and infinity", withHealth("      jitter: .nan\n") + "  two:\n    health: {jitter: .inf}\n    servers: [{name: a, address: 'h:1'}]\n",
-			[]want{{"jitter: .nan", "clusters.main.health.jitter", "number .nan is out of range"}}},
+		{"jitter NaN and infinity", strings.Replace(withHealth("      jitter: .nan\n"), "routes:", "  two:\n    health: {jitter: .inf}\n    servers: [{name: a, address: 'h:1'}]\nroutes:", 1),
+			[]want{{"jitter: .nan", "clusters.main.health.jitter", "number .nan is out of range"},
+				{"jitter: .inf", "clusters.two.health.jitter", "number .inf is out of range"}}},
 		{"bad patroni_scheme and empty user", withHealth("      patroni_scheme: ftp\n      user: \"\"\n"),
 			[]want{{"patroni_scheme", "clusters.main.health.patroni_scheme", `must be http or https, not "ftp"`},
 				{"user", "clusters.main.health.user", "must not be empty"}}},
@@ -732,6 +735,148 @@ func TestLoad(t *testing.T) {
 	}
 }
 
+// With learned roles (postgres, patroni) a server's role is optional and
+// stays "" when absent; with patroni every server names its REST API.
+func TestLearnedRoles(t *testing.T) {
+	noRoles := strings.ReplaceAll(strings.ReplaceAll(base, "        role: primary\n", ""), "        role: replica\n", "")
+	c, w := mustParse(t, noRoles)
+	if len(w) != 0 {
+		t.Errorf("warnings: %v", w)
+	}
+	for _, s := range c.Clusters["main"].Servers {
+		if s.Role != "" {
+			t.Errorf("server %s: role %q, want empty", s.Name, s.Role)
+		}
+	}
+
+	src := strings.Replace(noRoles, "    servers:", "    health: {check: patroni, patroni_scheme: https}\n    servers:", 1)
+	src = strings.Replace(src, "address: 127.0.0.1:5432\n", "address: 127.0.0.1:5432\n        patroni: 127.0.0.1:8008\n", 1)
+	src = strings.Replace(src, "address: 127.0.0.1:5433\n", "address: 127.0.0.1:5433\n        role: replica\n        patroni: \"[::1]:8009\"\n", 1)
+	c, w = mustParse(t, src)
+	if len(w) != 0 {
+		t.Errorf("warnings: %v", w)
+	}
+	cl := c.Clusters["main"]
+	if cl.Health.Check != "patroni" || cl.Health.PatroniScheme != "https" || cl.Health.StaticRoles() {
+		t.Errorf("health: %+v", cl.Health)
+	}
+	pg1, pg2 := cl.Servers[0], cl.Servers[1]
+	if pg1.Patroni != "127.0.0.1:8008" || pg1.Role != "" || pg2.Patroni != "[::1]:8009" || pg2.Role != "replica" {
+		t.Errorf("servers: %+v, %+v", *pg1, *pg2)
+	}
+}
+
+func TestStaticRoles(t *testing.T) {
+	for check, want := range map[string]bool{"postgres": false, "patroni": false, "tcp": true, "none": true} {
+		if got := (Health{Check: check}).StaticRoles(); got != want {
+			t.Errorf("%s: StaticRoles = %v, want %v", check, got, want)
+		}
+	}
+}
+
+func TestSize(t *testing.T) {
+	good := map[string]Size{"0": 0, "1024": 1024, "0B": 0, "100B": 100, "512kB": 512 << 10, "16MB": 16 << 20,
+		"16 MB": 16 << 20, "1GB": 1 << 30, "8589934591GB": 8589934591 << 30}
+	for in, want := range good {
+		var v Size
+		if err := v.UnmarshalText([]byte(in)); err != nil || v != want {
+			t.Errorf("%q: %d, %v; want %d", in, v, err, want)
+		}
+	}
+	bad := map[string]string{
+		"": "invalid size", "MB": "invalid size", "-1MB": "must not be negative", "1.5GB": "want whole bytes",
+		"16mb": "did you mean 16MB?", "1kb": "did you mean 1kB?", "1TB": `unknown unit "TB"`, "1 2": `unknown unit "2"`,
+		"8589934592GB": "too large", "99999999999999999999": "too large", " 1": "invalid size",
+	}
+	for in, msg := range bad {
+		var v Size
+		if err := v.UnmarshalText([]byte(in)); err == nil || !strings.Contains(err.Error(), msg) {
+			t.Errorf("%q: %d, %v; want an error containing %q", in, v, err, msg)
+		}
+	}
+	strs := map[Size]string{0: "0", 1: "1B", 1000: "1000B", 1024: "1kB", 1536 << 10: "1536kB", 16 << 20: "16MB", 3 << 30: "3GB", 1<<30 + 1: "1073741825B"}
+	for in, want := range strs {
+		if got := in.String(); got != want {
+			t.Errorf("String(%d) = %q, want %q", int64(in), got, want)
+		}
+		b, _ := in.MarshalText()
+		var back Size
+		if err := back.UnmarshalText(b); err != nil || back != in {
+			t.Errorf("round trip of %d: %d, %v", int64(in), back, err)
+		}
+	}
+	// YAML integers are bytes; strings take units.
+	c, _ := mustParse(t, base+roRoute+"    max_lag: {bytes: 4096}\n  r2:\n    listen: :0\n    cluster: main\n    role: replica\n    max_lag: {bytes: \"2048\"}\n")
+	if b := c.Routes["ro"].MaxLag.Bytes; b != 4096 {
+		t.Errorf("bytes: 4096 decoded as %d", b)
+	}
+	if b := c.Routes["r2"].MaxLag.Bytes; b != 2048 {
+		t.Errorf(`bytes: "2048" decoded as %d`, b)
+	}
+}
+
+func TestRedacted(t *testing.T) {
+	src := strings.Replace(withHealth("      password: hunter2\n"), "routes:", "  other:\n    health: {password_env: PW}\n    servers: [{name: a, address: 'h:1', role: primary}]\nroutes:", 1) + roRoute + "    max_lag: {bytes: 1MB}\n"
+	c, _ := mustParse(t, src)
+	r := c.Redacted()
+	if got := r.Clusters["main"].Health.Password; got != "<redacted>" {
+		t.Errorf("redacted password = %q", got)
+	}
+	if got := r.Clusters["other"].Health.Password; got != "" {
+		t.Errorf("unset password redacted to %q, want empty", got)
+	}
+	if got := c.Clusters["main"].Health.Password; got != "hunter2" {
+		t.Errorf("original password changed to %q", got)
+	}
+	// Apart from the secret, the copy is equal...
+	r.Clusters["main"].Health.Password = "hunter2"
+	if !reflect.DeepEqual(r, c) {
+		t.Errorf("copy differs:\n%s\nwant\n%s", dump(r), dump(c))
+	}
+	// ...and shares no memory with the original, so neither can change the other.
+	checkNoSharing(t, "Config", reflect.ValueOf(c), reflect.ValueOf(r))
+	if strings.Contains(dump(c.Redacted()), "hunter2") {
+		t.Error("secret printed from a redacted config")
+	}
+}
+
+// checkNoSharing fails when a and b (same type) hold the same pointer, map
+// or slice backing array anywhere.
+func checkNoSharing(t *testing.T, path string, a, b reflect.Value) {
+	t.Helper()
+	switch a.Kind() {
+	case reflect.Pointer:
+		if a.IsNil() || b.IsNil() {
+			return
+		}
+		if a.Pointer() == b.Pointer() {
+			t.Errorf("%s is shared", path)
+			return
+		}
+		checkNoSharing(t, path, a.Elem(), b.Elem())
+	case reflect.Map:
+		if a.Len() > 0 && a.Pointer() == b.Pointer() {
+			t.Errorf("%s is shared", path)
+			return
+		}
+		for _, k := range a.MapKeys() {
+			checkNoSharing(t, fmt.Sprintf("%s[%v]", path, k), a.MapIndex(k), b.MapIndex(k))
+		}
+	case reflect.Slice:
+		if a.Len() > 0 && a.Pointer() == b.Pointer() {
+			t.Errorf("%s is shared", path)
+			return
+		}
+		for i := 0; i < min(a.Len(), b.Len()); i++ {
+			checkNoSharing(t, fmt.Sprintf("%s[%d]", path, i), a.Index(i), b.Index(i))
+		}
+	case reflect.Struct:
+		for i := 0; i < a.NumField(); i++ {
+			checkNoSharing(t, path+"."+a.Type().Field(i).Name, a.Field(i), b.Field(i))
+		}
+	}
+}
+
 func TestDuration(t *testing.T) {
 	good := map[string]time.Duration{"0": 0, "0s": 0, "5s": 5 * time.Second, "1m30s": 90 * time.Second, "250ms": 250 * time.Millisecond}
 	for in, want := range good {
@@ -790,6 +935,24 @@ func FuzzParse(f *testing.F) {
 		for _, r := range c.Routes {
 			if c.Clusters[r.Cluster] == nil || r.Timeouts.Startup <= 0 || r.Timeouts.Connect <= 0 {
 				t.Fatalf("invalid route loaded: %+v", *r)
+			}
+			if (r.Role == "replica") != (r.Fallback != "") || r.MaxLag.Bytes < 0 {
+				t.Fatalf("invalid route loaded: %+v", *r)
+			}
+		}
+		for _, cl := range c.Clusters {
+			h := cl.Health
+			if h.Interval <= 0 || h.FastInterval <= 0 || h.FastInterval > h.Interval || h.Timeout <= 0 || h.Timeout >= h.Interval ||
+				h.Rise < 1 || h.Fall < 1 || !(h.Jitter >= 0 && h.Jitter <= 0.5) {
+				t.Fatalf("invalid health loaded: %+v", h)
+			}
+			for _, s := range cl.Servers {
+				if (h.StaticRoles() && s.Role == "") || (h.Check == "patroni" && s.Patroni == "") {
+					t.Fatalf("invalid server loaded with check %s: %+v", h.Check, *s)
+				}
+			}
+			if got := c.Redacted().Clusters[cl.Name].Health.Password; h.Password != "" && got != "<redacted>" {
+				t.Fatalf("password not redacted")
 			}
 		}
 		for _, x := range w {

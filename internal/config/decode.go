@@ -674,6 +674,8 @@ func (d *decoder) float(dst *float64) func(ast.Node, string) {
 				d.problem(nodeLine(r), path, "must be a number, not %s", describe(r))
 				return
 			}
+		case *ast.InfinityNode, *ast.NanNode:
+			f = math.NaN()
 		default:
 			d.problem(nodeLine(r), path, "must be a number, not %s", describe(r))
 			return
