@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/pgfront/pgfront/internal/app"
@@ -41,6 +42,18 @@ func runCmd(args []string) error {
 	a, err := app.New(cfg, logger)
 	if err != nil {
 		return err
+	}
+	// PGFRONT_CPUPROFILE=FILE writes a CPU profile of the whole run (go tool pprof FILE).
+	if path := os.Getenv("PGFRONT_CPUPROFILE"); path != "" {
+		f, err := os.Create(path)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer pprof.StopCPUProfile()
 	}
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
