@@ -21,6 +21,7 @@ import (
 	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/frontend"
+	"github.com/pgfront/pgfront/internal/health"
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/relay"
 )
@@ -31,11 +32,15 @@ type App struct {
 	log      *slog.Logger
 	frontend *frontend.Frontend
 	clusters map[string]*cluster.Cluster
+	monitors []*health.Monitor
+	targets  map[*cluster.Server]string // health target name of each checked server
+	byTarget map[string]*health.Monitor
 }
 
 // New builds every component from cfg. Nothing listens until Start.
 func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
-	a := &App{cfg: cfg, log: logger, clusters: make(map[string]*cluster.Cluster)}
+	a := &App{cfg: cfg, log: logger, clusters: make(map[string]*cluster.Cluster),
+		targets: make(map[*cluster.Server]string), byTarget: make(map[string]*health.Monitor)}
 	adm := admission.New(cfg.MaxQueue)
 	global := adm.NewLimit("global", cfg.MaxConn)
 
@@ -50,7 +55,14 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 			servers = append(servers, cluster.NewServer(name, sc.Name, sc.Address, role, sc.Weight,
 				adm.NewLimit("server:"+name+"/"+sc.Name, sc.MaxConn)))
 		}
-		a.clusters[name] = cluster.NewCluster(name, servers, cc.OnMarkedDown == "keep")
+		cl := cluster.NewCluster(name, servers, cc.OnMarkedDown == "keep")
+		a.clusters[name] = cl
+		if m := newMonitor(cc, cl, a); m != nil {
+			a.monitors = append(a.monitors, m)
+			for _, srv := range servers {
+				a.byTarget[a.targets[srv]] = m
+			}
+		}
 	}
 
 	var routes []*frontend.Route
@@ -106,7 +118,8 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 			Count:       cfg.TCP.KeepaliveCount,
 			UserTimeout: cfg.TCP.UserTimeout.D(),
 		},
-		Logger: logger,
+		Logger:  logger,
+		OnFence: a.checkNow,
 	})
 	if err != nil {
 		return nil, err
@@ -121,6 +134,9 @@ func (a *App) Start() error {
 		return err
 	}
 	a.frontend.Serve()
+	for _, m := range a.monitors {
+		m.Start()
+	}
 	for _, name := range a.cfg.RouteNames() {
 		r := a.cfg.Routes[name]
 		a.log.Info("route listening", "route", name, "addr", a.frontend.Addr(name).String(),
@@ -137,10 +153,29 @@ func (a *App) Frontend() *frontend.Frontend { return a.frontend }
 
 // Shutdown stops accepting and lets sessions reach an idle point until ctx ends, then ends the
 // rest with FATAL 57P01.
-func (a *App) Shutdown(ctx context.Context) { a.frontend.Shutdown(ctx) }
+func (a *App) Shutdown(ctx context.Context) {
+	a.frontend.Shutdown(ctx)
+	a.stopMonitors()
+}
 
 // Close ends everything at once.
-func (a *App) Close() { a.frontend.Close() }
+func (a *App) Close() {
+	a.frontend.Close()
+	a.stopMonitors()
+}
+
+func (a *App) stopMonitors() {
+	for _, m := range a.monitors {
+		m.Stop()
+	}
+}
+
+// checkNow asks srv's health monitor for a check at once (a session found it in recovery).
+func (a *App) checkNow(srv *cluster.Server) {
+	if name, ok := a.targets[srv]; ok {
+		a.byTarget[name].CheckNow(name)
+	}
+}
 
 // Run starts a and serves until the first signal on sigs, then shuts down gracefully within the
 // configured grace period; a second signal ends everything at once.
