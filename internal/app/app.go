@@ -118,8 +118,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 			Count:       cfg.TCP.KeepaliveCount,
 			UserTimeout: cfg.TCP.UserTimeout.D(),
 		},
-		Logger:  logger,
-		OnFence: a.checkNow,
+		Logger:        logger,
+		OnFence:       a.checkNow,
+		OnConnectFail: a.checkNow,
 	})
 	if err != nil {
 		return nil, err

@@ -1,6 +1,8 @@
 package app
 
 import (
+	"time"
+
 	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/health"
@@ -11,7 +13,12 @@ type clusterReporter struct {
 	cluster *cluster.Cluster
 	servers map[string]*cluster.Server // by health target name
 	static  bool                       // tcp checks: roles stay as configured
+	monitor *health.Monitor            // set once built; hurried while there is no primary
 }
+
+// hurryFor is how long the monitor checks at its fast interval after the cluster was last
+// seen without a primary.
+const hurryFor = 30 * time.Second
 
 var _ health.Reporter = (*clusterReporter)(nil)
 
@@ -33,6 +40,25 @@ func (r *clusterReporter) ReportStatus(target string, st health.Status) {
 		s.CheckDuration = st.CheckDuration
 		s.LastErr = st.LastErr
 	})
+	if r.monitor == nil || r.static {
+		return
+	}
+	// No primary (a failover in progress): check everyone at the fast interval so the new
+	// primary is seen within fast_interval, not interval.
+	if r.hasPrimary() {
+		r.monitor.Relax()
+	} else {
+		r.monitor.Hurry(hurryFor)
+	}
+}
+
+func (r *clusterReporter) hasPrimary() bool {
+	for _, srv := range r.cluster.Servers {
+		if (cluster.Selector{Role: cluster.RolePrimary}).Eligible(srv.State()) {
+			return true
+		}
+	}
+	return false
 }
 
 func clusterRole(r health.Role) cluster.Role {
@@ -78,7 +104,7 @@ func newMonitor(cc *config.Cluster, cl *cluster.Cluster, a *App) *health.Monitor
 	if jitter == 0 {
 		jitter = -1 // the config's explicit 0 means no jitter; health's 0 means its default
 	}
-	return health.NewMonitor(health.Options{
+	m := health.NewMonitor(health.Options{
 		Interval:     h.Interval.D(),
 		FastInterval: h.FastInterval.D(),
 		Timeout:      h.Timeout.D(),
@@ -88,6 +114,8 @@ func newMonitor(cc *config.Cluster, cl *cluster.Cluster, a *App) *health.Monitor
 		Logger:       a.log.With("cluster", cl.Name),
 		Reporter:     rep,
 	}, targets)
+	rep.monitor = m
+	return m
 }
 
 // passwordSource picks the monitoring password's source; nil means none.

@@ -79,6 +79,7 @@ func (r *Registry[S]) SetKey(s S, key pgwire.CancelKey) {
 	}
 	r.mu.Unlock()
 }
+
 // Lookup finds the session whose server announced key. A miss is counted.
 func (r *Registry[S]) Lookup(key pgwire.CancelKey) (S, bool) {
 	r.mu.Lock()

@@ -58,6 +58,9 @@ type Options struct {
 	// OnFence is told when a primary route's session found srv to be a standby (the server is
 	// already marked fenced); the health monitor should check it now. May be nil.
 	OnFence func(srv *cluster.Server)
+	// OnConnectFail is told when a connect to srv failed, so its health can be checked at
+	// once rather than at the next interval. May be nil.
+	OnConnectFail func(srv *cluster.Server)
 }
 
 // Frontend serves every route. Its methods are safe for concurrent use.

@@ -26,7 +26,9 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // fakeServer accepts connections and logs every client in with trust auth, then answers
 // each Query with CommandComplete + ReadyForQuery until the client leaves.
-func fakeServer(t *testing.T) net.Listener {
+func fakeServer(t *testing.T) net.Listener { return benchFakeServer(t) }
+
+func benchFakeServer(t testing.TB) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,6 +80,10 @@ func serveFake(c net.Conn) {
 }
 
 func newTestFrontend(t *testing.T, serverAddr string) *Frontend {
+	return newBenchFrontend(t, serverAddr)
+}
+
+func newBenchFrontend(t testing.TB, serverAddr string) *Frontend {
 	t.Helper()
 	adm := admission.New(10)
 	srv := cluster.NewServer("c", "s", serverAddr, cluster.RolePrimary, 1, adm.NewLimit("s", 0))

@@ -27,6 +27,8 @@ type session struct {
 	client     net.Conn
 	clientAddr string
 	start      time.Time
+	// user and database from the StartupMessage, for the log line; set before the relay.
+	user, database string
 
 	ctx    context.Context // ends queue waits and dials when the session is told to stop
 	cancel context.CancelFunc
@@ -128,12 +130,21 @@ type outcome struct {
 
 // serveSession runs one client connection to its end.
 func (f *Frontend) serveSession(s *session) {
-	defer f.sessions.Done()
-	o := s.run()
+	if o, relaying := s.run(); !relaying {
+		s.close(o)
+	}
+	// Relaying: the relay's copiers own the session now and end it (relayEnded); this
+	// goroutine, with the deep stack of the start-up, exits.
+}
+
+// close closes the client, forgets the session and logs its one line.
+func (s *session) close(o outcome) {
 	s.cancel()
 	_ = s.client.Close()
-	f.registry.Remove(s)
+	s.f.registry.Remove(s)
+	o.user, o.database = s.user, s.database
 	s.logEnd(o)
+	s.f.sessions.Done()
 }
 
 func (s *session) logEnd(o outcome) {
@@ -181,7 +192,8 @@ func (s *session) refuse(cause relay.Cause, code, msg, hint string, err error) o
 }
 
 // run is the session's life up to the relay's end.
-func (s *session) run() outcome {
+// relaying is true when the session was handed to a relay, which will end it.
+func (s *session) run() (o outcome, relaying bool) {
 	r := s.route
 	if tc, ok := s.client.(*net.TCPConn); ok {
 		_ = s.f.opts.KeepAlive.Apply(tc)
@@ -189,15 +201,13 @@ func (s *session) run() outcome {
 	_ = s.client.SetDeadline(time.Now().Add(r.Startup))
 	pkt, o, ok := s.readStartup()
 	if !ok {
-		return o
+		return o, false
 	}
-	user, db := pkt.Params["user"], pkt.Params["database"]
-	if db == "" {
-		db = user
+	s.user, s.database = pkt.Params["user"], pkt.Params["database"]
+	if s.database == "" {
+		s.database = s.user
 	}
-	o = s.establish(pkt)
-	o.user, o.database = user, db
-	return o
+	return s.establish(pkt)
 }
 
 // readStartup reads the first packets up to the StartupMessage, answering SSLRequest and
@@ -254,57 +264,53 @@ func (s *session) startupFailed(err error) outcome {
 }
 
 // establish admits the session, connects to a server, forwards the StartupMessage and relays.
-func (s *session) establish(pkt *pgwire.FirstPacket) outcome {
-	r := s.route
-	pick := newPicker(r)
+func (s *session) establish(pkt *pgwire.FirstPacket) (outcome, bool) {
+	pick := newPicker(s.route)
 	ticket, queued, o, ok := s.admit(pick)
 	if !ok {
 		o.queued = queued
-		return o
+		return o, false
 	}
-	defer ticket.Release()
+	e := &establishing{pkt: pkt, pick: pick, ticket: ticket, queued: queued}
+	return e.connect(s)
+}
 
-	for attempt := 0; ; attempt++ {
-		srv, server, o, ok := s.connect(pick, ticket)
-		if !ok {
-			o.queued = queued
-			return o
-		}
-		res := s.relayTo(pkt, srv, server)
-		o = outcome{cause: res.Cause, err: res.Err, server: srv, fromClient: res.FromClient, toSrv: res.FromServer, queued: queued}
-		if !res.Retry {
-			return o
-		}
-		// The server turned out to be a standby before the client saw anything: it is fenced
-		// now, so try the real primary with the same StartupMessage.
-		pick.exclude(srv)
-		s.f.log.Warn("primary route reached a standby; trying another server", "route", r.Name, "server", srv.Name)
-		rctx, rcancel := context.WithTimeout(s.ctx, r.Queue)
-		err := ticket.Rechoose(rctx, pick.choices)
-		rcancel()
-		if err != nil || attempt >= maxFenceRetries {
-			o := s.refuse(relay.CauseFencedStandby, pgwire.CodeCannotConnectNow,
-				"the server is a standby (in_hot_standby = on); pgfront does not route writes to it",
-				fmt.Sprintf("No other primary of cluster %q is available now; reconnect.", r.Cluster.Name), err)
-			o.server = srv
-			return o
-		}
+// establishing is a session between admission and the relay's end: what a retry after an
+// in-band fence needs to connect again.
+type establishing struct {
+	pkt     *pgwire.FirstPacket
+	pick    *picker
+	ticket  *admission.Ticket
+	queued  time.Duration
+	retries int
+}
+
+// connect dials a server and starts the relay; false means the session is already over.
+func (e *establishing) connect(s *session) (outcome, bool) {
+	srv, server, o, ok := s.connect(e.pick, e.ticket)
+	if !ok {
+		e.ticket.Release()
+		o.queued = e.queued
+		return o, false
 	}
+	if o, ok := s.startRelay(e, srv, server); !ok {
+		e.ticket.Release()
+		return o, false
+	}
+	return outcome{}, true
 }
 
 // maxFenceRetries bounds how many standbys one session may be moved away from.
 const maxFenceRetries = 2
 
-// relayTo forwards the StartupMessage to server and relays the session until it ends.
-func (s *session) relayTo(pkt *pgwire.FirstPacket, srv *cluster.Server, server net.Conn) relay.Result {
+// startRelay forwards the StartupMessage to server and starts the relay, which then owns the
+// client and server connections. false means it could not start (the outcome says why).
+func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Conn) (outcome, bool) {
 	r := s.route
-	srv.SessionStarted()
-	defer srv.SessionEnded()
-
 	_ = server.SetWriteDeadline(time.Now().Add(r.Connect))
-	if _, err := server.Write(pkt.Raw); err != nil {
+	if _, err := server.Write(e.pkt.Raw); err != nil {
 		_ = server.Close()
-		return relay.Result{Cause: relay.CauseServerReset, Err: fmt.Errorf("forwarding startup to %s: %w", srv.Name, err)}
+		return outcome{cause: relay.CauseServerReset, err: fmt.Errorf("forwarding startup to %s: %w", srv.Name, err), server: srv, queued: e.queued}, false
 	}
 	_ = server.SetWriteDeadline(time.Time{})
 	_ = s.client.SetDeadline(time.Time{})
@@ -321,6 +327,7 @@ func (s *session) relayTo(pkt *pgwire.FirstPacket, srv *cluster.Server, server n
 	rs := relay.New(s.client, server, opts)
 
 	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
+	srv.SessionStarted()
 	s.mu.Lock()
 	stopped := s.mu.stopped
 	if stopped == relay.CauseNone {
@@ -332,18 +339,54 @@ func (s *session) relayTo(pkt *pgwire.FirstPacket, srv *cluster.Server, server n
 	if stopped != relay.CauseNone {
 		rs.End(stopped) // relay owns both conns now; it tells the client and closes them
 	}
-	res := rs.Run()
+	rs.Start(func(res relay.Result) { s.relayEnded(e, srv, res) })
+	return outcome{}, true
+}
+
+// relayEnded runs on a relay goroutine when the relay is over.
+func (s *session) relayEnded(e *establishing, srv *cluster.Server, res relay.Result) {
+	srv.SessionEnded()
+	o := outcome{cause: res.Cause, err: res.Err, server: srv, fromClient: res.FromClient, toSrv: res.FromServer, queued: e.queued}
 	if res.Retry {
 		s.mu.Lock()
 		s.mu.server, s.mu.relay = nil, nil
-		stopped = s.mu.stopped
+		stopped := s.mu.stopped
 		s.mu.Unlock()
-		if stopped != relay.CauseNone {
-			o := s.refuse(stopped, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil)
-			res.Retry, res.Cause = false, o.cause
+		switch {
+		case stopped != relay.CauseNone:
+			o = s.refuse(stopped, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil)
+		default:
+			// The server was a standby and the client saw nothing: it is fenced now, so try
+			// the real primary with the same StartupMessage, on a goroutine of its own.
+			go s.retryAfterFence(e, srv)
+			return
 		}
 	}
-	return res
+	e.ticket.Release()
+	s.close(o)
+}
+
+// retryAfterFence moves a session that reached a standby on a primary route to another server.
+func (s *session) retryAfterFence(e *establishing, fenced *cluster.Server) {
+	r := s.route
+	e.pick.exclude(fenced)
+	e.retries++
+	s.f.log.Warn("primary route reached a standby; trying another server", "route", r.Name, "server", fenced.Name)
+	rctx, rcancel := context.WithTimeout(s.ctx, r.Queue)
+	err := e.ticket.Rechoose(rctx, e.pick.choices)
+	rcancel()
+	if err != nil || e.retries > maxFenceRetries {
+		o := s.refuse(relay.CauseFencedStandby, pgwire.CodeCannotConnectNow,
+			"the server is a standby (in_hot_standby = on); pgfront does not route writes to it",
+			fmt.Sprintf("No other primary of cluster %q is available now; reconnect.", r.Cluster.Name), err)
+		o.server = fenced
+		e.ticket.Release()
+		s.close(o)
+		return
+	}
+	if o, relaying := e.connect(s); !relaying {
+		s.close(o)
+	}
 }
 
 // picker yields a route's eligible servers in balance order as admission candidates, skipping
@@ -499,14 +542,14 @@ func (s *session) connect(p *picker, t *admission.Ticket) (*cluster.Server, net.
 			break
 		}
 		s.f.log.Warn("server connect failed", "route", r.Name, "server", srv.Name, "addr", srv.Addr, "err", err)
+		if s.f.opts.OnConnectFail != nil {
+			s.f.opts.OnConnectFail(srv)
+		}
 		if attempt >= r.ConnectRetries {
 			break
 		}
 		p.exclude(srv)
-		rctx, rcancel := context.WithTimeout(s.ctx, r.Queue)
-		err = t.Rechoose(rctx, p.choices)
-		rcancel()
-		if err != nil {
+		if err := s.rechoose(p, t); err != nil {
 			break
 		}
 	}
@@ -516,6 +559,29 @@ func (s *session) connect(p *picker, t *admission.Ticket) (*cluster.Server, net.
 	return nil, nil, s.refuse(relay.CauseConnectFailed, pgwire.CodeConnectionFailure,
 		fmt.Sprintf("could not connect to a server for route %q", r.Name),
 		"pgfront could not reach any eligible server; see its log.", lastErr), false
+}
+
+// rechoose moves the ticket to another eligible server. With none left (the failed server was
+// the only primary: a failover is starting), it waits for the cluster to change, bounded by
+// timeouts.queue, like a client that arrives during the failover.
+func (s *session) rechoose(p *picker, t *admission.Ticket) error {
+	r := s.route
+	ctx, cancel := context.WithTimeout(s.ctx, r.Queue)
+	defer cancel()
+	for {
+		changed := r.Cluster.Changed()
+		err := t.Rechoose(ctx, p.choices)
+		if !errors.Is(err, admission.ErrNoCandidates) {
+			return err
+		}
+		select {
+		case <-changed:
+			// The failed server may be back in its role (a restart) or another took it.
+			clear(p.failed)
+		case <-ctx.Done():
+			return err
+		}
+	}
 }
 
 // clientWatch notices a queued client that disconnects (or speaks out of turn).

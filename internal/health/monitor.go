@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -101,6 +102,10 @@ type Monitor struct {
 	cancel context.CancelFunc
 	wg     sync.WaitGroup // the running loops
 	done   chan struct{}  // closed when Stop has closed the checkers
+
+	// hurryUntil (unix nanoseconds): until then every loop checks at FastInterval. Set by
+	// Hurry while the cluster has no primary, so a promotion is seen within FastInterval.
+	hurryUntil atomic.Int64
 
 	// mu guards the life cycle, so that a Start racing with Stop starts nothing after Stop
 	// began waiting.
@@ -199,6 +204,27 @@ func (m *Monitor) CheckNow(target string) {
 	}
 }
 
+// Hurry makes every loop check at FastInterval for the next d (renewed by each call), and
+// checks every target at once when the monitor was not hurrying already. The owner calls it
+// while something it routes on is missing, e.g. the cluster has no primary.
+func (m *Monitor) Hurry(d time.Duration) {
+	now := m.opts.now()
+	prev := m.hurryUntil.Swap(now.Add(d).UnixNano())
+	if prev < now.UnixNano() {
+		for _, l := range m.loops {
+			m.CheckNow(l.name)
+		}
+	}
+}
+
+func (m *Monitor) hurrying() bool {
+	until := m.hurryUntil.Load()
+	return until != 0 && m.opts.now().UnixNano() < until
+}
+
+// Relax ends a Hurry early.
+func (m *Monitor) Relax() { m.hurryUntil.Store(0) }
+
 // runLoop checks one target until the monitor stops: check, decide, report, wait. It is
 // the only goroutine that uses l's checker while it runs.
 func (m *Monitor) runLoop(l *loop) {
@@ -213,7 +239,7 @@ func (m *Monitor) runLoop(l *loop) {
 			m.opts.Reporter.ReportStatus(l.name, l.status)
 		}
 		interval := m.opts.Interval
-		if fast {
+		if fast || m.hurrying() {
 			interval = m.opts.FastInterval
 		}
 		select {

@@ -572,3 +572,29 @@ func TestNewMonitorPanics(t *testing.T) {
 		})
 	}
 }
+
+// TestMonitorHurry: while hurried (no primary in the cluster), a steady server is checked at
+// the fast interval instead of the interval; relaxed, at the interval again.
+func TestMonitorHurry(t *testing.T) {
+	for _, hurry := range []bool{false, true} {
+		f := &fakeChecker{script: []Observation{okObs(RoleReplica, 1), okObs(RoleReplica, 1), okObs(RoleReplica, 1)}}
+		d := &delayLog{}
+		m := NewMonitor(Options{Interval: time.Hour, FastInterval: time.Millisecond, Rise: 1, Fall: 1, Jitter: -1, after: d.after},
+			[]Target{{Name: "a", Checker: f}})
+		if hurry {
+			m.Hurry(time.Hour)
+		}
+		m.Start()
+		waitFor(t, "checks", func() bool { return len(d.get()) >= 3 })
+		m.Stop()
+		want := time.Hour
+		if hurry {
+			want = time.Millisecond
+		}
+		for i, got := range d.get()[:3] {
+			if got != want {
+				t.Fatalf("hurry=%v: wait %d was %s, want %s", hurry, i, got, want)
+			}
+		}
+	}
+}

@@ -94,7 +94,9 @@ type Session struct {
 	// pgfront's own FATAL can follow. Owned by serverToClient, read by finish.
 	clientAtBoundary bool
 
-	done chan struct{} // closed when the server copier returns
+	done    chan struct{} // closed when the server copier returns
+	running atomic.Int32  // copiers still running
+	onEnd   func(Result)
 
 	// mu guards the session state shared by the copiers and by End/Drain. Every deadline
 	// change happens under mu after checking cause, so an ending session's "deadline in the
@@ -125,11 +127,11 @@ func New(client, server net.Conn, opts Options) *Session {
 		opts.FatalWriteTimeout = time.Second
 	}
 	s := &Session{
-		client:       client,
-		server:       server,
-		clientRead:   newChunkReader(client),
-		serverRead:   newChunkReader(server),
-		opts:         opts,
+		client:           client,
+		server:           server,
+		clientRead:       newChunkReader(client),
+		serverRead:       newChunkReader(server),
+		opts:             opts,
 		backendScan:      pgwire.NewBackendScanner('K', 'Z', 'S'),
 		frontendScan:     pgwire.NewFrontendScanner(),
 		done:             make(chan struct{}),
@@ -143,17 +145,39 @@ func New(client, server net.Conn, opts Options) *Session {
 
 // Run relays until the session ends, closes both connections and returns the result.
 func (s *Session) Run() Result {
+	res := make(chan Result, 1)
+	s.Start(func(r Result) { res <- r })
+	return <-res
+}
+
+// Start relays on two new goroutines and returns at once; onEnd runs (on one of them) with the
+// result once the session is over and both connections are closed (or, for a retryable
+// fence, the client handed back). The caller's goroutine is free to exit: an idle session is
+// just its two parked copiers, whose stacks stay small because they start fresh.
+func (s *Session) Start(onEnd func(Result)) {
 	s.mu.Lock()
 	if !s.opts.LoginDeadline.IsZero() {
 		_ = s.client.SetReadDeadline(s.opts.LoginDeadline)
 		_ = s.server.SetReadDeadline(s.opts.LoginDeadline)
 	}
 	s.mu.Unlock()
-
+	s.onEnd = onEnd
+	s.running.Store(2)
 	go s.serverToClient()
+	go s.clientToServerMain()
+}
+
+// copierDone runs as each copier returns; the last one finishes the session.
+func (s *Session) copierDone() {
+	if s.running.Add(-1) == 0 {
+		s.onEnd(s.finish())
+	}
+}
+
+// clientToServerMain is the client->server copier's goroutine.
+func (s *Session) clientToServerMain() {
+	defer s.copierDone()
 	s.clientToServer()
-	<-s.done
-	return s.finish()
 }
 
 // End ends the session now with cause; the client is told why (a FATAL ErrorResponse) when
@@ -337,7 +361,7 @@ func (s *Session) drainServer() bool {
 	}
 }
 
-// clientToServer is the client->server copier. It runs on the session's goroutine.
+// clientToServer is the client->server copier.
 func (s *Session) clientToServer() {
 	h := frontendHandler{}
 	for {
@@ -484,9 +508,9 @@ func (h *frontendHandler) Header(typ byte, _ uint32) error {
 
 func (h *frontendHandler) Body(byte, []byte) error { return nil }
 
-// serverToClient is the server->client copier. It runs on its own goroutine, started by Run,
-// and returns when the server side is done; Run waits for it.
+// serverToClient is the server->client copier, on its own goroutine.
 func (s *Session) serverToClient() {
+	defer s.copierDone()
 	defer close(s.done)
 	h := backendHandler{s: s}
 	for {
@@ -511,11 +535,12 @@ func (s *Session) serverToClient() {
 func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 	if err := s.backendScan.Feed(p, h); err != nil {
 		if errors.Is(err, errStandby) {
-			// Not forwarded: the client has not seen this server's login.
+			// Not forwarded: the client has not seen this server's login. The cause is set
+			// before anyone hears of the fence, since marking the server ends its sessions.
+			s.end(CauseFencedStandby, err)
 			if s.opts.OnStandby != nil {
 				s.opts.OnStandby()
 			}
-			s.end(CauseFencedStandby, err)
 			return false
 		}
 		s.end(CauseServerReset, err)
