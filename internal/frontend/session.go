@@ -207,6 +207,7 @@ func (s *session) run() (o outcome, relaying bool) {
 	if s.database == "" {
 		s.database = s.user
 	}
+	pkt.Params = nil // Raw is what is forwarded; an idle session keeps no more than it needs
 	return s.establish(pkt)
 }
 
@@ -340,6 +341,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 		rs.End(stopped) // relay owns both conns now; it tells the client and closes them
 	}
 	rs.Start(func(res relay.Result) { s.relayEnded(e, srv, res) })
+	e.pick.shrink()
 	return outcome{}, true
 }
 
@@ -402,6 +404,9 @@ type picker struct {
 }
 
 func newPicker(r *Route) *picker { return &picker{r: r} }
+
+// shrink drops the scratch space of a session that is relaying (a retry grows it again).
+func (p *picker) shrink() { p.states, p.idx, p.cands, p.order, p.limits = nil, nil, nil, nil, nil }
 
 // exclude keeps srv out of this session's later choices.
 func (p *picker) exclude(srv *cluster.Server) {
