@@ -77,6 +77,8 @@ type Frontend struct {
 	sessions sync.WaitGroup // session goroutines
 	nextID   atomic.Uint64
 
+	parker *relay.Parker // holds idle sessions without goroutines; nil if unavailable
+
 	refusalLog *rate.Limiter // refusals are logged, but never floods
 	suppressed atomic.Uint64
 
@@ -107,6 +109,11 @@ func New(opts Options) (*Frontend, error) {
 		ctx:        ctx,
 		cancel:     cancel,
 		refusalLog: rate.NewLimiter(rate.Every(time.Second), 10),
+	}
+	if p, err := relay.NewParker(); err == nil {
+		f.parker = p
+	} else {
+		f.log.Warn("idle sessions will not be parked", "err", err)
 	}
 	seen := make(map[*cluster.Cluster]bool)
 	for _, r := range opts.Routes {
@@ -296,6 +303,21 @@ func (f *Frontend) wait() {
 	f.loops.Wait()
 	f.sessions.Wait()
 	f.cancel()
+	if f.parker != nil {
+		f.parker.Close()
+	}
+}
+
+// parkAfter is how long a session stays idle before it is parked: long enough that busy
+// request/response traffic never pays for parking, short enough that idle pools cost little.
+const parkAfter = 2 * time.Second
+
+// Parked is the number of idle sessions held without goroutines now.
+func (f *Frontend) Parked() int {
+	if f.parker == nil {
+		return 0
+	}
+	return f.parker.Parked()
 }
 
 func (f *Frontend) stopping() relay.Cause {

@@ -44,9 +44,13 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		}
 		conns = append(conns, c)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for f.Sessions() != n && time.Now().Before(deadline) {
+	// Idle sessions are parked after parkAfter: measure them parked, as they live.
+	deadline := time.Now().Add(parkAfter + 20*time.Second)
+	for (f.Sessions() != n || f.Parked() != n) && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
+	}
+	if f.Parked() != n {
+		b.Fatalf("%d of %d sessions parked", f.Parked(), n)
 	}
 	for range 4 { // each GC halves an idle goroutine's stack at most once
 		runtime.GC()
@@ -55,7 +59,10 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 	per := func(a, b uint64) string { return fmt.Sprintf("%.0f", float64(int64(a)-int64(b))/n) }
 	b.ReportMetric(float64(int64(after.StackInuse)-int64(before.StackInuse))/n, "stack-B/session")
 	b.ReportMetric(float64(int64(after.HeapInuse)-int64(before.HeapInuse))/n, "heap-B/session")
-	b.Logf("goroutines %d; stack %s B/session, heap %s B/session", runtime.NumGoroutine(), per(after.StackInuse, before.StackInuse), per(after.HeapInuse, before.HeapInuse))
+	b.Logf("goroutines %d; stack %s B/session, heap %s B/session; per session: Sys %s HeapIdle %s HeapReleased %s StackSys %s MSpanInuse %s GCSys %s OtherSys %s",
+		runtime.NumGoroutine(), per(after.StackInuse, before.StackInuse), per(after.HeapInuse, before.HeapInuse),
+		per(after.Sys, before.Sys), per(after.HeapIdle, before.HeapIdle), per(after.HeapReleased, before.HeapReleased),
+		per(after.StackSys, before.StackSys), per(after.MSpanInuse, before.MSpanInuse), per(after.GCSys, before.GCSys), per(after.OtherSys, before.OtherSys))
 	if path := os.Getenv("PGFRONT_HEAPPROFILE"); path != "" {
 		if out, err := os.Create(path); err == nil {
 			_ = pprof.WriteHeapProfile(out)

@@ -318,6 +318,9 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 
 	opts := r.Relay
 	opts.LoginDeadline = time.Now().Add(r.Startup)
+	if s.f.parker != nil {
+		opts.Parker, opts.ParkAfter = s.f.parker, parkAfter
+	}
 	opts.OnBackendKey = func(k pgwire.CancelKey) { s.f.registry.SetKey(s, k) }
 	addr := srv.Addr
 	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(addr, k) }
@@ -340,8 +343,8 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	if stopped != relay.CauseNone {
 		rs.End(stopped) // relay owns both conns now; it tells the client and closes them
 	}
+	e.pick.shrink() // before Start: once started, a retry may use the picker at any moment
 	rs.Start(func(res relay.Result) { s.relayEnded(e, srv, res) })
-	e.pick.shrink()
 	return outcome{}, true
 }
 

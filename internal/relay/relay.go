@@ -60,6 +60,11 @@ type Options struct {
 	// OnStandby, if set, is called when that happens.
 	FenceStandby bool
 	OnStandby    func()
+
+	// Parker, if set, takes the session's sockets once it has been idle for ParkAfter, so an
+	// idle session holds no goroutine (see Parker).
+	Parker    *Parker
+	ParkAfter time.Duration
 }
 
 // Result is how a session ended.
@@ -94,8 +99,7 @@ type Session struct {
 	// pgfront's own FATAL can follow. Owned by serverToClient, read by finish.
 	clientAtBoundary bool
 
-	done    chan struct{} // closed when the server copier returns
-	running atomic.Int32  // copiers still running
+	running atomic.Int32 // copiers still running
 	onEnd   func(Result)
 
 	// mu guards the session state shared by the copiers and by End/Drain. Every deadline
@@ -118,6 +122,13 @@ type Session struct {
 		aborting   bool // end cancelled a running query: finish drains the server first
 		terminated bool // client sent Terminate
 		finArmed   bool // a FIN deadline runs on the server read side
+
+		// Parking (see Parker): idleUntil is when the idle bound ends (zero: none).
+		idleUntil time.Time
+		parking   bool // both copiers are stopping to park the session
+		parked    bool // the sockets are in the parker; no copier runs
+		parkFDs   [2]int32
+		parkTimer *time.Timer
 	}
 }
 
@@ -134,7 +145,6 @@ func New(client, server net.Conn, opts Options) *Session {
 		opts:             opts,
 		backendScan:      pgwire.NewBackendScanner('K', 'Z', 'S'),
 		frontendScan:     pgwire.NewFrontendScanner(),
-		done:             make(chan struct{}),
 		clientAtBoundary: true,
 	}
 	s.mu.login = true
@@ -169,9 +179,77 @@ func (s *Session) Start(onEnd func(Result)) {
 
 // copierDone runs as each copier returns; the last one finishes the session.
 func (s *Session) copierDone() {
-	if s.running.Add(-1) == 0 {
-		s.onEnd(s.finish())
+	if s.running.Add(-1) != 0 {
+		return
 	}
+	s.mu.Lock()
+	park := s.mu.parking && s.mu.cause == CauseNone
+	s.mu.parking = false
+	if park && s.parkLocked() {
+		s.mu.Unlock()
+		return
+	}
+	s.mu.Unlock()
+	if park {
+		s.unparkOrRestart(true) // could not park: carry on relaying
+		return
+	}
+	s.onEnd(s.finish())
+}
+
+// canParkLocked reports whether the client read that just timed out was the park deadline of
+// an idle session that may go to the parker.
+func (s *Session) canParkLocked(now time.Time) bool {
+	return s.opts.Parker != nil && s.mu.cause == CauseNone && s.idleLocked() && !s.mu.login &&
+		!s.mu.serverEOF && !s.mu.clientEOF && !s.mu.finArmed && s.mu.draining == CauseNone &&
+		(s.mu.idleUntil.IsZero() || now.Before(s.mu.idleUntil))
+}
+
+// parkLocked hands both sockets to the parker; false if it could not.
+func (s *Session) parkLocked() bool {
+	cfd, ok1 := connFD(s.client)
+	sfd, ok2 := connFD(s.server)
+	if !ok1 || !ok2 {
+		return false
+	}
+	s.mu.parkFDs = [2]int32{cfd, sfd}
+	if err := s.opts.Parker.add(s, s.mu.parkFDs); err != nil {
+		return false
+	}
+	s.mu.parked = true
+	if !s.mu.idleUntil.IsZero() {
+		s.mu.parkTimer = time.AfterFunc(time.Until(s.mu.idleUntil), s.unpark)
+	}
+	return true
+}
+
+// unpark brings a parked session's copiers back: a socket became readable, the idle bound
+// was reached, or End was called. Safe to call at any time and from any goroutine.
+func (s *Session) unpark() { s.unparkOrRestart(false) }
+
+func (s *Session) unparkOrRestart(restart bool) {
+	s.mu.Lock()
+	if !s.mu.parked && !restart {
+		s.mu.Unlock()
+		return
+	}
+	if s.mu.parked {
+		s.mu.parked = false
+		s.opts.Parker.remove(s.mu.parkFDs)
+		if s.mu.parkTimer != nil {
+			s.mu.parkTimer.Stop()
+			s.mu.parkTimer = nil
+		}
+	}
+	if s.mu.cause == CauseNone {
+		// The server side's deadline was put in the past to stop its copier.
+		_ = s.server.SetReadDeadline(time.Time{})
+		_ = s.client.SetReadDeadline(s.mu.idleUntil)
+	}
+	s.running.Store(2)
+	s.mu.Unlock()
+	go s.serverToClient()
+	go s.clientToServerMain()
 }
 
 // clientToServerMain is the client->server copier's goroutine.
@@ -248,7 +326,11 @@ func (s *Session) end(cause Cause, err error) {
 	past := time.Unix(1, 0)
 	_ = s.client.SetDeadline(past)
 	_ = s.server.SetDeadline(past)
+	parked := s.mu.parked
 	s.mu.Unlock()
+	if parked {
+		s.unpark() // the copiers come back, see the deadlines and finish
+	}
 	if cancel && s.opts.Cancel != nil {
 		s.opts.Cancel(key)
 	}
@@ -460,6 +542,13 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 		s.end(CauseClientEOF, nil)
 	case netx.IsTimeout(err):
 		s.mu.Lock()
+		if s.canParkLocked(time.Now()) {
+			// Idle for ParkAfter: stop both copiers and park (copierDone).
+			s.mu.parking = true
+			_ = s.server.SetReadDeadline(time.Unix(1, 0))
+			s.mu.Unlock()
+			return
+		}
 		cause := CauseClientIdleTimeout
 		switch {
 		case s.mu.serverEOF:
@@ -511,7 +600,6 @@ func (h *frontendHandler) Body(byte, []byte) error { return nil }
 // serverToClient is the server->client copier, on its own goroutine.
 func (s *Session) serverToClient() {
 	defer s.copierDone()
-	defer close(s.done)
 	h := backendHandler{s: s}
 	for {
 		buf, n, err := s.serverRead.read()
@@ -573,6 +661,25 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 
 // serverReadFailed decides what a failed server read means.
 func (s *Session) serverReadFailed(err error) {
+	s.mu.Lock()
+	if s.mu.parking && netx.IsTimeout(err) {
+		s.mu.Unlock()
+		return // stopped to park
+	}
+	if s.mu.parking {
+		// The server spoke up (closed, reset) while the session was parking: its last
+		// words were forwarded; the client copier is gone, so end here.
+		s.mu.parking = false
+		s.mu.serverEOF = s.mu.serverEOF || netx.IsEOF(err)
+		s.mu.Unlock()
+		if netx.IsEOF(err) {
+			s.end(CauseServerEOF, nil)
+		} else {
+			s.end(CauseServerReset, err)
+		}
+		return
+	}
+	s.mu.Unlock()
 	switch {
 	case netx.IsEOF(err):
 		s.mu.Lock()
@@ -701,9 +808,14 @@ func (s *Session) armClientIdleLocked() {
 	if s.mu.txStatus != 'I' {
 		limit = s.opts.IdleInTransaction
 	}
+	now := time.Now()
+	s.mu.idleUntil = time.Time{}
 	if limit > 0 {
-		_ = s.client.SetReadDeadline(time.Now().Add(limit))
-	} else {
-		_ = s.client.SetReadDeadline(time.Time{})
+		s.mu.idleUntil = now.Add(limit)
 	}
+	deadline := s.mu.idleUntil
+	if s.opts.Parker != nil && s.opts.ParkAfter > 0 && (limit == 0 || s.opts.ParkAfter < limit) {
+		deadline = now.Add(s.opts.ParkAfter) // wake to park; the idle bound is kept in idleUntil
+	}
+	_ = s.client.SetReadDeadline(deadline)
 }

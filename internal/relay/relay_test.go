@@ -492,3 +492,97 @@ func TestNoFenceOnPrimary(t *testing.T) {
 	}
 	expectClient[*pgproto3.ReadyForQuery](h)
 }
+
+func newParkHarness(t *testing.T, opts Options) (*harness, *Parker) {
+	t.Helper()
+	p, err := NewParker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts.Parker, opts.ParkAfter = p, 30*time.Millisecond
+	h := newHarness(t, opts)
+	t.Cleanup(p.Close) // after the session's own cleanup (LIFO)
+	return h, p
+}
+
+func waitParked(t *testing.T, p *Parker, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for p.Parked() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("parked %d, want %d", p.Parked(), n)
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+}
+
+// An idle session is parked (no goroutine) and comes back on the next query, both ways.
+func TestParkedSessionResumes(t *testing.T) {
+	h, p := newParkHarness(t, Options{ClientIdle: time.Hour})
+	h.login()
+	for range 2 {
+		waitParked(t, p, 1)
+		h.clientSend(&pgproto3.Query{String: "SELECT 1"})
+		expectServer[*pgproto3.Query](h)
+		waitParked(t, p, 0)
+		h.serverSend(&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+		expectClient[*pgproto3.CommandComplete](h)
+		expectClient[*pgproto3.ReadyForQuery](h)
+	}
+	// A notification from the server wakes a parked session too.
+	waitParked(t, p, 1)
+	h.serverSend(&pgproto3.NotificationResponse{PID: 1, Channel: "c", Payload: "p"})
+	expectClient[*pgproto3.NotificationResponse](h)
+}
+
+func TestParkedSessionIdleTimeout(t *testing.T) {
+	h, p := newParkHarness(t, Options{ClientIdle: 300 * time.Millisecond})
+	h.login()
+	waitParked(t, p, 1)
+	expectFatal(h, pgwire.CodeIdleSessionTimeout)
+	if r := h.result(); r.Cause != CauseClientIdleTimeout {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	if p.Parked() != 0 {
+		t.Fatal("ended session still parked")
+	}
+}
+
+func TestParkedSessionServerCloses(t *testing.T) {
+	h, p := newParkHarness(t, Options{ClientFin: time.Second})
+	h.login()
+	waitParked(t, p, 1)
+	h.serverSend(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
+	_ = h.server.Close()
+	expectFatal(h, "57P01")
+	if err := readToEOF(t, h.client); err != nil {
+		t.Fatal(err)
+	}
+	_ = h.client.Close()
+	if r := h.result(); r.Cause != CauseServerEOF && r.Cause != CauseClientFinTimeout {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
+
+func TestParkedSessionEnd(t *testing.T) {
+	h, p := newParkHarness(t, Options{})
+	h.login()
+	waitParked(t, p, 1)
+	h.s.End(CauseAdminKill)
+	expectFatal(h, pgwire.CodeAdminShutdown)
+	if r := h.result(); r.Cause != CauseAdminKill {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	expectServer[*pgproto3.Terminate](h)
+}
+
+func TestParkedSessionClientFIN(t *testing.T) {
+	h, p := newParkHarness(t, Options{})
+	h.login()
+	waitParked(t, p, 1)
+	_ = h.client.CloseWrite()
+	expectServer[*pgproto3.Terminate](h)
+	if r := h.result(); r.Cause != CauseClientEOF {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
