@@ -76,20 +76,13 @@ func (s *session) ServerAddr() string {
 }
 
 // drain ends the session at its next idle point; before it is established, at once.
-func (s *session) drain(cause relay.Cause) {
-	s.mu.Lock()
-	r := s.mu.relay
-	if r == nil {
-		s.stopLocked(cause)
-	}
-	s.mu.Unlock()
-	if r != nil {
-		r.Drain(cause)
-	}
-}
+func (s *session) drain(cause relay.Cause) { s.stop(cause, (*relay.Session).Drain) }
 
 // end ends the session now.
-func (s *session) end(cause relay.Cause) {
+func (s *session) end(cause relay.Cause) { s.stop(cause, (*relay.Session).End) }
+
+// stop hands cause to the relay (how: End or Drain), or stops a session still starting.
+func (s *session) stop(cause relay.Cause, how func(*relay.Session, relay.Cause)) {
 	s.mu.Lock()
 	r := s.mu.relay
 	if r == nil {
@@ -97,7 +90,7 @@ func (s *session) end(cause relay.Cause) {
 	}
 	s.mu.Unlock()
 	if r != nil {
-		r.End(cause)
+		how(r, cause)
 	}
 }
 

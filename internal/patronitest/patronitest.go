@@ -39,7 +39,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"slices"
 	"strconv"
@@ -159,7 +158,7 @@ func Start(ctx context.Context, o Options) (_ *Cluster, retErr error) {
 			return nil, err
 		}
 	}
-	cred, err := postgresCredential()
+	cred, err := pgtest.PostgresCredential()
 	if err != nil {
 		return nil, err
 	}
@@ -757,27 +756,6 @@ func ephemeralRange() (lo, hi int) {
 		return 0, -1
 	}
 	return lo, hi
-}
-
-// postgresCredential returns the credential etcd and PostgreSQL run with: none for a
-// normal user; the postgres OS user for root, which initdb and postgres refuse to run as.
-func postgresCredential() (*syscall.Credential, error) {
-	if os.Geteuid() != 0 {
-		return nil, nil
-	}
-	u, err := user.Lookup(osUser)
-	if err != nil {
-		return nil, fmt.Errorf("running as root needs the %q OS user to run PostgreSQL: %w", osUser, err)
-	}
-	uid, err := strconv.ParseUint(u.Uid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("parsing uid of %s: %w", osUser, err)
-	}
-	gid, err := strconv.ParseUint(u.Gid, 10, 32)
-	if err != nil {
-		return nil, fmt.Errorf("parsing gid of %s: %w", osUser, err)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
 }
 
 func (c *Cluster) chown(path string) error {

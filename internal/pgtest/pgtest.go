@@ -368,7 +368,7 @@ func newServer(name string, opts Options) (*Server, error) {
 			return nil, err
 		}
 	}
-	cred, err := postgresCredential()
+	cred, err := PostgresCredential()
 	if err != nil {
 		return nil, err
 	}
@@ -404,9 +404,10 @@ func newServer(name string, opts Options) (*Server, error) {
 	return s, nil
 }
 
-// postgresCredential returns the credential PostgreSQL programs run with: none for a
-// normal user; the postgres OS user for root, which initdb and postgres refuse to run as.
-func postgresCredential() (*syscall.Credential, error) {
+// PostgresCredential returns the credential PostgreSQL programs (and their helpers: etcd,
+// Patroni) run with: none for a normal user; the postgres OS user for root, which initdb and
+// postgres refuse to run as.
+func PostgresCredential() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
