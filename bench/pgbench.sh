@@ -23,6 +23,9 @@
 #   BENCH_SCALE=10          pgbench scale factor
 #   BENCH_WARMUP=3          seconds of unmeasured select-only load per target before round 1
 #   BENCH_IDLE="1000 10000" idle session counts (0 or "" skips the memory test)
+#   BENCH_IDLE_SETTLE=2     seconds between the last idle session's login and the RSS reading;
+#                           150 lets Go's periodic GC (every 2 min) and scavenger return the
+#                           memory of the connection burst: pgfront's steady state
 #   BENCH_PORT_BASE=25432   first of six consecutive loopback ports used
 #   PGBIN=/usr/lib/postgresql/15/bin
 set -euo pipefail
@@ -34,6 +37,7 @@ BENCH_CHURN_CLIENTS=${BENCH_CHURN_CLIENTS:-8}
 BENCH_SCALE=${BENCH_SCALE:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-3}
 BENCH_IDLE=${BENCH_IDLE-"1000 10000"}
+BENCH_IDLE_SETTLE=${BENCH_IDLE_SETTLE:-2}
 BENCH_PORT_BASE=${BENCH_PORT_BASE:-25432}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 HOST=127.0.0.1
@@ -359,7 +363,7 @@ idle_measure() {
 		sleep 0.05
 	done
 	grep -q '^ready' "$out" || die "idleconns clients: $n sessions through $proxy not ready within 60 s"
-	sleep 2 # let the last sessions' goroutines/buffers settle
+	sleep "$BENCH_IDLE_SETTLE" # let the last sessions settle (see BENCH_IDLE_SETTLE)
 	rss=$(rss_kib "$pid")
 	printf '%s\t%s\t%s\t%s\t%s\n' "$proxy" "$want" "$n" "$base" "$rss" >>"$IDLE_RESULTS"
 	log "idle $proxy n=$n: RSS $base KiB -> $rss KiB"
