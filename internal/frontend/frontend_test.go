@@ -190,3 +190,79 @@ func TestDoubleNegotiationIsRefused(t *testing.T) {
 		t.Fatalf("got %q, want 'N' then an ErrorResponse", b)
 	}
 }
+
+// refusingServer answers every StartupMessage with FATAL 57P03 (a PostgreSQL shutting down).
+func refusingServer(t *testing.T) net.Listener {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			be := pgproto3.NewBackend(c, c)
+			if _, err := be.ReceiveStartupMessage(); err == nil {
+				be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P03", Message: "the database system is shutting down"})
+				_ = be.Flush()
+			}
+			_ = c.Close()
+		}
+	}()
+	t.Cleanup(func() { _ = ln.Close(); <-done })
+	return ln
+}
+
+// A login refused with 57P03 before the client saw anything moves to the next server.
+func TestLoginRefusedMovesToNextServer(t *testing.T) {
+	bad, good := refusingServer(t), fakeServer(t)
+	adm := admission.New(10)
+	srvs := []*cluster.Server{
+		cluster.NewServer("c", "bad", bad.Addr().String(), cluster.RolePrimary, 1, adm.NewLimit("bad", 0)),
+		cluster.NewServer("c", "good", good.Addr().String(), cluster.RolePrimary, 1, adm.NewLimit("good", 0)),
+	}
+	var checked []string
+	r := &Route{
+		Name: "rw", Listen: "127.0.0.1:0", Cluster: cluster.NewCluster("c", srvs, false),
+		Select: cluster.Selector{Role: cluster.RolePrimary}, Balancer: balance.New(balance.First), Limit: adm.NewLimit("rw", 0),
+		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second,
+	}
+	f, err := New(Options{Routes: []*Route{r}, Admission: adm, Global: adm.NewLimit("global", 0),
+		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		OnConnectFail: func(srv *cluster.Server) { checked = append(checked, srv.Name) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	f.Serve()
+	defer f.Close()
+
+	c, err := net.Dial("tcp", f.Addr("rw").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "u"}})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	m, err := fe.Receive()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := m.(*pgproto3.AuthenticationOk); !ok {
+		t.Fatalf("first message %T %+v, want AuthenticationOk from the next server", m, m)
+	}
+	if len(checked) != 1 || checked[0] != "bad" {
+		t.Fatalf("health check asked for %v, want [bad]", checked)
+	}
+}

@@ -294,8 +294,8 @@ func (e *establishing) connect(s *session) (outcome, bool) {
 	return outcome{}, true
 }
 
-// maxFenceRetries bounds how many standbys one session may be moved away from.
-const maxFenceRetries = 2
+// maxRetries bounds how many servers that refused it one session may be moved away from.
+const maxRetries = 3
 
 // startRelay forwards the StartupMessage to server and starts the relay, which then owns the
 // client and server connections. false means it could not start (the outcome says why).
@@ -320,6 +320,9 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	if r.Select.Role == cluster.RolePrimary {
 		opts.FenceStandby = true
 		opts.OnStandby = func() { s.f.fence(srv) }
+	}
+	if s.f.opts.OnConnectFail != nil {
+		opts.OnUnavailable = func() { s.f.opts.OnConnectFail(srv) }
 	}
 	rs := relay.New(s.client, server, opts)
 
@@ -354,9 +357,9 @@ func (s *session) relayEnded(e *establishing, srv *cluster.Server, res relay.Res
 		case stopped != relay.CauseNone:
 			o = s.refuse(stopped, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil)
 		default:
-			// The server was a standby and the client saw nothing: it is fenced now, so try
-			// the real primary with the same StartupMessage, on a goroutine of its own.
-			go s.retryAfterFence(e, srv)
+			// The server was a standby, or refused the login, and the client saw nothing:
+			// try another server with the same StartupMessage, on a goroutine of its own.
+			go s.retryElsewhere(e, srv, res.Cause)
 			return
 		}
 	}
@@ -364,20 +367,29 @@ func (s *session) relayEnded(e *establishing, srv *cluster.Server, res relay.Res
 	s.close(o)
 }
 
-// retryAfterFence moves a session that reached a standby on a primary route to another server.
-func (s *session) retryAfterFence(e *establishing, fenced *cluster.Server) {
+// retryElsewhere moves a session whose server was a standby (on a primary route) or refused
+// the login (57P03: shutting down in a failover) to another server, waiting for one within
+// timeouts.queue when none is eligible yet.
+func (s *session) retryElsewhere(e *establishing, bad *cluster.Server, cause relay.Cause) {
 	r := s.route
-	e.pick.exclude(fenced)
+	e.pick.exclude(bad)
 	e.retries++
-	s.f.log.Warn("primary route reached a standby; trying another server", "route", r.Name, "server", fenced.Name)
-	rctx, rcancel := context.WithTimeout(s.ctx, r.Queue)
-	err := e.ticket.Rechoose(rctx, e.pick.choices)
-	rcancel()
-	if err != nil || e.retries > maxFenceRetries {
-		o := s.refuse(relay.CauseFencedStandby, pgwire.CodeCannotConnectNow,
-			"the server is a standby (in_hot_standby = on); pgfront does not route writes to it",
-			fmt.Sprintf("No other primary of cluster %q is available now; reconnect.", r.Cluster.Name), err)
-		o.server = fenced
+	s.f.log.Warn("server refused the session before the client saw anything; trying another server",
+		"route", r.Name, "server", bad.Name, "cause", cause.String())
+	var err error
+	if e.retries > maxRetries {
+		err = errors.New("too many servers tried")
+	} else {
+		err = s.rechoose(e.pick, e.ticket)
+	}
+	if err != nil {
+		msg := "the server is a standby (in_hot_standby = on); pgfront does not route writes to it"
+		if cause == relay.CauseServerUnavailable {
+			msg = "the database system is not accepting connections (starting up or shutting down)"
+		}
+		o := s.refuse(cause, pgwire.CodeCannotConnectNow, msg,
+			fmt.Sprintf("No other server of route %q is available now; reconnect.", r.Name), err)
+		o.server = bad
 		e.ticket.Release()
 		s.close(o)
 		return

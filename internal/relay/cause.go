@@ -25,6 +25,7 @@ const (
 	CauseServerDown                     // the server went down or into maintenance
 	CauseRoleChanged                    // the server left the route's role (failover, lag)
 	CauseFencedStandby                  // a primary route's new session found a standby
+	CauseServerUnavailable              // the server refused the login with 57P03 (starting, shutting down)
 	CauseAdminKill                      // an administrator ended the session
 	CauseShutdown                       // pgfront is shutting down
 	CauseClientReset                    // client connection reset or write failed
@@ -53,6 +54,7 @@ var causeNames = [numCauses]string{
 	CauseServerDown:               "server_down",
 	CauseRoleChanged:              "role_changed",
 	CauseFencedStandby:            "fenced_standby",
+	CauseServerUnavailable:        "server_unavailable",
 	CauseAdminKill:                "admin_kill",
 	CauseShutdown:                 "shutdown",
 	CauseClientReset:              "client_reset",
@@ -98,6 +100,8 @@ func (c Cause) clientError() []byte {
 		return fatalRoleChanged
 	case CauseFencedStandby:
 		return fatalFenced
+	case CauseServerUnavailable:
+		return fatalUnavailable
 	case CauseAdminKill:
 		return fatalAdminKill
 	case CauseShutdown:
@@ -127,6 +131,9 @@ var (
 	fatalFenced = pgwire.Fatal(pgwire.CodeCannotConnectNow,
 		"the server is a standby (in_hot_standby = on); pgfront does not route writes to it",
 		"Reconnect: pgfront has marked the server and routes new sessions to the primary.")
+	fatalUnavailable = pgwire.Fatal(pgwire.CodeCannotConnectNow,
+		"the database system is not accepting connections (starting up or shutting down)",
+		"Reconnect: pgfront routes new sessions to a server that accepts them.")
 	fatalAdminKill = pgwire.Fatal(pgwire.CodeAdminShutdown,
 		"terminating connection due to administrator command", "A pgfront administrator ended this session.")
 	fatalShutdown = pgwire.Fatal(pgwire.CodeAdminShutdown,

@@ -13,6 +13,7 @@
 package relay
 
 import (
+	"bytes"
 	"errors"
 	"net"
 	"sync"
@@ -60,6 +61,9 @@ type Options struct {
 	// OnStandby, if set, is called when that happens.
 	FenceStandby bool
 	OnStandby    func()
+	// OnUnavailable, if set, is called when the server refused the login with 57P03 before
+	// the client saw anything (the session is then retryable elsewhere).
+	OnUnavailable func()
 
 	// Parker, if set, takes the session's sockets once it has been idle for ParkAfter, so an
 	// idle session holds no goroutine (see Parker).
@@ -73,8 +77,9 @@ type Result struct {
 	FromClient int64 // bytes read from the client and relayed
 	FromServer int64 // bytes read from the server and relayed
 	Err        error // the error behind the cause, for logs; nil for clean ends
-	// Retry: the session was fenced before a byte reached or came from the client, so the
-	// client connection is left open (not closed) for the caller to try another server.
+	// Retry: the server was a standby (fenced) or refused the login (57P03) before a byte
+	// reached or came from the client, so the client connection is left open (not closed)
+	// for the caller to try another server.
 	Retry bool
 }
 
@@ -143,7 +148,7 @@ func New(client, server net.Conn, opts Options) *Session {
 		clientRead:       newChunkReader(client),
 		serverRead:       newChunkReader(server),
 		opts:             opts,
-		backendScan:      pgwire.NewBackendScanner('K', 'Z', 'S'),
+		backendScan:      pgwire.NewBackendScanner('K', 'Z', 'S', 'E'),
 		frontendScan:     pgwire.NewFrontendScanner(),
 		clientAtBoundary: true,
 	}
@@ -351,7 +356,7 @@ func (s *Session) finish() Result {
 	if cause == CauseProtocolError && errors.As(err, &pe) {
 		msg = pgwire.Fatal(pgwire.CodeProtocolViolation, pe.Msg, "")
 	}
-	if cause == CauseFencedStandby && s.fromClient.Load() == 0 && s.fromServer.Load() == 0 {
+	if (cause == CauseFencedStandby || cause == CauseServerUnavailable) && s.fromClient.Load() == 0 && s.fromServer.Load() == 0 {
 		// Nothing was exchanged with the client: hand it back for another server.
 		_ = s.server.Close()
 		_ = s.client.SetDeadline(time.Time{})
@@ -631,6 +636,15 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 			}
 			return false
 		}
+		if errors.Is(err, errUnavailable) {
+			// Not forwarded either: the server refused this login before anything reached
+			// the client (a failover's old primary shutting down, say).
+			s.end(CauseServerUnavailable, err)
+			if s.opts.OnUnavailable != nil {
+				s.opts.OnUnavailable()
+			}
+			return false
+		}
 		s.end(CauseServerReset, err)
 		return false
 	}
@@ -755,6 +769,16 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 				return errStandby
 			}
 		}
+	case 'E':
+		// Only the first message of a login matters here; later errors are just relayed.
+		if s.fromServer.Load() == 0 && s.fromClient.Load() == 0 && errorCode(body) == pgwire.CodeCannotConnectNow {
+			s.mu.Lock()
+			login := s.mu.login
+			s.mu.Unlock()
+			if login {
+				return errUnavailable
+			}
+		}
 	case 'Z':
 		if len(body) != 1 {
 			return &pgwire.ProtocolError{Msg: "invalid ReadyForQuery from server"}
@@ -762,6 +786,26 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 		s.readyForQuery(h, body[0])
 	}
 	return nil
+}
+
+// errUnavailable stops the server copier when a login is refused with 57P03.
+var errUnavailable = errors.New("server refused the login: cannot connect now (57P03)")
+
+// errorCode returns the SQLSTATE field of an ErrorResponse body ("" if absent or too long
+// to have been captured).
+func errorCode(body []byte) string {
+	for len(body) > 1 {
+		typ := body[0]
+		end := bytes.IndexByte(body[1:], 0)
+		if end < 0 {
+			return ""
+		}
+		if typ == 'C' {
+			return string(body[1 : 1+end])
+		}
+		body = body[2+end:]
+	}
+	return ""
 }
 
 // errStandby stops the server copier when a primary route's server reports in_hot_standby=on.

@@ -586,3 +586,29 @@ func TestParkedSessionClientFIN(t *testing.T) {
 		t.Fatalf("cause %s", r.Cause)
 	}
 }
+
+// A login refused with 57P03 (the old primary shutting down in a failover) before the client
+// saw anything is handed back for another server.
+func TestLoginRefusedCannotConnectNowIsRetryable(t *testing.T) {
+	refused := make(chan struct{}, 1)
+	h := newHarness(t, Options{OnUnavailable: func() { refused <- struct{}{} }})
+	h.serverSend(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P03", Message: "the database system is shutting down"})
+	_ = h.server.Close()
+	r := h.result()
+	if r.Cause != CauseServerUnavailable || !r.Retry {
+		t.Fatalf("result %+v, want server_unavailable and retryable", r)
+	}
+	<-refused
+	_ = h.client.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+	if n, err := h.client.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Fatalf("client got %d bytes, err %v; want nothing and still open", n, err)
+	}
+}
+
+// Other login errors (a wrong password, say) reach the client as they are.
+func TestLoginErrorForwarded(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.serverSend(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"})
+	_ = h.server.Close()
+	expectFatal(h, "28P01")
+}
