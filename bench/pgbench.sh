@@ -205,6 +205,7 @@ log: {level: warn}
 maxconn: 30000
 clusters:
   bench:
+    health: {check: none} # like the HAProxy config: no health checks in the way
     servers:
       - name: pg
         address: $HOST:$3
@@ -429,7 +430,7 @@ END {
 
 if [ -s "$IDLE_RESULTS" ]; then
 	echo
-	echo "Resident memory per idle session ((VmRSS with N sessions - VmRSS before) / N; fresh proxy per line; scripted PostgreSQL peer)"
+	echo "Resident memory per idle session ((VmRSS ${BENCH_IDLE_SETTLE}s after N sessions logged in - VmRSS before) / N; fresh proxy per line; scripted PostgreSQL peer)"
 	echo "   sessions |  pgfront: before    with N   KiB/session |  HAProxy: before    with N   KiB/session | pgfront/HAProxy"
 	echo "------------+------------------------------------------+------------------------------------------+----------------"
 	awk -F'\t' '
