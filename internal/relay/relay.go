@@ -761,23 +761,13 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 			s.opts.OnBackendKey(key)
 		}
 	case 'S':
-		if s.opts.FenceStandby && isHotStandby(body) {
-			s.mu.Lock()
-			login := s.mu.login
-			s.mu.Unlock()
-			if login {
-				return errStandby
-			}
+		if s.opts.FenceStandby && isHotStandby(body) && s.inLogin() {
+			return errStandby
 		}
 	case 'E':
 		// Only the first message of a login matters here; later errors are just relayed.
-		if s.fromServer.Load() == 0 && s.fromClient.Load() == 0 && errorCode(body) == pgwire.CodeCannotConnectNow {
-			s.mu.Lock()
-			login := s.mu.login
-			s.mu.Unlock()
-			if login {
-				return errUnavailable
-			}
+		if s.fromServer.Load() == 0 && s.fromClient.Load() == 0 && errorCode(body) == pgwire.CodeCannotConnectNow && s.inLogin() {
+			return errUnavailable
 		}
 	case 'Z':
 		if len(body) != 1 {
@@ -786,6 +776,13 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 		s.readyForQuery(h, body[0])
 	}
 	return nil
+}
+
+// inLogin reports whether the server has not sent its first ReadyForQuery yet.
+func (s *Session) inLogin() bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.login
 }
 
 // errUnavailable stops the server copier when a login is refused with 57P03.
