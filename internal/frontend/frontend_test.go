@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -26,26 +27,30 @@ func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
 // fakeServer accepts connections and logs every client in with trust auth, then answers
 // each Query with CommandComplete + ReadyForQuery until the client leaves.
-func fakeServer(t *testing.T) net.Listener { return benchFakeServer(t) }
+func fakeServer(t testing.TB) net.Listener { return serveEach(t, serveFake) }
 
-func benchFakeServer(t testing.TB) net.Listener {
+// serveEach listens on loopback and runs handle on its own goroutine for every connection
+// until the test ends.
+func serveEach(t testing.TB, handle func(net.Conn)) net.Listener {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
 	go func() {
-		defer close(done)
+		defer wg.Done()
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go serveFake(c)
+			wg.Add(1)
+			go func() { defer wg.Done(); handle(c) }()
 		}
 	}()
-	t.Cleanup(func() { _ = ln.Close(); <-done })
+	t.Cleanup(func() { _ = ln.Close(); wg.Wait() })
 	return ln
 }
 
@@ -79,11 +84,7 @@ func serveFake(c net.Conn) {
 	}
 }
 
-func newTestFrontend(t *testing.T, serverAddr string) *Frontend {
-	return newBenchFrontend(t, serverAddr)
-}
-
-func newBenchFrontend(t testing.TB, serverAddr string) *Frontend {
+func newTestFrontend(t testing.TB, serverAddr string) *Frontend {
 	t.Helper()
 	adm := admission.New(10)
 	srv := cluster.NewServer("c", "s", serverAddr, cluster.RolePrimary, 1, adm.NewLimit("s", 0))
@@ -193,29 +194,14 @@ func TestDoubleNegotiationIsRefused(t *testing.T) {
 
 // refusingServer answers every StartupMessage with FATAL 57P03 (a PostgreSQL shutting down).
 func refusingServer(t *testing.T) net.Listener {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			be := pgproto3.NewBackend(c, c)
-			if _, err := be.ReceiveStartupMessage(); err == nil {
-				be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P03", Message: "the database system is shutting down"})
-				_ = be.Flush()
-			}
-			_ = c.Close()
+	return serveEach(t, func(c net.Conn) {
+		defer c.Close()
+		be := pgproto3.NewBackend(c, c)
+		if _, err := be.ReceiveStartupMessage(); err == nil {
+			be.Send(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P03", Message: "the database system is shutting down"})
+			_ = be.Flush()
 		}
-	}()
-	t.Cleanup(func() { _ = ln.Close(); <-done })
-	return ln
+	})
 }
 
 // A login refused with 57P03 before the client saw anything moves to the next server.

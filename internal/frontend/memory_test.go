@@ -18,7 +18,7 @@ import (
 func BenchmarkIdleSessionMemory(b *testing.B) {
 	const n = 2000
 	ln := holdServer(b)
-	f := newBenchFrontend(b, ln.Addr().String())
+	f := newTestFrontend(b, ln.Addr().String())
 	var before, after runtime.MemStats
 	runtime.GC()
 	runtime.ReadMemStats(&before)

@@ -161,6 +161,17 @@ func expectServer[T pgproto3.FrontendMessage](h *harness) T {
 	return expectMsg[T](h.t, func() (any, error) { return h.be.Receive() })
 }
 
+// query plays one simple query through the session: the server sees it and answers with
+// CommandComplete and ReadyForQuery(status), which the client receives.
+func (h *harness) query(sql string, status byte) {
+	h.t.Helper()
+	h.clientSend(&pgproto3.Query{String: sql})
+	expectServer[*pgproto3.Query](h)
+	h.serverSend(&pgproto3.CommandComplete{CommandTag: []byte(sql)}, &pgproto3.ReadyForQuery{TxStatus: status})
+	expectClient[*pgproto3.CommandComplete](h)
+	expectClient[*pgproto3.ReadyForQuery](h)
+}
+
 func expectFatal(h *harness, code string) {
 	h.t.Helper()
 	e := expectClient[*pgproto3.ErrorResponse](h)
@@ -185,11 +196,7 @@ func TestClientIdleTimeout(t *testing.T) {
 func TestIdleInTransactionTimeout(t *testing.T) {
 	h := newHarness(t, Options{ClientIdle: time.Hour, IdleInTransaction: 200 * time.Millisecond})
 	h.login()
-	h.clientSend(&pgproto3.Query{String: "BEGIN"})
-	expectServer[*pgproto3.Query](h)
-	h.serverSend(&pgproto3.CommandComplete{CommandTag: []byte("BEGIN")}, &pgproto3.ReadyForQuery{TxStatus: 'T'})
-	expectClient[*pgproto3.CommandComplete](h)
-	expectClient[*pgproto3.ReadyForQuery](h)
+	h.query("BEGIN", 'T')
 	expectFatal(h, pgwire.CodeIdleInTransactionTimeout)
 	if r := h.result(); r.Cause != CauseIdleInTransactionTimeout {
 		t.Fatalf("cause %s", r.Cause)
@@ -388,18 +395,10 @@ func TestTerminate(t *testing.T) {
 func TestDrainWaitsForTransactionEnd(t *testing.T) {
 	h := newHarness(t, Options{})
 	h.login()
-	h.clientSend(&pgproto3.Query{String: "BEGIN"})
-	expectServer[*pgproto3.Query](h)
-	h.serverSend(&pgproto3.CommandComplete{CommandTag: []byte("BEGIN")}, &pgproto3.ReadyForQuery{TxStatus: 'T'})
-	expectClient[*pgproto3.CommandComplete](h)
-	expectClient[*pgproto3.ReadyForQuery](h)
+	h.query("BEGIN", 'T')
 
 	h.s.Drain(CauseShutdown) // in a transaction: not yet
-	h.clientSend(&pgproto3.Query{String: "COMMIT"})
-	expectServer[*pgproto3.Query](h)
-	h.serverSend(&pgproto3.CommandComplete{CommandTag: []byte("COMMIT")}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
-	expectClient[*pgproto3.CommandComplete](h)
-	expectClient[*pgproto3.ReadyForQuery](h)
+	h.query("COMMIT", 'I')
 	expectFatal(h, pgwire.CodeAdminShutdown)
 	if r := h.result(); r.Cause != CauseShutdown {
 		t.Fatalf("cause %s", r.Cause)
