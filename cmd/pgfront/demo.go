@@ -23,6 +23,8 @@ import (
 const demoConfig = `
 log:
   format: text
+admin:
+  listen: %s
 clusters:
   demo:
     servers:
@@ -47,6 +49,7 @@ func demoCmd(args []string) error {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 	rwAddr := fs.String("rw", "127.0.0.1:6432", "listen address of the read-write route")
 	roAddr := fs.String("ro", "127.0.0.1:6433", "listen address of the read-only route")
+	adminAddr := fs.String("admin", "127.0.0.1:9187", "listen address of the admin listener (stats page, /metrics, API)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -56,6 +59,7 @@ func demoCmd(args []string) error {
 	// Fall back to free ports when the usual ones are taken (another demo, a local pgbouncer).
 	*rwAddr = freeOr(*rwAddr)
 	*roAddr = freeOr(*roAddr)
+	*adminAddr = freeOr(*adminAddr)
 
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
@@ -77,7 +81,7 @@ func demoCmd(args []string) error {
 	}
 	defer func() { _ = replica.Cleanup() }()
 
-	cfg, warnings, err := config.Parse([]byte(fmt.Sprintf(demoConfig, primary.Addr(), replica.Addr(), *rwAddr, *roAddr)), "demo.yaml")
+	cfg, warnings, err := config.Parse([]byte(fmt.Sprintf(demoConfig, *adminAddr, primary.Addr(), replica.Addr(), *rwAddr, *roAddr)), "demo.yaml")
 	if err != nil {
 		return fmt.Errorf("demo config: %w", err)
 	}
@@ -104,13 +108,19 @@ pgfront demo is running. Connect with:
   read-write (primary):  psql "host=127.0.0.1 port=%d user=postgres dbname=postgres"
   read-only  (replica):  psql "host=127.0.0.1 port=%d user=postgres dbname=postgres"
 
+Watch it:
+  stats page:  http://%s/
+  metrics:     http://%s/metrics
+  admin CLI:   go run ./cmd/pgfront ctl -addr http://%s sessions
+
 Logs:
   pgfront:            %s (and this terminal)
   PostgreSQL primary: %s
   PostgreSQL replica: %s
 
 Press Ctrl-C to stop everything and remove the temporary directories.
-`, a.Addr("rw").(*net.TCPAddr).Port, a.Addr("ro").(*net.TCPAddr).Port, logPath, primary.LogFile, replica.LogFile)
+`, a.Addr("rw").(*net.TCPAddr).Port, a.Addr("ro").(*net.TCPAddr).Port,
+		a.AdminAddr(), a.AdminAddr(), a.AdminAddr(), logPath, primary.LogFile, replica.LogFile)
 
 	<-sigs
 	say("stopping: sessions get 5s to finish (Ctrl-C again to stop now)")

@@ -15,7 +15,11 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pgfront/pgfront/internal/admin"
 	"github.com/pgfront/pgfront/internal/admission"
 	"github.com/pgfront/pgfront/internal/balance"
 	"github.com/pgfront/pgfront/internal/cluster"
@@ -23,18 +27,26 @@ import (
 	"github.com/pgfront/pgfront/internal/frontend"
 	"github.com/pgfront/pgfront/internal/health"
 	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/observe"
 	"github.com/pgfront/pgfront/internal/relay"
+	"github.com/pgfront/pgfront/internal/sockmon"
 )
 
 // App is one running pgfront.
 type App struct {
 	cfg      *config.Config
 	log      *slog.Logger
+	started  time.Time
 	frontend *frontend.Frontend
 	clusters map[string]*cluster.Cluster
 	monitors []*health.Monitor
 	targets  map[*cluster.Server]string // health target name of each checked server
 	byTarget map[string]*health.Monitor
+
+	registry *prometheus.Registry
+	metrics  *observe.Metrics
+	sockets  *sockmon.Monitor
+	admin    *admin.Listener // nil when admin.listen is ""
 }
 
 // New builds every component from cfg. Nothing listens until Start.
@@ -44,6 +56,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 	adm := admission.New(cfg.MaxQueue)
 	global := adm.NewLimit("global", cfg.MaxConn)
 
+	var clusters []*cluster.Cluster
 	for _, name := range cfg.ClusterNames() {
 		cc := cfg.Clusters[name]
 		var servers []*cluster.Server
@@ -57,9 +70,14 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 		}
 		cl := cluster.NewCluster(name, servers, cc.OnMarkedDown == "keep")
 		a.clusters[name] = cl
-		if m := newMonitor(cc, cl, a); m != nil {
+		clusters = append(clusters, cl)
+	}
+
+	a.newObservers(clusters)
+	for _, cl := range clusters {
+		if m := newMonitor(cfg.Clusters[cl.Name], cl, a); m != nil {
 			a.monitors = append(a.monitors, m)
-			for _, srv := range servers {
+			for _, srv := range cl.Servers {
 				a.byTarget[a.targets[srv]] = m
 			}
 		}
@@ -121,30 +139,64 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 		Logger:        logger,
 		OnFence:       a.checkNow,
 		OnConnectFail: a.checkNow,
+		Events:        a.metrics,
 	})
 	if err != nil {
 		return nil, err
 	}
 	a.frontend = fe
+	a.metrics.SetSessions(fe.SessionInfos, fe.Parked)
+	if err := a.newAdmin(); err != nil {
+		return nil, err
+	}
 	return a, nil
 }
 
-// Start binds every route and starts serving.
+// Start binds every route and the admin listener, and starts serving.
 func (a *App) Start() error {
+	a.started = time.Now()
 	if err := a.frontend.Listen(); err != nil {
 		return err
+	}
+	if a.admin != nil {
+		if err := a.admin.Listen(); err != nil {
+			a.frontend.Close()
+			return fmt.Errorf("admin listener: %w", err)
+		}
+	}
+	for _, name := range a.cfg.RouteNames() {
+		if ta, ok := a.frontend.Addr(name).(*net.TCPAddr); ok {
+			a.sockets.AddListener(name, ta.AddrPort())
+		}
 	}
 	a.frontend.Serve()
 	for _, m := range a.monitors {
 		m.Start()
 	}
+	a.metrics.Start()
 	for _, name := range a.cfg.RouteNames() {
 		r := a.cfg.Routes[name]
 		a.log.Info("route listening", "route", name, "addr", a.frontend.Addr(name).String(),
 			"cluster", r.Cluster, "role", r.Role, "balance", r.Balance)
 	}
+	if a.admin != nil {
+		a.admin.Serve()
+		a.log.Info("admin listening", "addr", a.admin.Addr().String(), "metrics", "/metrics", "stats", "/",
+			"api", "/api/v1/", "tokens", a.tokenSummary())
+	}
 	return nil
 }
+
+// AdminAddr is the admin listener's bound address (nil when it is off).
+func (a *App) AdminAddr() net.Addr {
+	if a.admin == nil {
+		return nil
+	}
+	return a.admin.Addr()
+}
+
+// Registry is the Prometheus registry every collector is registered with.
+func (a *App) Registry() *prometheus.Registry { return a.registry }
 
 // Addr is the bound address of a route.
 func (a *App) Addr(route string) net.Addr { return a.frontend.Addr(route) }
@@ -153,19 +205,24 @@ func (a *App) Addr(route string) net.Addr { return a.frontend.Addr(route) }
 func (a *App) Frontend() *frontend.Frontend { return a.frontend }
 
 // Shutdown stops accepting and lets sessions reach an idle point until ctx ends, then ends the
-// rest with FATAL 57P01.
+// rest with FATAL 57P01. The admin listener stays up until the sessions are gone, so the drain
+// can be watched.
 func (a *App) Shutdown(ctx context.Context) {
 	a.frontend.Shutdown(ctx)
-	a.stopMonitors()
+	a.stopBackground()
 }
 
 // Close ends everything at once.
 func (a *App) Close() {
 	a.frontend.Close()
-	a.stopMonitors()
+	a.stopBackground()
 }
 
-func (a *App) stopMonitors() {
+func (a *App) stopBackground() {
+	if a.admin != nil {
+		a.admin.Close()
+	}
+	a.metrics.Stop()
 	for _, m := range a.monitors {
 		m.Stop()
 	}

@@ -56,6 +56,10 @@ type env struct {
 // and stops it at the end of the test, checking that no session is left.
 func startProxy(t *testing.T, yamlText string) *env {
 	t.Helper()
+	if !strings.Contains(yamlText, "\nadmin:") {
+		// Not the default port: tests (and other packages' tests) run side by side.
+		yamlText += "\nadmin:\n  listen: 127.0.0.1:0\n"
+	}
 	cfg, _, err := config.Parse([]byte(yamlText), "test.yaml")
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yamlText)

@@ -6,10 +6,12 @@ import (
 	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/health"
+	"github.com/pgfront/pgfront/internal/observe"
 )
 
 // clusterReporter turns the health monitor's findings into server states of one cluster.
 type clusterReporter struct {
+	metrics *observe.Metrics
 	cluster *cluster.Cluster
 	servers map[string]*cluster.Server // by health target name
 	static  bool                       // tcp checks: roles stay as configured
@@ -27,6 +29,9 @@ func (r *clusterReporter) ReportStatus(target string, st health.Status) {
 	srv := r.servers[target]
 	if srv == nil {
 		return
+	}
+	if !st.LastCheck.IsZero() {
+		r.metrics.ServerChecked(srv, st.CheckDuration)
 	}
 	r.cluster.Modify(srv, func(s *cluster.State) {
 		s.Up = st.Up
@@ -80,7 +85,7 @@ func newMonitor(cc *config.Cluster, cl *cluster.Cluster, a *App) *health.Monitor
 	if h.Check == "none" {
 		return nil
 	}
-	rep := &clusterReporter{cluster: cl, servers: make(map[string]*cluster.Server), static: h.StaticRoles()}
+	rep := &clusterReporter{metrics: a.metrics, cluster: cl, servers: make(map[string]*cluster.Server), static: h.StaticRoles()}
 	var targets []health.Target
 	for i, sc := range cc.Servers {
 		srv := cl.Servers[i]

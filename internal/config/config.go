@@ -161,54 +161,97 @@ func parseSize(s string) (Size, error) {
 
 // Config is a loaded, defaulted and validated configuration file.
 type Config struct {
-	Log Log
+	Log Log `json:"log"`
 	// MaxConn (yaml maxconn) limits client sessions across all routes.
 	// Default 10000; 0 = unlimited.
-	MaxConn int
+	MaxConn int `json:"maxconn"`
 	// MaxQueue (yaml max_queue) limits clients waiting for a slot in all
 	// queues together. Default 1000; 0 = never queue (refuse at once).
-	MaxQueue int
-	Shutdown Shutdown
-	TCP      TCP
+	MaxQueue int      `json:"max_queue"`
+	Shutdown Shutdown `json:"shutdown"`
+	TCP      TCP      `json:"tcp"`
 	// Timeouts are the global defaults; every Route carries its own
 	// resolved copy.
-	Timeouts Timeouts
+	Timeouts Timeouts `json:"timeouts"`
 	// Clusters by name; each Cluster.Name equals its key.
-	Clusters map[string]*Cluster
+	Clusters map[string]*Cluster `json:"clusters"`
 	// Routes by name; each Route.Name equals its key.
-	Routes map[string]*Route
+	Routes map[string]*Route `json:"routes"`
+	// Admin configures the admin listener (metrics, stats page, API).
+	Admin Admin `json:"admin"`
+	// Alerts configures the built-in alerts and the socket-state sample.
+	Alerts Alerts `json:"alerts"`
 	// Path is the file the config was loaded from ("" when parsed from bytes).
-	Path string
+	Path string `json:"path,omitempty"`
 }
 
 // Log configures pgfront's own logging.
 type Log struct {
 	// Format is "text" (default) or "json".
-	Format string
+	Format string `json:"format"`
 	// Level is "debug", "info" (default), "warn" or "error".
-	Level string
+	Level string `json:"level"`
+}
+
+// Admin configures the admin HTTP listener: /metrics, the stats page and the
+// /api/v1 admin API that `pgfront ctl` calls.
+type Admin struct {
+	// Listen is the host:port of the admin listener. Default
+	// 127.0.0.1:9187; "" turns it off. A listen address that is not
+	// loopback requires a token (read or admin).
+	Listen string `json:"listen"`
+	// ReadTokenFile / ReadTokenEnv give the bearer token of the read-only
+	// scope (metrics, stats page data, GET /api/v1/...): a file holding it
+	// or an environment variable. At most one; none = no read token.
+	ReadTokenFile string `json:"read_token_file"`
+	ReadTokenEnv  string `json:"read_token_env"`
+	// AdminTokenFile / AdminTokenEnv give the bearer token of the admin
+	// scope (everything, including kill and server states). At most one.
+	// With no token at all, the (loopback) listener is open to every local
+	// user with admin scope.
+	AdminTokenFile string `json:"admin_token_file"`
+	AdminTokenEnv  string `json:"admin_token_env"`
+}
+
+// Alerts are the built-in alerts' thresholds; 0 turns an alert off. A
+// crossing logs a warning once per episode (and once when it clears) and
+// sets pgfront_alert_active{alert=...}.
+type Alerts struct {
+	// SampleInterval is how often the kernel's TCP states of pgfront's
+	// sockets are sampled and every alert checked. Default 5s; > 0.
+	SampleInterval Duration `json:"sample_interval"`
+	// CloseWait: pgfront's sockets in CLOSE_WAIT (both sides). Default 50.
+	CloseWait int `json:"close_wait"`
+	// FinWait2: pgfront's sockets in FIN_WAIT2 (both sides). Default 50.
+	FinWait2 int `json:"fin_wait2"`
+	// HalfClosedAge: age of the oldest half-closed session. Default 30s.
+	HalfClosedAge Duration `json:"half_closed_age"`
+	// Queue: clients waiting for a slot or a server. Default 100.
+	Queue int `json:"queue"`
+	// FDUsage: open descriptors / the open-files limit, 0..1. Default 0.8.
+	FDUsage float64 `json:"fd_usage"`
 }
 
 // Shutdown configures SIGTERM handling.
 type Shutdown struct {
 	// Grace is how long sessions get to reach an idle point before they are
 	// cut. Default 30s; 0 = cut at once.
-	Grace Duration
+	Grace Duration `json:"grace"`
 }
 
 // TCP holds socket options applied to both client and server sockets.
 type TCP struct {
 	// KeepaliveIdle is TCP_KEEPIDLE. Default 30s; 0 = keepalive off.
 	// Whole seconds, at most 32767s (the kernel's unit and limit).
-	KeepaliveIdle Duration
+	KeepaliveIdle Duration `json:"keepalive_idle"`
 	// KeepaliveInterval is TCP_KEEPINTVL. Default 10s; must be > 0 when
 	// keepalive is on. Whole seconds, at most 32767s.
-	KeepaliveInterval Duration
+	KeepaliveInterval Duration `json:"keepalive_interval"`
 	// KeepaliveCount is TCP_KEEPCNT. Default 3; 1..127 when keepalive is on,
 	// 0 only when it is off.
-	KeepaliveCount int
+	KeepaliveCount int `json:"keepalive_count"`
 	// UserTimeout is TCP_USER_TIMEOUT. Default 60s; 0 = kernel default (off).
-	UserTimeout Duration
+	UserTimeout Duration `json:"user_timeout"`
 }
 
 // Timeouts bound every state of a session. The global set gives the
@@ -216,28 +259,28 @@ type TCP struct {
 type Timeouts struct {
 	// Startup bounds the first packet and the login, until the server's
 	// first ReadyForQuery. Default 10s; must be > 0.
-	Startup Duration
+	Startup Duration `json:"startup"`
 	// Connect bounds each server connection attempt. Default 3s; must be > 0.
-	Connect Duration
+	Connect Duration `json:"connect"`
 	// Queue is the longest wait for a slot under maxconn. Default 5s;
 	// 0 = refuse at once.
-	Queue Duration
+	Queue Duration `json:"queue"`
 	// ClientIdle bounds client silence while no transaction is open.
 	// Default 1h; 0 = off.
-	ClientIdle Duration
+	ClientIdle Duration `json:"client_idle"`
 	// IdleInTransaction bounds client silence inside an open transaction.
 	// Default 10m; 0 = off.
-	IdleInTransaction Duration
+	IdleInTransaction Duration `json:"idle_in_transaction"`
 	// ServerIdle bounds server silence while a query runs. Default 0 = off
 	// (long queries are legal).
-	ServerIdle Duration
+	ServerIdle Duration `json:"server_idle"`
 	// ClientFin is how long the client gets to close after the server has
 	// closed. Default 5s; 0 = off (lint warns: the half-close trap).
-	ClientFin Duration
+	ClientFin Duration `json:"client_fin"`
 	// ServerFin is how long the server gets to close after the client has
 	// closed (on_client_fin forward, or after Terminate). Default 5s;
 	// 0 = off (lint warns).
-	ServerFin Duration
+	ServerFin Duration `json:"server_fin"`
 }
 
 // timeoutField names one Timeouts field by its YAML key.
@@ -264,15 +307,15 @@ func (t *Timeouts) fields() []timeoutField {
 // Cluster is a named set of PostgreSQL servers and how their health and
 // roles are learned.
 type Cluster struct {
-	Name string
+	Name string `json:"-"`
 	// Servers in file order; at least one.
-	Servers []*Server
+	Servers []*Server `json:"servers"`
 	// OnMarkedDown is what happens to a route's sessions on a server that
 	// leaves the route's role (down, demoted, lagging, maintenance):
 	// "shutdown_sessions" (default: end them with a clean error) or "keep".
-	OnMarkedDown string
+	OnMarkedDown string `json:"on_marked_down"`
 	// Health configures the checks of this cluster's servers.
-	Health Health
+	Health Health `json:"health"`
 }
 
 // Health configures one cluster's health checks.
@@ -281,35 +324,35 @@ type Health struct {
 	// lag), "patroni" (Patroni REST API of each node), "tcp" (connect only;
 	// static roles) or "none" (static roles; a server is used while it
 	// accepts connections). With tcp and none every server needs a Role.
-	Check string
+	Check string `json:"check"`
 	// Interval is the time between checks of one server. Default 2s; > 0.
-	Interval Duration
+	Interval Duration `json:"interval"`
 	// FastInterval replaces Interval while a server is changing state
 	// (between its first and its rise-th/fall-th result). Default 500ms;
 	// > 0 and <= Interval.
-	FastInterval Duration
+	FastInterval Duration `json:"fast_interval"`
 	// Timeout bounds one check. Default 1s; > 0 and < Interval.
-	Timeout Duration
+	Timeout Duration `json:"timeout"`
 	// Rise is the consecutive successes that mark a server up. Default 2; 1..100.
-	Rise int
+	Rise int `json:"rise"`
 	// Fall is the consecutive failures that mark a server down. Default 2; 1..100.
-	Fall int
+	Fall int `json:"fall"`
 	// Jitter spreads checks by up to this fraction of Interval, so servers
 	// are not all checked at once. Default 0.1; 0..0.5.
-	Jitter float64
+	Jitter float64 `json:"jitter"`
 	// User is the login user of the postgres check. Default "postgres".
-	User string
+	User string `json:"user"`
 	// Database is the database of the postgres check. Default "postgres".
-	Database string
+	Database string `json:"database"`
 	// PasswordFile, PasswordEnv and Password are the postgres check's
 	// password sources: a file holding it, an environment variable, or the
 	// password itself (lint warns; Redacted hides it). At most one is set;
 	// none ("") = no password (trust, peer, cert).
-	PasswordFile string
-	PasswordEnv  string
-	Password     string
+	PasswordFile string `json:"password_file"`
+	PasswordEnv  string `json:"password_env"`
+	Password     string `json:"password"`
 	// PatroniScheme is "http" (default) or "https", for the patroni check.
-	PatroniScheme string
+	PatroniScheme string `json:"patroni_scheme"`
 }
 
 // StaticRoles reports whether servers keep the roles the file gives them
@@ -319,65 +362,65 @@ func (h Health) StaticRoles() bool { return h.Check == "tcp" || h.Check == "none
 // Server is one PostgreSQL endpoint of a cluster.
 type Server struct {
 	// Name is required and unique within its cluster.
-	Name string
+	Name string `json:"name"`
 	// Address is host:port.
-	Address string
+	Address string `json:"address"`
 	// Role is "primary" or "replica". Required when the cluster's roles are
 	// static (health.check tcp or none); with postgres and patroni checks
 	// the role is learned, and a Role given anyway is only the initial
 	// guess. "" = not given.
-	Role string
+	Role string `json:"role"`
 	// MaxConn limits sessions on this server. Default 0 = unlimited.
-	MaxConn int
+	MaxConn int `json:"maxconn"`
 	// Weight is the roundrobin weight. Default 1; 0 = never chosen.
-	Weight int
+	Weight int `json:"weight"`
 	// Patroni is the host:port of this node's Patroni REST API. Required
 	// when health.check is patroni; "" otherwise.
-	Patroni string
+	Patroni string `json:"patroni"`
 }
 
 // Route is a listener serving one role of one cluster.
 type Route struct {
-	Name string
+	Name string `json:"-"`
 	// Listen is the host:port to listen on (port 0 picks a free port).
-	Listen string
+	Listen string `json:"listen"`
 	// Cluster names an entry of Config.Clusters.
-	Cluster string
+	Cluster string `json:"cluster"`
 	// Role is "primary", "replica" or "any".
-	Role string
+	Role string `json:"role"`
 	// Balance is "first", "roundrobin" or "leastconn". Default first for
 	// role primary, roundrobin otherwise.
-	Balance string
+	Balance string `json:"balance"`
 	// OnClientFin is "abort" (default: a client FIN without Terminate ends
 	// the session at once) or "forward" (pure TCP half-close, bounded by
 	// server_fin).
-	OnClientFin string
+	OnClientFin string `json:"on_client_fin"`
 	// MaxConn limits sessions on this route. Default 0 = unlimited (the
 	// global maxconn still applies).
-	MaxConn int
+	MaxConn int `json:"maxconn"`
 	// ConnectRetries is how many more servers are tried after a failed
 	// connect. Default 2; 0..10.
-	ConnectRetries int
+	ConnectRetries int `json:"connect_retries"`
 	// Timeouts are fully resolved: the global timeouts with this route's
 	// overrides applied.
-	Timeouts Timeouts
+	Timeouts Timeouts `json:"timeouts"`
 	// MaxLag bounds how far behind a replica may be to serve this route.
 	// Replica routes only; zero = no bound.
-	MaxLag MaxLag
+	MaxLag MaxLag `json:"max_lag"`
 	// Fallback is where a replica route sends clients when no replica
 	// qualifies: "primary" (default) or "none" (refuse). "" on routes of
 	// other roles.
-	Fallback string
+	Fallback string `json:"fallback"`
 }
 
 // MaxLag bounds a replica's replication lag. A replica over either bound
 // leaves the route until it catches up.
 type MaxLag struct {
 	// Bytes bounds the WAL the replica has yet to replay. Default 0 = no bound.
-	Bytes Size
+	Bytes Size `json:"bytes"`
 	// Time bounds how old the last replayed transaction may be. Default
 	// 0 = no bound.
-	Time Duration
+	Time Duration `json:"time"`
 }
 
 // Redacted returns a deep copy of c with every secret (health.password)
@@ -426,10 +469,10 @@ func sortedKeys[V any](m map[string]V) []string {
 // Warning is a lint finding: the config loads, but probably does not do
 // what its author wants.
 type Warning struct {
-	File    string
-	Line    int
-	Path    string
-	Message string
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Path    string `json:"path,omitempty"`
+	Message string `json:"message"`
 }
 
 // String formats w as "FILE:LINE: path: message".
@@ -437,10 +480,10 @@ func (w Warning) String() string { return formatLoc(w.File, w.Line, w.Path, w.Me
 
 // Problem is one reason a config was rejected.
 type Problem struct {
-	File    string
-	Line    int
-	Path    string
-	Message string
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Path    string `json:"path,omitempty"`
+	Message string `json:"message"`
 }
 
 // String formats p as "FILE:LINE: path: message".
@@ -449,7 +492,7 @@ func (p Problem) String() string { return formatLoc(p.File, p.Line, p.Path, p.Me
 // Error is returned by Load and Parse when the config is invalid. It
 // collects every problem found, in file order.
 type Error struct {
-	Problems []Problem
+	Problems []Problem `json:"problems"`
 }
 
 // Error joins the problems, one "FILE:LINE: path: message" per line.

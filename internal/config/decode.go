@@ -215,6 +215,25 @@ func (d *decoder) config(root ast.Node) *Config {
 			})
 		}},
 		{"timeouts", d.timeouts(&c.Timeouts)},
+		{"admin", func(n ast.Node, p string) {
+			d.mapping(n, p, []field{
+				{"listen", d.str(&c.Admin.Listen)},
+				{"read_token_file", d.str(&c.Admin.ReadTokenFile)},
+				{"read_token_env", d.str(&c.Admin.ReadTokenEnv)},
+				{"admin_token_file", d.str(&c.Admin.AdminTokenFile)},
+				{"admin_token_env", d.str(&c.Admin.AdminTokenEnv)},
+			})
+		}},
+		{"alerts", func(n ast.Node, p string) {
+			d.mapping(n, p, []field{
+				{"sample_interval", d.duration(&c.Alerts.SampleInterval)},
+				{"close_wait", d.int(&c.Alerts.CloseWait)},
+				{"fin_wait2", d.int(&c.Alerts.FinWait2)},
+				{"half_closed_age", d.duration(&c.Alerts.HalfClosedAge)},
+				{"queue", d.int(&c.Alerts.Queue)},
+				{"fd_usage", d.float(&c.Alerts.FDUsage)},
+			})
+		}},
 		{"clusters", func(n ast.Node, p string) { c.Clusters = d.clusters(n, p) }},
 		{"routes", func(n ast.Node, p string) { c.Routes = d.routes(n, p) }},
 	})

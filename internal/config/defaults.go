@@ -4,6 +4,10 @@ import "time"
 
 // Default values, as documented on the Config fields and in
 // pgfront.example.yaml.
+// DefaultAdminListen is where the admin listener binds when the file does
+// not say.
+const DefaultAdminListen = "127.0.0.1:9187"
+
 const (
 	defaultMaxConn        = 10000
 	defaultMaxQueue       = 1000
@@ -67,6 +71,15 @@ func applyDefaults(c *Config, isSet func(path string) bool) {
 	dur(&c.TCP.KeepaliveInterval, "tcp.keepalive_interval", 10*time.Second)
 	num(&c.TCP.KeepaliveCount, "tcp.keepalive_count", 3)
 	dur(&c.TCP.UserTimeout, "tcp.user_timeout", 60*time.Second)
+	str(&c.Admin.Listen, "admin.listen", DefaultAdminListen)
+	dur(&c.Alerts.SampleInterval, "alerts.sample_interval", 5*time.Second)
+	num(&c.Alerts.CloseWait, "alerts.close_wait", 50)
+	num(&c.Alerts.FinWait2, "alerts.fin_wait2", 50)
+	dur(&c.Alerts.HalfClosedAge, "alerts.half_closed_age", 30*time.Second)
+	num(&c.Alerts.Queue, "alerts.queue", 100)
+	if !isSet("alerts.fd_usage") {
+		c.Alerts.FDUsage = 0.8
+	}
 
 	def := defaultTimeouts
 	defFields := def.fields()

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"net"
+	"net/netip"
 	"regexp"
 	"sort"
 	"strconv"
@@ -57,6 +58,68 @@ func validate(c *Config, m *meta, ps *problems) {
 	listens := map[string][]listenAddr{} // by port
 	for _, name := range m.inFileOrder("routes", c.RouteNames()) {
 		v.route(c.Routes[name], listens)
+	}
+	v.admin(listens)
+	v.alerts()
+}
+
+// admin checks the admin listener: off loopback it needs a token, and it must not take a
+// route's address.
+func (v *validator) admin(listens map[string][]listenAddr) {
+	a := v.c.Admin
+	v.oneSource("admin", "read token", "read_token_file", a.ReadTokenFile, "read_token_env", a.ReadTokenEnv)
+	v.oneSource("admin", "admin token", "admin_token_file", a.AdminTokenFile, "admin_token_env", a.AdminTokenEnv)
+	if a.Listen == "" {
+		return
+	}
+	host, port, err := splitAddr(a.Listen, true)
+	if err != nil {
+		v.bad("admin.listen", "%v", err)
+		return
+	}
+	tokens := a.ReadTokenFile != "" || a.ReadTokenEnv != "" || a.AdminTokenFile != "" || a.AdminTokenEnv != ""
+	if !tokens && !isLoopback(host) {
+		v.bad("admin.listen", "%s is not a loopback address: set admin.admin_token_file or admin.admin_token_env (and/or a read token) so the admin API is not open to the network", a.Listen)
+	}
+	if port != "0" {
+		for _, other := range listens[port] {
+			if listenClash(host, other.host) {
+				v.bad("admin.listen", "listen address %s is already used by route %q", a.Listen, other.route)
+				break
+			}
+		}
+	}
+}
+
+// isLoopback reports whether a listen host binds loopback only ("localhost" counts).
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// oneSource checks a pair of secret sources (a file and an environment variable): each says
+// something and at most one is set.
+func (v *validator) oneSource(p, what, fileKey, file, envKey, env string) {
+	v.notEmpty(p+"."+fileKey, file)
+	if v.m.isSet(p+"."+envKey) && !envName.MatchString(env) {
+		v.bad(p+"."+envKey, "%q is not an environment variable name (letters, digits and '_', not starting with a digit)", env)
+	}
+	if v.m.isSet(p+"."+fileKey) && v.m.isSet(p+"."+envKey) {
+		v.bad(p+"."+envKey, "%s and %s are both set: give one source of the %s", fileKey, envKey, what)
+	}
+}
+
+func (v *validator) alerts() {
+	a := v.c.Alerts
+	v.positive("alerts.sample_interval", a.SampleInterval)
+	v.nonNegative("alerts.close_wait", a.CloseWait)
+	v.nonNegative("alerts.fin_wait2", a.FinWait2)
+	v.nonNegative("alerts.queue", a.Queue)
+	if !(a.FDUsage >= 0 && a.FDUsage <= 1) {
+		v.bad("alerts.fd_usage", "must be a fraction from 0 to 1 (0 = off), not %g", a.FDUsage)
 	}
 }
 

@@ -61,6 +61,8 @@ type Options struct {
 	// OnConnectFail is told when a connect to srv failed, so its health can be checked at
 	// once rather than at the next interval. May be nil.
 	OnConnectFail func(srv *cluster.Server)
+	// Events is told what sessions do (metrics, admin views). May be nil.
+	Events Events
 }
 
 // Frontend serves every route. Its methods are safe for concurrent use.
@@ -69,6 +71,7 @@ type Frontend struct {
 	log      *slog.Logger
 	registry *cluster.Registry[*session]
 	dialer   *net.Dialer
+	events   Events
 
 	ctx    context.Context // cancelled by Close: ends waits and dials
 	cancel context.CancelFunc
@@ -97,6 +100,9 @@ func New(opts Options) (*Frontend, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.Events == nil {
+		opts.Events = noEvents{}
+	}
 	if opts.Listen == nil {
 		opts.Listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
 	}
@@ -106,6 +112,7 @@ func New(opts Options) (*Frontend, error) {
 		log:        opts.Logger,
 		registry:   cluster.NewRegistry[*session](),
 		dialer:     opts.KeepAlive.Dialer(0),
+		events:     opts.Events,
 		ctx:        ctx,
 		cancel:     cancel,
 		refusalLog: rate.NewLimiter(rate.Every(time.Second), 10),

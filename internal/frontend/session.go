@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/pgfront/pgfront/internal/admission"
@@ -27,8 +28,7 @@ type session struct {
 	client     net.Conn
 	clientAddr string
 	start      time.Time
-	// user and database from the StartupMessage, for the log line; set before the relay.
-	user, database string
+	phase      atomic.Uint32 // a Phase
 
 	ctx    context.Context // ends queue waits and dials when the session is told to stop
 	cancel context.CancelFunc
@@ -39,6 +39,8 @@ type session struct {
 		relay    *relay.Session
 		fallback bool        // a replica route's session placed on the primary
 		stopped  relay.Cause // set by drain/end before relay exists
+		// user and database from the StartupMessage, for the log line and admin views.
+		user, database string
 	}
 }
 
@@ -55,6 +57,7 @@ func (f *Frontend) newSession(r *Route, c net.Conn) *session {
 		cancel:     cancel,
 	}
 	f.registry.Add(s)
+	f.events.SessionAccepted(r.Name)
 	// A session accepted while Shutdown/Close began may have missed their snapshot of the
 	// registry: it stops itself.
 	if c := f.stopping(); c != relay.CauseNone {
@@ -135,8 +138,13 @@ func (s *session) close(o outcome) {
 	s.cancel()
 	_ = s.client.Close()
 	s.f.registry.Remove(s)
-	o.user, o.database = s.user, s.database
+	s.mu.Lock()
+	o.user, o.database = s.mu.user, s.mu.database
+	s.mu.Unlock()
 	s.logEnd(o)
+	s.f.events.SessionEnded(Ended{ID: s.id, Route: s.route.Name, Server: o.server, Client: s.clientAddr,
+		User: o.user, Database: o.database, Cause: o.cause, Refused: o.refused, Started: s.start,
+		Duration: time.Since(s.start)})
 	s.f.sessions.Done()
 }
 
@@ -177,6 +185,16 @@ func (s *session) logEnd(o outcome) {
 	s.f.log.LogAttrs(context.Background(), level, "session ended", attrs...)
 }
 
+// refuseStopped tells a client whose session was stopped before it was relayed (shutdown, or
+// an administrator's kill) why.
+func (s *session) refuseStopped(c relay.Cause, err error) outcome {
+	if c == relay.CauseAdminKill {
+		return s.refuse(c, pgwire.CodeAdminShutdown, "terminating connection due to administrator command",
+			"A pgfront administrator ended this session.", err)
+	}
+	return s.refuse(c, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", err)
+}
+
 // refuse tells the client why in a FATAL ErrorResponse and returns the outcome.
 func (s *session) refuse(cause relay.Cause, code, msg, hint string, err error) outcome {
 	_ = s.client.SetWriteDeadline(time.Now().Add(time.Second))
@@ -196,10 +214,13 @@ func (s *session) run() (o outcome, relaying bool) {
 	if !ok {
 		return o, false
 	}
-	s.user, s.database = pkt.Params["user"], pkt.Params["database"]
-	if s.database == "" {
-		s.database = s.user
+	user, database := pkt.Params["user"], pkt.Params["database"]
+	if database == "" {
+		database = user
 	}
+	s.mu.Lock()
+	s.mu.user, s.mu.database = user, database
+	s.mu.Unlock()
 	pkt.Params = nil // Raw is what is forwarded; an idle session keeps no more than it needs
 	return s.establish(pkt)
 }
@@ -219,7 +240,16 @@ func (s *session) readStartup() (*pgwire.FirstPacket, outcome, bool) {
 		case pgwire.KindStartup:
 			return pkt, outcome{}, true
 		case pgwire.KindCancel:
-			return nil, outcome{cause: relay.CauseCancelRequest, cancelReq: true, err: s.f.forwardCancel(pkt.Cancel)}, false
+			err := s.f.forwardCancel(pkt.Cancel)
+			switch {
+			case err == nil:
+				s.f.events.CancelRequest("forwarded")
+			case errors.Is(err, errUnknownCancelKey):
+				s.f.events.CancelRequest("unknown_key")
+			default:
+				s.f.events.CancelRequest("failed")
+			}
+			return nil, outcome{cause: relay.CauseCancelRequest, cancelReq: true, err: err}, false
 		case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
 			done := &sslDone
 			if pkt.Kind == pgwire.KindGSSENCRequest {
@@ -240,7 +270,7 @@ func (s *session) readStartup() (*pgwire.FirstPacket, outcome, bool) {
 // startupFailed classifies an error reading the first packets.
 func (s *session) startupFailed(err error) outcome {
 	if c := s.stoppedCause(); c != relay.CauseNone {
-		return s.refuse(c, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil)
+		return s.refuseStopped(c, nil)
 	}
 	var pe *pgwire.ProtocolError
 	switch {
@@ -324,6 +354,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	if s.f.opts.OnConnectFail != nil {
 		opts.OnUnavailable = func() { s.f.opts.OnConnectFail(srv) }
 	}
+	opts.Observer = s.f.events.SessionObserver(r.Name, srv)
 	rs := relay.New(s.client, server, opts)
 
 	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
@@ -336,6 +367,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 		s.mu.fallback = fallback
 	}
 	s.mu.Unlock()
+	s.phase.Store(uint32(PhaseRelaying))
 	if stopped != relay.CauseNone {
 		rs.End(stopped) // relay owns both conns now; it tells the client and closes them
 	}
@@ -355,7 +387,7 @@ func (s *session) relayEnded(e *establishing, srv *cluster.Server, res relay.Res
 		s.mu.Unlock()
 		switch {
 		case stopped != relay.CauseNone:
-			o = s.refuse(stopped, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil)
+			o = s.refuseStopped(stopped, nil)
 		default:
 			// The server was a standby, or refused the login, and the client saw nothing:
 			// try another server with the same StartupMessage, on a goroutine of its own.
@@ -461,8 +493,13 @@ func (s *session) admit(p *picker) (*admission.Ticket, time.Duration, outcome, b
 		return t, 0, outcome{}, true
 	}
 	start := time.Now()
+	s.phase.Store(uint32(PhaseQueued))
+	s.f.events.QueueChanged(s.route.Name, 1)
 	t, o, ok := s.wait(p, fixed)
-	return t, time.Since(start), o, ok
+	waited := time.Since(start)
+	s.f.events.QueueChanged(s.route.Name, -1)
+	s.f.events.QueueWaited(s.route.Name, waited)
+	return t, waited, o, ok
 }
 
 // errNoServer means no server of the route's role appeared within timeouts.queue.
@@ -511,7 +548,7 @@ func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, 
 	}
 	switch {
 	case s.stoppedCause() != relay.CauseNone:
-		return nil, s.refuse(s.stoppedCause(), pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", nil), false
+		return nil, s.refuseStopped(s.stoppedCause(), nil), false
 	case watch.gone():
 		return nil, outcome{cause: relay.CauseClientEOF, err: errors.New("client left the queue")}, false
 	case errors.Is(err, errNoServer), errors.Is(err, admission.ErrNoCandidates):
@@ -544,10 +581,12 @@ func (s *session) connect(p *picker, t *admission.Ticket) (*cluster.Server, net.
 		if srv == nil {
 			break
 		}
+		s.phase.Store(uint32(PhaseConnecting))
 		ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
 		c, err := s.f.dialer.DialContext(ctx, "tcp", srv.Addr)
 		cancel()
 		if err == nil {
+			s.f.events.ServerConn(r.Name, srv, c)
 			return srv, c, outcome{}, true
 		}
 		lastErr = fmt.Errorf("connecting to server %s (%s): %w", srv.Name, srv.Addr, err)
@@ -567,7 +606,7 @@ func (s *session) connect(p *picker, t *admission.Ticket) (*cluster.Server, net.
 		}
 	}
 	if c := s.stoppedCause(); c != relay.CauseNone {
-		return nil, nil, s.refuse(c, pgwire.CodeAdminShutdown, "terminating connection because pgfront is shutting down", "", lastErr), false
+		return nil, nil, s.refuseStopped(c, lastErr), false
 	}
 	return nil, nil, s.refuse(relay.CauseConnectFailed, pgwire.CodeConnectionFailure,
 		fmt.Sprintf("could not connect to a server for route %q", r.Name),

@@ -69,6 +69,22 @@ type Options struct {
 	// idle session holds no goroutine (see Parker).
 	Parker    *Parker
 	ParkAfter time.Duration
+
+	// Observer, if set, is told about bytes, queries and transactions (metrics).
+	Observer Observer
+}
+
+// Observer is told what a session relays, for metrics. Its methods are called from the
+// copiers, outside the session's lock: they must be cheap and safe for concurrent use.
+type Observer interface {
+	// Relayed is called per chunk relayed: n bytes from the client (toServer) or the server.
+	Relayed(toServer bool, n int)
+	// QueryDone is called per ReadyForQuery after the login, with the time since the message
+	// that started the query (for pipelined queries: since the previous ReadyForQuery).
+	QueryDone(d time.Duration)
+	// TransactionDone is called when a ReadyForQuery reports the session idle ('I'), with the
+	// time since the first query after the previous idle point.
+	TransactionDone(d time.Duration)
 }
 
 // Result is how a session ended.
@@ -127,6 +143,12 @@ type Session struct {
 		aborting   bool // end cancelled a running query: finish drains the server first
 		terminated bool // client sent Terminate
 		finArmed   bool // a FIN deadline runs on the server read side
+
+		// For State and the Observer: when the running query and transaction began, when
+		// the session last went idle (zero while busy), when one side sent FIN (zero: none).
+		queryStart, txStart time.Time
+		idleSince           time.Time
+		halfClosedSince     time.Time
 
 		// Parking (see Parker): idleUntil is when the idle bound ends (zero: none).
 		idleUntil time.Time
@@ -291,19 +313,33 @@ type State struct {
 	Login    bool
 	Key      pgwire.CancelKey
 	HaveKey  bool
+	Parked   bool // idle, held by the Parker without goroutines
+	// IdleSince is when the session last became idle (zero while busy or in login).
+	IdleSince time.Time
+	// HalfClosedSince is when one side's FIN left the session half-closed, waiting for the
+	// other side within client_fin or server_fin (zero: not half-closed).
+	HalfClosedSince time.Time
+	Ending          bool // a cause is set; the session is closing
 }
 
 // State returns a snapshot of the session's protocol state.
 func (s *Session) State() State {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return State{
-		TxStatus: s.mu.txStatus,
-		Busy:     !s.idleLocked() && !s.mu.login,
-		Login:    s.mu.login,
-		Key:      s.mu.key,
-		HaveKey:  s.mu.haveKey,
+	st := State{
+		TxStatus:        s.mu.txStatus,
+		Busy:            !s.idleLocked() && !s.mu.login,
+		Login:           s.mu.login,
+		Key:             s.mu.key,
+		HaveKey:         s.mu.haveKey,
+		Parked:          s.mu.parked,
+		HalfClosedSince: s.mu.halfClosedSince,
+		Ending:          s.mu.cause != CauseNone,
 	}
+	if !st.Busy && !st.Login {
+		st.IdleSince = s.mu.idleSince
+	}
+	return st
 }
 
 // Bytes returns the bytes relayed so far from the client and from the server.
@@ -493,6 +529,13 @@ func (s *Session) relayFromClient(h *frontendHandler, p []byte) bool {
 	s.mu.sent += h.syncPoints
 	if wasIdle && !s.mu.login {
 		if h.syncPoints > 0 {
+			if s.opts.Observer != nil {
+				now := time.Now()
+				s.mu.queryStart = now
+				if s.mu.txStatus == 'I' {
+					s.mu.txStart = now
+				}
+			}
 			// A query starts: no idle bound on the client while the server works.
 			_ = s.client.SetReadDeadline(time.Time{})
 			if s.opts.ServerIdle > 0 {
@@ -507,6 +550,9 @@ func (s *Session) relayFromClient(h *frontendHandler, p []byte) bool {
 	s.mu.Unlock()
 
 	s.fromClient.Add(int64(len(p)))
+	if s.opts.Observer != nil {
+		s.opts.Observer.Relayed(true, len(p))
+	}
 	if _, err := s.server.Write(p); err != nil {
 		s.serverFailed(err)
 		return false
@@ -535,6 +581,7 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 				_ = hc.CloseWrite()
 			}
 			s.mu.finArmed = true
+			s.mu.halfClosedSince = time.Now()
 			if s.opts.ServerFin > 0 {
 				_ = s.server.SetReadDeadline(time.Now().Add(s.opts.ServerFin))
 			} else {
@@ -649,6 +696,9 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 		return false
 	}
 	s.fromServer.Add(int64(len(p)))
+	if s.opts.Observer != nil {
+		s.opts.Observer.Relayed(false, len(p))
+	}
 	s.clientAtBoundary = false
 	if _, err := s.client.Write(p); err != nil {
 		s.mu.Lock()
@@ -716,6 +766,7 @@ func (s *Session) serverReadFailed(err error) {
 		if hc, ok := s.client.(halfCloser); ok {
 			_ = hc.CloseWrite()
 		}
+		s.mu.halfClosedSince = time.Now()
 		if s.opts.ClientFin > 0 {
 			_ = s.client.SetReadDeadline(time.Now().Add(s.opts.ClientFin))
 		} else {
@@ -817,8 +868,30 @@ func isHotStandby(body []byte) bool {
 // readyForQuery updates the transaction state and, when the session turns idle, arms the
 // client-side idle deadline that fits the transaction status.
 func (s *Session) readyForQuery(h *backendHandler, status byte) {
+	var query, tx time.Duration
+	txDone := false
 	s.mu.Lock()
-	defer s.mu.Unlock()
+	login := s.mu.login
+	if s.opts.Observer != nil && !login {
+		now := time.Now()
+		query = now.Sub(s.mu.queryStart)
+		s.mu.queryStart = now // a pipelined query behind it is timed from here
+		if txDone = status == 'I'; txDone {
+			tx = now.Sub(s.mu.txStart)
+			s.mu.txStart = now
+		}
+	}
+	s.readyForQueryLocked(h, status)
+	s.mu.Unlock()
+	if s.opts.Observer != nil && !login {
+		s.opts.Observer.QueryDone(query)
+		if txDone {
+			s.opts.Observer.TransactionDone(tx)
+		}
+	}
+}
+
+func (s *Session) readyForQueryLocked(h *backendHandler, status byte) {
 	s.mu.txStatus = status
 	s.mu.received++
 	if s.mu.received > s.mu.sent {
@@ -850,6 +923,7 @@ func (s *Session) armClientIdleLocked() {
 		limit = s.opts.IdleInTransaction
 	}
 	now := time.Now()
+	s.mu.idleSince = now
 	s.mu.idleUntil = time.Time{}
 	if limit > 0 {
 		s.mu.idleUntil = now.Add(limit)

@@ -1,0 +1,328 @@
+package app
+
+import (
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pgfront/pgfront/internal/admin"
+	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/frontend"
+	"github.com/pgfront/pgfront/internal/observe"
+	"github.com/pgfront/pgfront/internal/sockmon"
+)
+
+// newObservers builds the metrics registry, the socket-state monitor and the metrics.
+func (a *App) newObservers(clusters []*cluster.Cluster) {
+	a.registry = prometheus.NewRegistry()
+	a.sockets = sockmon.New(sockmon.Options{})
+	var routes []observe.Route
+	for _, name := range a.cfg.RouteNames() {
+		rc := a.cfg.Routes[name]
+		routes = append(routes, observe.Route{Name: name, Cluster: a.clusters[rc.Cluster], MaxConn: rc.MaxConn})
+	}
+	al := a.cfg.Alerts
+	a.metrics = observe.New(observe.Options{
+		Registerer: a.registry,
+		Routes:     routes,
+		Clusters:   clusters,
+		MaxConn:    a.cfg.MaxConn,
+		Sockets:    a.sockets,
+		Interval:   al.SampleInterval.D(),
+		Alerts: observe.Thresholds{
+			CloseWait:     al.CloseWait,
+			FinWait2:      al.FinWait2,
+			HalfClosedAge: al.HalfClosedAge.D(),
+			Queue:         al.Queue,
+			FDUsage:       al.FDUsage,
+		},
+		Logger: a.log,
+	})
+}
+
+// newAdmin builds the admin listener (not bound yet), reading its tokens now so a missing
+// token file stops the start with a clear error.
+func (a *App) newAdmin() error {
+	ac := a.cfg.Admin
+	if ac.Listen == "" {
+		return nil
+	}
+	read, err := readToken("admin.read_token", ac.ReadTokenFile, ac.ReadTokenEnv)
+	if err != nil {
+		return err
+	}
+	adminTok, err := readToken("admin.admin_token", ac.AdminTokenFile, ac.AdminTokenEnv)
+	if err != nil {
+		return err
+	}
+	srv, err := admin.New(admin.Options{
+		Listen:     ac.Listen,
+		ReadToken:  read,
+		AdminToken: adminTok,
+		Backend:    &adminBackend{a: a},
+		Gatherer:   a.registry,
+		Logger:     a.log,
+	})
+	if err != nil {
+		return fmt.Errorf("admin listener: %w", err)
+	}
+	a.admin = srv
+	return nil
+}
+
+// readToken reads a bearer token from a file or an environment variable (nil when neither
+// is set); surrounding white space is not part of it.
+func readToken(what, file, env string) ([]byte, error) {
+	var raw string
+	switch {
+	case file != "":
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return nil, fmt.Errorf("%s_file: %w", what, err)
+		}
+		raw = string(b)
+	case env != "":
+		v, ok := os.LookupEnv(env)
+		if !ok {
+			return nil, fmt.Errorf("%s_env: environment variable %s is not set", what, env)
+		}
+		raw = v
+	default:
+		return nil, nil
+	}
+	tok := strings.TrimSpace(raw)
+	if tok == "" {
+		return nil, fmt.Errorf("%s: the token is empty", what)
+	}
+	return []byte(tok), nil
+}
+
+func (a *App) tokenSummary() string {
+	ac := a.cfg.Admin
+	var scopes []string
+	if ac.ReadTokenFile != "" || ac.ReadTokenEnv != "" {
+		scopes = append(scopes, "read")
+	}
+	if ac.AdminTokenFile != "" || ac.AdminTokenEnv != "" {
+		scopes = append(scopes, "admin")
+	}
+	if len(scopes) == 0 {
+		return "none (loopback only)"
+	}
+	return strings.Join(scopes, ",")
+}
+
+// adminBackend serves the admin API from the running App.
+type adminBackend struct{ a *App }
+
+var _ admin.Backend = (*adminBackend)(nil)
+
+// Limits on what one overview carries, so the stats page stays light with 10,000 sessions.
+const (
+	overviewSessions = 200
+)
+
+func (b *adminBackend) Overview() admin.Overview {
+	a := b.a
+	now := time.Now()
+	infos := a.frontend.SessionInfos(nil)
+	slices.SortFunc(infos, func(x, y frontend.SessionInfo) int { return y.Started.Compare(x.Started) })
+	ov := admin.Overview{
+		Now:          now,
+		Started:      a.started,
+		SessionsOpen: len(infos),
+		MaxConn:      a.cfg.MaxConn,
+		Routes:       b.routes(infos),
+		Servers:      b.Servers(),
+		Sockets:      b.sockets(infos, now),
+		Alerts:       b.Alerts(),
+	}
+	for _, r := range ov.Routes {
+		ov.Queued += r.Queued
+	}
+	for _, in := range infos[:min(len(infos), overviewSessions)] {
+		ov.LiveSessions = append(ov.LiveSessions, sessionView(in, now))
+	}
+	recent, byCause := a.metrics.Recent()
+	for _, e := range recent {
+		ov.Recent = append(ov.Recent, admin.EndedSession{
+			ID: e.ID, Route: e.Route, Server: serverName(e.Server), Client: e.Client, User: e.User,
+			Database: e.Database, Cause: e.Cause.String(), Ended: e.Started.Add(e.Duration),
+			DurationSeconds: e.Duration.Seconds(),
+		})
+	}
+	ov.EndedByCause = byCause
+	return ov
+}
+
+func (b *adminBackend) Routes() []admin.Route { return b.routes(b.a.frontend.SessionInfos(nil)) }
+
+func (b *adminBackend) routes(infos []frontend.SessionInfo) []admin.Route {
+	a := b.a
+	open := make(map[string]int)
+	for _, in := range infos {
+		open[in.Route]++
+	}
+	var out []admin.Route
+	for _, name := range a.cfg.RouteNames() {
+		rc := a.cfg.Routes[name]
+		listen := rc.Listen
+		if addr := a.frontend.Addr(name); addr != nil {
+			listen = addr.String()
+		}
+		out = append(out, admin.Route{
+			Name: name, Listen: listen, Cluster: rc.Cluster, Role: rc.Role, Balance: rc.Balance,
+			Sessions: open[name], MaxConn: rc.MaxConn, Queued: a.metrics.RouteQueued(name),
+			Total: a.metrics.RouteTotal(name),
+		})
+	}
+	return out
+}
+
+func (b *adminBackend) Servers() []admin.Server {
+	a := b.a
+	var out []admin.Server
+	for _, name := range a.cfg.ClusterNames() {
+		cc := a.cfg.Clusters[name]
+		for i, srv := range a.clusters[name].Servers {
+			st := srv.State()
+			out = append(out, admin.Server{
+				Cluster: srv.Cluster, Name: srv.Name, Address: srv.Addr, Role: st.Role.String(), Up: st.Up,
+				Admin: st.Admin.String(), Fenced: st.Fenced, LagBytes: st.LagBytes, LagSeconds: st.LagSeconds,
+				Sessions: srv.Active(), MaxConn: cc.Servers[i].MaxConn, LastCheck: st.LastCheck,
+				CheckMillis: float64(st.CheckDuration.Microseconds()) / 1000, LastError: st.LastErr,
+			})
+		}
+	}
+	return out
+}
+
+func (b *adminBackend) Sessions() []admin.Session {
+	now := time.Now()
+	infos := b.a.frontend.SessionInfos(nil)
+	slices.SortFunc(infos, func(x, y frontend.SessionInfo) int { return x.Started.Compare(y.Started) })
+	out := make([]admin.Session, 0, len(infos))
+	for _, in := range infos {
+		out = append(out, sessionView(in, now))
+	}
+	return out
+}
+
+func (b *adminBackend) Sockets() admin.Sockets {
+	return b.sockets(b.a.frontend.SessionInfos(nil), time.Now())
+}
+
+func (b *adminBackend) sockets(infos []frontend.SessionInfo, now time.Time) admin.Sockets {
+	sample, err := b.a.metrics.Sockets()
+	out := admin.Sockets{SampledAt: sample.At, Source: sample.Source, SampleMillis: float64(sample.Took.Microseconds()) / 1000}
+	if err != nil {
+		out.Error = err.Error()
+	}
+	for k, n := range sample.Counts {
+		out.Counts = append(out.Counts, admin.SocketCount{Route: k.Route, Side: k.Side.String(), Cluster: k.Cluster,
+			Server: k.Server, State: k.State.String(), Count: n})
+	}
+	slices.SortFunc(out.Counts, func(x, y admin.SocketCount) int {
+		return strings.Compare(x.Route+"\x00"+x.Side+"\x00"+x.Cluster+"\x00"+x.Server+"\x00"+x.State,
+			y.Route+"\x00"+y.Side+"\x00"+y.Cluster+"\x00"+y.Server+"\x00"+y.State)
+	})
+	for _, in := range infos {
+		if hc := in.Relay.HalfClosedSince; in.Phase == frontend.PhaseRelaying && !hc.IsZero() {
+			out.HalfClosed++
+			out.OldestHalfClosedSeconds = max(out.OldestHalfClosedSeconds, now.Sub(hc).Seconds())
+		}
+	}
+	return out
+}
+
+func (b *adminBackend) Alerts() []admin.Alert {
+	var out []admin.Alert
+	for _, st := range b.a.metrics.Alerts() {
+		out = append(out, admin.Alert{Name: st.Name, Active: st.Active, Since: st.Since, Value: st.Value,
+			Threshold: st.Threshold, Message: st.Message})
+	}
+	return out
+}
+
+func (b *adminBackend) Config() any { return b.a.cfg.Redacted() }
+
+func (b *adminBackend) KillSession(id uint64, who string) error {
+	if !b.a.frontend.Kill(id) {
+		return fmt.Errorf("session %d: %w", id, admin.ErrNotFound)
+	}
+	return nil
+}
+
+func (b *adminBackend) SetServerState(clusterName, server, state, who string) error {
+	var ad cluster.Admin
+	switch state {
+	case "ready":
+		ad = cluster.AdminReady
+	case "drain":
+		ad = cluster.AdminDrain
+	case "maint":
+		ad = cluster.AdminMaint
+	default:
+		return admin.ErrBadState
+	}
+	cl := b.a.clusters[clusterName]
+	if cl == nil {
+		return fmt.Errorf("cluster %q: %w", clusterName, admin.ErrNotFound)
+	}
+	for _, srv := range cl.Servers {
+		if srv.Name == server {
+			cl.Modify(srv, func(st *cluster.State) { st.Admin = ad })
+			return nil
+		}
+	}
+	return fmt.Errorf("server %q of cluster %q: %w", server, clusterName, admin.ErrNotFound)
+}
+
+func serverName(srv *cluster.Server) string {
+	if srv == nil {
+		return ""
+	}
+	return srv.Cluster + "/" + srv.Name
+}
+
+// sessionView turns a frontend snapshot into the API's session.
+func sessionView(in frontend.SessionInfo, now time.Time) admin.Session {
+	s := admin.Session{
+		ID: in.ID, Route: in.Route, Client: in.Client, Server: serverName(in.Server), User: in.User,
+		Database: in.Database, State: in.Phase.String(), Started: in.Started,
+		AgeSeconds: now.Sub(in.Started).Seconds(), BytesFromClient: in.FromClient, BytesFromServer: in.FromServ,
+	}
+	if in.Phase != frontend.PhaseRelaying {
+		return s
+	}
+	st := in.Relay
+	s.Parked = st.Parked
+	if !st.Login {
+		s.TxStatus = string(st.TxStatus)
+	}
+	if !st.IdleSince.IsZero() {
+		s.IdleSeconds = now.Sub(st.IdleSince).Seconds()
+	}
+	if !st.HalfClosedSince.IsZero() {
+		s.HalfClosedSeconds = now.Sub(st.HalfClosedSince).Seconds()
+	}
+	switch {
+	case st.Login:
+		s.State = "login"
+	case !st.HalfClosedSince.IsZero():
+		s.State = "half_closed"
+	case st.Busy:
+		s.State = "active"
+	case st.TxStatus == 'T':
+		s.State = "idle_in_transaction"
+	case st.TxStatus == 'E':
+		s.State = "idle_in_failed_transaction"
+	default:
+		s.State = "idle"
+	}
+	return s
+}

@@ -1,0 +1,126 @@
+package frontend
+
+import (
+	"net"
+	"time"
+
+	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/relay"
+)
+
+// Events is told what sessions do, for metrics and the admin views. Its methods are called
+// from many session goroutines at once and must be cheap; nil Options.Events means none.
+type Events interface {
+	// SessionAccepted is called once per accepted connection.
+	SessionAccepted(route string)
+	// SessionEnded is called once per accepted connection, when it is closed.
+	SessionEnded(e Ended)
+	// QueueChanged is called with +1 when a client starts waiting (for a slot or for a
+	// server) and -1 when it stops.
+	QueueChanged(route string, delta int)
+	// QueueWaited is called with how long a client waited, admitted or not.
+	QueueWaited(route string, d time.Duration)
+	// CancelRequest is called per CancelRequest received: "forwarded", "unknown_key" or
+	// "failed".
+	CancelRequest(result string)
+	// SessionObserver returns the relay observer for a session of route on srv (may be nil).
+	SessionObserver(route string, srv *cluster.Server) relay.Observer
+	// ServerConn is called with each server connection pgfront dialled for a session of route.
+	ServerConn(route string, srv *cluster.Server, c net.Conn)
+}
+
+// Ended describes a closed session.
+type Ended struct {
+	ID       uint64
+	Route    string
+	Server   *cluster.Server // nil if it never reached one
+	Client   string
+	User     string
+	Database string
+	Cause    relay.Cause
+	Refused  bool // refused before relaying (pgfront told the client why)
+	Started  time.Time
+	Duration time.Duration
+}
+
+// noEvents is the Events used when Options.Events is nil.
+type noEvents struct{}
+
+func (noEvents) SessionAccepted(string)                                 {}
+func (noEvents) SessionEnded(Ended)                                     {}
+func (noEvents) QueueChanged(string, int)                               {}
+func (noEvents) QueueWaited(string, time.Duration)                      {}
+func (noEvents) CancelRequest(string)                                   {}
+func (noEvents) SessionObserver(string, *cluster.Server) relay.Observer { return nil }
+func (noEvents) ServerConn(string, *cluster.Server, net.Conn)           {}
+
+// Phase is where a session is in its life.
+type Phase uint32
+
+// Session phases before and during the relay.
+const (
+	PhaseStartup    Phase = iota // reading the first packets
+	PhaseQueued                  // waiting for a maxconn slot or an eligible server
+	PhaseConnecting              // dialling a server
+	PhaseRelaying                // relayed (see SessionInfo.Relay for what it is doing)
+)
+
+func (p Phase) String() string {
+	switch p {
+	case PhaseQueued:
+		return "queued"
+	case PhaseConnecting:
+		return "connecting"
+	case PhaseRelaying:
+		return "relaying"
+	}
+	return "startup"
+}
+
+// SessionInfo is a snapshot of one open session, for the admin views and metrics.
+type SessionInfo struct {
+	ID                   uint64
+	Route                string
+	Client               string
+	User, Database       string
+	Started              time.Time
+	Phase                Phase
+	Server               *cluster.Server // nil before one is chosen
+	Relay                relay.State     // valid in PhaseRelaying
+	FromClient, FromServ int64
+}
+
+// SessionInfos appends a snapshot of every open session to dst, in no particular order.
+func (f *Frontend) SessionInfos(dst []SessionInfo) []SessionInfo {
+	for _, s := range f.registry.Snapshot() {
+		dst = append(dst, s.info())
+	}
+	return dst
+}
+
+func (s *session) info() SessionInfo {
+	in := SessionInfo{ID: s.id, Route: s.route.Name, Client: s.clientAddr, Started: s.start,
+		Phase: Phase(s.phase.Load())}
+	s.mu.Lock()
+	in.User, in.Database = s.mu.user, s.mu.database
+	srv, rs := s.mu.server, s.mu.relay
+	s.mu.Unlock()
+	in.Server = srv
+	if rs != nil {
+		in.Relay = rs.State()
+		in.FromClient, in.FromServ = rs.Bytes()
+	}
+	return in
+}
+
+// Kill ends session id now with FATAL 57P01 (an administrator ended it); false if there is no
+// such session.
+func (f *Frontend) Kill(id uint64) bool {
+	for _, s := range f.registry.Snapshot() {
+		if s.id == id {
+			s.end(relay.CauseAdminKill)
+			return true
+		}
+	}
+	return false
+}

@@ -1,0 +1,160 @@
+package observe
+
+import (
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/frontend"
+	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/sockmon"
+)
+
+// pullCollector computes, at scrape time, the gauges that describe the present: sessions by
+// route and state, servers, the latest socket sample, alert thresholds.
+type pullCollector struct {
+	m *Metrics
+}
+
+var pullFamilies = []*Family{
+	famRouteSessions, famRouteMaxConn, famMaxConn, famParked, famIdleInTx, famHalfClosed, famHalfClosedAge,
+	famServerSessions, famServerUp, famServerRole, famServerAdmin, famServerFenced, famServerLagBytes,
+	famServerLagSecs, famServerLastCheck, famSockets, famSampleDuration, famSampleTime, famAlertThreshold,
+}
+
+var pullDescs = func() map[*Family]*prometheus.Desc {
+	out := make(map[*Family]*prometheus.Desc, len(pullFamilies))
+	for _, f := range pullFamilies {
+		out[f] = f.desc()
+	}
+	return out
+}()
+
+func (c *pullCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range pullDescs {
+		ch <- d
+	}
+}
+
+func (c *pullCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.m
+	gauge := func(f *Family, v float64, labels ...string) {
+		ch <- prometheus.MustNewConstMetric(pullDescs[f], prometheus.GaugeValue, v, labels...)
+	}
+	gauge(famMaxConn, float64(m.opts.MaxConn))
+	for _, a := range m.alerts.list {
+		gauge(famAlertThreshold, a.threshold, a.name)
+	}
+
+	if sum, parked, ok := m.summarize(time.Now()); ok {
+		gauge(famParked, float64(parked))
+		for _, r := range m.opts.Routes {
+			rs := sum[r.Name]
+			gauge(famRouteSessions, float64(rs.sessions), r.Name)
+			gauge(famRouteMaxConn, float64(r.MaxConn), r.Name)
+			gauge(famIdleInTx, float64(rs.idleInTx), r.Name)
+			gauge(famHalfClosed, float64(rs.halfClosed), r.Name)
+			gauge(famHalfClosedAge, rs.oldestHalfClosed.Seconds(), r.Name)
+		}
+	}
+
+	for _, cl := range m.opts.Clusters {
+		for _, srv := range cl.Servers {
+			st := srv.State()
+			cn, sn := srv.Cluster, srv.Name
+			gauge(famServerSessions, float64(srv.Active()), cn, sn)
+			gauge(famServerUp, boolValue(st.Up), cn, sn)
+			for _, role := range []cluster.Role{cluster.RolePrimary, cluster.RoleReplica, cluster.RoleUnknown} {
+				gauge(famServerRole, boolValue(st.Role == role), cn, sn, role.String())
+			}
+			for _, a := range []cluster.Admin{cluster.AdminReady, cluster.AdminDrain, cluster.AdminMaint} {
+				gauge(famServerAdmin, boolValue(st.Admin == a), cn, sn, a.String())
+			}
+			gauge(famServerFenced, boolValue(st.Fenced), cn, sn)
+			if st.LagBytes >= 0 {
+				gauge(famServerLagBytes, float64(st.LagBytes), cn, sn)
+			}
+			if st.LagSeconds >= 0 {
+				gauge(famServerLagSecs, st.LagSeconds, cn, sn)
+			}
+			if !st.LastCheck.IsZero() {
+				gauge(famServerLastCheck, float64(st.LastCheck.UnixNano())/1e9, cn, sn)
+			}
+		}
+	}
+
+	if s := m.latest.Load(); s != nil && !s.sample.At.IsZero() {
+		gauge(famSampleDuration, s.sample.Took.Seconds())
+		gauge(famSampleTime, float64(s.sample.At.UnixNano())/1e9)
+		counts := s.sample.Counts
+		for k, n := range counts {
+			gauge(famSockets, float64(n), k.Route, k.Side.String(), k.Cluster, k.Server, k.State.String())
+		}
+		// The states the alerts watch are always present per route, so a dashboard shows 0
+		// rather than no data.
+		for _, r := range m.opts.Routes {
+			for _, st := range []netx.TCPState{netx.TCPEstablished, netx.TCPCloseWait, netx.TCPFinWait2} {
+				k := sockmon.Key{Route: r.Name, Side: sockmon.SideClient, State: st}
+				if _, ok := counts[k]; !ok {
+					gauge(famSockets, 0, k.Route, k.Side.String(), "", "", st.String())
+				}
+			}
+		}
+	}
+}
+
+func boolValue(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// routeSummary is what the open sessions of one route are doing.
+type routeSummary struct {
+	sessions, idleInTx, halfClosed int
+	oldestHalfClosed               time.Duration
+}
+
+// summarizer reuses one snapshot buffer between scrapes and alert checks.
+var summarizer struct {
+	sync.Mutex
+	buf []frontend.SessionInfo
+}
+
+// summarize reads the open sessions once; ok is false before SetSessions.
+func (m *Metrics) summarize(now time.Time) (map[string]routeSummary, int, bool) {
+	src := m.sources.Load()
+	if src == nil {
+		return nil, 0, false
+	}
+	summarizer.Lock()
+	defer summarizer.Unlock()
+	infos := src.sessions(summarizer.buf[:0])
+	out := make(map[string]routeSummary, len(m.opts.Routes))
+	for i := range infos {
+		in := &infos[i]
+		rs := out[in.Route]
+		rs.sessions++
+		if in.Phase == frontend.PhaseRelaying {
+			st := in.Relay
+			if !st.Busy && !st.Login && (st.TxStatus == 'T' || st.TxStatus == 'E') {
+				rs.idleInTx++
+			}
+			if !st.HalfClosedSince.IsZero() {
+				rs.halfClosed++
+				rs.oldestHalfClosed = max(rs.oldestHalfClosed, now.Sub(st.HalfClosedSince))
+			}
+		}
+		out[in.Route] = rs
+	}
+	clear(infos) // drop the pointers the snapshot held
+	summarizer.buf = infos[:0]
+	parked := 0
+	if src.parked != nil {
+		parked = src.parked()
+	}
+	return out, parked, true
+}
