@@ -202,6 +202,7 @@ log "pgbench -i -s $BENCH_SCALE"
 write_pgfront_config() { # file listen-port server-port
 	cat >"$1" <<EOF
 log: {level: warn}
+admin: {listen: "$HOST:0"} # metrics and socket sampling on, as in production; any free port
 maxconn: 30000
 clusters:
   bench:

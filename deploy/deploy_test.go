@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/prometheus/promql/parser"
 	"go.uber.org/goleak"
 
+	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/observe"
 )
 
@@ -983,16 +984,23 @@ func TestRulesMirrorBuiltinAlerts(t *testing.T) {
 	if len(problems) > 0 || len(f.Groups) != 1 {
 		t.Fatalf("rules file has problems (see TestRulesCheckClean): %v", problems)
 	}
+	// The built-in defaults, as pgfront itself applies them.
+	def, _, err := config.Parse([]byte("clusters: {c: {servers: [{name: s, address: \"127.0.0.1:1\", role: primary}]}}\n"+
+		"routes: {r: {listen: \"127.0.0.1:0\", cluster: c, role: primary}}\n"), "defaults.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al := def.Alerts
 	mirrors := []struct {
 		builtin, alert string
 		threshold      float64  // the built-in default
 		selectors      []string // what the rule must read, in order
 	}{
-		{"close_wait", "PgfrontCloseWait", 50, []string{`pgfront_sockets{state="CLOSE_WAIT"}`}},
-		{"fin_wait2", "PgfrontFinWait2", 50, []string{`pgfront_sockets{state="FIN_WAIT2"}`}},
-		{"half_closed_age", "PgfrontHalfClosedAge", 30, []string{"pgfront_half_closed_oldest_seconds"}},
-		{"queue", "PgfrontQueue", 100, []string{"pgfront_queued_sessions"}},
-		{"fd_usage", "PgfrontFdUsage", 0.8, []string{"process_open_fds", "process_max_fds"}},
+		{"close_wait", "PgfrontCloseWait", float64(al.CloseWait), []string{`pgfront_sockets{state="CLOSE_WAIT"}`}},
+		{"fin_wait2", "PgfrontFinWait2", float64(al.FinWait2), []string{`pgfront_sockets{state="FIN_WAIT2"}`}},
+		{"half_closed_age", "PgfrontHalfClosedAge", al.HalfClosedAge.D().Seconds(), []string{"pgfront_half_closed_oldest_seconds"}},
+		{"queue", "PgfrontQueue", float64(al.Queue), []string{"pgfront_queued_sessions"}},
+		{"fd_usage", "PgfrontFdUsage", al.FDUsage, []string{"process_open_fds", "process_max_fds"}},
 	}
 	var builtins []string
 	for _, m := range mirrors {

@@ -3,11 +3,14 @@
 //	pgfront run -c pgfront.yaml     # serve the routes of a config
 //	pgfront check -c pgfront.yaml   # validate and lint a config
 //	pgfront demo                    # throw-away primary + replica + pgfront, for a first look
+//	pgfront ctl sessions            # the admin API: list, kill, drain (see pgfront ctl -h)
 package main
 
 import (
 	"fmt"
 	"os"
+
+	"github.com/pgfront/pgfront/internal/ctl"
 )
 
 const usage = `pgfront: a PostgreSQL-aware front door for a primary and its replicas
@@ -16,6 +19,8 @@ Usage:
   pgfront run   -c FILE   serve the routes of a config (SIGTERM/SIGINT: graceful stop; twice: now)
   pgfront check -c FILE   validate a config and warn about risky settings
   pgfront demo            start a throw-away primary + replica and pgfront in front of them
+  pgfront ctl CMD ...     talk to a running pgfront's admin API (routes, servers, sessions,
+                          sockets, alerts, config, kill ID, server CLUSTER/NAME ready|drain|maint)
 `
 
 func main() {
@@ -31,6 +36,8 @@ func main() {
 		err = checkCmd(os.Args[2:], os.Stdout)
 	case "demo":
 		err = demoCmd(os.Args[2:])
+	case "ctl":
+		os.Exit(ctl.Run(os.Args[2:], os.Stdout, os.Stderr, os.Getenv))
 	case "-h", "--help", "help":
 		fmt.Print(usage)
 		return

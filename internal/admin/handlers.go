@@ -56,6 +56,7 @@ func (s *Listener) routes(gatherer prometheus.Gatherer) http.Handler {
 	// braces.
 	csrf := http.NewCrossOriginProtection()
 	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		s.auth.rejections.note(r, "cross-origin request")
 		writeError(w, http.StatusForbidden, "cross-origin request refused")
 	}))
 	return csrf.Handler(jsonFallback{mux})

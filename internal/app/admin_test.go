@@ -22,6 +22,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfront/pgfront/internal/admin"
+	"github.com/pgfront/pgfront/internal/ctl"
 	"github.com/pgfront/pgfront/internal/pgtest"
 )
 
@@ -267,4 +268,42 @@ func addrPortOf(t *testing.T, s string) netip.AddrPort {
 		t.Fatal(err)
 	}
 	return ap
+}
+
+// TestCtl drives a real pgfront with `pgfront ctl`.
+func TestCtl(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	e := startProxy(t, oneServerConfig(p, "", ""))
+	c := e.connect("rw")
+	s := e.sessionOf(c)
+	addr := "http://" + e.app.AdminAddr().String()
+	run := func(args ...string) (string, int) {
+		var out, errOut bytes.Buffer
+		code := ctl.Run(append([]string{"-addr", addr}, args...), &out, &errOut, func(string) string { return "" })
+		return out.String() + errOut.String(), code
+	}
+	out, code := run("sessions")
+	if code != 0 || !strings.Contains(out, fmt.Sprint(s.ID)) || !strings.Contains(out, s.Client) || !strings.Contains(out, "c/pg") {
+		t.Fatalf("ctl sessions (%d):\n%s", code, out)
+	}
+	if out, code := run("servers"); code != 0 || !strings.Contains(out, "c/pg") || !strings.Contains(out, "primary") {
+		t.Fatalf("ctl servers (%d):\n%s", code, out)
+	}
+	if out, code := run("kill", fmt.Sprint(s.ID)); code != 0 {
+		t.Fatalf("ctl kill (%d):\n%s", code, out)
+	}
+	_, err := c.Exec(context.Background(), "SELECT 1")
+	wantPgError(t, err, "57P01", "administrator")
+	if out, code := run("kill", fmt.Sprint(s.ID)); code != 1 || !strings.Contains(out, "404") {
+		t.Fatalf("ctl kill of an ended session (%d):\n%s", code, out)
+	}
+	if out, code := run("server", "c/pg", "maint"); code != 0 {
+		t.Fatalf("ctl server maint (%d):\n%s", code, out)
+	}
+	_, err = pgx.Connect(context.Background(), e.dsn("rw")+" connect_timeout=15")
+	wantPgError(t, err, "57P03", "")
+	if out, code := run("server", "c/pg", "ready"); code != 0 {
+		t.Fatalf("ctl server ready (%d):\n%s", code, out)
+	}
+	hcNewClientWorks(t, e, "rw")
 }

@@ -13,8 +13,11 @@ package browsertest
 import (
 	"context"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -70,14 +73,18 @@ func New(t testing.TB) context.Context {
 	)
 	ctx, cancel := chromedp.NewContext(allocCtx, chromedp.WithLogf(discardf), chromedp.WithErrorf(discardf))
 
-	var proc *os.Process
+	var (
+		proc *os.Process
+		tabs map[int]bool // goroutines of this browser's tab event loop
+	)
 	t.Cleanup(func() {
-		stop(t, ctx, cancel, allocCancel, proc)
+		stop(t, ctx, cancel, allocCancel, proc, tabs)
 	})
 
 	// Start the browser and its tab now, on ctx itself: the first action binds the browser's
 	// life to its context. A hung start is cut by killing the browser (cancel), not by a
 	// deadline on ctx.
+	before := tabGoroutines()
 	started := make(chan error, 1)
 	go func() { started <- chromedp.Do(ctx) }()
 	select {
@@ -93,14 +100,19 @@ func New(t testing.TB) context.Context {
 	if c := chromedp.FromContext(ctx); c != nil && c.Browser != nil {
 		proc = c.Browser.Process()
 	}
+	tabs = tabGoroutines()
+	for id := range before {
+		delete(tabs, id)
+	}
 	return ctx
 }
 
 // stop closes the browser gracefully (bounded by stopTimeout), then cancels every context so
 // chromedp kills what is left, and waits for the allocator: allocCancel returns only after
 // the browser process has been reaped and its profile directory removed, so no goroutine of
-// the allocator outlives the test. It then checks that the browser process is gone.
-func stop(t testing.TB, ctx context.Context, cancel, allocCancel context.CancelFunc, proc *os.Process) {
+// the allocator outlives the test. It then checks that the browser process is gone, and
+// waits for the tab's event-loop goroutines (see waitGone).
+func stop(t testing.TB, ctx context.Context, cancel, allocCancel context.CancelFunc, proc *os.Process, tabs map[int]bool) {
 	tctx, tcancel := context.WithTimeout(ctx, stopTimeout)
 	err := chromedp.Cancel(tctx)
 	tcancel()
@@ -115,6 +127,62 @@ func stop(t testing.TB, ctx context.Context, cancel, allocCancel context.CancelF
 		if err := proc.Signal(syscall.Signal(0)); err == nil {
 			t.Errorf("chromium pid %d still running after cleanup", proc.Pid)
 		}
+	}
+	waitGone(t, tabs)
+}
+
+// tabGoroutineFunc is chromedp's per-tab event loop. It and the reader goroutine it starts
+// return when the context of the tab's first action is cancelled, but chromedp offers no way
+// to wait for them, so goleak could catch them on their way out.
+const tabGoroutineFunc = "github.com/chromedp/chromedp.(*Target).run"
+
+// tabGoroutines returns the ids of the goroutines running tabGoroutineFunc or started by it.
+// Goroutine ids are never reused, so New tells this browser's own by comparing the sets
+// before and after the tab opened (a browser started at the same moment by a parallel test
+// could be counted too; waitGone then only waits longer).
+func tabGoroutines() map[int]bool {
+	buf := make([]byte, 256<<10)
+	for {
+		n := runtime.Stack(buf, true)
+		if n < len(buf) {
+			buf = buf[:n]
+			break
+		}
+		buf = make([]byte, 2*len(buf))
+	}
+	ids := map[int]bool{}
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if !strings.Contains(g, tabGoroutineFunc) {
+			continue
+		}
+		var id int
+		if _, err := fmt.Sscanf(g, "goroutine %d ", &id); err == nil {
+			ids[id] = true
+		}
+	}
+	return ids
+}
+
+// waitGone polls until none of the goroutines ids is running, so the test ends with no
+// chromedp goroutine of its own and goleak needs no IgnoreTopFunction. The goroutines
+// return at once after the cancellation; the bound only guards against a chromedp change.
+func waitGone(t testing.TB, ids map[int]bool) {
+	deadline := time.Now().Add(stopTimeout)
+	for {
+		left := 0
+		for id := range tabGoroutines() {
+			if ids[id] {
+				left++
+			}
+		}
+		if left == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Logf("%d chromedp tab goroutines still running %v after the browser stopped", left, stopTimeout)
+			return
+		}
+		time.Sleep(time.Millisecond)
 	}
 }
 

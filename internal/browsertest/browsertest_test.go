@@ -4,6 +4,8 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +42,8 @@ func TestNewLoadsPage(t *testing.T) {
 }
 
 // TestCleanupStopsBrowser runs New in a subtest and checks after the subtest's cleanup that
-// the browser process is gone.
+// the browser process is gone and no chromedp goroutine is left (checked at once, without
+// goleak's retries).
 func TestCleanupStopsBrowser(t *testing.T) {
 	var pid int
 	t.Run("browser", func(t *testing.T) {
@@ -56,5 +59,12 @@ func TestCleanupStopsBrowser(t *testing.T) {
 	}
 	if alive(pid) {
 		t.Fatalf("chromium pid %d alive after cleanup", pid)
+	}
+	buf := make([]byte, 1<<20)
+	buf = buf[:runtime.Stack(buf, true)]
+	for g := range strings.SplitSeq(string(buf), "\n\n") {
+		if strings.Contains(g, "github.com/chromedp/") {
+			t.Errorf("goroutine left after cleanup:\n%s", g)
+		}
 	}
 }

@@ -1,7 +1,6 @@
 package observe
 
 import (
-	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -118,21 +117,15 @@ type routeSummary struct {
 	oldestHalfClosed               time.Duration
 }
 
-// summarizer reuses one snapshot buffer between scrapes and alert checks.
-var summarizer struct {
-	sync.Mutex
-	buf []frontend.SessionInfo
-}
-
 // summarize reads the open sessions once; ok is false before SetSessions.
 func (m *Metrics) summarize(now time.Time) (map[string]routeSummary, int, bool) {
 	src := m.sources.Load()
 	if src == nil {
 		return nil, 0, false
 	}
-	summarizer.Lock()
-	defer summarizer.Unlock()
-	infos := src.sessions(summarizer.buf[:0])
+	m.snap.Lock()
+	defer m.snap.Unlock()
+	infos := src.sessions(m.snap.buf[:0])
 	out := make(map[string]routeSummary, len(m.opts.Routes))
 	for i := range infos {
 		in := &infos[i]
@@ -151,7 +144,7 @@ func (m *Metrics) summarize(now time.Time) (map[string]routeSummary, int, bool) 
 		out[in.Route] = rs
 	}
 	clear(infos) // drop the pointers the snapshot held
-	summarizer.buf = infos[:0]
+	m.snap.buf = infos[:0]
 	parked := 0
 	if src.parked != nil {
 		parked = src.parked()

@@ -5,8 +5,8 @@ import "github.com/prometheus/client_golang/prometheus"
 // Family describes one metric family pgfront exports: the single table every collector is
 // built from, so the shipped alert rules and dashboard can be checked against it.
 type Family struct {
-	Name   string   // "pgfront_sessions_total"
-	Type   string   // "counter", "gauge" or "histogram"
+	Name   string // "pgfront_sessions_total"
+	Type   string // "counter", "gauge" or "histogram"
 	Help   string
 	Labels []string // variable label names, in order
 }
@@ -89,6 +89,6 @@ func (f *Family) histogramVec(buckets []float64) *prometheus.HistogramVec {
 
 // Buckets: queries and transactions from 100µs to ~100s; queue waits and checks from 1ms.
 var (
-	latencyBuckets = prometheus.ExponentialBuckets(0.0001, 4, 11) // 100µs .. 105s
+	latencyBuckets = prometheus.ExponentialBuckets(0.0001, 4, 11)  // 100µs .. 105s
 	waitBuckets    = prometheus.ExponentialBuckets(0.001, 2.5, 12) // 1ms .. 24s
 )

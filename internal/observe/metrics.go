@@ -75,6 +75,11 @@ type Metrics struct {
 	// sessions and parked read the frontend at scrape and alert time (SetSessions).
 	sources atomic.Pointer[sources]
 	latest  atomic.Pointer[socketSample]
+	// snap is one session-snapshot buffer reused by scrapes and alert checks.
+	snap struct {
+		sync.Mutex
+		buf []frontend.SessionInfo
+	}
 
 	loop struct {
 		sync.Mutex
