@@ -316,6 +316,51 @@ type Cluster struct {
 	OnMarkedDown string `json:"on_marked_down"`
 	// Health configures the checks of this cluster's servers.
 	Health Health `json:"health"`
+	// ServerTLS is how pgfront (sessions, cancels and health checks)
+	// talks TLS to this cluster's servers.
+	ServerTLS ServerTLS `json:"server_tls"`
+}
+
+// ServerTLS is the TLS pgfront uses towards a cluster's servers, with the
+// meaning of libpq's sslmode.
+type ServerTLS struct {
+	// Mode is "disable" (default), "prefer" (TLS when the server offers
+	// it, unverified), "require" (TLS, unverified), "verify-ca" (TLS, the
+	// chain verified against CAFile) or "verify-full" (also the host name:
+	// the host of each server's address).
+	Mode string `json:"mode"`
+	// CAFile holds the roots for verify-ca and verify-full (required by
+	// both).
+	CAFile string `json:"ca_file"`
+	// CertFile and KeyFile are a client certificate for servers that
+	// demand one (both or neither).
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+}
+
+// RouteTLS is the TLS a route offers its clients.
+type RouteTLS struct {
+	// Mode is "disable" (default: SSLRequest answered 'N'), "terminate"
+	// (pgfront completes TLS with CertFile/KeyFile and runs the session
+	// on top: every PostgreSQL-aware feature keeps working) or
+	// "passthrough" (SSLRequest and the encrypted bytes go to the server
+	// untouched: no cancel routing, no transaction awareness for those
+	// sessions).
+	Mode string `json:"mode"`
+	// CertFile and KeyFile are pgfront's certificate (terminate). They are
+	// re-read when they change and on SIGHUP.
+	CertFile string `json:"cert_file"`
+	KeyFile  string `json:"key_file"`
+	// Require refuses clients that do not use TLS (terminate) with FATAL
+	// 28000. Default false.
+	Require bool `json:"require"`
+	// ClientCAFile, when set, requires every TLS client to present a
+	// certificate signed by one of these CAs (terminate).
+	ClientCAFile string `json:"client_ca_file"`
+	// SNI maps a TLS server name to another cluster: a client that asks
+	// for that name is served by that cluster's servers of the route's
+	// role (terminate). Names not listed use the route's cluster.
+	SNI map[string]string `json:"sni"`
 }
 
 // Health configures one cluster's health checks.
@@ -411,6 +456,8 @@ type Route struct {
 	// qualifies: "primary" (default) or "none" (refuse). "" on routes of
 	// other roles.
 	Fallback string `json:"fallback"`
+	// TLS is what the route offers clients that ask for TLS.
+	TLS RouteTLS `json:"tls"`
 }
 
 // MaxLag bounds a replica's replication lag. A replica over either bound

@@ -258,6 +258,15 @@ func (d *decoder) clusters(n ast.Node, path string) map[string]*Cluster {
 		d.mapping(e.value, join(path, e.key), []field{
 			{"on_marked_down", d.str(&cl.OnMarkedDown)},
 			{"health", d.health(&cl.Health)},
+			{"server_tls", func(n ast.Node, p string) {
+				t := &cl.ServerTLS
+				d.mapping(n, p, []field{
+					{"mode", d.str(&t.Mode)},
+					{"ca_file", d.str(&t.CAFile)},
+					{"cert_file", d.str(&t.CertFile)},
+					{"key_file", d.str(&t.KeyFile)},
+				})
+			}},
 			{"servers", func(n ast.Node, p string) { cl.Servers = d.servers(n, p) }},
 		})
 	}
@@ -322,6 +331,24 @@ func (d *decoder) routes(n ast.Node, path string) map[string]*Route {
 				})
 			}},
 			{"fallback", d.str(&r.Fallback)},
+			{"tls", func(n ast.Node, p string) {
+				t := &r.TLS
+				d.mapping(n, p, []field{
+					{"mode", d.str(&t.Mode)},
+					{"cert_file", d.str(&t.CertFile)},
+					{"key_file", d.str(&t.KeyFile)},
+					{"require", d.bool(&t.Require)},
+					{"client_ca_file", d.str(&t.ClientCAFile)},
+					{"sni", func(n ast.Node, p string) {
+						t.SNI = map[string]string{}
+						for _, e := range d.named(n, p) {
+							var cl string
+							d.str(&cl)(e.value, join(p, e.key))
+							t.SNI[e.key] = cl
+						}
+					}},
+				})
+			}},
 		})
 	}
 	return out
@@ -610,6 +637,23 @@ func (d *decoder) str(dst *string) func(ast.Node, string) {
 			return
 		}
 		*dst = s
+		d.meta.set[path] = true
+	}
+}
+
+// bool decodes true or false (YAML 1.2: not yes/no, not a quoted string).
+func (d *decoder) bool(dst *bool) func(ast.Node, string) {
+	return func(n ast.Node, path string) {
+		r, ok := d.scalar(n, path, "true or false")
+		if !ok {
+			return
+		}
+		b, ok := r.(*ast.BoolNode)
+		if !ok {
+			d.problem(nodeLine(r), path, "must be true or false, not %s", describe(r))
+			return
+		}
+		*dst = b.Value
 		d.meta.set[path] = true
 	}
 }

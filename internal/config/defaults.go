@@ -93,6 +93,7 @@ func applyDefaults(c *Config, isSet func(path string) bool) {
 	for name, cl := range c.Clusters {
 		p := "clusters." + name
 		str(&cl.OnMarkedDown, p+".on_marked_down", "shutdown_sessions")
+		str(&cl.ServerTLS.Mode, p+".server_tls.mode", "disable")
 		h, hp, def := &cl.Health, p+".health", defaultHealth
 		str(&h.Check, hp+".check", def.Check)
 		dur(&h.Interval, hp+".interval", def.Interval.D())
@@ -124,6 +125,7 @@ func applyDefaults(c *Config, isSet func(path string) bool) {
 		}
 		str(&r.Balance, p+".balance", balance)
 		str(&r.OnClientFin, p+".on_client_fin", "abort")
+		str(&r.TLS.Mode, p+".tls.mode", "disable")
 		num(&r.ConnectRetries, p+".connect_retries", defaultConnectRetries)
 		if r.Role == "replica" { // other roles have no fallback (validate rejects one)
 			str(&r.Fallback, p+".fallback", "primary")

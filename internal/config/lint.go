@@ -103,6 +103,9 @@ func (l *linter) finOff(path, key, who string, bound Duration, boundKeys string)
 
 func (l *linter) route(r *Route) {
 	p := "routes." + r.Name
+	if r.TLS.Mode == "passthrough" {
+		l.warn(p+".tls.mode", "passthrough relays TLS sessions blind, encrypted end to end: for those sessions pgfront cannot route cancel requests, see transactions (no idle_in_transaction bound, no drain at a transaction boundary), fence a standby in-band, or send its own FATAL errors; only TCP bounds (client_idle as inactivity, client_fin, server_fin) apply. Plain-text sessions on this route keep every feature. Use terminate to keep them all")
+	}
 	if r.OnClientFin == "forward" && r.Timeouts.ServerFin == 0 {
 		l.warn(p+".on_client_fin", "on_client_fin is forward and server_fin is 0 (off): after a client half-closes, nothing bounds the wait for the server to close, and the session holds its maxconn slot until it does; set server_fin or use on_client_fin: abort")
 	}

@@ -2,10 +2,12 @@ package config
 
 import (
 	"fmt"
+	"maps"
 	"math"
 	"net"
 	"net/netip"
 	"regexp"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -201,7 +203,70 @@ func (v *validator) cluster(cl *Cluster) {
 	}
 	v.oneOf(p+".on_marked_down", cl.OnMarkedDown, "shutdown_sessions", "keep")
 	v.health(p+".health", cl.Health)
+	v.serverTLS(p+".server_tls", cl.ServerTLS)
 }
+
+// serverTLS checks a cluster's TLS towards its servers.
+func (v *validator) serverTLS(p string, t ServerTLS) {
+	v.oneOf(p+".mode", t.Mode, "disable", "prefer", "require", "verify-ca", "verify-full")
+	for _, k := range []struct{ key, val string }{{"ca_file", t.CAFile}, {"cert_file", t.CertFile}, {"key_file", t.KeyFile}} {
+		v.notEmpty(p+"."+k.key, k.val)
+	}
+	switch t.Mode {
+	case "verify-ca", "verify-full":
+		if t.CAFile == "" {
+			v.bad(p+".mode", "%s needs ca_file: the roots that sign the servers' certificates", t.Mode)
+		}
+	case "disable":
+		for _, k := range []string{"ca_file", "cert_file", "key_file"} {
+			if v.m.isSet(p + "." + k) {
+				v.bad(p+"."+k, "has no effect while server_tls.mode is disable")
+			}
+		}
+	default:
+		if t.CAFile != "" {
+			v.bad(p+".ca_file", "is only used by verify-ca and verify-full (mode %s encrypts without verifying); use mode verify-ca or verify-full", t.Mode)
+		}
+	}
+	if (t.CertFile == "") != (t.KeyFile == "") && t.Mode != "disable" {
+		v.bad(p+".cert_file", "cert_file and key_file go together: give both or neither")
+	}
+}
+
+// routeTLS checks what a route offers TLS clients.
+func (v *validator) routeTLS(p string, t RouteTLS) {
+	v.oneOf(p+".mode", t.Mode, "disable", "terminate", "passthrough")
+	v.notEmpty(p+".cert_file", t.CertFile)
+	v.notEmpty(p+".key_file", t.KeyFile)
+	v.notEmpty(p+".client_ca_file", t.ClientCAFile)
+	if t.Mode != "terminate" {
+		for _, k := range []string{"cert_file", "key_file", "require", "client_ca_file", "sni"} {
+			if _, ok := v.m.lines[p+"."+k]; ok {
+				v.bad(p+"."+k, "applies only to tls.mode terminate (this route's tls.mode is %s)", t.Mode)
+			}
+		}
+		return
+	}
+	if t.CertFile == "" || t.KeyFile == "" {
+		v.bad(p+".mode", "terminate needs cert_file and key_file: the certificate pgfront shows clients")
+	}
+	for _, name := range slices.Sorted(maps.Keys(t.SNI)) {
+		np := p + ".sni." + name
+		cl := t.SNI[name]
+		switch {
+		case !sniName.MatchString(name):
+			v.bad(np, "%q is not a TLS server name (a DNS name such as db1.example.com, lower case, no port)", name)
+		case cl == "":
+			v.bad(np, "needs a cluster name")
+		case v.c.Clusters[cl] == nil:
+			v.bad(np, "unknown cluster %q (defined: %s)", cl, strings.Join(v.c.ClusterNames(), ", "))
+		}
+	}
+}
+
+// sniName is what an SNI map key may be: a lower-case DNS name, optionally with a leading
+// wildcard label.
+var sniName = regexp.MustCompile(`^(\*\.)?([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)*[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$`)
 
 func (v *validator) health(p string, h Health) {
 	v.oneOf(p+".check", h.Check, "postgres", "patroni", "tcp", "none")
@@ -303,6 +368,7 @@ func (v *validator) route(r *Route, listens map[string][]listenAddr) {
 			}
 		}
 	}
+	v.routeTLS(p+".tls", r.TLS)
 	// Inherited values were checked once, globally.
 	if v.m.isSet(p + ".timeouts.startup") {
 		v.positive(p+".timeouts.startup", r.Timeouts.Startup)

@@ -320,6 +320,8 @@ type State struct {
 	// other side within client_fin or server_fin (zero: not half-closed).
 	HalfClosedSince time.Time
 	Ending          bool // a cause is set; the session is closing
+	// Blind: a Pipe (TLS passthrough); nothing but bytes and half-close is known.
+	Blind bool
 }
 
 // State returns a snapshot of the session's protocol state.

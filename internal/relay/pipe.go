@@ -1,0 +1,228 @@
+package relay
+
+import (
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/pgfront/pgfront/internal/netx"
+)
+
+// PipeOptions bound a blind session. A zero duration turns that bound off.
+type PipeOptions struct {
+	Idle      time.Duration // no byte in either direction (timeouts.client_idle)
+	ClientFin time.Duration // the server closed first: time for the client to close
+	ServerFin time.Duration // the client closed first: time for the server to close
+	Observer  Observer      // only Relayed is called: a blind pipe sees no queries
+}
+
+// Pipe relays a session's bytes without reading them: TLS passthrough, where the bytes are
+// encrypted end to end between the client and the server. It has none of Session's PostgreSQL
+// awareness (no transaction status, no cancel, no end at a transaction boundary, no FATAL of
+// pgfront's own: the stream is not pgfront's to write into), but the same bounds on TCP: Idle
+// for silence both ways, ClientFin/ServerFin after one side's FIN, and End.
+type Pipe struct {
+	client, server         net.Conn
+	clientRead, serverRead chunkReader
+	opts                   PipeOptions
+
+	fromClient, fromServer atomic.Int64
+	last                   atomic.Int64 // unix nanoseconds of the last byte either way
+	running                atomic.Int32
+	onEnd                  func(Result)
+
+	// mu guards the ending state; deadlines change only under it after checking cause.
+	mu struct {
+		sync.Mutex
+		cause           Cause
+		err             error
+		clientEOF       bool
+		serverEOF       bool
+		clientFirst     bool // the client's FIN came first
+		halfClosedSince time.Time
+		idle            *time.Timer
+	}
+}
+
+// NewPipe prepares a blind session on client and server; it owns both from now on.
+func NewPipe(client, server net.Conn, opts PipeOptions) *Pipe {
+	return &Pipe{client: client, server: server, clientRead: newChunkReader(client),
+		serverRead: newChunkReader(server), opts: opts}
+}
+
+// Start relays on two new goroutines; onEnd runs once both are done and both conns closed.
+func (p *Pipe) Start(onEnd func(Result)) {
+	p.onEnd = onEnd
+	p.last.Store(time.Now().UnixNano())
+	p.running.Store(2)
+	if p.opts.Idle > 0 {
+		p.mu.Lock()
+		p.mu.idle = time.AfterFunc(p.opts.Idle, p.checkIdle)
+		p.mu.Unlock()
+	}
+	go p.clientToServer()
+	go p.serverToClient()
+}
+
+func (p *Pipe) clientToServer() { p.copy(true) }
+func (p *Pipe) serverToClient() { p.copy(false) }
+
+// copy is one direction's copier.
+func (p *Pipe) copy(fromClient bool) {
+	defer p.copierDone()
+	src, dst, rd, count := p.server, p.client, p.serverRead, &p.fromServer
+	if fromClient {
+		src, dst, rd, count = p.client, p.server, p.clientRead, &p.fromClient
+	}
+	for {
+		buf, n, err := rd.read()
+		if n > 0 {
+			p.last.Store(time.Now().UnixNano())
+			count.Add(int64(n))
+			if p.opts.Observer != nil {
+				p.opts.Observer.Relayed(fromClient, n)
+			}
+			_, werr := dst.Write((*buf)[:n])
+			putBuf(buf)
+			if werr != nil {
+				p.failed(!fromClient, werr)
+				return
+			}
+		} else if buf != nil {
+			putBuf(buf)
+		}
+		if err != nil {
+			p.readFailed(fromClient, src, dst, err)
+			return
+		}
+	}
+}
+
+// readFailed decides what a failed read of one side means.
+func (p *Pipe) readFailed(fromClient bool, src, dst net.Conn, err error) {
+	switch {
+	case netx.IsEOF(err):
+		p.mu.Lock()
+		if fromClient {
+			p.mu.clientEOF = true
+		} else {
+			p.mu.serverEOF = true
+		}
+		if p.mu.cause != CauseNone {
+			p.mu.Unlock()
+			return
+		}
+		if p.mu.clientEOF && p.mu.serverEOF {
+			cause := CauseServerEOF
+			if p.mu.clientFirst {
+				cause = CauseClientEOF
+			}
+			p.mu.Unlock()
+			p.end(cause, nil)
+			return
+		}
+		// One side is done sending: pass its FIN on and give the other side its bound.
+		p.mu.clientFirst = fromClient
+		p.mu.halfClosedSince = time.Now()
+		if hc, ok := dst.(halfCloser); ok {
+			_ = hc.CloseWrite()
+		}
+		bound := p.opts.ClientFin
+		if fromClient {
+			bound = p.opts.ServerFin
+		}
+		deadline := time.Time{}
+		if bound > 0 {
+			deadline = time.Now().Add(bound)
+		}
+		_ = dst.SetReadDeadline(deadline)
+		p.mu.Unlock()
+	case netx.IsTimeout(err):
+		p.mu.Lock()
+		if p.mu.cause != CauseNone {
+			p.mu.Unlock()
+			return
+		}
+		// Only a FIN bound sets a read deadline: the other side closed and this one did not.
+		cause := CauseServerFinTimeout
+		if fromClient {
+			cause = CauseClientFinTimeout
+		}
+		p.mu.Unlock()
+		p.end(cause, nil)
+	default:
+		p.failed(fromClient, err)
+	}
+}
+
+// failed ends the pipe after an error on the client's (client true) or the server's side.
+func (p *Pipe) failed(client bool, err error) {
+	if client {
+		p.end(CauseClientReset, err)
+	} else {
+		p.end(CauseServerReset, err)
+	}
+}
+
+// checkIdle runs on the idle timer: it ends the pipe when nothing moved for Idle, or re-arms.
+func (p *Pipe) checkIdle() {
+	quiet := time.Since(time.Unix(0, p.last.Load()))
+	if quiet >= p.opts.Idle {
+		p.end(CauseClientIdleTimeout, nil)
+		return
+	}
+	p.mu.Lock()
+	if p.mu.cause == CauseNone && p.mu.idle != nil {
+		p.mu.idle.Reset(p.opts.Idle - quiet)
+	}
+	p.mu.Unlock()
+}
+
+// End ends the pipe now with cause; safe from any goroutine, any number of times.
+func (p *Pipe) End(cause Cause) { p.end(cause, nil) }
+
+// Drain cannot wait for a transaction boundary it cannot see: a blind session is left to run
+// (shutdown's grace period, or an administrator's maint, ends it).
+func (p *Pipe) Drain(Cause) {}
+
+func (p *Pipe) end(cause Cause, err error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.cause != CauseNone {
+		return
+	}
+	p.mu.cause, p.mu.err = cause, err
+	past := time.Unix(1, 0)
+	_ = p.client.SetDeadline(past)
+	_ = p.server.SetDeadline(past)
+}
+
+// State is what can be known of a blind session.
+func (p *Pipe) State() State {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	st := State{Blind: true, HalfClosedSince: p.mu.halfClosedSince, Ending: p.mu.cause != CauseNone}
+	st.IdleSince = time.Unix(0, p.last.Load())
+	return st
+}
+
+// Bytes returns the bytes relayed so far from the client and from the server.
+func (p *Pipe) Bytes() (fromClient, fromServer int64) {
+	return p.fromClient.Load(), p.fromServer.Load()
+}
+
+func (p *Pipe) copierDone() {
+	if p.running.Add(-1) != 0 {
+		return
+	}
+	p.mu.Lock()
+	if p.mu.idle != nil {
+		p.mu.idle.Stop()
+	}
+	cause, err := p.mu.cause, p.mu.err
+	p.mu.Unlock()
+	_ = p.server.Close()
+	_ = p.client.Close()
+	p.onEnd(Result{Cause: cause, Err: err, FromClient: p.fromClient.Load(), FromServer: p.fromServer.Load()})
+}
