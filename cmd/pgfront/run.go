@@ -56,7 +56,7 @@ func runCmd(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP) // SIGHUP: reload certificates
 	defer signal.Stop(sigs)
 	return a.Run(sigs)
 }
@@ -73,6 +73,13 @@ func checkCmd(args []string, out io.Writer) error {
 	for _, w := range warnings {
 		fmt.Fprintf(out, "WARNING: %s\n", w)
 	}
+	// Build (without starting) everything the config names, so files it points at (TLS
+	// certificates and keys, admin tokens) are checked too.
+	a, err := app.New(cfg, app.NewLogger("text", "error", io.Discard))
+	if err != nil {
+		return err
+	}
+	a.Close()
 	fmt.Fprintf(out, "%s: OK (%d routes, %d clusters, %d warnings)\n", path, len(cfg.Routes), len(cfg.Clusters), len(warnings))
 	return nil
 }

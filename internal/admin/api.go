@@ -100,10 +100,11 @@ type Session struct {
 	User     string `json:"user"`
 	Database string `json:"database"`
 	// State is startup, queued, connecting, login, idle, active, idle_in_transaction,
-	// idle_in_failed_transaction, half_closed.
+	// idle_in_failed_transaction, half_closed, or passthrough (TLS relayed blind).
 	State    string    `json:"state"`
-	TxStatus string    `json:"tx_status"` // I, T, E or "" before login
-	Parked   bool      `json:"parked"`    // idle, held without goroutines
+	TLS      string    `json:"tls,omitempty"` // e.g. "TLS 1.3 sni=db.example.com", "passthrough"
+	TxStatus string    `json:"tx_status"`     // I, T, E or "" before login
+	Parked   bool      `json:"parked"`        // idle, held without goroutines
 	Started  time.Time `json:"started"`
 	// AgeSeconds since accept; IdleSeconds since the session last went idle (0 while a query
 	// runs); HalfClosedSeconds since one side sent FIN (0 when neither has).

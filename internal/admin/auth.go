@@ -5,7 +5,9 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"time"
@@ -104,6 +106,14 @@ type scopeKey struct{}
 // unknown token gets 401, a read token on an admin endpoint 403.
 func (s *Listener) require(need Scope, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
+		if s.auth.open && !loopbackHost(r.Host) {
+			// Without tokens the API trusts whoever reaches the loopback listener; a web page
+			// that rebinds its own DNS name to 127.0.0.1 reaches it too, but with its own name
+			// in Host. Only loopback names and addresses may use the open API.
+			s.auth.rejections.note(r, "Host "+r.Host+" is not a loopback name")
+			writeError(w, http.StatusForbidden, "without admin tokens only loopback Host names (localhost, 127.0.0.1, [::1]) may use this listener")
+			return
+		}
 		got, why := s.auth.scopeOf(r)
 		if got == scopeNone {
 			s.auth.rejections.note(r, why)
@@ -162,4 +172,18 @@ func (l *rejectLog) note(r *http.Request, why string) {
 	l.mu.Unlock()
 	l.log.Warn("admin auth rejected", "remote", r.RemoteAddr, "method", r.Method,
 		"path", r.URL.Path, "reason", why, "suppressed_since_last", suppressed)
+}
+
+// loopbackHost reports whether a request's Host (host or host:port) names loopback.
+func loopbackHost(hostport string) bool {
+	host := hostport
+	if h, _, err := net.SplitHostPort(hostport); err == nil {
+		host = h
+	}
+	host = strings.TrimSuffix(strings.Trim(host, "[]"), ".")
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.Unmap().IsLoopback()
 }

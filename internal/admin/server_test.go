@@ -682,7 +682,7 @@ type recorded struct {
 }
 
 func serve(h http.Handler, method, path, body string) recorded {
-	req, _ := http.NewRequest(method, "http://admin"+path, strings.NewReader(body))
+	req, _ := http.NewRequest(method, "http://127.0.0.1:9187"+path, strings.NewReader(body))
 	req.RemoteAddr = "127.0.0.1:1"
 	rec := &memWriter{header: http.Header{}}
 	h.ServeHTTP(rec, req)
@@ -705,5 +705,43 @@ func (w *memWriter) Write(b []byte) (int, error) {
 func (w *memWriter) WriteHeader(code int) {
 	if w.code == 0 {
 		w.code = code
+	}
+}
+
+// TestOpenModeRefusesForeignHostNames: without tokens, a request whose Host is not a loopback
+// name (a DNS-rebinding page's own name) is refused; with tokens the token decides.
+func TestOpenModeRefusesForeignHostNames(t *testing.T) {
+	open := startServer(t, "", "", nil)
+	tokens := startServer(t, readToken, adminToken, nil)
+	for _, tc := range []struct {
+		ts    *testServer
+		host  string
+		token string
+		want  int
+	}{
+		{open, "evil.example:9187", "", 403},
+		{open, "127.0.0.2.nip.io", "", 403},
+		{open, "localhost:9187", "", 200},
+		{open, "127.0.0.1:9187", "", 200},
+		{open, "[::1]:9187", "", 200},
+		{tokens, "pgfront.internal:9187", readToken, 200},
+	} {
+		req, err := http.NewRequest("GET", tc.ts.base+"/api/v1/routes", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Host = tc.host
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		res, err := tc.ts.client.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, res.Body)
+		res.Body.Close()
+		if res.StatusCode != tc.want {
+			t.Errorf("Host %q: %d, want %d", tc.host, res.StatusCode, tc.want)
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -30,6 +31,7 @@ import (
 	"github.com/pgfront/pgfront/internal/observe"
 	"github.com/pgfront/pgfront/internal/relay"
 	"github.com/pgfront/pgfront/internal/sockmon"
+	"github.com/pgfront/pgfront/internal/tlsconf"
 )
 
 // App is one running pgfront.
@@ -47,6 +49,9 @@ type App struct {
 	metrics  *observe.Metrics
 	sockets  *sockmon.Monitor
 	admin    *admin.Listener // nil when admin.listen is ""
+
+	serverTLS map[string]*tlsconf.Client // by cluster; absent: plain
+	certs     []*tlsconf.Server          // routes' certificates, reloaded on SIGHUP
 }
 
 // New builds every component from cfg. Nothing listens until Start.
@@ -73,6 +78,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 		clusters = append(clusters, cl)
 	}
 
+	if err := a.newServerTLS(); err != nil {
+		return nil, err
+	}
 	a.newObservers(clusters)
 	for _, cl := range clusters {
 		if m := newMonitor(cfg.Clusters[cl.Name], cl, a); m != nil {
@@ -99,7 +107,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 			fin = relay.FinForward
 		}
 		t := rc.Timeouts
-		routes = append(routes, &frontend.Route{
+		r := &frontend.Route{
 			Name:    name,
 			Listen:  rc.Listen,
 			Cluster: a.clusters[rc.Cluster],
@@ -123,7 +131,25 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 				ServerFin:         t.ServerFin.D(),
 				OnClientFin:       fin,
 			},
-		})
+			ServerTLS: a.serverTLSFor(rc.Cluster),
+		}
+		// An SNI entry serves the same listener from another cluster: a copy of the route
+		// with that cluster's servers, balancer and server TLS, sharing the route's limit.
+		sniRoute := func(clusterName string) (*frontend.Route, error) {
+			vr := *r
+			vr.Cluster = a.clusters[clusterName]
+			vr.Balancer = balance.New(policy)
+			vr.ServerTLS = a.serverTLSFor(clusterName)
+			vr.TLS = frontend.RouteTLS{}
+			return &vr, nil
+		}
+		if err := a.routeTLS(rc, r, sniRoute); err != nil {
+			return nil, err
+		}
+		for _, vr := range r.TLS.SNI {
+			vr.TLS = frontend.RouteTLS{Mode: frontend.TLSTerminate, Config: r.TLS.Config, Require: r.TLS.Require}
+		}
+		routes = append(routes, r)
 	}
 
 	fe, err := frontend.New(frontend.Options{
@@ -241,7 +267,7 @@ func (a *App) Run(sigs <-chan os.Signal) error {
 	if err := a.Start(); err != nil {
 		return err
 	}
-	sig := <-sigs
+	sig, _ := a.nextStop(sigs, nil)
 	grace := a.cfg.Shutdown.Grace.D()
 	a.log.Info("shutting down: ending sessions at their next idle point", "signal", sig.String(), "grace", grace,
 		"sessions", a.frontend.Sessions())
@@ -249,15 +275,33 @@ func (a *App) Run(sigs <-chan os.Signal) error {
 	defer cancel()
 	done := make(chan struct{})
 	go func() { a.Shutdown(ctx); close(done) }()
-	select {
-	case <-done:
-	case sig = <-sigs:
+	if sig, ok := a.nextStop(sigs, done); ok {
 		a.log.Warn("second signal: ending every session now", "signal", sig.String())
 		cancel()
 		<-done
 	}
 	a.log.Info("stopped")
 	return nil
+}
+
+// nextStop waits for a signal that stops pgfront (ok) or for done to close; a SIGHUP on the way
+// re-reads the routes' certificate files.
+func (a *App) nextStop(sigs <-chan os.Signal, done <-chan struct{}) (sig os.Signal, ok bool) {
+	for {
+		select {
+		case sig = <-sigs:
+		case <-done:
+			return nil, false
+		}
+		if sig != syscall.SIGHUP {
+			return sig, true
+		}
+		if err := a.ReloadCertificates(); err != nil {
+			a.log.Warn("SIGHUP: certificate reload failed; the certificates in use are kept", "err", err)
+		} else {
+			a.log.Info("SIGHUP: certificates reloaded", "routes", len(a.certs))
+		}
+	}
 }
 
 // NewLogger builds the slog logger the config asks for.

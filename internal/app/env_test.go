@@ -6,7 +6,9 @@ package app_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -50,6 +52,9 @@ type env struct {
 	t    *testing.T
 	app  *app.App
 	logs *syncBuffer
+	// clientTLS, when set, makes the raw test clients (hcDial) use TLS (SSLRequest, then
+	// this config), and dsn ask for sslmode=require.
+	clientTLS *tls.Config
 }
 
 // startProxy builds and starts pgfront from yamlText (route listens should use 127.0.0.1:0)
@@ -120,7 +125,11 @@ func (e *env) addr(route string) *net.TCPAddr { return e.app.Addr(route).(*net.T
 // dsn is a connection string to a route.
 func (e *env) dsn(route string) string {
 	a := e.addr(route)
-	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable connect_timeout=10", a.IP, a.Port)
+	sslmode := "disable"
+	if e.clientTLS != nil {
+		sslmode = "require"
+	}
+	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=%s connect_timeout=10", a.IP, a.Port, sslmode)
 }
 
 // connect opens a pgx connection through a route, closed at the end of the test.
@@ -214,4 +223,21 @@ func sessionInfo(t *testing.T, c *pgconn.PgConn) (pid uint32, serverSidePort uin
 // localAddrPort is a conn's local address as netip.
 func localAddrPort(c net.Conn) netip.AddrPort {
 	return c.LocalAddr().(*net.TCPAddr).AddrPort()
+}
+
+// startClientTLS asks for TLS on raw with an SSLRequest and completes the handshake.
+func startClientTLS(t *testing.T, raw net.Conn, cfg *tls.Config) *tls.Conn {
+	t.Helper()
+	if _, err := raw.Write([]byte{0, 0, 0, 8, 4, 210, 22, 47}); err != nil { // SSLRequest
+		t.Fatal(err)
+	}
+	var answer [1]byte
+	if _, err := io.ReadFull(raw, answer[:]); err != nil || answer[0] != 'S' {
+		t.Fatalf("SSLRequest answered %q, %v; want S", answer[:], err)
+	}
+	tc := tls.Client(raw, cfg)
+	if err := tc.Handshake(); err != nil {
+		t.Fatalf("TLS handshake with pgfront: %v", err)
+	}
+	return tc
 }

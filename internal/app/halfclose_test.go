@@ -9,6 +9,7 @@ package app_test
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -40,13 +41,21 @@ timeouts:
 // TestServerKilledMidQuery.
 func TestHalfCloseMatrix(t *testing.T) {
 	p := pgtest.NewPrimary(t, nil)
+	halfCloseMatrix(t, p, func(t *testing.T, routeExtra string) *env {
+		return startProxy(t, oneServerConfig(p, routeExtra, ""))
+	})
+}
+
+// halfCloseMatrix runs the cases against p, each with a pgfront that start builds from the
+// route's extra YAML (plain, or TLS-terminating in TestHalfCloseMatrixTLS).
+func halfCloseMatrix(t *testing.T, p *pgtest.Server, start func(t *testing.T, routeExtra string) *env) {
 
 	// (a) A client sends a long query, then FIN, and never reads again. In abort mode (the
 	// default) pgfront cancels the query and closes the server side at once: the backend is
 	// gone in well under the query's 60s. Without the cancel the backend would sleep on: it
 	// does not notice a closed socket during pg_sleep.
 	t.Run("abort_busy_client_fin", func(t *testing.T) {
-		e := startProxy(t, oneServerConfig(p, hcFinTimeouts, ""))
+		e := start(t, hcFinTimeouts)
 		c := hcDial(t, e, "rw")
 		c.send(&pgproto3.Query{String: "SELECT pg_sleep(60)"})
 		hcWaitSleeping(t, p, c.pid)
@@ -68,7 +77,7 @@ func TestHalfCloseMatrix(t *testing.T) {
 	// reset from pgfront's closed socket sometimes arrives between the backend's two writes
 	// ("could not send data to client: Broken pipe") and ends the backend by luck.
 	t.Run("abort_busy_pipelined_client_fin", func(t *testing.T) {
-		e := startProxy(t, oneServerConfig(p, hcFinTimeouts, ""))
+		e := start(t, hcFinTimeouts)
 		c := hcDial(t, e, "rw")
 		c.fe.Send(&pgproto3.Query{String: "DO $$BEGIN PERFORM pg_sleep(60); " +
 			"EXCEPTION WHEN query_canceled THEN PERFORM pg_sleep(0.5); END$$"})
@@ -88,7 +97,7 @@ func TestHalfCloseMatrix(t *testing.T) {
 	// client side for client_fin (1s) and then lets go. The FATAL must still be in the
 	// client's socket buffer afterwards: pgfront did not close before forwarding it.
 	t.Run("server_terminated_idle_client_never_closes", func(t *testing.T) {
-		e := startProxy(t, oneServerConfig(p, hcFinTimeouts, ""))
+		e := start(t, hcFinTimeouts)
 		c := hcDial(t, e, "rw")
 
 		start := time.Now()
@@ -123,7 +132,7 @@ func TestHalfCloseMatrix(t *testing.T) {
 	// (c) An idle client half-closes: abort mode ends the session at once, says goodbye to
 	// the server, and sends the client nothing but its own FIN.
 	t.Run("abort_idle_client_fin", func(t *testing.T) {
-		e := startProxy(t, oneServerConfig(p, hcFinTimeouts, ""))
+		e := start(t, hcFinTimeouts)
 		c := hcDial(t, e, "rw")
 
 		start := time.Now()
@@ -141,7 +150,7 @@ func TestHalfCloseMatrix(t *testing.T) {
 	// queued behind each is admitted as soon as pgfront cleans the stuck one, well before
 	// timeouts.queue (10s).
 	t.Run("maxconn_slot_freed", func(t *testing.T) {
-		e := startProxy(t, oneServerConfig(p, "maxconn: 1\n"+hcFinTimeouts+"  queue: 10s\n", ""))
+		e := start(t, "maxconn: 1\n"+hcFinTimeouts+"  queue: 10s\n")
 		fe := e.app.Frontend()
 
 		// (a)-style: busy client sends FIN.
@@ -189,7 +198,7 @@ func TestHalfCloseMatrix(t *testing.T) {
 
 	// An idle client's FIN reaches the server, which exits on EOF; then pgfront lets go.
 	t.Run("forward_idle_client_fin", func(t *testing.T) {
-		e := startProxy(t, oneServerConfig(p, forward, ""))
+		e := start(t, forward)
 		c := hcDial(t, e, "rw")
 
 		start := time.Now()
@@ -206,7 +215,7 @@ func TestHalfCloseMatrix(t *testing.T) {
 	// Half-close proper: a query sent right before the FIN is still answered, because the FIN
 	// is passed on behind it rather than treated as an abort.
 	t.Run("forward_query_then_fin_still_answered", func(t *testing.T) {
-		e := startProxy(t, oneServerConfig(p, forward, ""))
+		e := start(t, forward)
 		c := hcDial(t, e, "rw")
 
 		c.send(&pgproto3.Query{String: "SELECT 40 + 2"})
@@ -232,7 +241,7 @@ func TestHalfCloseMatrix(t *testing.T) {
 	// A busy query plus FIN in forward mode: pgfront does not cancel at the FIN (the server
 	// gets server_fin to finish and close); after server_fin (1s) it ends the session.
 	t.Run("forward_busy_client_fin_server_fin", func(t *testing.T) {
-		e := startProxy(t, oneServerConfig(p, forward, ""))
+		e := start(t, forward)
 		c := hcDial(t, e, "rw")
 		c.send(&pgproto3.Query{String: "SELECT pg_sleep(60)"})
 		hcWaitSleeping(t, p, c.pid)
@@ -262,7 +271,7 @@ func TestHalfCloseMatrix(t *testing.T) {
 
 	// (g) Terminate then close: the clean goodbye.
 	t.Run("client_terminate", func(t *testing.T) {
-		e := startProxy(t, oneServerConfig(p, hcFinTimeouts, ""))
+		e := start(t, hcFinTimeouts)
 		c := hcDial(t, e, "rw")
 
 		start := time.Now()
@@ -335,7 +344,8 @@ func TestServerKilledMidQuery(t *testing.T) {
 // needs (half-closes, never reads, never closes). Its conn is closed at the end of the test.
 type hcClient struct {
 	t          *testing.T
-	conn       *net.TCPConn
+	conn       net.Conn     // raw, or TLS over raw when the env's client uses TLS
+	raw        *net.TCPConn // the TCP connection
 	fe         *pgproto3.Frontend
 	pid        uint32 // backend pid
 	serverPort uint16 // pgfront's server-side local port
@@ -345,13 +355,17 @@ type hcClient struct {
 // server-side port; it checks that pgfront holds both sockets of the session.
 func hcDial(t *testing.T, e *env, route string) *hcClient {
 	t.Helper()
-	conn, err := net.DialTCP("tcp", nil, e.addr(route))
+	raw, err := net.DialTCP("tcp", nil, e.addr(route))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { _ = conn.Close() })
-	c := &hcClient{t: t, conn: conn, fe: pgproto3.NewFrontend(conn, conn)}
-	_ = conn.SetDeadline(time.Now().Add(20 * time.Second)) // login may queue under maxconn
+	t.Cleanup(func() { _ = raw.Close() })
+	_ = raw.SetDeadline(time.Now().Add(20 * time.Second)) // login may queue under maxconn
+	var conn net.Conn = raw
+	if e.clientTLS != nil {
+		conn = startClientTLS(t, raw, e.clientTLS)
+	}
+	c := &hcClient{t: t, conn: conn, raw: raw, fe: pgproto3.NewFrontend(conn, conn)}
 	c.send(&pgproto3.StartupMessage{
 		ProtocolVersion: pgproto3.ProtocolVersionNumber,
 		Parameters:      map[string]string{"user": "postgres", "database": "postgres"},
@@ -426,12 +440,17 @@ func (c *hcClient) query(sql string) [][]string {
 
 func (c *hcClient) closeWrite() {
 	c.t.Helper()
-	if err := c.conn.CloseWrite(); err != nil {
+	if tc, ok := c.conn.(*tls.Conn); ok {
+		if err := tc.CloseWrite(); err != nil { // close_notify, then the FIN below
+			c.t.Fatal(err)
+		}
+	}
+	if err := c.raw.CloseWrite(); err != nil {
 		c.t.Fatal(err)
 	}
 }
 
-func (c *hcClient) local() netip.AddrPort { return localAddrPort(c.conn) }
+func (c *hcClient) local() netip.AddrPort { return localAddrPort(c.raw) }
 
 // sockets are the sockets pgfront holds for this client's session.
 func (c *hcClient) sockets() []netx.Socket {

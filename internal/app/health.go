@@ -99,9 +99,11 @@ func newMonitor(cc *config.Cluster, cl *cluster.Cluster, a *App) *health.Monitor
 		case "patroni":
 			chk = health.NewPatroni(health.PatroniOptions{URL: h.PatroniScheme + "://" + sc.Patroni})
 		default:
-			chk = health.NewPostgres(health.PostgresOptions{
-				Addr: sc.Address, User: h.User, Database: h.Database, Password: passwordSource(h),
-			})
+			opts := health.PostgresOptions{Addr: sc.Address, User: h.User, Database: h.Database, Password: passwordSource(h)}
+			if c := a.serverTLS[cl.Name]; c != nil {
+				opts.TLS = c.ConnParams() // the same TLS as sessions, SCRAM channel binding when offered
+			}
+			chk = health.NewPostgres(opts)
 		}
 		targets = append(targets, health.Target{Name: name, Checker: chk})
 	}

@@ -2,6 +2,7 @@ package app
 
 import (
 	"fmt"
+	"maps"
 	"os"
 	"slices"
 	"strings"
@@ -23,7 +24,13 @@ func (a *App) newObservers(clusters []*cluster.Cluster) {
 	var routes []observe.Route
 	for _, name := range a.cfg.RouteNames() {
 		rc := a.cfg.Routes[name]
-		routes = append(routes, observe.Route{Name: name, Cluster: a.clusters[rc.Cluster], MaxConn: rc.MaxConn})
+		r := observe.Route{Name: name, Clusters: []*cluster.Cluster{a.clusters[rc.Cluster]}, MaxConn: rc.MaxConn}
+		for _, cl := range slices.Sorted(maps.Values(rc.TLS.SNI)) {
+			if c := a.clusters[cl]; !slices.Contains(r.Clusters, c) {
+				r.Clusters = append(r.Clusters, c)
+			}
+		}
+		routes = append(routes, r)
 	}
 	al := a.cfg.Alerts
 	a.metrics = observe.New(observe.Options{
@@ -293,7 +300,7 @@ func serverName(srv *cluster.Server) string {
 func sessionView(in frontend.SessionInfo, now time.Time) admin.Session {
 	s := admin.Session{
 		ID: in.ID, Route: in.Route, Client: in.Client, Server: serverName(in.Server), User: in.User,
-		Database: in.Database, State: in.Phase.String(), Started: in.Started,
+		Database: in.Database, State: in.Phase.String(), Started: in.Started, TLS: in.TLS,
 		AgeSeconds: now.Sub(in.Started).Seconds(), BytesFromClient: in.FromClient, BytesFromServer: in.FromServ,
 	}
 	if in.Phase != frontend.PhaseRelaying {
@@ -301,7 +308,7 @@ func sessionView(in frontend.SessionInfo, now time.Time) admin.Session {
 	}
 	st := in.Relay
 	s.Parked = st.Parked
-	if !st.Login {
+	if !st.Login && st.TxStatus != 0 {
 		s.TxStatus = string(st.TxStatus)
 	}
 	if !st.IdleSince.IsZero() {
@@ -311,6 +318,11 @@ func sessionView(in frontend.SessionInfo, now time.Time) admin.Session {
 		s.HalfClosedSeconds = now.Sub(st.HalfClosedSince).Seconds()
 	}
 	switch {
+	case st.Blind:
+		s.State = "passthrough"
+		if !st.HalfClosedSince.IsZero() {
+			s.State = "half_closed"
+		}
 	case st.Login:
 		s.State = "login"
 	case !st.HalfClosedSince.IsZero():

@@ -27,12 +27,15 @@ func (f *Frontend) forwardCancel(key pgwire.CancelKey) error {
 	if addr == "" {
 		return errUnknownCancelKey
 	}
-	return f.sendCancel(addr, key)
+	s.mu.Lock()
+	serverTLS := s.route.ServerTLS
+	s.mu.Unlock()
+	return f.sendCancel(addr, serverTLS, key)
 }
 
 // sendCancel delivers a CancelRequest for key to the server at addr and waits (bounded) for the
 // server to close the connection, as PostgreSQL does once it has signalled the backend.
-func (f *Frontend) sendCancel(addr string, key pgwire.CancelKey) error {
+func (f *Frontend) sendCancel(addr string, serverTLS ServerTLS, key pgwire.CancelKey) error {
 	ctx, cancel := context.WithTimeout(f.ctx, cancelTimeout)
 	defer cancel()
 	c, err := f.dialer.DialContext(ctx, "tcp", addr)
@@ -40,6 +43,15 @@ func (f *Frontend) sendCancel(addr string, key pgwire.CancelKey) error {
 		return fmt.Errorf("connecting to %s for a cancel request: %w", addr, err)
 	}
 	defer c.Close()
+	if serverTLS != nil {
+		// A server that requires TLS takes the cancel over TLS too.
+		tc, err := serverTLS.Negotiate(ctx, c, addr)
+		if err != nil {
+			return fmt.Errorf("cancel request to %s: %w", addr, err)
+		}
+		c = tc
+		defer tc.Close()
+	}
 	deadline, _ := ctx.Deadline()
 	_ = c.SetDeadline(deadline)
 	if _, err := c.Write(pgwire.EncodeCancelRequest(key)); err != nil {

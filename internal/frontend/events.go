@@ -88,6 +88,7 @@ type SessionInfo struct {
 	Server               *cluster.Server // nil before one is chosen
 	Relay                relay.State     // valid in PhaseRelaying
 	FromClient, FromServ int64
+	TLS                  string // "" (plain), "TLSv1.3 sni=...", or "passthrough"
 }
 
 // SessionInfos appends a snapshot of every open session to dst, in no particular order.
@@ -99,9 +100,9 @@ func (f *Frontend) SessionInfos(dst []SessionInfo) []SessionInfo {
 }
 
 func (s *session) info() SessionInfo {
-	in := SessionInfo{ID: s.id, Route: s.route.Name, Client: s.clientAddr, Started: s.start,
-		Phase: Phase(s.phase.Load())}
+	in := SessionInfo{ID: s.id, Client: s.clientAddr, Started: s.start, Phase: Phase(s.phase.Load())}
 	s.mu.Lock()
+	in.Route, in.TLS = s.route.Name, s.mu.tls
 	in.User, in.Database = s.mu.user, s.mu.database
 	srv, rs := s.mu.server, s.mu.relay
 	s.mu.Unlock()

@@ -15,7 +15,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -44,6 +46,11 @@ type Route struct {
 	Queue   time.Duration // wait for a maxconn slot; 0 = refuse at once
 	// Relay holds the established session's bounds (idle, FIN) and on_client_fin.
 	Relay relay.Options
+
+	// TLS is what the route offers clients that ask for TLS.
+	TLS RouteTLS
+	// ServerTLS negotiates TLS with the cluster's servers (sessions and cancels); nil: plain.
+	ServerTLS ServerTLS
 }
 
 // Options configure a Frontend.
@@ -124,9 +131,11 @@ func New(opts Options) (*Frontend, error) {
 	}
 	seen := make(map[*cluster.Cluster]bool)
 	for _, r := range opts.Routes {
-		if !seen[r.Cluster] {
-			seen[r.Cluster] = true
-			r.Cluster.OnChange(f.serverChanged)
+		for _, rr := range append([]*Route{r}, sniRoutes(r)...) {
+			if !seen[rr.Cluster] {
+				seen[rr.Cluster] = true
+				rr.Cluster.OnChange(f.serverChanged)
+			}
 		}
 	}
 	return f, nil
@@ -140,7 +149,7 @@ func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
 	f.opts.Admission.Recheck()
 	for _, s := range f.registry.Snapshot() {
 		s.mu.Lock()
-		on, fallback, rs := s.mu.server == srv, s.mu.fallback, s.mu.relay
+		on, fallback, rs, route := s.mu.server == srv, s.mu.fallback, s.mu.relay, s.route
 		s.mu.Unlock()
 		if !on || rs == nil {
 			continue
@@ -150,7 +159,7 @@ func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
 			rs.End(relay.CauseServerDown)
 		case st.Admin == cluster.AdminDrain:
 			rs.Drain(relay.CauseServerDown)
-		case s.route.Select.Keeps(st, fallback) || s.route.Cluster.KeepSessions:
+		case route.Select.Keeps(st, fallback) || route.Cluster.KeepSessions:
 		case !st.Up:
 			rs.End(relay.CauseServerDown)
 		default:
@@ -168,16 +177,27 @@ func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
 // says otherwise.
 func (f *Frontend) fence(srv *cluster.Server) {
 	for _, r := range f.opts.Routes {
-		for _, cs := range r.Cluster.Servers {
-			if cs == srv {
-				r.Cluster.Modify(srv, func(st *cluster.State) { st.Fenced = true })
-				if f.opts.OnFence != nil {
-					f.opts.OnFence(srv)
+		for _, rr := range append([]*Route{r}, sniRoutes(r)...) {
+			for _, cs := range rr.Cluster.Servers {
+				if cs == srv {
+					rr.Cluster.Modify(srv, func(st *cluster.State) { st.Fenced = true })
+					if f.opts.OnFence != nil {
+						f.opts.OnFence(srv)
+					}
+					return
 				}
-				return
 			}
 		}
 	}
+}
+
+// sniRoutes lists the routes r's SNI map can choose, in a stable order.
+func sniRoutes(r *Route) []*Route {
+	var out []*Route
+	for _, name := range slices.Sorted(maps.Keys(r.TLS.SNI)) {
+		out = append(out, r.TLS.SNI[name])
+	}
+	return out
 }
 
 // Listen binds every route's listener, so address errors surface before anything is served.

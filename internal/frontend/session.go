@@ -1,7 +1,9 @@
 package frontend
 
 import (
+	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -33,10 +35,14 @@ type session struct {
 	ctx    context.Context // ends queue waits and dials when the session is told to stop
 	cancel context.CancelFunc
 
+	// route and client may change once, under mu, while the session starts (TLS: the client
+	// becomes the TLS connection, and SNI may choose another cluster's route); other
+	// goroutines read them under mu.
 	mu struct {
 		sync.Mutex
 		server   *cluster.Server
-		relay    *relay.Session
+		relay    relayer
+		tls      string      // "" (plain), "TLSv1.3 sni=...", or "passthrough"
 		fallback bool        // a replica route's session placed on the primary
 		stopped  relay.Cause // set by drain/end before relay exists
 		// user and database from the StartupMessage, for the log line and admin views.
@@ -78,14 +84,23 @@ func (s *session) ServerAddr() string {
 	return s.mu.server.Addr
 }
 
+// relayer is an established session's relay: a PostgreSQL-aware relay.Session, or a blind
+// relay.Pipe (TLS passthrough).
+type relayer interface {
+	End(relay.Cause)
+	Drain(relay.Cause)
+	State() relay.State
+	Bytes() (fromClient, fromServer int64)
+}
+
 // drain ends the session at its next idle point; before it is established, at once.
-func (s *session) drain(cause relay.Cause) { s.stop(cause, (*relay.Session).Drain) }
+func (s *session) drain(cause relay.Cause) { s.stop(cause, relayer.Drain) }
 
 // end ends the session now.
-func (s *session) end(cause relay.Cause) { s.stop(cause, (*relay.Session).End) }
+func (s *session) end(cause relay.Cause) { s.stop(cause, relayer.End) }
 
 // stop hands cause to the relay (how: End or Drain), or stops a session still starting.
-func (s *session) stop(cause relay.Cause, how func(*relay.Session, relay.Cause)) {
+func (s *session) stop(cause relay.Cause, how func(relayer, relay.Cause)) {
 	s.mu.Lock()
 	r := s.mu.relay
 	if r == nil {
@@ -160,13 +175,16 @@ func (s *session) logEnd(o outcome) {
 	if o.server != nil {
 		server = o.server.Name
 	}
+	s.mu.Lock()
+	tlsInfo, route := s.mu.tls, s.route
+	s.mu.Unlock()
 	level := slog.LevelInfo
 	if o.cause == relay.CauseProtocolError || o.cause == relay.CauseConnectFailed {
 		level = slog.LevelWarn
 	}
 	attrs := []slog.Attr{
 		slog.Uint64("session", s.id),
-		slog.String("route", s.route.Name),
+		slog.String("route", route.Name),
 		slog.String("client", s.clientAddr),
 		slog.String("server", server),
 		slog.String("user", o.user),
@@ -178,6 +196,9 @@ func (s *session) logEnd(o outcome) {
 	}
 	if o.queued > 0 {
 		attrs = append(attrs, slog.Duration("queued", o.queued))
+	}
+	if tlsInfo != "" {
+		attrs = append(attrs, slog.String("tls", tlsInfo))
 	}
 	if o.err != nil {
 		attrs = append(attrs, slog.String("err", o.err.Error()))
@@ -210,9 +231,18 @@ func (s *session) run() (o outcome, relaying bool) {
 		_ = s.f.opts.KeepAlive.Apply(tc)
 	}
 	_ = s.client.SetDeadline(time.Now().Add(r.Startup))
-	pkt, o, ok := s.readStartup()
+	pkt, blind, o, ok := s.readStartup()
 	if !ok {
 		return o, false
+	}
+	if blind != nil {
+		return s.establishBlind(blind)
+	}
+	r = s.route // SNI may have chosen another cluster's route
+	if _, tlsOn := isTLS(s.client); r.TLS.Require && !tlsOn {
+		return s.refuse(relay.CauseDenied, pgwire.CodeInvalidAuthorization,
+			fmt.Sprintf("pgfront route %q requires SSL/TLS", r.Name),
+			"Connect with sslmode=require (or verify-ca / verify-full).", nil), false
 	}
 	user, database := pkt.Params["user"], pkt.Params["database"]
 	if database == "" {
@@ -225,20 +255,43 @@ func (s *session) run() (o outcome, relaying bool) {
 	return s.establish(pkt)
 }
 
-// readStartup reads the first packets up to the StartupMessage, answering SSLRequest and
-// GSSENCRequest with 'N' and forwarding a CancelRequest. ok is false when the session is over.
-func (s *session) readStartup() (*pgwire.FirstPacket, outcome, bool) {
+// readStartup reads the first packets up to the StartupMessage: SSLRequest per the route's TLS
+// mode ('N', or 'S' and a TLS handshake, or passthrough), GSSENCRequest 'N', a direct TLS
+// ClientHello (PostgreSQL 17), and a CancelRequest (forwarded). ok is false when the session
+// is over; blind is non-nil for a passthrough session: the bytes to forward first.
+func (s *session) readStartup() (pkt *pgwire.FirstPacket, blind []byte, o outcome, ok bool) {
+	r := s.route
 	// PostgreSQL accepts one request of each kind, in either order (libpq sends GSSENCRequest
 	// then SSLRequest when both are "prefer"); a repeat of the same kind is a protocol error.
 	var sslDone, gssDone bool
-	for {
-		pkt, err := pgwire.ReadFirstPacket(s.client)
+	for first := true; ; first = false {
+		var src io.Reader = s.client
+		if first && r.TLS.Mode != TLSDisable {
+			b, err := readByte(s.client)
+			if err != nil {
+				return nil, nil, s.startupFailed(err), false
+			}
+			if b == tlsHandshakeByte {
+				switch r.TLS.Mode {
+				case TLSPassthrough:
+					return nil, []byte{b}, outcome{}, true
+				}
+				if o, ok := s.startTLS([]byte{b}, true); !ok {
+					return nil, nil, o, false
+				}
+				sslDone = true
+				r = s.route
+				continue
+			}
+			src = io.MultiReader(bytes.NewReader([]byte{b}), s.client)
+		}
+		pkt, err := pgwire.ReadFirstPacket(src)
 		if err != nil {
-			return nil, s.startupFailed(err), false
+			return nil, nil, s.startupFailed(err), false
 		}
 		switch pkt.Kind {
 		case pgwire.KindStartup:
-			return pkt, outcome{}, true
+			return pkt, nil, outcome{}, true
 		case pgwire.KindCancel:
 			err := s.f.forwardCancel(pkt.Cancel)
 			switch {
@@ -249,19 +302,32 @@ func (s *session) readStartup() (*pgwire.FirstPacket, outcome, bool) {
 			default:
 				s.f.events.CancelRequest("failed")
 			}
-			return nil, outcome{cause: relay.CauseCancelRequest, cancelReq: true, err: err}, false
+			return nil, nil, outcome{cause: relay.CauseCancelRequest, cancelReq: true, err: err}, false
 		case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
 			done := &sslDone
 			if pkt.Kind == pgwire.KindGSSENCRequest {
 				done = &gssDone
 			}
 			if *done {
-				return nil, s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation,
+				return nil, nil, s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation,
 					fmt.Sprintf("unexpected %s after encryption negotiation", pkt.Kind), "", nil), false
 			}
 			*done = true
-			if _, err := s.client.Write([]byte{'N'}); err != nil {
-				return nil, outcome{cause: relay.CauseClientReset, err: err}, false
+			if pkt.Kind == pgwire.KindSSLRequest && r.TLS.Mode == TLSPassthrough {
+				return nil, pkt.Raw, outcome{}, true
+			}
+			answer := byte('N')
+			if pkt.Kind == pgwire.KindSSLRequest && r.TLS.Mode == TLSTerminate {
+				answer = 'S'
+			}
+			if _, err := s.client.Write([]byte{answer}); err != nil {
+				return nil, nil, outcome{cause: relay.CauseClientReset, err: err}, false
+			}
+			if answer == 'S' {
+				if o, ok := s.startTLS(nil, false); !ok {
+					return nil, nil, o, false
+				}
+				r = s.route
 			}
 		}
 	}
@@ -299,6 +365,31 @@ func (s *session) establish(pkt *pgwire.FirstPacket) (outcome, bool) {
 	return e.connect(s)
 }
 
+// dial connects to srv and, when the route's cluster speaks TLS to its servers and negotiate is
+// set, negotiates it; the returned conn belongs to the caller.
+func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
+	r := s.route
+	ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
+	defer cancel()
+	c, err := s.f.dialer.DialContext(ctx, "tcp", srv.Addr)
+	if err != nil {
+		return nil, err
+	}
+	s.f.events.ServerConn(r.Name, srv, c)
+	if !negotiate || r.ServerTLS == nil {
+		return c, nil
+	}
+	tc, err := r.ServerTLS.Negotiate(ctx, c, srv.Addr)
+	if err != nil {
+		_ = c.Close()
+		return nil, err
+	}
+	if t, ok := tc.(*tls.Conn); ok {
+		return WrapTLS(t, c), nil
+	}
+	return tc, nil
+}
+
 // establishing is a session between admission and the relay's end: what a retry after an
 // in-band fence needs to connect again.
 type establishing struct {
@@ -311,7 +402,7 @@ type establishing struct {
 
 // connect dials a server and starts the relay; false means the session is already over.
 func (e *establishing) connect(s *session) (outcome, bool) {
-	srv, server, o, ok := s.connect(e.pick, e.ticket)
+	srv, server, o, ok := s.connect(e.pick, e.ticket, true)
 	if !ok {
 		e.ticket.Release()
 		o.queued = e.queued
@@ -341,12 +432,14 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 
 	opts := r.Relay
 	opts.LoginDeadline = time.Now().Add(r.Startup)
-	if s.f.parker != nil {
+	if s.f.parker != nil && rawTCP(s.client) && rawTCP(server) {
+		// Parking watches the sockets' readability; a TLS connection may hold decrypted
+		// bytes the socket no longer shows, so TLS sessions keep their goroutines.
 		opts.Parker, opts.ParkAfter = s.f.parker, parkAfter
 	}
 	opts.OnBackendKey = func(k pgwire.CancelKey) { s.f.registry.SetKey(s, k) }
-	addr := srv.Addr
-	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(addr, k) }
+	addr, serverTLS := srv.Addr, r.ServerTLS
+	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(addr, serverTLS, k) }
 	if r.Select.Role == cluster.RolePrimary {
 		opts.FenceStandby = true
 		opts.OnStandby = func() { s.f.fence(srv) }
@@ -571,9 +664,10 @@ func (s *session) refuseNoServer(err error) outcome {
 		fmt.Sprintf("pgfront waited %s (timeouts.queue) for one to appear in cluster %q; a failover may be in progress.", r.Queue, r.Cluster.Name), err)
 }
 
-// connect dials the ticket's server, moving on to the next eligible server on failure (at most
-// ConnectRetries more). On success it returns the server conn, owned by the caller.
-func (s *session) connect(p *picker, t *admission.Ticket) (*cluster.Server, net.Conn, outcome, bool) {
+// connect dials the ticket's server (negotiating TLS with it when the cluster asks and negotiate
+// is set), moving on to the next eligible server on failure (at most ConnectRetries more). On
+// success it returns the server conn, owned by the caller.
+func (s *session) connect(p *picker, t *admission.Ticket, negotiate bool) (*cluster.Server, net.Conn, outcome, bool) {
 	r := s.route
 	var lastErr error
 	for attempt := 0; ; attempt++ {
@@ -582,11 +676,8 @@ func (s *session) connect(p *picker, t *admission.Ticket) (*cluster.Server, net.
 			break
 		}
 		s.phase.Store(uint32(PhaseConnecting))
-		ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
-		c, err := s.f.dialer.DialContext(ctx, "tcp", srv.Addr)
-		cancel()
+		c, err := s.dial(srv, negotiate)
 		if err == nil {
-			s.f.events.ServerConn(r.Name, srv, c)
 			return srv, c, outcome{}, true
 		}
 		lastErr = fmt.Errorf("connecting to server %s (%s): %w", srv.Name, srv.Addr, err)

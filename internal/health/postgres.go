@@ -42,7 +42,10 @@ type PostgresOptions struct {
 	// Password returns the password; it is called on each (re)connect, so a rotated file
 	// is picked up. nil = no password (trust).
 	Password func() (string, error)
-	// TLS comes in a later issue; connections use sslmode=disable.
+	// TLS holds libpq-style TLS parameters (sslmode, sslrootcert, sslcert, sslkey) for the
+	// check's connection; nil or no sslmode means sslmode=disable. SCRAM uses channel binding
+	// (SCRAM-SHA-256-PLUS) when the server offers it over TLS (channel_binding=prefer).
+	TLS map[string]string
 }
 
 // PostgresChecker checks a server by logging in (trust, password, md5 or SCRAM-SHA-256,
@@ -180,15 +183,27 @@ func (c *PostgresChecker) config() (*pgconn.Config, error) {
 			return nil, fmt.Errorf("getting password: %w", err)
 		}
 	}
-	connString := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable target_session_attrs=any channel_binding=prefer",
+	connString := fmt.Sprintf("host=%s port=%d user=%s dbname=%s target_session_attrs=any channel_binding=prefer",
 		quoteConnValue(host), port, quoteConnValue(c.opts.User), quoteConnValue(c.opts.Database))
+	sslmode := c.opts.TLS["sslmode"]
+	if sslmode == "" {
+		sslmode = "disable"
+	}
+	connString += " sslmode=" + quoteConnValue(sslmode)
+	for _, k := range []string{"sslrootcert", "sslcert", "sslkey"} {
+		if v := c.opts.TLS[k]; v != "" {
+			connString += " " + k + "=" + quoteConnValue(v)
+		}
+	}
 	cfg, err := pgconn.ParseConfig(connString)
 	if err != nil {
 		return nil, fmt.Errorf("building connection settings for %s: %w", c.opts.Addr, err)
 	}
 	cfg.Password = password // also replaces one found through PGPASSWORD or a passfile
 	cfg.RuntimeParams = map[string]string{"application_name": applicationName}
-	cfg.Fallbacks = nil
+	if sslmode != "prefer" {
+		cfg.Fallbacks = nil // prefer's one fallback is the same server without TLS
+	}
 	cfg.ConnectTimeout = 0 // the check's context bounds connecting
 	cfg.RequireAuth = ""
 	cfg.MaxProtocolMessageBodyLen = maxMessageLen

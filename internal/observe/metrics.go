@@ -29,9 +29,10 @@ import (
 
 // Route names a route and its limit, for the gauges that exist before any session.
 type Route struct {
-	Name    string
-	Cluster *cluster.Cluster
-	MaxConn int // 0 = unlimited
+	Name string
+	// Clusters the route's sessions may reach: its own, then those its TLS SNI map names.
+	Clusters []*cluster.Cluster
+	MaxConn  int // 0 = unlimited
 }
 
 // Options configure Metrics.
@@ -189,15 +190,14 @@ func New(opts Options) *Metrics {
 		toServer := bytes.WithLabelValues(r.Name, "client_to_server")
 		toClient := bytes.WithLabelValues(r.Name, "server_to_client")
 		qd, td := queryDur.WithLabelValues(r.Name), txDur.WithLabelValues(r.Name)
-		if r.Cluster == nil {
-			continue
-		}
-		for _, srv := range r.Cluster.Servers {
-			m.observers[observerKey{r.Name, srv}] = &sessionObserver{
-				toServer: toServer, toClient: toClient,
-				queries:  queries.WithLabelValues(r.Name, srv.Cluster, srv.Name),
-				txs:      txs.WithLabelValues(r.Name, srv.Cluster, srv.Name),
-				queryDur: qd, txDur: td,
+		for _, cl := range r.Clusters {
+			for _, srv := range cl.Servers {
+				m.observers[observerKey{r.Name, srv}] = &sessionObserver{
+					toServer: toServer, toClient: toClient,
+					queries:  queries.WithLabelValues(r.Name, srv.Cluster, srv.Name),
+					txs:      txs.WithLabelValues(r.Name, srv.Cluster, srv.Name),
+					queryDur: qd, txDur: td,
+				}
 			}
 		}
 	}

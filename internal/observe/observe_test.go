@@ -73,7 +73,7 @@ func newFixture(t *testing.T, th Thresholds) *fixture {
 	mon.AddListener("rw", routeAddr)
 	f.m = New(Options{
 		Registerer: f.reg,
-		Routes:     []Route{{Name: "rw", Cluster: f.cl, MaxConn: 7}},
+		Routes:     []Route{{Name: "rw", Clusters: []*cluster.Cluster{f.cl}, MaxConn: 7}},
 		Clusters:   []*cluster.Cluster{f.cl},
 		MaxConn:    100,
 		Sockets:    mon,

@@ -58,6 +58,7 @@ func (s *Server) includeConf() error {
 func (s *Server) writeConf() error {
 	settings := maps.Clone(defaultSettings)
 	maps.Copy(settings, s.opts.Settings)
+	maps.Copy(settings, s.tlsSettings())
 	maps.Copy(settings, map[string]string{
 		"listen_addresses":        loopbackHost,
 		"port":                    strconv.Itoa(s.Port),
@@ -80,21 +81,25 @@ func quoteConf(v string) string {
 }
 
 // writeHBA writes pg_hba.conf: users' password lines first (the first matching line wins),
-// then trust for everything else on the socket and loopback, replication included.
+// then trust for everything else on the socket and loopback, replication included. With
+// Options.TLS the TCP lines follow its policy (see TLSFiles); the socket lines never change.
 func (s *Server) writeHBA(users []hbaUser) error {
+	tcp, opts, first := s.hbaTCP()
 	var b strings.Builder
 	b.WriteString("# Written by pgfront's pgtest. First matching line wins: password users first.\n")
+	b.WriteString(first)
 	for _, u := range users {
 		fmt.Fprintf(&b, "local all \"%s\" %s\n", u.name, u.method)
-		fmt.Fprintf(&b, "host all \"%s\" 127.0.0.1/32 %s\n", u.name, u.method)
-		fmt.Fprintf(&b, "host all \"%s\" ::1/128 %s\n", u.name, u.method)
+		fmt.Fprintf(&b, "%s all \"%s\" 127.0.0.1/32 %s%s\n", tcp, u.name, u.method, opts)
+		fmt.Fprintf(&b, "%s all \"%s\" ::1/128 %s%s\n", tcp, u.name, u.method, opts)
 	}
 	b.WriteString("local all all trust\n" +
-		"local replication all trust\n" +
-		"host all all 127.0.0.1/32 trust\n" +
-		"host all all ::1/128 trust\n" +
-		"host replication all 127.0.0.1/32 trust\n" +
-		"host replication all ::1/128 trust\n")
+		"local replication all trust\n")
+	for _, db := range []string{"all", "replication"} {
+		for _, addr := range []string{"127.0.0.1/32", "::1/128"} {
+			fmt.Fprintf(&b, "%s %s all %s trust%s\n", tcp, db, addr, opts)
+		}
+	}
 	return s.writeOwned(filepath.Join(s.DataDir, "pg_hba.conf"), b.String())
 }
 

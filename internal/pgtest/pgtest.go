@@ -2,7 +2,8 @@
 // replicas made with pg_basebackup — in temp directories on loopback, for pgfront's
 // integration tests and for `pgfront demo`. It owns each server's whole life: initdb or
 // pg_basebackup, configuration, the postmaster child process, crash simulation (Kill),
-// restart, promotion, password users and removal.
+// restart, promotion, password users, TLS (ssl=on with given certificates and a pg_hba.conf
+// that may demand TLS and client certificates) and removal.
 //
 // The core API does not depend on package testing; NewPrimary and NewPrimaryReplica wrap
 // it for tests:
@@ -64,6 +65,10 @@ type Options struct {
 	BaseDir  string                           // parent for the temp dir; "" = os.TempDir(); postgres must be able to traverse it
 	Settings map[string]string                // extra postgresql.conf settings (override the defaults, except listen/port/socket/logging)
 	Logf     func(format string, args ...any) // optional progress log
+	// TLS, when set, turns ssl on with these PEM files (written into the data directory,
+	// owned by the server's OS user, mode 0600, as PostgreSQL demands for the key) and sets
+	// the pg_hba.conf policy for TCP. See TLSFiles.
+	TLS *TLSFiles
 
 	// pickPort chooses the next port to try; nil = random in [minPort, maxPort]. A seam for
 	// tests of the port-in-use retry.
@@ -107,6 +112,12 @@ var (
 // a free port of 127.0.0.1; it returns once the server accepts connections. On error
 // nothing is left behind.
 func StartPrimary(ctx context.Context, opts Options) (_ *Server, retErr error) {
+	if opts.TLS != nil {
+		if err := opts.TLS.validate(); err != nil {
+			return nil, err
+		}
+		opts.TLS = opts.TLS.clone() // the caller may reuse its value; replicas share this one
+	}
 	s, err := newServer("primary", opts)
 	if err != nil {
 		return nil, err
@@ -123,6 +134,11 @@ func StartPrimary(ctx context.Context, opts Options) (_ *Server, retErr error) {
 	}
 	if err := s.includeConf(); err != nil {
 		return nil, err
+	}
+	if s.opts.TLS != nil {
+		if err := s.writeTLSFiles(); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.writeHBA(nil); err != nil {
 		return nil, err
@@ -163,7 +179,9 @@ func (s *Server) StartReplica(ctx context.Context, name string) (_ *Server, retE
 		}
 	}()
 	r.logf("pgtest: %s: pg_basebackup from %s into %s", r.Name, s.Name, r.DataDir)
-	if err := r.run(ctx, "pg_basebackup", "-h", s.Host, "-p", strconv.Itoa(s.Port), "-U", superuser,
+	// -R writes this host into primary_conninfo: with TLS that is s's Unix socket, which
+	// needs no client certificate.
+	if err := r.run(ctx, "pg_basebackup", "-h", s.adminHost(), "-p", strconv.Itoa(s.Port), "-U", superuser,
 		"-D", r.DataDir, "-R", "-X", "stream", "-c", "fast", "--no-sync"); err != nil {
 		return nil, err
 	}
@@ -269,8 +287,8 @@ func (s *Server) Cleanup() error {
 	return err
 }
 
-// Exec runs sql (one or more statements, simple protocol) as the superuser over TCP. A
-// server error is a *pgconn.PgError in the chain.
+// Exec runs sql (one or more statements, simple protocol) as the superuser over TCP (the
+// Unix socket when the server has TLS). A server error is a *pgconn.PgError in the chain.
 func (s *Server) Exec(ctx context.Context, sql string) error {
 	conn, err := s.connect(ctx)
 	if err != nil {
@@ -449,9 +467,11 @@ func (s *Server) pickPort() int {
 	return minPort + rand.IntN(maxPort-minPort+1)
 }
 
-// connect opens a superuser connection over TCP; the caller closes it.
+// connect opens a superuser connection (TCP, or the Unix socket for a TLS server); the
+// caller closes it.
 func (s *Server) connect(ctx context.Context) (*pgconn.PgConn, error) {
-	conn, err := pgconn.Connect(ctx, s.DSN(superuser, defaultDB))
+	dsn := fmt.Sprintf("host=%s port=%d user=%s dbname=%s sslmode=disable", s.adminHost(), s.Port, superuser, defaultDB)
+	conn, err := pgconn.Connect(ctx, dsn)
 	if err != nil {
 		return nil, fmt.Errorf("connecting to %s: %w", s.Name, err)
 	}

@@ -12,6 +12,21 @@ import (
 // environment has PGFRONT_SKIP_PG=1.
 func NewPrimary(t testing.TB, settings map[string]string) *Server {
 	t.Helper()
+	return newPrimary(t, Options{Settings: settings})
+}
+
+// NewPrimaryTLS starts a primary with ssl on (see TLSFiles) for the test, like NewPrimary.
+func NewPrimaryTLS(t testing.TB, files *TLSFiles, settings map[string]string) *Server {
+	t.Helper()
+	if files == nil {
+		t.Fatalf("pgtest: NewPrimaryTLS without TLS files")
+	}
+	return newPrimary(t, Options{Settings: settings, TLS: files})
+}
+
+// newPrimary starts a primary with opts (BinDir and Logf filled in) for the test.
+func newPrimary(t testing.TB, opts Options) *Server {
+	t.Helper()
 	bin, err := FindBinDir()
 	if err != nil {
 		if os.Getenv("PGFRONT_SKIP_PG") == "1" {
@@ -21,7 +36,8 @@ func NewPrimary(t testing.TB, settings map[string]string) *Server {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*startTimeout)
 	defer cancel()
-	s, err := StartPrimary(ctx, Options{BinDir: bin, Settings: settings, Logf: t.Logf})
+	opts.BinDir, opts.Logf = bin, t.Logf
+	s, err := StartPrimary(ctx, opts)
 	if err != nil {
 		t.Fatalf("pgtest: %v", err)
 	}

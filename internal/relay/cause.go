@@ -33,6 +33,7 @@ const (
 	CauseProtocolError                  // malformed or unexpected protocol bytes from the client
 	CauseDenied                         // refused by policy (unsupported request)
 	CauseCancelRequest                  // the connection carried a CancelRequest, now forwarded or dropped
+	CauseTLSError                       // the client's TLS handshake failed
 	numCauses
 )
 
@@ -62,6 +63,7 @@ var causeNames = [numCauses]string{
 	CauseProtocolError:            "protocol_error",
 	CauseDenied:                   "denied",
 	CauseCancelRequest:            "cancel_request",
+	CauseTLSError:                 "tls_error",
 }
 
 func (c Cause) String() string {

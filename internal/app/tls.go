@@ -1,0 +1,75 @@
+package app
+
+import (
+	"fmt"
+
+	"github.com/pgfront/pgfront/internal/config"
+	"github.com/pgfront/pgfront/internal/frontend"
+	"github.com/pgfront/pgfront/internal/tlsconf"
+)
+
+// serverTLS builds each cluster's TLS towards its servers (nil entries: plain).
+func (a *App) newServerTLS() error {
+	a.serverTLS = make(map[string]*tlsconf.Client)
+	for _, name := range a.cfg.ClusterNames() {
+		st := a.cfg.Clusters[name].ServerTLS
+		if st.Mode == "" || st.Mode == "disable" {
+			continue
+		}
+		c, err := tlsconf.NewClient(tlsconf.ClientOptions{Mode: st.Mode, CAFile: st.CAFile, CertFile: st.CertFile, KeyFile: st.KeyFile})
+		if err != nil {
+			return fmt.Errorf("clusters.%s.server_tls: %w", name, err)
+		}
+		a.serverTLS[name] = c
+	}
+	return nil
+}
+
+// serverTLSFor is the frontend's view of a cluster's server TLS: a nil interface when plain.
+func (a *App) serverTLSFor(cluster string) frontend.ServerTLS {
+	if c := a.serverTLS[cluster]; c != nil {
+		return c
+	}
+	return nil
+}
+
+// routeTLS builds what route rc offers TLS clients. SNI entries become routes of their own
+// clusters that share r's listener, name and limits (newRoute builds them).
+func (a *App) routeTLS(rc *config.Route, r *frontend.Route, newRoute func(cluster string) (*frontend.Route, error)) error {
+	t := rc.TLS
+	switch t.Mode {
+	case "terminate":
+		srv, err := tlsconf.NewServer(tlsconf.ServerOptions{CertFile: t.CertFile, KeyFile: t.KeyFile,
+			ClientCAFile: t.ClientCAFile, Logger: a.log.With("route", rc.Name)})
+		if err != nil {
+			return fmt.Errorf("routes.%s.tls: %w", rc.Name, err)
+		}
+		a.certs = append(a.certs, srv)
+		r.TLS = frontend.RouteTLS{Mode: frontend.TLSTerminate, Config: srv.Config(), Require: t.Require}
+		for name, cl := range t.SNI {
+			vr, err := newRoute(cl)
+			if err != nil {
+				return err
+			}
+			if r.TLS.SNI == nil {
+				r.TLS.SNI = make(map[string]*frontend.Route)
+			}
+			r.TLS.SNI[name] = vr
+		}
+	case "passthrough":
+		r.TLS = frontend.RouteTLS{Mode: frontend.TLSPassthrough}
+	}
+	return nil
+}
+
+// ReloadCertificates re-reads every route's certificate files now (SIGHUP). A file that fails
+// to load keeps the certificate in use; the errors are returned (and logged by tlsconf).
+func (a *App) ReloadCertificates() error {
+	var first error
+	for _, c := range a.certs {
+		if err := c.Reload(); err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
+}
