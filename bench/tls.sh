@@ -428,7 +428,7 @@ function stats(s,    a, n, i, j, x) {
 	if ($7 >= 0 && $6 > 0) add(cell($1, $2, $3) SUBSEP "cpu", ($7 / tck * 1000) / $6 * 1000)
 }
 function ratio(a, b) { return (a != "" && b != "" && b > 0) ? sprintf("%.2f", a / b) : "-" }
-function table(title, m, c, unit,    i, t, k, tps, tpsr, cpu, cpur) {
+function table(title, label, m, c, unit, one,    i, t, k, tps, tpsr, cpu, cpur) {
 	print ""
 	print "### " title
 	print ""
@@ -451,17 +451,17 @@ function table(title, m, c, unit,    i, t, k, tps, tpsr, cpu, cpur) {
 		ratio(tps["pgfront-terminate"], tps["direct"])
 	if (cpu["pgfront-terminate"] == "" || cpu["pgbouncer"] == "") { verdict = "no data"; missing++ }
 	else if (cpu["pgfront-terminate"] <= cpu["pgbouncer"]) verdict = "**met**"
-	else { verdict = "**not met**"; failed = failed (failed == "" ? "" : ", ") title }
-	print "Target (terminating pgfront CPU per " unit " <= PgBouncer'"'"'s): " verdict "."
+	else { verdict = "**not met**"; failed = failed (failed == "" ? "" : ", ") label }
+	print "Target (pgfront-terminate proxy CPU per " one " <= pgbouncer'"'"'s): " verdict "."
 	measured++
 }
 END {
 	nt = split("direct pgfront-terminate pgfront-passthrough pgbouncer", T, " ")
 	nc = split(clients, cs, " ")
 	for (i = 1; i <= nc; i++)
-		table("Select-only, " cs[i] " client" (cs[i] == 1 ? "" : "s") " (pgbench -S)", "select", cs[i], "tx")
+		table("Select-only, " cs[i] " client" (cs[i] == 1 ? "" : "s") " (pgbench -S)", "select-only " cs[i], "select", cs[i], "tx", "transaction")
 	table("Handshake churn, " churn " clients (pgbench -S -C: a new connection and TLS handshake per transaction; TPS = handshakes/s)", \
-		"churn", churn, "handshakes")
+		"churn " churn, "churn", churn, "handshakes", "handshake")
 	print ""
 	if (missing) print "**Target: undecided** (a measurement is missing)."
 	else if (failed == "") print "**Target \"TLS-terminating pgfront costs no more CPU per transaction than PgBouncer terminating TLS, measured in the same run\": met** in all " measured " measurements."

@@ -176,3 +176,39 @@ func TestDemo(t *testing.T) {
 		t.Fatal("demo printed no log paths")
 	}
 }
+
+// TestCheckLoadsFiles: check also loads what the config points at (TLS certificates, admin
+// tokens) and names the file that fails, and says plainly what passthrough gives up.
+func TestCheckLoadsFiles(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tls.yaml")
+	missing := filepath.Join(dir, "missing.crt")
+	if err := os.WriteFile(path, []byte(`
+admin: {listen: "127.0.0.1:0"}
+clusters:
+  c:
+    servers:
+      - {name: a, address: 127.0.0.1:5432, role: primary}
+routes:
+  rw:
+    listen: 127.0.0.1:0
+    cluster: c
+    role: primary
+    tls: {mode: terminate, cert_file: `+missing+`, key_file: `+missing+`}
+  ro:
+    listen: 127.0.0.1:0
+    cluster: c
+    role: any
+    tls: {mode: passthrough}
+`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	err := checkCmd([]string{"-c", path}, &out)
+	if err == nil || !strings.Contains(err.Error(), "missing.crt") || !strings.Contains(err.Error(), "routes.rw.tls") {
+		t.Fatalf("check with a missing certificate: %v", err)
+	}
+	if !strings.Contains(out.String(), "passthrough relays TLS sessions blind") {
+		t.Fatalf("check did not warn about passthrough:\n%s", out.String())
+	}
+}

@@ -193,9 +193,9 @@ func TestListCommands(t *testing.T) {
 	r = run(env, "sessions")
 	r.want(t, 0)
 	wantLines(t, r.stdout,
-		"ID ROUTE CLIENT SERVER USER DATABASE STATE TX AGE IDLE IN OUT",
-		`7 rw 10\.1\.2\.3:50000 main/pg1 app appdb idle \(parked\) I 1h02m 1m05s 1\.2 KiB 5\.0 MiB`,
-		`9 rw 10\.1\.2\.4:50001 - batch appdb queued - 250ms - 80 B 0 B`)
+		"ID ROUTE CLIENT SERVER USER DATABASE STATE TX TLS AGE IDLE IN OUT",
+		`7 rw 10\.1\.2\.3:50000 main/pg1 app appdb idle \(parked\) I - 1h02m 1m05s 1\.2 KiB 5\.0 MiB`,
+		`9 rw 10\.1\.2\.4:50001 - batch appdb queued - - 250ms - 80 B 0 B`)
 
 	r = run(env, "sockets")
 	r.want(t, 0)

@@ -95,7 +95,7 @@ func printSessions(w io.Writer, body []byte, _ time.Time) error {
 	if err := decode(body, &sessions); err != nil {
 		return err
 	}
-	t := newTable(w, "ID", "ROUTE", "CLIENT", "SERVER", "USER", "DATABASE", "STATE", "TX", "AGE", "IDLE", "IN", "OUT")
+	t := newTable(w, "ID", "ROUTE", "CLIENT", "SERVER", "USER", "DATABASE", "STATE", "TX", "TLS", "AGE", "IDLE", "IN", "OUT")
 	for _, s := range sessions {
 		state := s.State
 		if s.Parked {
@@ -108,8 +108,12 @@ func printSessions(w io.Writer, body []byte, _ time.Time) error {
 		if s.HalfClosedSeconds > 0 {
 			state += " " + duration(s.HalfClosedSeconds)
 		}
+		tlsInfo := s.TLS
+		if tlsInfo == "" {
+			tlsInfo = "-"
+		}
 		t.row(strconv.FormatUint(s.ID, 10), s.Route, s.Client, s.Server, s.User, s.Database, state, s.TxStatus,
-			duration(s.AgeSeconds), idle, size(s.BytesFromClient), size(s.BytesFromServer))
+			tlsInfo, duration(s.AgeSeconds), idle, size(s.BytesFromClient), size(s.BytesFromServer))
 	}
 	return t.flush()
 }

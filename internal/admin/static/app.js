@@ -158,6 +158,7 @@
       { t: s.id, c: "n" }, s.route, s.client, s.server || "–", s.user, s.database,
       { t: s.state + (s.parked ? " (parked)" : ""), c: s.state === "half_closed" ? "hot" : s.state.startsWith("idle_in_") ? "warn" : "" },
       s.tx_status,
+      s.tls || "",
       { t: dur(s.age_s), c: "n" },
       { t: s.idle_s > 0 ? dur(s.idle_s) : "", c: "n" },
       { t: size(s.bytes_from_client), c: "n" },
