@@ -343,30 +343,39 @@ run_pgbench() {
 	pid=$(target_pid "$target")
 	jobs=$((clients < 2 ? clients : 2))
 	[ "$mode" = churn ] && extra=(-C)
-	[ -n "$pid" ] && c0=$(cpu_ticks "$pid")
-	local rc=0
-	out=$("$PGBENCH" -n -S "${extra[@]}" -c "$clients" -j "$jobs" -T "$secs" \
-		-h "$HOST" -p "$port" -U "$PGUSER_NAME" postgres 2>&1) || rc=$?
-	if ((rc >= 128)); then
-		log "pgbench killed by signal $((rc - 128))"
-		exit "$rc"
-	elif ((rc != 0)); then
+	local rc tps tx attempt
+	for ((attempt = 1; ; attempt++)); do
+		[ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+		rc=0
+		out=$("$PGBENCH" -n -S "${extra[@]}" -c "$clients" -j "$jobs" -T "$secs" \
+			-h "$HOST" -p "$port" -U "$PGUSER_NAME" postgres 2>&1) || rc=$?
+		if ((rc >= 128)); then
+			log "pgbench killed by signal $((rc - 128))"
+			exit "$rc"
+		elif ((rc != 0)); then
+			printf '%s\n' "$out" >&2
+			die "pgbench failed: $mode $target $clients clients"
+		fi
+		[ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+		[ -z "$round" ] && return 0
+		tps=$(awk '/^tps = /{print $3; exit}' <<<"$out")
+		tx=$(awk '/^number of transactions actually processed:/{print $6; exit}' <<<"$out")
+		# On a busy machine the clients' TLS logins can outlast a short -T: pgbench then
+		# completes no transaction and prints no tps. Run it again, once.
+		if [ "$tx" = 0 ] && ((attempt < 2)); then
+			log "round $round $mode $target c=$clients: no transaction completed in ${secs}s, running it again"
+			continue
+		fi
+		break
+	done
+	if [ -z "$tps" ] || [ -z "$tx" ] || [ "$tx" = 0 ]; then
 		printf '%s\n' "$out" >&2
-		die "pgbench failed: $mode $target $clients clients"
-	fi
-	[ -n "$pid" ] && c1=$(cpu_ticks "$pid")
-	[ -z "$round" ] && return 0
-	local tps tx
-	tps=$(awk '/^tps = /{print $3; exit}' <<<"$out")
-	tx=$(awk '/^number of transactions actually processed:/{print $6; exit}' <<<"$out")
-	if [ -z "$tps" ] || [ -z "$tx" ]; then
-		printf '%s\n' "$out" >&2
-		die "cannot parse pgbench output"
+		die "no pgbench result: $mode $target $clients clients (no transaction completed, or output not understood)"
 	fi
 	local ticks=-1 # -1: no proxy (direct)
 	[ -n "$pid" ] && ticks=$((c1 - c0))
 	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$clients" "$round" "$tps" "$tx" "$ticks" >>"$RESULTS"
-	log "round $round $mode $target c=$clients: tps $tps, $tx tx, proxy cpu $ticks ticks"
+	log "round $round $mode $target c=$clients: tps $tps, $tx tx, proxy cpu $ticks ticks (load $(cut -d' ' -f1 /proc/loadavg))"
 }
 
 if ((BENCH_WARMUP > 0)); then

@@ -30,7 +30,7 @@ func newChunkReader(c net.Conn) chunkReader {
 			return &rawReader{rc: rc}
 		}
 	}
-	return connReader{c}
+	return &connReader{c: c}
 }
 
 // rawReader waits for readability through the runtime's poller without holding a buffer, then
@@ -85,13 +85,38 @@ func (r *rawReader) tryRead(fd uintptr) bool {
 	}
 }
 
-// connReader is the fallback for conns without a file descriptor (TLS, tests): it holds a
-// buffer while it waits.
-type connReader struct{ c net.Conn }
+// smallBufSize is what a connReader waits with after a short read: an idle TLS session then
+// holds a small buffer, not a full one (the next read, with data already decrypted, is cheap).
+const smallBufSize = 512
 
-func (r connReader) read() (*[]byte, int, error) {
+var smallBufPool = sync.Pool{New: func() any { b := make([]byte, smallBufSize); return &b }}
+
+// connReader is the fallback for conns without a file descriptor (TLS, tests): it must hold a
+// buffer while it waits, so after a short read (the session is idle or chatty) it waits with a
+// small one, and after a full one with a full one.
+type connReader struct {
+	c    net.Conn
+	full bool // the last read filled a small buffer: more is probably coming
+}
+
+func (r *connReader) read() (*[]byte, int, error) {
+	if !r.full {
+		sb := smallBufPool.Get().(*[]byte)
+		n, err := r.c.Read(*sb)
+		r.full = n == smallBufSize
+		if n == 0 {
+			smallBufPool.Put(sb)
+			return nil, 0, err
+		}
+		// Callers return buffers with putBuf: hand over the bytes in a pooled full buffer.
+		b := getBuf()
+		copy(*b, (*sb)[:n])
+		smallBufPool.Put(sb)
+		return b, n, err
+	}
 	b := getBuf()
 	n, err := r.c.Read(*b)
+	r.full = n > smallBufSize
 	if n == 0 {
 		putBuf(b)
 		return nil, 0, err

@@ -109,7 +109,8 @@ func (c *Client) ConnParams() map[string]string {
 // is the verify-full name) and returns the connection to use: a *tls.Conn after 'S', conn
 // itself after 'N' when the mode allows plain (prefer), or an error (ErrServerNoSSL after
 // 'N' otherwise; certificate errors name the address and mode). disable returns conn
-// untouched without any SSLRequest.
+// untouched without any SSLRequest. Unlike libpq, prefer does not reconnect without TLS when
+// the server says 'S' and the handshake then fails, nor when the server answers 'E'.
 //
 // The answer is read with a 1-byte read, and when conn exposes its socket
 // (syscall.Conn) bytes already waiting after an 'S' fail with ErrDataAfterSSLAnswer; bytes
@@ -169,8 +170,9 @@ func (c *Client) Negotiate(ctx context.Context, conn net.Conn, addr string) (out
 		}
 		return nil, fmt.Errorf("server at %s does not support SSL, but server_tls is %s: %w", addr, c.opts.Mode, ErrServerNoSSL)
 	case 'E':
-		// A server too old for SSLRequest; its message is not read (it came unencrypted).
-		return nil, fmt.Errorf("server at %s answered SSLRequest with an error (it does not know SSL)", addr)
+		// A server too old for SSLRequest, or one failing at start-up. The message is not
+		// read: it came unencrypted and unauthenticated (CVE-2024-10977).
+		return nil, fmt.Errorf("server at %s answered SSLRequest with an error message", addr)
 	default:
 		return nil, fmt.Errorf("server at %s answered SSLRequest with %q, not 'S' or 'N'", addr, answer[0])
 	}

@@ -319,7 +319,7 @@ func TestNegotiateBadAnswers(t *testing.T) {
 		want   string
 	}{
 		{"bytes injected after S", []byte("Sinjected plaintext"), "sent 18 bytes after agreeing to SSL"},
-		{"error answer", []byte("E\x00\x00\x00\x08abcd"), "answered SSLRequest with an error"},
+		{"error answer", []byte("E\x00\x00\x00\x08abcd"), "answered SSLRequest with an error message"},
 		{"unknown answer", []byte("X"), `answered SSLRequest with 'X'`},
 	} {
 		for _, mode := range []string{ModePrefer, ModeRequire} {
