@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -628,4 +629,26 @@ func TestTLSChannelBindingThroughTermination(t *testing.T) {
 	plainServer := startProxy(t, strings.Replace(oneServerConfig(p, f.terminate(""), ""), "    servers:",
 		"    health: {check: none}\n    servers:", 1))
 	connectDSN(t, dsn(plainServer, ""))
+}
+
+// TestTLSReloadOnSIGHUP: SIGHUP re-reads the certificate files and pgfront keeps running.
+func TestTLSReloadOnSIGHUP(t *testing.T) {
+	f := newTLSFixture(t)
+	p := pgtest.NewPrimary(t, nil)
+	r := startRun(t, oneServerConfig(p, f.terminate(""), ""))
+	dsn := func() string {
+		return fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=verify-full sslrootcert=%s connect_timeout=10",
+			r.addr.Port, f.caFile)
+	}
+	next := f.issue(certtest.LeafOptions{CommonName: "pgfront-after-hup", Hosts: []string{"127.0.0.1"}})
+	writeFile(t, f.proxyCert, next.CertPEM)
+	writeFile(t, f.proxyKey, next.KeyPEM)
+	r.sigs <- syscall.SIGHUP
+	waitFor(t, 5*time.Second, "the reload log line", func() bool {
+		return strings.Contains(r.logs.String(), "SIGHUP: certificates reloaded")
+	})
+	r.wantRunning(t)
+	if got := peerCert(t, connectDSN(t, dsn())); !got.Equal(next.Cert) {
+		t.Fatalf("after SIGHUP a new client saw %q", got.Subject.CommonName)
+	}
 }
