@@ -60,6 +60,7 @@ die() { log "error: $*"; exit 1; }
 
 TMP=""
 PIDS=()          # background processes we started (pgfront); stopped on exit
+PGBENCH_PID=""   # the pgbench running now, if any
 PGB_PIDFILE=""   # pidfile of our PgBouncer daemon
 PG_STARTED=0
 
@@ -79,6 +80,7 @@ cleanup() {
 	local rc=$? pid
 	trap - EXIT INT TERM
 	set +e
+	[ -n "$PGBENCH_PID" ] && stop_pid "$PGBENCH_PID"
 	for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
 	[ -n "$PGB_PIDFILE" ] && [ -s "$PGB_PIDFILE" ] && stop_pid "$(cat "$PGB_PIDFILE")"
 	if [ "$PG_STARTED" = 1 ]; then
@@ -116,7 +118,11 @@ wait_listen() { # port pid what
 
 # CPU time (user+system, all threads) of a process in clock ticks. Fields 14 and 15 of
 # /proc/PID/stat, counted after the ")" that closes the command name.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
+cpu_ticks() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	awk '{sub(/.*\) /, ""); print $12 + $13}' <<<"$stat"
+}
 
 # ---------------------------------------------------------------- setup
 
@@ -345,10 +351,17 @@ run_pgbench() {
 	[ "$mode" = churn ] && extra=(-C)
 	local rc tps tx attempt
 	for ((attempt = 1; ; attempt++)); do
-		[ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+		if [ -n "$pid" ]; then c0=$(cpu_ticks "$pid") || die "$target: its process $pid has exited"; fi
+		# pgbench runs in the background and the script waits for it: a trapped signal
+		# (Ctrl-C) interrupts wait at once, while a foreground pgbench, which survives
+		# SIGINT, would keep the trap from running until it finished.
 		rc=0
-		out=$("$PGBENCH" -n -S "${extra[@]}" -c "$clients" -j "$jobs" -T "$secs" \
-			-h "$HOST" -p "$port" -U "$PGUSER_NAME" postgres 2>&1) || rc=$?
+		"$PGBENCH" -n -S "${extra[@]}" -c "$clients" -j "$jobs" -T "$secs" \
+			-h "$HOST" -p "$port" -U "$PGUSER_NAME" postgres >"$TMP/pgbench.out" 2>&1 &
+		PGBENCH_PID=$!
+		wait "$PGBENCH_PID" || rc=$?
+		PGBENCH_PID=""
+		out=$(<"$TMP/pgbench.out")
 		if ((rc >= 128)); then
 			log "pgbench killed by signal $((rc - 128))"
 			exit "$rc"
@@ -356,7 +369,7 @@ run_pgbench() {
 			printf '%s\n' "$out" >&2
 			die "pgbench failed: $mode $target $clients clients"
 		fi
-		[ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+		if [ -n "$pid" ]; then c1=$(cpu_ticks "$pid") || die "$target: its process $pid has exited"; fi
 		[ -z "$round" ] && return 0
 		tps=$(awk '/^tps = /{print $3; exit}' <<<"$out")
 		tx=$(awk '/^number of transactions actually processed:/{print $6; exit}' <<<"$out")

@@ -10,10 +10,10 @@ import (
 	"net/http"
 	"reflect"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"github.com/pgfront/pgfront/internal/logtest"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -23,25 +23,10 @@ const (
 )
 
 // syncBuffer is a log sink safe for the handlers' goroutines.
-type syncBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type syncBuffer = logtest.Buffer
 
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
-// logLines decodes the JSON log lines whose msg is msg.
-func (b *syncBuffer) logLines(t *testing.T, msg string) []map[string]any {
+// logLines decodes the JSON log lines in b whose msg is msg.
+func logLines(t *testing.T, b *syncBuffer, msg string) []map[string]any {
 	t.Helper()
 	var out []map[string]any
 	for line := range strings.Lines(b.String()) {
@@ -405,7 +390,7 @@ func TestAuditLog(t *testing.T) {
 	ts.do(t, "GET", "/api/v1/sessions", "", "").wantJSON(t, 401, nil)
 	ts.do(t, "GET", "/api/v1/sessions", "wrong-token-value", "").wantJSON(t, 401, nil)
 
-	lines := ts.logs.logLines(t, "admin action")
+	lines := logLines(t, ts.logs, "admin action")
 	if len(lines) != 3 {
 		t.Fatalf("%d admin action lines, want 3:\n%s", len(lines), ts.logs)
 	}
@@ -421,7 +406,7 @@ func TestAuditLog(t *testing.T) {
 			t.Errorf("line %d = %v, want action %s target %q result %q scope admin", i, l, w.action, w.target, w.result)
 		}
 	}
-	rejected := ts.logs.logLines(t, "admin auth rejected")
+	rejected := logLines(t, ts.logs, "admin auth rejected")
 	if len(rejected) != 1 || rejected[0]["level"] != "WARN" || rejected[0]["reason"] != "missing bearer token" {
 		t.Errorf("rejected lines = %v, want one Warn (the second is rate-limited)", rejected)
 	}
@@ -436,7 +421,7 @@ func TestAuditLog(t *testing.T) {
 func TestOpenScopeInAudit(t *testing.T) {
 	ts := startServer(t, "", "", nil)
 	ts.do(t, "POST", "/api/v1/sessions/7/kill", "", "").wantJSON(t, 200, nil)
-	lines := ts.logs.logLines(t, "admin action")
+	lines := logLines(t, ts.logs, "admin action")
 	if len(lines) != 1 || lines[0]["scope"] != "open" {
 		t.Fatalf("lines = %v, want one with scope open", lines)
 	}

@@ -1,7 +1,6 @@
 package health
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -12,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/pgfront/pgfront/internal/logtest"
 )
 
 // waitFor polls cond until it holds, failing the test after a generous deadline.
@@ -134,39 +135,7 @@ func (r *recorder) get(target string) []Status {
 }
 
 // logBuf collects a text logger's output.
-type logBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-// lines returns the lines containing all of substrs.
-func (l *logBuf) lines(substrs ...string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for line := range strings.Lines(l.b.String()) {
-		all := true
-		for _, s := range substrs {
-			all = all && strings.Contains(line, s)
-		}
-		if all {
-			out = append(out, strings.TrimSpace(line))
-		}
-	}
-	return out
-}
-
-func (l *logBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
+type logBuf = logtest.Buffer
 
 func newTestLogger() (*slog.Logger, *logBuf) {
 	b := &logBuf{}
@@ -364,17 +333,17 @@ func TestMonitorLogsTransitionsOnce(t *testing.T) {
 		{"msg=\"server role changed\"", 1},
 		{"connection refused", 2}, // first failure, down line
 	} {
-		if got := logs.lines(c.msg, "server=pg1"); len(got) != c.want {
+		if got := logs.Lines(c.msg, "server=pg1"); len(got) != c.want {
 			t.Errorf("%d lines with %s, want %d; log:\n%s", len(got), c.msg, c.want, logs)
 		}
 	}
-	if got := logs.lines("msg=\"server down\"", "failures_not_logged=1"); len(got) != 1 {
+	if got := logs.Lines("msg=\"server down\"", "failures_not_logged=1"); len(got) != 1 {
 		t.Errorf("the down line does not count the failure not logged; log:\n%s", logs)
 	}
-	if got := logs.lines("msg=\"server role changed\"", "from=primary", "to=replica"); len(got) != 1 {
+	if got := logs.Lines("msg=\"server role changed\"", "from=primary", "to=replica"); len(got) != 1 {
 		t.Errorf("role change line wrong; log:\n%s", logs)
 	}
-	if got := logs.lines("msg=\"server up\"", "role=primary"); len(got) != 2 {
+	if got := logs.Lines("msg=\"server up\"", "role=primary"); len(got) != 2 {
 		t.Errorf("up lines do not say the role; log:\n%s", logs)
 	}
 }
@@ -389,7 +358,7 @@ func TestMonitorErrorLogRateLimit(t *testing.T) {
 	logger, logs := newTestLogger()
 	clock := &stepClock{t: time.Unix(0, 0), step: 10 * time.Second} // checks at 0s, 10s, ..., 120s
 	runScript(t, Options{Logger: logger, now: clock.now, after: (&delayLog{}).after}, f)
-	got := logs.lines("password authentication failed")
+	got := logs.Lines("password authentication failed")
 	if len(got) != 3 {
 		t.Fatalf("%d lines, want 3 (0s, 60s, 120s); log:\n%s", len(got), logs)
 	}

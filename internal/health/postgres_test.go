@@ -266,7 +266,7 @@ func TestPostgresPasswords(t *testing.T) {
 				t.Fatalf("status %+v", st)
 			}
 		}
-		if got := logs.lines("password authentication failed"); len(got) != 1 {
+		if got := logs.Lines("password authentication failed"); len(got) != 1 {
 			t.Errorf("%d log lines about the failure over %d checks, want 1:\n%s", len(got), len(rec.get("pg1")), logs)
 		}
 		if strings.Contains(logs.String(), wrongPW) {

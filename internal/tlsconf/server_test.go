@@ -1,7 +1,6 @@
 package tlsconf
 
 import (
-	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pgfront/pgfront/internal/certtest"
+	"github.com/pgfront/pgfront/internal/logtest"
 )
 
 func newCA(t testing.TB, name string) *certtest.CA {
@@ -56,24 +56,11 @@ func replaceFile(t testing.TB, path string, data []byte) {
 }
 
 // logBuffer collects log records for assertions; safe for concurrent use.
-type logBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
+type logBuffer = logtest.Buffer
 
-func (b *logBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
+func count(b *logBuffer, substr string) int { return strings.Count(b.String(), substr) }
 
-func (b *logBuffer) count(substr string) int {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return strings.Count(b.buf.String(), substr)
-}
-
-func (b *logBuffer) logger() *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
+func newLogger(b *logBuffer) *slog.Logger { return slog.New(slog.NewTextHandler(b, nil)) }
 
 // handshakeResult is what the server side of one handshake saw.
 type handshakeResult struct {
@@ -164,7 +151,7 @@ func TestServerReloadsChangedFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs logBuffer
-	s, err := NewServer(ServerOptions{CertFile: certFile, KeyFile: keyFile, CheckEvery: -1, Logger: logs.logger()})
+	s, err := NewServer(ServerOptions{CertFile: certFile, KeyFile: keyFile, CheckEvery: -1, Logger: newLogger(&logs)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +161,7 @@ func TestServerReloadsChangedFiles(t *testing.T) {
 	replaceFile(t, certFile, two.CertPEM)
 	replaceFile(t, keyFile, two.KeyPEM)
 	mustServe(t, s, ca.Pool(), two)
-	if n := logs.count("TLS certificate reloaded"); n != 1 {
+	if n := count(&logs, "TLS certificate reloaded"); n != 1 {
 		t.Errorf("%d reload lines, want 1", n)
 	}
 
@@ -188,8 +175,8 @@ func TestServerReloadsChangedFiles(t *testing.T) {
 		}
 	}
 	mustServe(t, s, ca.Pool(), two)
-	if n := logs.count("level=ERROR"); n != 1 {
-		t.Errorf("%d error lines for one failure, want 1:\n%s", n, logs.buf.String())
+	if n := count(&logs, "level=ERROR"); n != 1 {
+		t.Errorf("%d error lines for one failure, want 1:\n%s", n, logs.String())
 	}
 
 	// A key that does not match the certificate: another failure, logged too.
@@ -204,7 +191,7 @@ func TestServerReloadsChangedFiles(t *testing.T) {
 		t.Errorf("Reload with a broken certificate: %v", err)
 	}
 	mustServe(t, s, ca.Pool(), two)
-	if n := logs.count("level=ERROR"); n != 3 {
+	if n := count(&logs, "level=ERROR"); n != 3 {
 		t.Errorf("%d error lines for three distinct failures, want 3", n)
 	}
 
