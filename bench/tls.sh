@@ -78,7 +78,8 @@ stop_pid() { # pid: TERM, wait up to 10 s, then KILL
 
 cleanup() {
 	local rc=$? pid
-	trap - EXIT INT TERM
+	trap - EXIT
+	trap '' INT TERM # a second Ctrl-C must not cut the cleanup short
 	set +e
 	[ -n "$PGBENCH_PID" ] && stop_pid "$PGBENCH_PID"
 	for pid in "${PIDS[@]}"; do stop_pid "$pid"; done

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -110,7 +112,9 @@ func TestDemo(t *testing.T) {
 		close(lines)
 	}()
 	psql := regexp.MustCompile(`psql "([^"]+)"`)
+	metricsURL := regexp.MustCompile(`metrics:\s+(http://\S+/metrics)`)
 	var dsns []string
+	var metrics string
 	var dirs []string
 	timeout := time.After(90 * time.Second)
 	for done := false; !done; {
@@ -121,6 +125,9 @@ func TestDemo(t *testing.T) {
 			}
 			if m := psql.FindStringSubmatch(l); m != nil {
 				dsns = append(dsns, m[1])
+			}
+			if m := metricsURL.FindStringSubmatch(l); m != nil {
+				metrics = m[1]
 			}
 			if i := strings.Index(l, "/tmp/"); i >= 0 {
 				dirs = append(dirs, filepath.Dir(strings.Fields(l[i:])[0]))
@@ -149,6 +156,21 @@ func TestDemo(t *testing.T) {
 		if inRecovery != wantRecovery[i] {
 			t.Fatalf("route %d: pg_is_in_recovery = %v, want %v", i, inRecovery, wantRecovery[i])
 		}
+	}
+
+	// The printed metrics address serves the sessions just made.
+	if metrics == "" {
+		t.Fatal("demo printed no metrics address")
+	}
+	resp, err := http.Get(metrics)
+	if err != nil {
+		t.Fatalf("GET %s: %v", metrics, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// pgx's default sslmode=prefer makes two connections: the first is answered 'N'.
+	if resp.StatusCode != 200 || !regexp.MustCompile(`(?m)^pgfront_sessions_total\{route="rw"\} [1-9]`).Match(body) {
+		t.Fatalf("GET %s: %s\n%s", metrics, resp.Status, body)
 	}
 
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {

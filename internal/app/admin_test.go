@@ -294,6 +294,10 @@ func TestCtl(t *testing.T) {
 	}
 	_, err := c.Exec(context.Background(), "SELECT 1")
 	wantPgError(t, err, "57P01", "administrator")
+	waitFor(t, 5*time.Second, "the killed session to leave the list", func() bool {
+		out, _ := run("sessions")
+		return !strings.Contains(out, s.Client)
+	})
 	if out, code := run("kill", fmt.Sprint(s.ID)); code != 1 || !strings.Contains(out, "404") {
 		t.Fatalf("ctl kill of an ended session (%d):\n%s", code, out)
 	}

@@ -45,14 +45,7 @@ type env struct {
 // and stops it at the end of the test, checking that no session is left.
 func startProxy(t *testing.T, yamlText string) *env {
 	t.Helper()
-	if !strings.Contains(yamlText, "\nadmin:") {
-		// Not the default port: tests (and other packages' tests) run side by side.
-		yamlText += "\nadmin:\n  listen: 127.0.0.1:0\n"
-	}
-	cfg, _, err := config.Parse([]byte(yamlText), "test.yaml")
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, yamlText)
-	}
+	cfg := parseTestConfig(t, yamlText)
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := app.New(cfg, logger)
@@ -70,6 +63,20 @@ func startProxy(t *testing.T, yamlText string) *env {
 		}
 	})
 	return e
+}
+
+// parseTestConfig parses a test's config; without an admin section the admin listener takes
+// a free port, not the default one: tests (and other packages' tests) run side by side.
+func parseTestConfig(t *testing.T, yamlText string) *config.Config {
+	t.Helper()
+	if !strings.Contains(yamlText, "\nadmin:") {
+		yamlText += "\nadmin:\n  listen: 127.0.0.1:0\n"
+	}
+	cfg, _, err := config.Parse([]byte(yamlText), "test.yaml")
+	if err != nil {
+		t.Fatalf("config: %v\n%s", err, yamlText)
+	}
+	return cfg
 }
 
 // oneServerConfig is a config with one route "rw" on one primary, plus extra YAML appended

@@ -291,13 +291,15 @@ routes:
 	}
 
 	// The candidate was promoted in place (no restart): only pgfront can end the replica-route
-	// session that is now on a primary.
+	// session that is now on a primary. Usually a check sees the new role (role_changed); on a
+	// slow machine (-race) a check may time out during the promotion first (server_down):
+	// either way it is pgfront's FATAL 57P01.
 	end = promotedEnd.wait(t, 10*time.Second)
-	if end.err == nil || end.err.Code != "57P01" || !strings.Contains(end.err.Message, "changed role") {
-		t.Fatalf("the ro session on the promoted %s ended with %v, want pgfront's FATAL 57P01 (changed role)", candidate.Name, end.err)
+	if end.err == nil || end.err.Code != "57P01" || !strings.Contains(end.err.Message, "changed role") && !strings.Contains(end.err.Message, "server is down") {
+		t.Fatalf("the ro session on the promoted %s ended with %v, want pgfront's FATAL 57P01", candidate.Name, end.err)
 	}
-	if cause := waitEndCause(t, e, promoted); cause != "role_changed" {
-		t.Errorf("the ro session on the promoted %s ended with cause %s, want role_changed", candidate.Name, cause)
+	if cause := waitEndCause(t, e, promoted); cause != "role_changed" && cause != "server_down" {
+		t.Errorf("the ro session on the promoted %s ended with cause %s, want role_changed (or server_down)", candidate.Name, cause)
 	}
 	t.Logf("the ro session on the promoted %s ended %v after the switchover began (%v relative to the new leader being reported)",
 		candidate.Name, end.at.Sub(swStart).Round(time.Millisecond), end.at.Sub(leaderSeen).Round(time.Millisecond))

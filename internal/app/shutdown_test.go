@@ -15,7 +15,6 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfront/pgfront/internal/app"
-	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/pgtest"
 )
 
@@ -171,10 +170,7 @@ type runningApp struct {
 // newApp builds an App from yamlText with a debug logger writing to the returned buffer.
 func newApp(t *testing.T, yamlText string) (*app.App, *syncBuffer) {
 	t.Helper()
-	cfg, _, err := config.Parse([]byte(yamlText), "test.yaml")
-	if err != nil {
-		t.Fatalf("config: %v\n%s", err, yamlText)
-	}
+	cfg := parseTestConfig(t, yamlText)
 	logs := &syncBuffer{}
 	a, err := app.New(cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
 	if err != nil {
