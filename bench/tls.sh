@@ -7,8 +7,8 @@
 #   pgbouncer            pgbench -> PgBouncer 1.18 (client_tls_sslmode = require,
 #                        pool_mode = session) -> PostgreSQL, plain TCP, pooled server logins
 #
-#   bash bench/tls.sh                                  # full run: 3 rounds x 10 s per cell, ~8 min
-#   BENCH_SECONDS=3 BENCH_ROUNDS=1 bash bench/tls.sh   # quick run, ~1.5 min
+#   bash bench/tls.sh                                  # full run: 3 rounds x 10 s per cell, ~7 min
+#   BENCH_SECONDS=3 BENCH_ROUNDS=1 bash bench/tls.sh   # quick run, ~1 min
 #
 # It builds pgfront and bench/tlscerts, writes a throw-away CA and one server certificate
 # for 127.0.0.1/localhost that PostgreSQL, pgfront and PgBouncer all present, installs

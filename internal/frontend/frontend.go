@@ -68,6 +68,8 @@ type Options struct {
 	// OnConnectFail is told when a connect to srv failed, so its health can be checked at
 	// once rather than at the next interval. May be nil.
 	OnConnectFail func(srv *cluster.Server)
+	// keepAliveSet: the listeners already give accepted conns the keepalive options.
+	keepAliveSet bool
 	// Events is told what sessions do (metrics, admin views). May be nil.
 	Events Events
 }
@@ -111,7 +113,9 @@ func New(opts Options) (*Frontend, error) {
 		opts.Events = noEvents{}
 	}
 	if opts.Listen == nil {
-		opts.Listen = func(addr string) (net.Listener, error) { return net.Listen("tcp", addr) }
+		lc := opts.KeepAlive.ListenConfig() // accepted conns get the keepalive options at accept
+		opts.Listen = func(addr string) (net.Listener, error) { return lc.Listen(context.Background(), "tcp", addr) }
+		opts.keepAliveSet = true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Frontend{

@@ -228,7 +228,11 @@ func (s *session) refuse(cause relay.Cause, code, msg, hint string, err error) o
 func (s *session) run() (o outcome, relaying bool) {
 	r := s.route
 	if tc, ok := s.client.(*net.TCPConn); ok {
-		_ = s.f.opts.KeepAlive.Apply(tc)
+		if s.f.opts.keepAliveSet {
+			_ = s.f.opts.KeepAlive.ApplyUserTimeout(tc)
+		} else {
+			_ = s.f.opts.KeepAlive.Apply(tc)
+		}
 	}
 	_ = s.client.SetDeadline(time.Now().Add(r.Startup))
 	pkt, blind, o, ok := s.readStartup()

@@ -6,8 +6,9 @@
 //	k := netx.KeepAlive{Idle: 30 * time.Second, Interval: 10 * time.Second, Count: 3,
 //		UserTimeout: 60 * time.Second}
 //	server, err := k.Dialer(connectTimeout).DialContext(ctx, "tcp", addr) // options set
-//	client, err := ln.AcceptTCP()
-//	err = k.Apply(client) // accepted connections: set them explicitly
+//	ln, err := k.ListenConfig().Listen(ctx, "tcp", addr) // accepted conns get keepalive
+//	client, err := ln.Accept()
+//	err = k.ApplyUserTimeout(client.(*net.TCPConn)) // and TCP_USER_TIMEOUT
 //
 // Linux only: TCP_USER_TIMEOUT and /proc/net/tcp are Linux interfaces.
 package netx
@@ -55,6 +56,30 @@ func (k KeepAlive) Apply(c *net.TCPConn) error {
 	if err := c.SetKeepAliveConfig(k.config()); err != nil {
 		return fmt.Errorf("setting keepalive: %w", err)
 	}
+	if k.UserTimeout <= 0 {
+		return nil
+	}
+	rc, err := c.SyscallConn()
+	if err != nil {
+		return fmt.Errorf("setting TCP_USER_TIMEOUT: %w", err)
+	}
+	return setUserTimeout(rc, k.UserTimeout)
+}
+
+// ListenConfig returns a listen configuration whose accepted connections get k's keepalive
+// options from the net package (instead of its default 15s keepalive, set and then replaced:
+// four system calls per connection saved). TCP_USER_TIMEOUT is not inherited from a listener
+// on every kernel: set it with ApplyUserTimeout.
+func (k KeepAlive) ListenConfig() net.ListenConfig {
+	lc := net.ListenConfig{KeepAliveConfig: k.config()}
+	if !lc.KeepAliveConfig.Enable {
+		lc.KeepAlive = -1
+	}
+	return lc
+}
+
+// ApplyUserTimeout sets TCP_USER_TIMEOUT on c, if k has one.
+func (k KeepAlive) ApplyUserTimeout(c *net.TCPConn) error {
 	if k.UserTimeout <= 0 {
 		return nil
 	}

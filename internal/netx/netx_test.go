@@ -1,6 +1,7 @@
 package netx
 
 import (
+	"context"
 	"errors"
 	"io"
 	"net"
@@ -247,4 +248,39 @@ func TestErrorClasses(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestListenConfig: connections accepted from a ListenConfig listener have k's keepalive at
+// once; ApplyUserTimeout adds TCP_USER_TIMEOUT.
+func TestListenConfig(t *testing.T) {
+	k := KeepAlive{Idle: 7 * time.Second, Interval: 2500 * time.Millisecond, Count: 4, UserTimeout: 1500*time.Millisecond + time.Microsecond}
+	lc := k.ListenConfig()
+	ln, err := lc.Listen(context.Background(), "tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	dialed, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dialed.Close()
+	accepted, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer accepted.Close()
+	if got := readOpts(t, accepted.(*net.TCPConn)); got != (sockopts{keepalive: 1, idle: 7, intvl: 3, cnt: 4}) {
+		t.Fatalf("accepted conn options %+v, want k's keepalive without a user timeout", got)
+	}
+	if err := k.ApplyUserTimeout(accepted.(*net.TCPConn)); err != nil {
+		t.Fatal(err)
+	}
+	if got := readOpts(t, accepted.(*net.TCPConn)); got.userTimeout != 1501 {
+		t.Fatalf("user timeout %d, want 1501", got.userTimeout)
+	}
+	off := KeepAlive{}.ListenConfig()
+	if off.KeepAlive >= 0 || off.KeepAliveConfig.Enable {
+		t.Fatalf("disabled keepalive still enabled on the listener: %+v", off)
+	}
 }
