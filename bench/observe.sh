@@ -21,14 +21,14 @@
 #   OBS_SCRAPES=20             scrapes (and overview reads) per count
 #   OBS_SAMPLES=10             socket samples read per count (one per sample interval)
 #   OBS_SAMPLE_INTERVAL=1s     alerts.sample_interval of the measured pgfront
-#   OBS_PORT_BASE=27432        first of three consecutive loopback ports used
+#   OBS_PORT_BASE=28432        first of three consecutive loopback ports used
 set -euo pipefail
 
 OBS_SESSIONS=${OBS_SESSIONS:-"1000 10000"}
 OBS_SCRAPES=${OBS_SCRAPES:-20}
 OBS_SAMPLES=${OBS_SAMPLES:-10}
 OBS_SAMPLE_INTERVAL=${OBS_SAMPLE_INTERVAL:-1s}
-OBS_PORT_BASE=${OBS_PORT_BASE:-27432}
+OBS_PORT_BASE=${OBS_PORT_BASE:-28432}
 HOST=127.0.0.1
 PORT_PEER=$OBS_PORT_BASE
 PORT_ROUTE=$((OBS_PORT_BASE + 1))
