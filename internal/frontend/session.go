@@ -275,9 +275,8 @@ func (s *session) readStartup() (pkt *pgwire.FirstPacket, blind []byte, o outcom
 			if err != nil {
 				return nil, nil, s.startupFailed(err), false
 			}
-			if b == tlsHandshakeByte {
-				switch r.TLS.Mode {
-				case TLSPassthrough:
+			if b == tlsHandshakeByte { // PostgreSQL 17 direct TLS
+				if r.TLS.Mode == TLSPassthrough {
 					return nil, []byte{b}, outcome{}, true
 				}
 				if o, ok := s.startTLS([]byte{b}, true); !ok {
