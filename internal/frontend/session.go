@@ -382,13 +382,20 @@ func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 	if !negotiate || r.ServerTLS == nil {
 		return c, nil
 	}
-	tc, err := r.ServerTLS.Negotiate(ctx, c, srv.Addr)
+	var under net.Conn = c
+	if t, ok := c.(*net.TCPConn); ok {
+		under = netx.RawIO(t) // crypto/tls reads and writes it: keep those calls cheap
+	}
+	tc, err := r.ServerTLS.Negotiate(ctx, under, srv.Addr)
 	if err != nil {
 		_ = c.Close()
 		return nil, err
 	}
 	if t, ok := tc.(*tls.Conn); ok {
 		return WrapTLS(t, c), nil
+	}
+	if tc == under {
+		return c, nil // prefer, and the server said no: plain TCP, which the relay can park
 	}
 	return tc, nil
 }

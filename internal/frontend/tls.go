@@ -120,8 +120,11 @@ func (s *session) startTLS(prefix []byte, direct bool) (outcome, bool) {
 	r := s.route
 	raw := s.client
 	var under net.Conn = raw
+	if tc, ok := raw.(*net.TCPConn); ok {
+		under = netx.RawIO(tc) // crypto/tls reads and writes it: keep those calls cheap
+	}
 	if len(prefix) > 0 {
-		under = &prefixConn{Conn: raw, prefix: prefix}
+		under = &prefixConn{Conn: under, prefix: prefix}
 	}
 	tc := tls.Server(under, r.TLS.Config)
 	if err := tc.HandshakeContext(s.ctx); err != nil {

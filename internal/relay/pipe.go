@@ -23,9 +23,10 @@ type PipeOptions struct {
 // pgfront's own: the stream is not pgfront's to write into), but the same bounds on TCP: Idle
 // for silence both ways, ClientFin/ServerFin after one side's FIN, and End.
 type Pipe struct {
-	client, server         net.Conn
-	clientRead, serverRead chunkReader
-	opts                   PipeOptions
+	client, server           net.Conn
+	clientRead, serverRead   chunkReader
+	writeClient, writeServer func([]byte) (int, error)
+	opts                     PipeOptions
 
 	fromClient, fromServer atomic.Int64
 	last                   atomic.Int64 // unix nanoseconds of the last byte either way
@@ -48,7 +49,7 @@ type Pipe struct {
 // NewPipe prepares a blind session on client and server; it owns both from now on.
 func NewPipe(client, server net.Conn, opts PipeOptions) *Pipe {
 	return &Pipe{client: client, server: server, clientRead: newChunkReader(client),
-		serverRead: newChunkReader(server), opts: opts}
+		serverRead: newChunkReader(server), writeClient: newWriter(client), writeServer: newWriter(server), opts: opts}
 }
 
 // Start relays on two new goroutines; onEnd runs once both are done and both conns closed.
@@ -71,9 +72,9 @@ func (p *Pipe) serverToClient() { p.copy(false) }
 // copy is one direction's copier.
 func (p *Pipe) copy(fromClient bool) {
 	defer p.copierDone()
-	src, dst, rd, count := p.server, p.client, p.serverRead, &p.fromServer
+	src, dst, rd, write, count := p.server, p.client, p.serverRead, p.writeClient, &p.fromServer
 	if fromClient {
-		src, dst, rd, count = p.client, p.server, p.clientRead, &p.fromClient
+		src, dst, rd, write, count = p.client, p.server, p.clientRead, p.writeServer, &p.fromClient
 	}
 	for {
 		buf, n, err := rd.read()
@@ -83,7 +84,7 @@ func (p *Pipe) copy(fromClient bool) {
 			if p.opts.Observer != nil {
 				p.opts.Observer.Relayed(fromClient, n)
 			}
-			_, werr := dst.Write((*buf)[:n])
+			_, werr := write((*buf)[:n])
 			putBuf(buf)
 			if werr != nil {
 				p.failed(!fromClient, werr)

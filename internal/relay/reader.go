@@ -6,6 +6,8 @@ import (
 	"net"
 	"sync"
 	"syscall"
+
+	"github.com/pgfront/pgfront/internal/netx"
 )
 
 // bufSize is the relay's read size, HAProxy's default bufsize.
@@ -65,7 +67,7 @@ func (r *rawReader) read() (*[]byte, int, error) {
 func (r *rawReader) tryRead(fd uintptr) bool {
 	b := getBuf()
 	for {
-		n, err := syscall.Read(int(fd), *b)
+		n, err := netx.RawRead(int(fd), *b)
 		switch {
 		case errors.Is(err, syscall.EINTR):
 			continue
@@ -122,4 +124,54 @@ func (r *connReader) read() (*[]byte, int, error) {
 		return nil, 0, err
 	}
 	return b, n, err
+}
+
+// rawWriter writes to a socket through its RawConn with netx.RawWrite (no scheduler
+// system-call state: see netx.RawIO), waiting in the runtime's poller when the socket is full;
+// deadlines set on the conn apply.
+type rawWriter struct {
+	rc  syscall.RawConn
+	p   []byte
+	err error
+	fn  func(fd uintptr) bool
+}
+
+// newWriter returns how the relay writes to c: raw for sockets, c.Write otherwise (TLS).
+func newWriter(c net.Conn) func([]byte) (int, error) {
+	if sc, ok := c.(syscall.Conn); ok {
+		if rc, err := sc.SyscallConn(); err == nil {
+			w := &rawWriter{rc: rc}
+			w.fn = w.tryWrite
+			return w.write
+		}
+	}
+	return c.Write
+}
+
+func (w *rawWriter) write(p []byte) (int, error) {
+	w.p, w.err = p, nil
+	err := w.rc.Write(w.fn)
+	n := len(p) - len(w.p)
+	w.p = nil
+	if err == nil {
+		err = w.err
+	}
+	return n, err
+}
+
+func (w *rawWriter) tryWrite(fd uintptr) bool {
+	for len(w.p) > 0 {
+		n, err := netx.RawWrite(int(fd), w.p)
+		switch err {
+		case nil:
+			w.p = w.p[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			w.err = err
+			return true
+		}
+	}
+	return true
 }

@@ -108,6 +108,8 @@ type Session struct {
 	client, server net.Conn
 	clientRead     chunkReader
 	serverRead     chunkReader
+	writeClient    func([]byte) (int, error)
+	writeServer    func([]byte) (int, error)
 	opts           Options
 
 	fromClient atomic.Int64
@@ -169,6 +171,8 @@ func New(client, server net.Conn, opts Options) *Session {
 		server:           server,
 		clientRead:       newChunkReader(client),
 		serverRead:       newChunkReader(server),
+		writeClient:      newWriter(client),
+		writeServer:      newWriter(server),
 		opts:             opts,
 		backendScan:      pgwire.NewBackendScanner('K', 'Z', 'S', 'E'),
 		frontendScan:     pgwire.NewFrontendScanner(),
@@ -555,7 +559,7 @@ func (s *Session) relayFromClient(h *frontendHandler, p []byte) bool {
 	if s.opts.Observer != nil {
 		s.opts.Observer.Relayed(true, len(p))
 	}
-	if _, err := s.server.Write(p); err != nil {
+	if _, err := s.writeServer(p); err != nil {
 		s.serverFailed(err)
 		return false
 	}
@@ -702,7 +706,7 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 		s.opts.Observer.Relayed(false, len(p))
 	}
 	s.clientAtBoundary = false
-	if _, err := s.client.Write(p); err != nil {
+	if _, err := s.writeClient(p); err != nil {
 		s.mu.Lock()
 		ending := s.mu.cause != CauseNone
 		s.mu.clientDead = !ending
