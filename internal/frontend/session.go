@@ -165,6 +165,9 @@ func (s *session) close(o outcome) {
 
 func (s *session) logEnd(o outcome) {
 	if o.cancelReq {
+		if !s.f.log.Enabled(context.Background(), slog.LevelDebug) {
+			return
+		}
 		s.f.log.Debug("cancel request", "route", s.route.Name, "client", s.clientAddr, "forwarded", o.err == nil, "err", o.err)
 		return
 	}
@@ -181,6 +184,9 @@ func (s *session) logEnd(o outcome) {
 	level := slog.LevelInfo
 	if o.cause == relay.CauseProtocolError || o.cause == relay.CauseConnectFailed {
 		level = slog.LevelWarn
+	}
+	if !s.f.log.Enabled(context.Background(), level) {
+		return // at log level warn, a busy pgfront builds no line per session
 	}
 	attrs := []slog.Attr{
 		slog.Uint64("session", s.id),
