@@ -22,6 +22,7 @@ import (
 
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/observe"
+	"github.com/pgfront/pgfront/internal/relay"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,16 +33,17 @@ const (
 )
 
 // ---------------------------------------------------------------------------------------
-// The documented contract (/work/notes/metrics.md): label values with a fixed meaning.
+// The documented contract (README, internal/observe/families.go): label values with a fixed
+// meaning. Causes come from the relay, the one place they are defined.
 
 var (
-	causes = []string{
-		"client_terminate", "client_eof", "server_eof", "client_fin_timeout", "server_fin_timeout",
-		"client_idle_timeout", "idle_in_transaction_timeout", "server_idle_timeout",
-		"startup_timeout", "queue_timeout", "maxconn", "connect_failed", "no_server",
-		"server_down", "role_changed", "fenced_standby", "server_unavailable", "admin_kill",
-		"shutdown", "client_reset", "server_reset", "protocol_error", "denied", "cancel_request",
-	}
+	causes = func() []string {
+		var out []string
+		for _, c := range relay.AllCauses() {
+			out = append(out, c.String())
+		}
+		return out
+	}()
 	socketStates = []string{
 		"ESTABLISHED", "SYN_SENT", "SYN_RECV", "FIN_WAIT1", "FIN_WAIT2", "TIME_WAIT", "CLOSE",
 		"CLOSE_WAIT", "LAST_ACK", "CLOSING",

@@ -66,14 +66,6 @@ func (c *prefixConn) Read(p []byte) (int, error) {
 	return c.Conn.Read(p)
 }
 
-// CloseWrite half-closes the TCP connection underneath.
-func (c *prefixConn) CloseWrite() error {
-	if hc, ok := c.Conn.(interface{ CloseWrite() error }); ok {
-		return hc.CloseWrite()
-	}
-	return nil
-}
-
 // finConn is a TLS connection whose CloseWrite also sends the TCP FIN: tls.Conn's CloseWrite
 // only sends close_notify, and a peer (or the kernel's socket state) should see the half-close
 // the relay means.

@@ -86,10 +86,6 @@ func (c *rawIOConn) Write(p []byte) (int, error) {
 	return done, err
 }
 
-// CloseWrite half-closes the TCP connection (the embedded method, named so interfaces that
-// look for it find it through the wrapper).
-func (c *rawIOConn) CloseWrite() error { return c.TCPConn.CloseWrite() }
-
 // RawRead reads from a non-blocking socket without entering the scheduler's system-call state
 // (see RawIO). It returns syscall.EAGAIN when nothing is there.
 func RawRead(fd int, p []byte) (int, error) {
