@@ -3,6 +3,7 @@ package netx
 import (
 	"io"
 	"net"
+	"sync"
 	"syscall"
 	"unsafe"
 )
@@ -22,32 +23,37 @@ func RawIO(c *net.TCPConn) net.Conn {
 	if err != nil {
 		return c
 	}
-	return &rawIOConn{TCPConn: c, rc: rc}
+	rw := &rawIOConn{TCPConn: c, rc: rc, w: newRawWriter(rc)}
+	rw.readFn = rw.tryRead
+	return rw
 }
 
 type rawIOConn struct {
 	*net.TCPConn
 	rc syscall.RawConn
+	// rmu guards one Read's state; the callback is allocated once, so a read allocates
+	// nothing.
+	rmu    sync.Mutex
+	rp     []byte
+	rn     int
+	rerr   error
+	readFn func(fd uintptr) bool
+	// wmu makes Write safe for concurrent use, as net.Conn promises (crypto/tls serialises
+	// its writes already, so it is never contended).
+	wmu sync.Mutex
+	w   *RawWriter
 }
 
 func (c *rawIOConn) Read(p []byte) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	var n int
-	var rerr error
-	err := c.rc.Read(func(fd uintptr) bool {
-		for {
-			n, rerr = RawRead(int(fd), p)
-			switch rerr {
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			return true
-		}
-	})
+	c.rmu.Lock()
+	defer c.rmu.Unlock()
+	c.rp, c.rn, c.rerr = p, 0, nil
+	err := c.rc.Read(c.readFn)
+	n, rerr := c.rn, c.rerr
+	c.rp = nil
 	if err != nil {
 		return 0, err
 	}
@@ -60,30 +66,82 @@ func (c *rawIOConn) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-func (c *rawIOConn) Write(p []byte) (int, error) {
-	done := 0
-	var werr error
-	err := c.rc.Write(func(fd uintptr) bool {
-		for done < len(p) {
-			n, err := RawWrite(int(fd), p[done:])
-			switch err {
-			case nil:
-				done += n
-				continue
-			case syscall.EINTR:
-				continue
-			case syscall.EAGAIN:
-				return false
-			}
-			werr = err
-			return true
+// tryRead is the RawConn.Read callback: false means "nothing to read yet, wait".
+func (c *rawIOConn) tryRead(fd uintptr) bool {
+	for {
+		c.rn, c.rerr = RawRead(int(fd), c.rp)
+		switch c.rerr {
+		case syscall.EINTR:
+			continue
+		case syscall.EAGAIN:
+			return false
 		}
 		return true
-	})
-	if err == nil {
-		err = werr
 	}
-	return done, err
+}
+
+func (c *rawIOConn) Write(p []byte) (int, error) {
+	c.wmu.Lock()
+	defer c.wmu.Unlock()
+	return c.w.Write(p)
+}
+
+// RawWriter writes to a socket with RawWrite through its RawConn, waiting in the runtime's
+// poller when the socket is full; deadlines set on the conn apply. Its callback is allocated
+// once, so a write allocates nothing. One goroutine at a time may use it.
+type RawWriter struct {
+	rc  syscall.RawConn
+	p   []byte
+	err error
+	fn  func(fd uintptr) bool
+}
+
+// NewRawWriter returns a RawWriter for c, or nil when c has no file descriptor (TLS, pipes).
+func NewRawWriter(c net.Conn) *RawWriter {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return nil
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return newRawWriter(rc)
+}
+
+func newRawWriter(rc syscall.RawConn) *RawWriter {
+	w := &RawWriter{rc: rc}
+	w.fn = w.tryWrite
+	return w
+}
+
+// Write writes all of p unless an error (a deadline, a reset) stops it first.
+func (w *RawWriter) Write(p []byte) (int, error) {
+	w.p, w.err = p, nil
+	err := w.rc.Write(w.fn)
+	n := len(p) - len(w.p)
+	w.p = nil
+	if err == nil {
+		err = w.err
+	}
+	return n, err
+}
+
+func (w *RawWriter) tryWrite(fd uintptr) bool {
+	for len(w.p) > 0 {
+		n, err := RawWrite(int(fd), w.p)
+		switch err {
+		case nil:
+			w.p = w.p[n:]
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return false
+		default:
+			w.err = err
+			return true
+		}
+	}
+	return true
 }
 
 // RawRead reads from a non-blocking socket without entering the scheduler's system-call state

@@ -126,52 +126,11 @@ func (r *connReader) read() (*[]byte, int, error) {
 	return b, n, err
 }
 
-// rawWriter writes to a socket through its RawConn with netx.RawWrite (no scheduler
-// system-call state: see netx.RawIO), waiting in the runtime's poller when the socket is full;
-// deadlines set on the conn apply.
-type rawWriter struct {
-	rc  syscall.RawConn
-	p   []byte
-	err error
-	fn  func(fd uintptr) bool
-}
-
-// newWriter returns how the relay writes to c: raw for sockets, c.Write otherwise (TLS).
+// newWriter returns how the relay writes to c: by raw system calls for sockets (netx.RawIO),
+// c.Write otherwise (TLS, whose own writes go to a RawIO connection).
 func newWriter(c net.Conn) func([]byte) (int, error) {
-	if sc, ok := c.(syscall.Conn); ok {
-		if rc, err := sc.SyscallConn(); err == nil {
-			w := &rawWriter{rc: rc}
-			w.fn = w.tryWrite
-			return w.write
-		}
+	if w := netx.NewRawWriter(c); w != nil {
+		return w.Write
 	}
 	return c.Write
-}
-
-func (w *rawWriter) write(p []byte) (int, error) {
-	w.p, w.err = p, nil
-	err := w.rc.Write(w.fn)
-	n := len(p) - len(w.p)
-	w.p = nil
-	if err == nil {
-		err = w.err
-	}
-	return n, err
-}
-
-func (w *rawWriter) tryWrite(fd uintptr) bool {
-	for len(w.p) > 0 {
-		n, err := netx.RawWrite(int(fd), w.p)
-		switch err {
-		case nil:
-			w.p = w.p[n:]
-		case syscall.EINTR:
-		case syscall.EAGAIN:
-			return false
-		default:
-			w.err = err
-			return true
-		}
-	}
-	return true
 }
