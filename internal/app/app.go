@@ -135,19 +135,18 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 		}
 		// An SNI entry serves the same listener from another cluster: a copy of the route
 		// with that cluster's servers, balancer and server TLS, sharing the route's limit.
-		sniRoute := func(clusterName string) (*frontend.Route, error) {
+		// The copy keeps the route's client TLS (mode, certificates, require) but no SNI map of
+		// its own: a name is chosen once.
+		sniRoute := func(clusterName string) *frontend.Route {
 			vr := *r
 			vr.Cluster = a.clusters[clusterName]
 			vr.Balancer = balance.New(policy)
 			vr.ServerTLS = a.serverTLSFor(clusterName)
-			vr.TLS = frontend.RouteTLS{}
-			return &vr, nil
+			vr.TLS.SNI = nil
+			return &vr
 		}
 		if err := a.routeTLS(rc, r, sniRoute); err != nil {
 			return nil, err
-		}
-		for _, vr := range r.TLS.SNI {
-			vr.TLS = frontend.RouteTLS{Mode: frontend.TLSTerminate, Config: r.TLS.Config, Require: r.TLS.Require}
 		}
 		routes = append(routes, r)
 	}

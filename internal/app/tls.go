@@ -34,8 +34,9 @@ func (a *App) serverTLSFor(cluster string) frontend.ServerTLS {
 }
 
 // routeTLS builds what route rc offers TLS clients. SNI entries become routes of their own
-// clusters that share r's listener, name and limits (newRoute builds them).
-func (a *App) routeTLS(rc *config.Route, r *frontend.Route, newRoute func(cluster string) (*frontend.Route, error)) error {
+// clusters that share r's listener, name, limits and client TLS (newRoute copies r once its
+// TLS is set).
+func (a *App) routeTLS(rc *config.Route, r *frontend.Route, newRoute func(cluster string) *frontend.Route) error {
 	t := rc.TLS
 	switch t.Mode {
 	case "terminate":
@@ -46,16 +47,11 @@ func (a *App) routeTLS(rc *config.Route, r *frontend.Route, newRoute func(cluste
 		}
 		a.certs = append(a.certs, srv)
 		r.TLS = frontend.RouteTLS{Mode: frontend.TLSTerminate, Config: srv.Config(), Require: t.Require}
+		sni := make(map[string]*frontend.Route, len(t.SNI))
 		for name, cl := range t.SNI {
-			vr, err := newRoute(cl)
-			if err != nil {
-				return err
-			}
-			if r.TLS.SNI == nil {
-				r.TLS.SNI = make(map[string]*frontend.Route)
-			}
-			r.TLS.SNI[name] = vr
+			sni[name] = newRoute(cl)
 		}
+		r.TLS.SNI = sni
 	case "passthrough":
 		r.TLS = frontend.RouteTLS{Mode: frontend.TLSPassthrough}
 	}
