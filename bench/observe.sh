@@ -37,22 +37,12 @@ PORT_ADMIN=$((OBS_PORT_BASE + 2))
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="/usr/local/go/bin:$PATH"
 
-log() { printf '[observe %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_TAG=observe
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 TMP=""
 PIDS=()
-stop_pid() {
-	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null || true
-}
 cleanup() {
 	local rc=$? pid
 	trap - EXIT INT TERM
@@ -64,19 +54,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 for tool in ss curl gzip awk; do command -v "$tool" >/dev/null || die "$tool is needed"; done
-wait_listen() { # port pid what
-	local i
-	for ((i = 0; i < 200; i++)); do
-		ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-		kill -0 "$2" 2>/dev/null || die "$3 exited before listening on $HOST:$1"
-		sleep 0.05
-	done
-	die "$3 did not listen on $HOST:$1 within 10 s"
-}
 for p in "$PORT_PEER" "$PORT_ROUTE" "$PORT_ADMIN"; do
-	! ss -Hltn "sport = :$p" | grep -q . || die "port $HOST:$p is in use; set OBS_PORT_BASE"
+	port_free "$p" || die "port $HOST:$p is in use; set OBS_PORT_BASE"
 done
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
 TICK_MS=$((1000 / $(getconf CLK_TCK)))
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2] + a[NR/2+1]) / 2}'; }
 maxof() { sort -g | tail -1; }

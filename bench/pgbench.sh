@@ -52,8 +52,9 @@ PORT_IDLE_HAPROXY=$((BENCH_PORT_BASE + 5))
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="/usr/local/go/bin:$PATH"
 
-log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_TAG=bench
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 # ---------------------------------------------------------------- cleanup
 
@@ -61,18 +62,6 @@ TMP=""
 PIDS=()          # background processes we started (pgfront, idleconns); stopped on exit
 HAPIDFILES=()    # pidfiles of our haproxy daemons
 PG_STARTED=0
-
-stop_pid() { # pid: TERM, wait up to 10 s, then KILL
-	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	local rc=$? pid f
@@ -92,33 +81,6 @@ trap cleanup EXIT
 trap 'log interrupted; exit 130' INT
 trap 'log terminated; exit 143' TERM
 
-# ---------------------------------------------------------------- helpers
-
-if [ "$(id -u)" = 0 ]; then
-	PGUSER_NAME=postgres
-	as_pg() { runuser -u postgres -- "$@"; }
-else
-	PGUSER_NAME=$(id -un)
-	as_pg() { "$@"; }
-fi
-
-port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-
-wait_listen() { # port pid what
-	local i
-	for ((i = 0; i < 200; i++)); do
-		ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-		kill -0 "$2" 2>/dev/null || die "$3 exited before listening on $HOST:$1"
-		sleep 0.05
-	done
-	die "$3 did not listen on $HOST:$1 within 10 s"
-}
-
-# CPU time (user+system, all threads) of a process in clock ticks. Fields 14 and 15 of
-# /proc/PID/stat, counted after the ")" that closes the command name.
-cpu_ticks() { sed 's/.*) //' "/proc/$1/stat" | awk '{print $12 + $13}'; }
-rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
-
 # ---------------------------------------------------------------- setup
 
 command -v ss >/dev/null || die "ss (iproute2) is needed"
@@ -127,20 +89,7 @@ PGBENCH=$PGBIN/pgbench
 [ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench) || die "pgbench not found"
 
 if ! command -v haproxy >/dev/null; then
-	[ "$(id -u)" = 0 ] || die "haproxy is not installed and installing it needs root"
-	log "installing Debian's haproxy package"
-	# The package's postinst would start the system haproxy service: forbid service
-	# starts for the install (policy-rc.d exit 101), unless a policy is already in place.
-	policy=""
-	if [ ! -e /usr/sbin/policy-rc.d ]; then
-		policy=/usr/sbin/policy-rc.d
-		printf '#!/bin/sh\nexit 101\n' >"$policy"
-		chmod 755 "$policy"
-	fi
-	apt_rc=0
-	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq haproxy; } >&2 || apt_rc=$?
-	[ -n "$policy" ] && rm -f "$policy"
-	[ "$apt_rc" = 0 ] || die "apt-get install haproxy failed"
+	install_pkg haproxy
 fi
 HAPROXY=$(command -v haproxy)
 

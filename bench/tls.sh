@@ -53,8 +53,9 @@ PORT_PGBOUNCER=$((BENCH_PORT_BASE + 3))
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 export PATH="/usr/local/go/bin:$PATH"
 
-log() { printf '[tls-bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH_TAG=tls-bench
+# shellcheck source=bench/lib.sh
+source "$REPO/bench/lib.sh"
 
 # ---------------------------------------------------------------- cleanup
 
@@ -63,18 +64,6 @@ PIDS=()          # background processes we started (pgfront); stopped on exit
 PGBENCH_PID=""   # the pgbench running now, if any
 PGB_PIDFILE=""   # pidfile of our PgBouncer daemon
 PG_STARTED=0
-
-stop_pid() { # pid: TERM, wait up to 10 s, then KILL
-	local pid=$1 i
-	kill -0 "$pid" 2>/dev/null || return 0
-	kill -TERM "$pid" 2>/dev/null || true
-	for ((i = 0; i < 100; i++)); do
-		kill -0 "$pid" 2>/dev/null || break
-		sleep 0.1
-	done
-	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-	wait "$pid" 2>/dev/null || true
-}
 
 cleanup() {
 	local rc=$? pid
@@ -94,37 +83,6 @@ trap cleanup EXIT
 trap 'log interrupted; exit 130' INT
 trap 'log terminated; exit 143' TERM
 
-# ---------------------------------------------------------------- helpers
-
-# As root, PostgreSQL and PgBouncer (both refuse to run as root) run as the postgres user.
-if [ "$(id -u)" = 0 ]; then
-	PGUSER_NAME=postgres
-	as_pg() { runuser -u postgres -- "$@"; }
-else
-	PGUSER_NAME=$(id -un)
-	as_pg() { "$@"; }
-fi
-
-port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
-
-wait_listen() { # port pid what
-	local i
-	for ((i = 0; i < 200; i++)); do
-		ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
-		kill -0 "$2" 2>/dev/null || die "$3 exited before listening on $HOST:$1"
-		sleep 0.05
-	done
-	die "$3 did not listen on $HOST:$1 within 10 s"
-}
-
-# CPU time (user+system, all threads) of a process in clock ticks. Fields 14 and 15 of
-# /proc/PID/stat, counted after the ")" that closes the command name.
-cpu_ticks() {
-	local stat
-	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
-	awk '{sub(/.*\) /, ""); print $12 + $13}' <<<"$stat"
-}
-
 # ---------------------------------------------------------------- setup
 
 command -v ss >/dev/null || die "ss (iproute2) is needed"
@@ -135,20 +93,7 @@ PSQL=$PGBIN/psql
 [ -x "$PSQL" ] || PSQL=$(command -v psql) || die "psql not found"
 
 if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
-	[ "$(id -u)" = 0 ] || die "pgbouncer is not installed and installing it needs root"
-	log "installing Debian's pgbouncer package"
-	# The package's postinst would start the system pgbouncer service: forbid service
-	# starts for the install (policy-rc.d exit 101), unless a policy is already in place.
-	policy=""
-	if [ ! -e /usr/sbin/policy-rc.d ]; then
-		policy=/usr/sbin/policy-rc.d
-		printf '#!/bin/sh\nexit 101\n' >"$policy"
-		chmod 755 "$policy"
-	fi
-	apt_rc=0
-	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq pgbouncer; } >&2 || apt_rc=$?
-	[ -n "$policy" ] && rm -f "$policy"
-	[ "$apt_rc" = 0 ] || die "apt-get install pgbouncer failed"
+	install_pkg pgbouncer
 fi
 PGBOUNCER=$(command -v pgbouncer || echo /usr/sbin/pgbouncer)
 

@@ -1,0 +1,65 @@
+# Shell helpers shared by the benchmark scripts (sourced; set BENCH_TAG and HOST first).
+# Nothing here starts or stops anything by itself.
+
+log() { printf '[%s %s] %s\n' "$BENCH_TAG" "$(date +%H:%M:%S)" "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+stop_pid() { # pid: TERM, wait up to 10 s, then KILL
+	local pid=$1 i
+	kill -0 "$pid" 2>/dev/null || return 0
+	kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		kill -0 "$pid" 2>/dev/null || break
+		sleep 0.1
+	done
+	kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+	wait "$pid" 2>/dev/null || true
+}
+
+port_free() { ! ss -Hltn "sport = :$1" 2>/dev/null | grep -q .; }
+
+wait_listen() { # port pid what
+	local i
+	for ((i = 0; i < 200; i++)); do
+		ss -Hltn "sport = :$1" 2>/dev/null | grep -q . && return 0
+		kill -0 "$2" 2>/dev/null || die "$3 exited before listening on $HOST:$1"
+		sleep 0.05
+	done
+	die "$3 did not listen on $HOST:$1 within 10 s"
+}
+
+# CPU time (user+system, all threads) of a process in clock ticks: fields 14 and 15 of
+# /proc/PID/stat, counted after the ")" that closes the command name. Fails if it is gone.
+cpu_ticks() {
+	local stat
+	stat=$(cat "/proc/$1/stat" 2>/dev/null) || return 1
+	awk '{sub(/.*\) /, ""); print $12 + $13}' <<<"$stat"
+}
+
+rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
+
+# As root, PostgreSQL (and PgBouncer), which refuse to run as root, run as the postgres user.
+if [ "$(id -u)" = 0 ]; then
+	PGUSER_NAME=postgres
+	as_pg() { runuser -u postgres -- "$@"; }
+else
+	PGUSER_NAME=$(id -un)
+	as_pg() { "$@"; }
+fi
+
+# install_pkg PKG: install a Debian package (root only). Its postinst would start the system
+# service: service starts are forbidden for the install (policy-rc.d exit 101), unless a
+# policy is already in place.
+install_pkg() {
+	local policy="" apt_rc=0
+	[ "$(id -u)" = 0 ] || die "$1 is not installed and installing it needs root"
+	log "installing Debian's $1 package"
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		policy=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\nexit 101\n' >"$policy"
+		chmod 755 "$policy"
+	fi
+	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1"; } >&2 || apt_rc=$?
+	[ -n "$policy" ] && rm -f "$policy"
+	[ "$apt_rc" = 0 ] || die "apt-get install $1 failed"
+}
