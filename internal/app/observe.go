@@ -301,7 +301,7 @@ func sessionView(in frontend.SessionInfo, now time.Time) admin.Session {
 	s := admin.Session{
 		ID: in.ID, Route: in.Route, Client: in.Client, Server: serverName(in.Server), User: in.User,
 		Database: in.Database, State: in.Phase.String(), Started: in.Started, TLS: in.TLS,
-		AgeSeconds: now.Sub(in.Started).Seconds(), BytesFromClient: in.FromClient, BytesFromServer: in.FromServ,
+		AgeSeconds: now.Sub(in.Started).Seconds(), BytesFromClient: in.FromClient, BytesFromServer: in.FromServer,
 	}
 	if in.Phase != frontend.PhaseRelaying {
 		return s

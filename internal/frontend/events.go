@@ -79,16 +79,16 @@ func (p Phase) String() string {
 
 // SessionInfo is a snapshot of one open session, for the admin views and metrics.
 type SessionInfo struct {
-	ID                   uint64
-	Route                string
-	Client               string
-	User, Database       string
-	Started              time.Time
-	Phase                Phase
-	Server               *cluster.Server // nil before one is chosen
-	Relay                relay.State     // valid in PhaseRelaying
-	FromClient, FromServ int64
-	TLS                  string // "" (plain), "TLSv1.3 sni=...", or "passthrough"
+	ID                     uint64
+	Route                  string
+	Client                 string
+	User, Database         string
+	Started                time.Time
+	Phase                  Phase
+	Server                 *cluster.Server // nil before one is chosen
+	Relay                  relay.State     // valid in PhaseRelaying
+	FromClient, FromServer int64
+	TLS                    string // "" (plain), "TLSv1.3 sni=...", or "passthrough"
 }
 
 // SessionInfos appends a snapshot of every open session to dst, in no particular order.
@@ -109,7 +109,7 @@ func (s *session) info() SessionInfo {
 	in.Server = srv
 	if rs != nil {
 		in.Relay = rs.State()
-		in.FromClient, in.FromServ = rs.Bytes()
+		in.FromClient, in.FromServer = rs.Bytes()
 	}
 	return in
 }
