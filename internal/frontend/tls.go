@@ -12,6 +12,7 @@ import (
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/pgwire"
 	"github.com/pgfront/pgfront/internal/relay"
+	"github.com/pgfront/pgfront/internal/tlsconf"
 )
 
 // TLSMode is what a route does with a client that asks for TLS.
@@ -47,9 +48,6 @@ type ServerTLS interface {
 // PostgreSQL 17's direct TLS (sslnegotiation=direct) starts, where a startup packet would start
 // with its length's high byte (0 for any packet PostgreSQL accepts).
 const tlsHandshakeByte = 0x16
-
-// alpnPostgres is the ALPN protocol a direct TLS client must ask for, as PostgreSQL requires.
-const alpnPostgres = "postgresql"
 
 // prefixConn gives back bytes already read from a conn before the rest of it.
 type prefixConn struct {
@@ -135,7 +133,7 @@ func (s *session) startTLS(prefix []byte, direct bool) (outcome, bool) {
 	s.client = conn
 	s.mu.tls = tlsSummary(cs)
 	s.mu.Unlock()
-	if direct && cs.NegotiatedProtocol != alpnPostgres {
+	if direct && cs.NegotiatedProtocol != tlsconf.ALPN {
 		// PostgreSQL refuses direct TLS without ALPN (it protects against cross-protocol
 		// attacks); so does pgfront, saying why over the TLS it just set up.
 		return s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation,
