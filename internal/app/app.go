@@ -85,7 +85,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 	for _, cl := range clusters {
 		if m := newMonitor(cfg.Clusters[cl.Name], cl, a); m != nil {
 			a.monitors = append(a.monitors, m)
-			for _, srv := range cl.Servers {
+			for _, srv := range cl.Servers() {
 				a.byTarget[a.targets[srv]] = m
 			}
 		}

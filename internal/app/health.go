@@ -58,7 +58,7 @@ func (r *clusterReporter) ReportStatus(target string, st health.Status) {
 }
 
 func (r *clusterReporter) hasPrimary() bool {
-	for _, srv := range r.cluster.Servers {
+	for _, srv := range r.cluster.Servers() {
 		if (cluster.Selector{Role: cluster.RolePrimary}).Eligible(srv.State()) {
 			return true
 		}
@@ -88,7 +88,7 @@ func newMonitor(cc *config.Cluster, cl *cluster.Cluster, a *App) *health.Monitor
 	rep := &clusterReporter{metrics: a.metrics, cluster: cl, servers: make(map[string]*cluster.Server), static: h.StaticRoles()}
 	var targets []health.Target
 	for i, sc := range cc.Servers {
-		srv := cl.Servers[i]
+		srv := cl.Servers()[i]
 		name := targetName(cl.Name, sc.Name)
 		rep.servers[name] = srv
 		a.targets[srv] = name

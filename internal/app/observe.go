@@ -195,7 +195,7 @@ func (b *adminBackend) Servers() []admin.Server {
 	var out []admin.Server
 	for _, name := range a.cfg.ClusterNames() {
 		cc := a.cfg.Clusters[name]
-		for i, srv := range a.clusters[name].Servers {
+		for i, srv := range a.clusters[name].Servers() {
 			st := srv.State()
 			out = append(out, admin.Server{
 				Cluster: srv.Cluster, Name: srv.Name, Address: srv.Addr, Role: st.Role.String(), Up: st.Up,
@@ -280,7 +280,7 @@ func (b *adminBackend) SetServerState(clusterName, server, state, who string) er
 	if cl == nil {
 		return fmt.Errorf("cluster %q: %w", clusterName, admin.ErrNotFound)
 	}
-	for _, srv := range cl.Servers {
+	for _, srv := range cl.Servers() {
 		if srv.Name == server {
 			cl.Modify(srv, func(st *cluster.State) { st.Admin = ad })
 			return nil

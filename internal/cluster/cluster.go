@@ -5,6 +5,7 @@ package cluster
 
 import (
 	"fmt"
+	"slices"
 	"sync/atomic"
 
 	"github.com/pgfront/pgfront/internal/admission"
@@ -49,15 +50,16 @@ func (r Role) String() string {
 	return "unknown"
 }
 
-// Server is one PostgreSQL endpoint. Its identity fields are set once at start-up; its load
-// counters are safe for concurrent use.
+// Server is one PostgreSQL endpoint. Its identity (cluster, name, address) is fixed for its
+// life: a config reload that changes a server's address replaces the server. Its weight (see
+// Weight), limit and load counters may change while it runs and are safe for concurrent use.
 type Server struct {
 	Cluster string
 	Name    string
-	Addr    string // host:port
-	Weight  int
-	Limit   *admission.Limit // the server's maxconn
+	Addr    string           // host:port
+	Limit   *admission.Limit // the server's maxconn; a reload changes its maximum in place
 
+	weight atomic.Int32
 	active atomic.Int64 // sessions relayed to this server now
 	state  atomic.Pointer[State]
 }
@@ -65,10 +67,17 @@ type Server struct {
 // NewServer returns a server in its initial state: up (until a check says otherwise) with the
 // given role (RoleUnknown when health checks will learn it).
 func NewServer(cluster, name, addr string, role Role, weight int, limit *admission.Limit) *Server {
-	s := &Server{Cluster: cluster, Name: name, Addr: addr, Weight: weight, Limit: limit}
+	s := &Server{Cluster: cluster, Name: name, Addr: addr, Limit: limit}
+	s.weight.Store(int32(weight))
 	s.state.Store(&State{Up: true, Role: role, LagBytes: -1, LagSeconds: -1})
 	return s
 }
+
+// Weight is the server's balance weight.
+func (s *Server) Weight() int { return int(s.weight.Load()) }
+
+// SetWeight changes the balance weight of later choices (a config reload).
+func (s *Server) SetWeight(w int) { s.weight.Store(int32(w)) }
 
 // State returns the server's current state.
 func (s *Server) State() State { return *s.state.Load() }
@@ -82,27 +91,63 @@ func (s *Server) SessionStarted() { s.active.Add(1) }
 // SessionEnded is the counterpart of SessionStarted.
 func (s *Server) SessionEnded() { s.active.Add(-1) }
 
-// Cluster is a named set of servers and the notifications of their state changes.
+// Cluster is a named set of servers and the notifications of their state changes. A config
+// reload may replace its server list (SetServers) and on_marked_down (SetKeepSessions) while
+// sessions run; readers take a snapshot with Servers.
 type Cluster struct {
-	Name    string
-	Servers []*Server
-	// KeepSessions is on_marked_down: keep. False (the default) ends a route's sessions on a
+	Name string
+
+	servers atomic.Pointer[[]*Server] // never mutated after Store: a reload stores a new slice
+	// keepSessions is on_marked_down: keep. False (the default) ends a route's sessions on a
 	// server that leaves the route's role.
-	KeepSessions bool
+	keepSessions atomic.Bool
 
 	w watchers
 }
 
 // NewCluster returns a cluster of servers.
 func NewCluster(name string, servers []*Server, keepSessions bool) *Cluster {
-	c := &Cluster{Name: name, Servers: servers, KeepSessions: keepSessions}
+	c := &Cluster{Name: name}
+	c.servers.Store(&servers)
+	c.keepSessions.Store(keepSessions)
 	c.w.mu.changed = make(chan struct{})
 	return c
 }
 
-// States appends the servers' current states, in Servers order, to dst.
-func (c *Cluster) States(dst []State) []State {
-	for _, s := range c.Servers {
+// Servers returns the cluster's servers now. The slice is shared: do not modify it.
+func (c *Cluster) Servers() []*Server { return *c.servers.Load() }
+
+// Server returns the server named name, or nil.
+func (c *Cluster) Server(name string) *Server {
+	for _, s := range c.Servers() {
+		if s.Name == name {
+			return s
+		}
+	}
+	return nil
+}
+
+// SetServers replaces the server list (a config reload) and tells waiters, so a client queued
+// for a server of the cluster looks again. Servers left out are the caller's to drain.
+func (c *Cluster) SetServers(servers []*Server) {
+	servers = slices.Clone(servers)
+	c.servers.Store(&servers)
+	c.w.mu.Lock()
+	close(c.w.mu.changed)
+	c.w.mu.changed = make(chan struct{})
+	c.w.mu.Unlock()
+}
+
+// KeepSessions reports on_marked_down: keep.
+func (c *Cluster) KeepSessions() bool { return c.keepSessions.Load() }
+
+// SetKeepSessions changes on_marked_down for later state changes (a config reload).
+func (c *Cluster) SetKeepSessions(keep bool) { c.keepSessions.Store(keep) }
+
+// States appends the servers' current states, in the order of servers, to dst; servers is
+// a snapshot taken with Servers, so states and servers line up.
+func (c *Cluster) States(dst []State, servers []*Server) []State {
+	for _, s := range servers {
 		dst = append(dst, s.State())
 	}
 	return dst
@@ -115,11 +160,19 @@ func (c *Cluster) Changed() <-chan struct{} {
 	return c.w.mu.changed
 }
 
-// OnChange registers fn to be told about every server state change.
-func (c *Cluster) OnChange(fn ChangeFunc) {
+// OnChange registers fn to be told about every server state change, until the returned
+// function is called.
+func (c *Cluster) OnChange(fn ChangeFunc) (unsubscribe func()) {
 	c.w.mu.Lock()
-	c.w.mu.callbacks = append(c.w.mu.callbacks, fn)
+	id := c.w.mu.nextID
+	c.w.mu.nextID++
+	c.w.mu.callbacks = append(slices.Clone(c.w.mu.callbacks), callback{id: id, fn: fn})
 	c.w.mu.Unlock()
+	return func() {
+		c.w.mu.Lock()
+		c.w.mu.callbacks = slices.DeleteFunc(slices.Clone(c.w.mu.callbacks), func(cb callback) bool { return cb.id == id })
+		c.w.mu.Unlock()
+	}
 }
 
 // Update replaces srv's state with st; see Modify.
@@ -148,14 +201,14 @@ func (c *Cluster) Modify(srv *Server, fn func(*State)) {
 	old := srv.state.Swap(&st)
 	changed := old.Up != st.Up || old.Role != st.Role || old.Admin != st.Admin || old.Fenced != st.Fenced ||
 		old.LagBytes != st.LagBytes || old.LagSeconds != st.LagSeconds
-	var callbacks []ChangeFunc
+	var callbacks []callback
 	if changed {
 		close(c.w.mu.changed)
 		c.w.mu.changed = make(chan struct{})
 		callbacks = c.w.mu.callbacks
 	}
 	c.w.mu.Unlock()
-	for _, fn := range callbacks {
-		fn(srv, *old, st)
+	for _, cb := range callbacks {
+		cb.fn(srv, *old, st)
 	}
 }

@@ -124,7 +124,14 @@ type watchers struct {
 	mu struct {
 		sync.Mutex
 		changed   chan struct{}
-		callbacks []ChangeFunc
+		callbacks []callback // replaced, never mutated: Modify calls a snapshot outside the lock
+		nextID    uint64
 		primary   uint64 // latest LSN reported by a primary, for replicas' byte lag
 	}
+}
+
+// callback is one OnChange subscription.
+type callback struct {
+	id uint64
+	fn ChangeFunc
 }

@@ -163,7 +163,7 @@ func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
 			rs.End(relay.CauseServerDown)
 		case st.Admin == cluster.AdminDrain:
 			rs.Drain(relay.CauseServerDown)
-		case route.Select.Keeps(st, fallback) || route.Cluster.KeepSessions:
+		case route.Select.Keeps(st, fallback) || route.Cluster.KeepSessions():
 		case !st.Up:
 			rs.End(relay.CauseServerDown)
 		default:
@@ -177,21 +177,12 @@ func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
 	}
 }
 
-// fence marks srv as not a primary after a session found it in recovery, until a health check
-// says otherwise.
-func (f *Frontend) fence(srv *cluster.Server) {
-	for _, r := range f.opts.Routes {
-		for _, rr := range append([]*Route{r}, sniRoutes(r)...) {
-			for _, cs := range rr.Cluster.Servers {
-				if cs == srv {
-					rr.Cluster.Modify(srv, func(st *cluster.State) { st.Fenced = true })
-					if f.opts.OnFence != nil {
-						f.opts.OnFence(srv)
-					}
-					return
-				}
-			}
-		}
+// fence marks srv of cl as not a primary after a session found it in recovery, until a health
+// check says otherwise.
+func (f *Frontend) fence(cl *cluster.Cluster, srv *cluster.Server) {
+	cl.Modify(srv, func(st *cluster.State) { st.Fenced = true })
+	if f.opts.OnFence != nil {
+		f.opts.OnFence(srv)
 	}
 }
 

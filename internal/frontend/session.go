@@ -458,7 +458,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(addr, serverTLS, k) }
 	if r.Select.Role == cluster.RolePrimary {
 		opts.FenceStandby = true
-		opts.OnStandby = func() { s.f.fence(srv) }
+		opts.OnStandby = func() { s.f.fence(r.Cluster, srv) }
 	}
 	if s.f.opts.OnConnectFail != nil {
 		opts.OnUnavailable = func() { s.f.opts.OnConnectFail(srv) }
@@ -543,9 +543,10 @@ func (s *session) retryElsewhere(e *establishing, bad *cluster.Server, cause rel
 // picker yields a route's eligible servers in balance order as admission candidates, skipping
 // servers that failed to connect during this session.
 type picker struct {
-	r      *Route
-	failed map[*cluster.Server]bool
-	states []cluster.State
+	r       *Route
+	failed  map[*cluster.Server]bool
+	servers []*cluster.Server // the cluster's servers when choices last ran
+	states  []cluster.State
 	idx    []int
 	cands  []balance.Candidate
 	order  []int
@@ -555,7 +556,9 @@ type picker struct {
 func newPicker(r *Route) *picker { return &picker{r: r} }
 
 // shrink drops the scratch space of a session that is relaying (a retry grows it again).
-func (p *picker) shrink() { p.states, p.idx, p.cands, p.order, p.limits = nil, nil, nil, nil, nil }
+func (p *picker) shrink() {
+	p.servers, p.states, p.idx, p.cands, p.order, p.limits = nil, nil, nil, nil, nil, nil
+}
 
 // exclude keeps srv out of this session's later choices.
 func (p *picker) exclude(srv *cluster.Server) {
@@ -567,25 +570,27 @@ func (p *picker) exclude(srv *cluster.Server) {
 
 // choices runs under the admission controller's lock: cheap, and never calls it back.
 func (p *picker) choices() []*admission.Limit {
-	p.states = p.r.Cluster.States(p.states[:0])
+	p.servers = p.r.Cluster.Servers()
+	p.states = p.r.Cluster.States(p.states[:0], p.servers)
 	p.idx, _ = p.r.Select.Select(p.idx[:0], p.states)
 	p.cands = p.cands[:0]
 	for _, i := range p.idx {
-		srv := p.r.Cluster.Servers[i]
+		srv := p.servers[i]
 		if !p.failed[srv] {
-			p.cands = append(p.cands, balance.Candidate{Index: i, Weight: srv.Weight, Active: srv.Active()})
+			p.cands = append(p.cands, balance.Candidate{Index: i, Weight: srv.Weight(), Active: srv.Active()})
 		}
 	}
 	p.order = p.r.Balancer.Order(p.order[:0], p.cands)
 	p.limits = p.limits[:0]
 	for _, i := range p.order {
-		p.limits = append(p.limits, p.r.Cluster.Servers[i].Limit)
+		p.limits = append(p.limits, p.servers[i].Limit)
 	}
 	return p.limits
 }
 
+// server is the server whose limit the ticket chose, from the snapshot choices offered.
 func (p *picker) server(l *admission.Limit) *cluster.Server {
-	for _, srv := range p.r.Cluster.Servers {
+	for _, srv := range p.servers {
 		if srv.Limit == l {
 			return srv
 		}

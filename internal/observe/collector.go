@@ -60,7 +60,7 @@ func (c *pullCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	for _, cl := range m.opts.Clusters {
-		for _, srv := range cl.Servers {
+		for _, srv := range cl.Servers() {
 			st := srv.State()
 			cn, sn := srv.Cluster, srv.Name
 			gauge(famServerSessions, float64(srv.Active()), cn, sn)

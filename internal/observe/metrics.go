@@ -191,7 +191,7 @@ func New(opts Options) *Metrics {
 		toClient := bytes.WithLabelValues(r.Name, "server_to_client")
 		qd, td := queryDur.WithLabelValues(r.Name), txDur.WithLabelValues(r.Name)
 		for _, cl := range r.Clusters {
-			for _, srv := range cl.Servers {
+			for _, srv := range cl.Servers() {
 				m.observers[observerKey{r.Name, srv}] = &sessionObserver{
 					toServer: toServer, toClient: toClient,
 					queries:  queries.WithLabelValues(r.Name, srv.Cluster, srv.Name),
@@ -213,7 +213,7 @@ func New(opts Options) *Metrics {
 		m.alertRaised.WithLabelValues(a.name)
 	}
 	for _, cl := range opts.Clusters {
-		for _, srv := range cl.Servers {
+		for _, srv := range cl.Servers() {
 			m.checks.WithLabelValues(srv.Cluster, srv.Name)
 		}
 		cl.OnChange(m.serverChanged)
