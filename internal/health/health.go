@@ -28,6 +28,14 @@
 // changes the role at once, because a demoted primary must stop taking writes now, not
 // after Rise more checks. A failed check keeps the last learned role, LSN and lag (the
 // server is on its way down through Fall, or it stays down).
+//
+// # Reload
+//
+// A configuration reload changes a running monitor in place, so that unchanged servers keep
+// their state and their check loop and never flap through unknown: AddTarget starts a loop
+// that checks at once; RemoveTarget stops one, and once it returns the target is never
+// reported again; SetChecker swaps the checker of a loop and keeps its status; SetOptions
+// retunes every loop from its next check or wait, keeping each server up or down.
 package health
 
 import (
@@ -97,8 +105,9 @@ type Status struct {
 // Reporter receives the monitor's findings.
 type Reporter interface {
 	// ReportStatus is called after every check (the receiver decides what changed); it
-	// must not block for long, nor call the monitor's Stop. Calls for one target never
-	// overlap; calls for different targets may.
+	// must not block for long, nor call the monitor's Stop or RemoveTarget (both wait for
+	// the loops). Calls for one target never overlap; calls for different targets may. No
+	// call for a target begins or is still running once RemoveTarget of it has returned.
 	ReportStatus(target string, st Status)
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,7 +25,9 @@ const (
 // errorLogEvery bounds how often a server's failing checks are logged.
 const errorLogEvery = time.Minute
 
-// Options configures a Monitor. Zero values mean the defaults.
+// Options configures a Monitor. Zero values mean the defaults. SetOptions changes Interval,
+// FastInterval, Timeout, Rise, Fall and Jitter of a monitor in place; the other fields are
+// fixed by NewMonitor.
 type Options struct {
 	Interval     time.Duration // between checks of a steady server; default 2s
 	FastInterval time.Duration // while a server is changing state (Tracker.Changing) or its role just changed; default 500ms
@@ -91,37 +94,78 @@ func (o Options) withDefaults() Options {
 	return o
 }
 
+// tuning is the part of Options that SetOptions replaces. A tuning is never modified once
+// published; loops load the current one at each check and each wait.
+type tuning struct {
+	interval, fastInterval, timeout time.Duration
+	rise, fall                      int
+	jitter                          float64 // 0..1
+	// changed is closed when SetOptions publishes the next tuning, so that waiting loops
+	// re-evaluate their wait at once instead of at the end of an interval that may be gone.
+	changed chan struct{}
+}
+
+func newTuning(o Options) *tuning {
+	return &tuning{
+		interval: o.Interval, fastInterval: o.FastInterval, timeout: o.Timeout,
+		rise: o.Rise, fall: o.Fall, jitter: o.Jitter,
+		changed: make(chan struct{}),
+	}
+}
+
 // Monitor runs one check loop per target. Each loop checks its server, decides up/down
 // and role, reports, then waits for the next check; checks of one server never overlap
-// and each is bounded by Options.Timeout. Its methods are safe for concurrent use.
+// and each is bounded by Options.Timeout. Targets can be added and removed, their checkers
+// replaced and the timing changed while it runs (a configuration reload) without touching
+// the state of the other targets. Its methods are safe for concurrent use.
 type Monitor struct {
-	opts  Options
-	loops []*loop
+	// Fixed by NewMonitor (SetOptions ignores these fields: each loop's logger is derived
+	// from Logger when it is added, and a Reporter swapped mid-report would split one
+	// target's reports between two receivers).
+	log      *slog.Logger
+	reporter Reporter
+	rand     func() float64
+	now      func() time.Time
+	after    func(time.Duration) <-chan time.Time
 
-	ctx    context.Context // cancelled by Stop; the parent of every check's context
+	tuning atomic.Pointer[tuning] // replaced whole by SetOptions
+
+	ctx    context.Context // cancelled by Stop; the parent of every loop's context
 	cancel context.CancelFunc
-	wg     sync.WaitGroup // the running loops
+	wg     sync.WaitGroup // the running loops, removed or not
 	done   chan struct{}  // closed when Stop has closed the checkers
 
 	// hurryUntil (unix nanoseconds): until then every loop checks at FastInterval. Set by
 	// Hurry while the cluster has no primary, so a promotion is seen within FastInterval.
 	hurryUntil atomic.Int64
 
-	// mu guards the life cycle, so that a Start racing with Stop starts nothing after Stop
-	// began waiting.
+	// mu guards the life cycle, so that a Start or AddTarget racing with Stop starts nothing
+	// after Stop began waiting; the set of loops; and each loop's pending checker, so that a
+	// SetChecker racing with RemoveTarget or Stop cannot hand a checker to a loop that is gone.
+	// SetOptions holds it too, so that each tuning's changed channel is closed once.
 	mu struct {
 		sync.Mutex
 		started, stopping bool
+		loops             map[string]*loop // every loop in it runs iff started && !stopping
 	}
 }
 
-// loop is one target's check loop. Apart from wake, its fields are owned by the loop's
-// goroutine (runLoop) while it runs.
+// loop is one target's check loop. Apart from wake, ctx, cancel, done and pending, its
+// fields are owned by the loop's goroutine (runLoop) while it runs, and otherwise by
+// whoever holds the loop: the monitor before Start, RemoveTarget or Stop once it returned.
 type loop struct {
 	name    string
 	checker Checker
 	log     *slog.Logger
 	wake    chan struct{} // capacity 1: CheckNow never blocks and several wakes coalesce
+
+	ctx    context.Context    // the parent of its checks' contexts
+	cancel context.CancelFunc // called by RemoveTarget (and, through the monitor's, by Stop)
+	done   chan struct{}      // closed when runLoop returns
+
+	// pending (guarded by Monitor.mu) is the checker SetChecker handed over; the loop takes
+	// it before its next check and closes the checker it replaces.
+	pending Checker
 
 	tracker      *Tracker // nil until the first check
 	status       Status
@@ -134,25 +178,46 @@ type loop struct {
 func NewMonitor(o Options, targets []Target) *Monitor {
 	o = o.withDefaults()
 	ctx, cancel := context.WithCancel(context.Background())
-	m := &Monitor{opts: o, ctx: ctx, cancel: cancel, done: make(chan struct{})}
-	seen := make(map[string]bool, len(targets))
+	m := &Monitor{
+		log: o.Logger, reporter: o.Reporter, rand: o.Rand, now: o.now, after: o.after,
+		ctx: ctx, cancel: cancel, done: make(chan struct{}),
+	}
+	m.tuning.Store(newTuning(o))
+	m.mu.loops = make(map[string]*loop, len(targets))
 	for _, t := range targets {
-		if t.Checker == nil {
-			panic(fmt.Sprintf("health: target %q has no checker", t.Name))
+		if err := m.addLocked(t); err != nil { // no other goroutine has m yet
+			panic(err.Error())
 		}
-		if seen[t.Name] {
-			panic(fmt.Sprintf("health: duplicate target name %q", t.Name))
-		}
-		seen[t.Name] = true
-		m.loops = append(m.loops, &loop{
-			name:    t.Name,
-			checker: t.Checker,
-			log:     o.Logger.With("server", t.Name),
-			wake:    make(chan struct{}, 1),
-			status:  Status{LagSeconds: -1},
-		})
 	}
 	return m
+}
+
+// addLocked adds a loop for t without starting it; m.mu is held.
+func (m *Monitor) addLocked(t Target) error {
+	if t.Checker == nil {
+		return fmt.Errorf("health: target %q has no checker", t.Name)
+	}
+	if _, dup := m.mu.loops[t.Name]; dup {
+		return fmt.Errorf("health: duplicate target name %q", t.Name)
+	}
+	ctx, cancel := context.WithCancel(m.ctx)
+	m.mu.loops[t.Name] = &loop{
+		name:    t.Name,
+		checker: t.Checker,
+		log:     m.log.With("server", t.Name),
+		wake:    make(chan struct{}, 1),
+		ctx:     ctx,
+		cancel:  cancel,
+		done:    make(chan struct{}),
+		status:  Status{LagSeconds: -1},
+	}
+	return nil
+}
+
+// start starts l's goroutine; m.mu is held, with started set and stopping not.
+func (m *Monitor) start(l *loop) {
+	m.wg.Add(1)
+	go m.runLoop(l)
 }
 
 // Start starts one goroutine per target; each runs its first check at once. It does
@@ -164,9 +229,8 @@ func (m *Monitor) Start() {
 		return
 	}
 	m.mu.started = true
-	for _, l := range m.loops {
-		m.wg.Add(1)
-		go m.runLoop(l)
+	for _, l := range m.mu.loops {
+		m.start(l)
 	}
 }
 
@@ -176,6 +240,10 @@ func (m *Monitor) Stop() {
 	m.mu.Lock()
 	first := !m.mu.stopping
 	m.mu.stopping = true
+	// Stop owns the loops still in the set; a RemoveTarget that took one out before closes
+	// its checker itself.
+	loops := m.mu.loops
+	m.mu.loops = nil
 	m.mu.Unlock()
 	if !first {
 		<-m.done
@@ -183,24 +251,124 @@ func (m *Monitor) Stop() {
 	}
 	m.cancel()
 	m.wg.Wait()
-	for _, l := range m.loops {
-		if err := l.checker.Close(); err != nil {
-			l.log.Warn("closing health checker", "error", err)
-		}
+	for _, l := range loops {
+		m.closeCheckers(l)
 	}
 	close(m.done)
+}
+
+// AddTarget adds a target; in a running monitor its loop starts at once and checks at
+// once, as a target of Start does. It fails, without taking t.Checker, if the name is taken,
+// the checker is nil or Stop was called.
+func (m *Monitor) AddTarget(t Target) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.mu.stopping {
+		return fmt.Errorf("health: adding target %q: monitor stopped", t.Name)
+	}
+	if err := m.addLocked(t); err != nil {
+		return err
+	}
+	if m.mu.started {
+		m.start(m.mu.loops[t.Name])
+	}
+	return nil
+}
+
+// RemoveTarget stops the target's loop, cutting short a check in progress (which is not
+// reported), waits for it and closes its checkers. Once it returns the Reporter hears
+// nothing more of the target, so the caller may forget the server. After Stop began it waits
+// for Stop to finish. An unknown name is ignored. It must not be called from the Reporter.
+func (m *Monitor) RemoveTarget(name string) {
+	m.mu.Lock()
+	if m.mu.stopping {
+		m.mu.Unlock()
+		<-m.done // Stop owns the loops and reports nothing once done
+		return
+	}
+	l, ok := m.mu.loops[name]
+	delete(m.mu.loops, name)
+	started := m.mu.started
+	m.mu.Unlock()
+	if !ok {
+		return
+	}
+	l.cancel()
+	if started {
+		<-l.done
+	}
+	m.closeCheckers(l)
+}
+
+// SetChecker replaces the checker of a target, keeping its status and rise/fall state
+// (e.g. its monitoring password or check kind changed). The loop takes c before its next
+// check, which comes when it is due (call CheckNow to have it at once), and closes the
+// checker it replaces as soon as that is not checking (a check in progress finishes with it). It fails, without
+// taking c, if the target is unknown, c is nil or Stop was called.
+func (m *Monitor) SetChecker(name string, c Checker) error {
+	if c == nil {
+		return fmt.Errorf("health: target %q: no checker", name)
+	}
+	m.mu.Lock()
+	if m.mu.stopping {
+		m.mu.Unlock()
+		return fmt.Errorf("health: setting the checker of %q: monitor stopped", name)
+	}
+	l, ok := m.mu.loops[name]
+	if !ok {
+		m.mu.Unlock()
+		return fmt.Errorf("health: setting the checker of %q: no such target", name)
+	}
+	unused := l.pending
+	l.pending = c
+	m.mu.Unlock()
+	if unused != nil { // handed over by an earlier SetChecker and never checked with
+		closeChecker(l, unused)
+	}
+	return nil
+}
+
+// SetOptions changes Interval, FastInterval, Timeout, Rise, Fall and Jitter (zero values
+// meaning the defaults, as in NewMonitor); Logger, Reporter and Rand are ignored. A check in
+// progress keeps its timeout; the next check uses the new one, and its result is counted
+// against the new Rise and Fall by each target's existing tracker (a server stays up or down,
+// see Tracker.SetRiseFall). A loop waiting for its next check re-evaluates that wait at once
+// against the new intervals, measured from when the wait began: it checks at once if the new
+// wait is already over and otherwise waits only for the rest; no extra check is run.
+func (m *Monitor) SetOptions(o Options) {
+	next := newTuning(o.withDefaults())
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	prev := m.tuning.Swap(next)
+	close(prev.changed)
+}
+
+// Targets returns the names of the targets, sorted.
+func (m *Monitor) Targets() []string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	names := make([]string, 0, len(m.mu.loops))
+	for name := range m.mu.loops {
+		names = append(names, name)
+	}
+	slices.Sort(names)
+	return names
 }
 
 // CheckNow makes target's loop check at once, or right after the check in progress, instead
 // of waiting for its interval. It never blocks; an unknown target is ignored.
 func (m *Monitor) CheckNow(target string) {
-	for _, l := range m.loops {
-		if l.name == target {
-			select {
-			case l.wake <- struct{}{}:
-			default: // a wake is already pending
-			}
-		}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l, ok := m.mu.loops[target]; ok {
+		l.wakeUp()
+	}
+}
+
+func (l *loop) wakeUp() {
+	select {
+	case l.wake <- struct{}{}:
+	default: // a wake is already pending
 	}
 }
 
@@ -208,53 +376,122 @@ func (m *Monitor) CheckNow(target string) {
 // checks every target at once when the monitor was not hurrying already. The owner calls it
 // while something it routes on is missing, e.g. the cluster has no primary.
 func (m *Monitor) Hurry(d time.Duration) {
-	now := m.opts.now()
+	now := m.now()
 	prev := m.hurryUntil.Swap(now.Add(d).UnixNano())
 	if prev < now.UnixNano() {
-		for _, l := range m.loops {
-			m.CheckNow(l.name)
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, l := range m.mu.loops {
+			l.wakeUp()
 		}
 	}
 }
 
 func (m *Monitor) hurrying() bool {
 	until := m.hurryUntil.Load()
-	return until != 0 && m.opts.now().UnixNano() < until
+	return until != 0 && m.now().UnixNano() < until
 }
 
 // Relax ends a Hurry early.
 func (m *Monitor) Relax() { m.hurryUntil.Store(0) }
 
-// runLoop checks one target until the monitor stops: check, decide, report, wait. It is
-// the only goroutine that uses l's checker while it runs.
+// closeCheckers closes l's checker and a pending one; its loop has returned or never ran.
+func (m *Monitor) closeCheckers(l *loop) {
+	l.cancel()
+	m.mu.Lock()
+	pending := l.pending
+	l.pending = nil
+	m.mu.Unlock()
+	closeChecker(l, l.checker)
+	if pending != nil {
+		closeChecker(l, pending)
+	}
+}
+
+func closeChecker(l *loop, c Checker) {
+	if err := c.Close(); err != nil {
+		l.log.Warn("closing health checker", "error", err)
+	}
+}
+
+// runLoop checks one target until the monitor stops or the target is removed: check,
+// decide, report, wait. It is the only goroutine that uses l's checker while it runs.
 func (m *Monitor) runLoop(l *loop) {
 	defer m.wg.Done()
+	defer close(l.done)
 	for {
-		obs := m.checkOnce(l)
-		if m.ctx.Err() != nil {
-			return // stopping: a check cut short says nothing about the server
+		m.takeChecker(l)
+		tu := m.tuning.Load() // one tuning for the check and its decision
+		obs := m.checkOnce(l, tu)
+		if l.ctx.Err() != nil {
+			return // stopping or removed: a check cut short says nothing about the server
 		}
-		fast := m.decide(l, obs)
-		if m.opts.Reporter != nil {
-			m.opts.Reporter.ReportStatus(l.name, l.status)
+		fast := m.decide(l, tu, obs)
+		if m.reporter != nil {
+			m.reporter.ReportStatus(l.name, l.status)
 		}
-		interval := m.opts.Interval
+		m.takeChecker(l) // a checker replaced during the check is closed now, not an interval later
+		if !m.wait(l, fast) {
+			return
+		}
+	}
+}
+
+// takeChecker switches l to the checker SetChecker handed over, if any, and closes the one
+// it replaces: the loop is between checks, so nothing else uses it. The loop calls it after
+// each check and before the next, so a replaced checker is closed right after its last check
+// and a new one is used from the next check on.
+func (m *Monitor) takeChecker(l *loop) {
+	m.mu.Lock()
+	next := l.pending
+	l.pending = nil
+	m.mu.Unlock()
+	if next != nil {
+		closeChecker(l, l.checker)
+		l.checker = next
+	}
+}
+
+// wait waits until l's next check is due, or it is woken; it returns false when the loop
+// must end. The wait is the interval of the current tuning shortened by jitter; when
+// SetOptions changes the tuning meanwhile, it is worked out again with the same random
+// fraction and counted from the same start.
+func (m *Monitor) wait(l *loop, fast bool) bool {
+	start := time.Now() // monotonic; the now seam is LastCheck's clock and is not read here
+	frac := -1.0        // the jitter's random fraction, drawn once when jitter is first on
+	for again := false; ; again = true {
+		tu := m.tuning.Load()
+		d := tu.interval
 		if fast || m.hurrying() {
-			interval = m.opts.FastInterval
+			d = tu.fastInterval
+		}
+		if tu.jitter != 0 {
+			if frac < 0 {
+				frac = m.rand()
+			}
+			d -= time.Duration(float64(d) * tu.jitter * frac)
+		}
+		if again {
+			if d -= time.Since(start); d <= 0 {
+				return true // already due under the new tuning
+			}
 		}
 		select {
-		case <-m.ctx.Done():
-			return
+		case <-l.ctx.Done():
+			return false
 		case <-l.wake:
-		case <-m.opts.after(m.jittered(interval)):
+			return true
+		case <-m.after(d):
+			return true
+		case <-tu.changed:
 		}
 	}
 }
 
 // checkOnce runs one check bounded by the timeout. A check that returns success after its
 // deadline has timed out all the same.
-func (m *Monitor) checkOnce(l *loop) Observation {
-	ctx, cancel := context.WithTimeout(m.ctx, m.opts.Timeout)
+func (m *Monitor) checkOnce(l *loop, tu *tuning) Observation {
+	ctx, cancel := context.WithTimeout(l.ctx, tu.timeout)
 	defer cancel()
 	start := time.Now()
 	obs := l.checker.Check(ctx)
@@ -263,7 +500,7 @@ func (m *Monitor) checkOnce(l *loop) Observation {
 		obs.Duration = took
 	}
 	if obs.OK && ctx.Err() != nil {
-		obs = failed(fmt.Errorf("check answered after the timeout of %v: %w", m.opts.Timeout, ctx.Err()), took)
+		obs = failed(fmt.Errorf("check answered after the timeout of %v: %w", tu.timeout, ctx.Err()), took)
 	}
 	if !obs.OK && obs.Err == nil {
 		obs.Err = errors.New("check failed")
@@ -273,8 +510,8 @@ func (m *Monitor) checkOnce(l *loop) Observation {
 
 // decide applies one observation to l's state, logs what changed and reports whether the
 // next check should come at the fast interval.
-func (m *Monitor) decide(l *loop, obs Observation) (fast bool) {
-	now := m.opts.now()
+func (m *Monitor) decide(l *loop, tu *tuning, obs Observation) (fast bool) {
+	now := m.now()
 	st := &l.status
 	st.LastCheck = now
 	st.CheckDuration = obs.Duration
@@ -287,9 +524,10 @@ func (m *Monitor) decide(l *loop, obs Observation) (fast bool) {
 	var upChanged bool
 	if first {
 		// The first check decides the initial state: there is no earlier state to smooth.
-		l.tracker = NewTracker(m.opts.Rise, m.opts.Fall, obs.OK)
+		l.tracker = NewTracker(tu.rise, tu.fall, obs.OK)
 		upChanged = true
 	} else {
+		l.tracker.SetRiseFall(tu.rise, tu.fall) // a reload keeps the state, see SetOptions
 		_, upChanged = l.tracker.Observe(obs.OK)
 	}
 	st.Up = l.tracker.Up()
@@ -330,12 +568,4 @@ func (m *Monitor) logFailure(l *loop, obs Observation, now time.Time, msg string
 	}
 	l.log.Warn(msg, attrs...)
 	l.errLogged, l.errNotLogged = now, 0
-}
-
-// jittered shortens d by a random fraction of up to Jitter.
-func (m *Monitor) jittered(d time.Duration) time.Duration {
-	if m.opts.Jitter == 0 {
-		return d
-	}
-	return d - time.Duration(float64(d)*m.opts.Jitter*m.opts.Rand())
 }

@@ -48,6 +48,7 @@ type fakeChecker struct {
 	calls           int
 	closes          int
 	checkAfterClose bool
+	timeouts        []time.Duration // each check's time left to its deadline when it began
 }
 
 func (f *fakeChecker) Check(ctx context.Context) Observation {
@@ -63,6 +64,9 @@ func (f *fakeChecker) Check(ctx context.Context) Observation {
 	f.mu.Lock()
 	f.calls++
 	i := f.calls
+	if dl, ok := ctx.Deadline(); ok {
+		f.timeouts = append(f.timeouts, time.Until(dl))
+	}
 	if f.closes > 0 {
 		f.checkAfterClose = true
 	}
@@ -87,6 +91,12 @@ func (f *fakeChecker) Close() error {
 	defer f.mu.Unlock()
 	f.closes++
 	return nil
+}
+
+func (f *fakeChecker) closeCount() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.closes
 }
 
 func (f *fakeChecker) callCount() int {

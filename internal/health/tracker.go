@@ -13,6 +13,14 @@ func NewTracker(rise, fall int, initiallyUp bool) *Tracker {
 	return &Tracker{rise: max(rise, 1), fall: max(fall, 1), up: initiallyUp}
 }
 
+// SetRiseFall changes the thresholds (below 1 counts as 1), as a configuration reload does.
+// It keeps the state and a streak in progress, so a reload never flaps a server: a streak
+// already as long as a lowered threshold completes at its next result in the same direction
+// (not at once, since no new result says so), and a result against it still breaks it.
+func (t *Tracker) SetRiseFall(rise, fall int) {
+	t.rise, t.fall = max(rise, 1), max(fall, 1)
+}
+
 // Observe records one check result; it returns whether the server is up now and whether
 // that just changed. A down server needs rise consecutive successes to go up; an up server
 // needs fall consecutive failures to go down. A result that agrees with the current state

@@ -65,3 +65,46 @@ func TestTracker(t *testing.T) {
 		})
 	}
 }
+
+// TestTrackerSetRiseFall: new thresholds keep the state and the streak in progress; a streak
+// already as long as a lowered threshold completes at its next result, not at the change.
+func TestTrackerSetRiseFall(t *testing.T) {
+	check := func(tr *Tracker, step string, wantUp, wantChanging bool) {
+		t.Helper()
+		if tr.Up() != wantUp || tr.Changing() != wantChanging {
+			t.Fatalf("%s: Up %v Changing %v, want %v %v", step, tr.Up(), tr.Changing(), wantUp, wantChanging)
+		}
+	}
+	observe := func(tr *Tracker, ok bool, n int) {
+		for range n {
+			tr.Observe(ok)
+		}
+	}
+
+	tr := NewTracker(2, 3, true)
+	tr.SetRiseFall(2, 5) // raised fall: five failures now
+	observe(tr, false, 4)
+	check(tr, "up, fall 5, four failures", true, true)
+	observe(tr, false, 1)
+	check(tr, "fifth failure", false, false)
+
+	tr = NewTracker(2, 3, true)
+	observe(tr, false, 2)
+	tr.SetRiseFall(2, 1) // lowered below the streak: no transition without a new result
+	check(tr, "up, streak 2, fall lowered to 1", true, true)
+	observe(tr, false, 1)
+	check(tr, "next failure", false, false)
+
+	tr = NewTracker(2, 3, false)
+	observe(tr, true, 1)
+	tr.SetRiseFall(3, 3)
+	observe(tr, true, 1)
+	check(tr, "down, rise 3, two successes", false, true)
+	observe(tr, true, 1)
+	check(tr, "third success", true, false)
+
+	tr = NewTracker(2, 3, true)
+	tr.SetRiseFall(0, -1) // below 1 counts as 1
+	observe(tr, false, 1)
+	check(tr, "fall 1, one failure", false, false)
+}
