@@ -136,7 +136,7 @@ type Session struct {
 		received   uint64 // ReadyForQuery messages received; idle when sent == received
 		txStatus   byte   // last ReadyForQuery status: 'I', 'T' or 'E'
 		login      bool   // until the first ReadyForQuery
-		draining   Cause  // end with this cause at the next idle point, if set
+		draining   Cause  // end with this cause at the next quiet transaction boundary, if set
 		key        pgwire.CancelKey
 		haveKey    bool
 		serverEOF  bool // server sent FIN
@@ -229,11 +229,31 @@ func (s *Session) copierDone() {
 }
 
 // canParkLocked reports whether the client read that just timed out was the park deadline of
-// an idle session that may go to the parker.
+// an idle session that may go to the parker. A draining session may park too: one idle inside
+// a transaction waits for its COMMIT like any other.
 func (s *Session) canParkLocked(now time.Time) bool {
+	wake := s.wakeLocked()
 	return s.opts.Parker != nil && s.mu.cause == CauseNone && s.idleLocked() && !s.mu.login &&
-		!s.mu.serverEOF && !s.mu.clientEOF && !s.mu.finArmed && s.mu.draining == CauseNone &&
-		(s.mu.idleUntil.IsZero() || now.Before(s.mu.idleUntil))
+		!s.mu.serverEOF && !s.mu.clientEOF && !s.mu.finArmed && (wake.IsZero() || now.Before(wake))
+}
+
+// wakeLocked is when an idle session must act again: its idle bound runs out, or, draining at
+// a transaction boundary, its client has been quiet for drainQuiet. Zero: never.
+func (s *Session) wakeLocked() time.Time {
+	wake := s.mu.idleUntil
+	if s.drainingIdleLocked() {
+		if q := s.mu.idleSince.Add(drainQuiet); wake.IsZero() || q.Before(wake) {
+			wake = q
+		}
+	}
+	return wake
+}
+
+// drainingIdleLocked reports whether a drain waits for this session's client to stay quiet: the
+// session is open both ways and idle at a transaction boundary.
+func (s *Session) drainingIdleLocked() bool {
+	return s.mu.draining != CauseNone && s.mu.txStatus == 'I' && s.idleLocked() && !s.mu.login &&
+		!s.mu.serverEOF && !s.mu.clientEOF && !s.mu.finArmed
 }
 
 // parkLocked hands both sockets to the parker; false if it could not.
@@ -248,8 +268,8 @@ func (s *Session) parkLocked() bool {
 		return false
 	}
 	s.mu.parked = true
-	if !s.mu.idleUntil.IsZero() {
-		s.mu.parkTimer = time.AfterFunc(time.Until(s.mu.idleUntil), s.unpark)
+	if wake := s.wakeLocked(); !wake.IsZero() {
+		s.mu.parkTimer = time.AfterFunc(time.Until(wake), s.unpark)
 	}
 	return true
 }
@@ -275,7 +295,7 @@ func (s *Session) unparkOrRestart(restart bool) {
 	if s.mu.cause == CauseNone {
 		// The server side's deadline was put in the past to stop its copier.
 		_ = s.server.SetReadDeadline(time.Time{})
-		_ = s.client.SetReadDeadline(s.mu.idleUntil)
+		_ = s.client.SetReadDeadline(s.wakeLocked())
 	}
 	s.running.Store(2)
 	s.mu.Unlock()
@@ -294,8 +314,15 @@ func (s *Session) clientToServerMain() {
 // any number of times: the first cause wins.
 func (s *Session) End(cause Cause) { s.end(cause, nil) }
 
-// Drain ends the session with cause at its next idle point (no query running, no transaction
-// open), or now if it is idle already.
+// drainQuiet is how long a draining session's client must stay quiet at a transaction boundary
+// before the session ends: a client that just logged in gets to run its first transaction, and
+// one that connects per transaction gets to send its Terminate, instead of an error.
+const drainQuiet = 500 * time.Millisecond
+
+// Drain ends the session with cause at its next transaction boundary (no query running, no
+// transaction open) once the client has been quiet there for drainQuiet; a session already
+// quiet that long ends now. Inside a transaction it waits for the COMMIT or ROLLBACK, bounded
+// only by IdleInTransaction.
 func (s *Session) Drain(cause Cause) {
 	s.mu.Lock()
 	if s.mu.cause != CauseNone {
@@ -303,11 +330,28 @@ func (s *Session) Drain(cause Cause) {
 		return
 	}
 	s.mu.draining = cause
-	idle := s.idleLocked() && s.mu.txStatus == 'I'
-	s.mu.Unlock()
-	if idle {
-		s.end(cause, nil)
+	if !s.idleLocked() || s.mu.login || s.mu.txStatus != 'I' {
+		s.mu.Unlock()
+		return // busy or in a transaction: readyForQuery arms the quiet moment later
 	}
+	if !s.drainingIdleLocked() || time.Since(s.mu.idleSince) >= drainQuiet {
+		s.mu.Unlock()
+		s.end(cause, nil) // half-closed, or quiet long enough already
+		return
+	}
+	// Quiet for less than drainQuiet: wake when it has been. A session still parking gets the
+	// same wake-up from parkLocked.
+	wake := s.wakeLocked()
+	switch {
+	case s.mu.parked:
+		if s.mu.parkTimer != nil {
+			s.mu.parkTimer.Stop()
+		}
+		s.mu.parkTimer = time.AfterFunc(time.Until(wake), s.unpark)
+	case !s.mu.parking:
+		_ = s.client.SetReadDeadline(wake)
+	}
+	s.mu.Unlock()
 }
 
 // State is a snapshot of what the session is doing.
@@ -600,7 +644,15 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 		s.end(CauseClientEOF, nil)
 	case netx.IsTimeout(err):
 		s.mu.Lock()
-		if s.canParkLocked(time.Now()) {
+		now := time.Now()
+		if s.mu.cause == CauseNone && s.drainingIdleLocked() && !now.Before(s.mu.idleSince.Add(drainQuiet)) {
+			// Draining, at a transaction boundary, and the client stayed quiet: end here.
+			cause := s.mu.draining
+			s.mu.Unlock()
+			s.end(cause, nil)
+			return
+		}
+		if s.canParkLocked(now) {
 			// Idle for ParkAfter: stop both copiers and park (copierDone).
 			s.mu.parking = true
 			_ = s.server.SetReadDeadline(time.Unix(1, 0))
@@ -662,7 +714,6 @@ func (s *Session) serverToClient() {
 	for {
 		buf, n, err := s.serverRead.read()
 		if n > 0 {
-			h.endAfter = CauseNone
 			ok := s.relayFromServer(&h, (*buf)[:n])
 			putBuf(buf)
 			if !ok {
@@ -715,10 +766,6 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 		return false
 	}
 	s.clientAtBoundary = s.backendScan.AtBoundary()
-	if h.endAfter != CauseNone {
-		s.end(h.endAfter, nil)
-		return false
-	}
 	if s.opts.ServerIdle > 0 {
 		s.mu.Lock()
 		if s.mu.cause == CauseNone && !s.idleLocked() && !s.mu.finArmed {
@@ -797,8 +844,7 @@ func (s *Session) serverReadFailed(err error) {
 
 // backendHandler acts on the server messages pgfront cares about.
 type backendHandler struct {
-	s        *Session
-	endAfter Cause // end the session with this cause once the current chunk is written
+	s *Session
 }
 
 func (h *backendHandler) Header(byte, uint32) error { return nil }
@@ -830,7 +876,7 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 		if len(body) != 1 {
 			return &pgwire.ProtocolError{Msg: "invalid ReadyForQuery from server"}
 		}
-		s.readyForQuery(h, body[0])
+		s.readyForQuery(body[0])
 	}
 	return nil
 }
@@ -873,7 +919,7 @@ func isHotStandby(body []byte) bool {
 
 // readyForQuery updates the transaction state and, when the session turns idle, arms the
 // client-side idle deadline that fits the transaction status.
-func (s *Session) readyForQuery(h *backendHandler, status byte) {
+func (s *Session) readyForQuery(status byte) {
 	var query, tx time.Duration
 	txDone := false
 	s.mu.Lock()
@@ -887,7 +933,7 @@ func (s *Session) readyForQuery(h *backendHandler, status byte) {
 			s.mu.txStart = now
 		}
 	}
-	s.readyForQueryLocked(h, status)
+	s.readyForQueryLocked(status)
 	s.mu.Unlock()
 	if s.opts.Observer != nil && !login {
 		s.opts.Observer.QueryDone(query)
@@ -897,7 +943,7 @@ func (s *Session) readyForQuery(h *backendHandler, status byte) {
 	}
 }
 
-func (s *Session) readyForQueryLocked(h *backendHandler, status byte) {
+func (s *Session) readyForQueryLocked(status byte) {
 	s.mu.txStatus = status
 	s.mu.received++
 	if s.mu.received > s.mu.sent {
@@ -912,17 +958,14 @@ func (s *Session) readyForQueryLocked(h *backendHandler, status byte) {
 	if !s.idleLocked() || s.mu.cause != CauseNone || s.mu.finArmed || s.mu.clientEOF {
 		return
 	}
-	if s.mu.draining != CauseNone && status == 'I' {
-		h.endAfter = s.mu.draining
-		return
-	}
-	s.armClientIdleLocked()
+	s.armClientIdleLocked() // a draining session at a boundary ends after drainQuiet of quiet
 	if s.opts.ServerIdle > 0 {
 		_ = s.server.SetReadDeadline(time.Time{})
 	}
 }
 
-// armClientIdleLocked starts the client's idle bound that fits the transaction status.
+// armClientIdleLocked starts the client's idle bound that fits the transaction status (and,
+// when draining at a boundary, the quiet moment before the session ends).
 func (s *Session) armClientIdleLocked() {
 	limit := s.opts.ClientIdle
 	if s.mu.txStatus != 'I' {
@@ -934,9 +977,11 @@ func (s *Session) armClientIdleLocked() {
 	if limit > 0 {
 		s.mu.idleUntil = now.Add(limit)
 	}
-	deadline := s.mu.idleUntil
-	if s.opts.Parker != nil && s.opts.ParkAfter > 0 && (limit == 0 || s.opts.ParkAfter < limit) {
-		deadline = now.Add(s.opts.ParkAfter) // wake to park; the idle bound is kept in idleUntil
+	deadline := s.wakeLocked()
+	if s.opts.Parker != nil && s.opts.ParkAfter > 0 {
+		if park := now.Add(s.opts.ParkAfter); deadline.IsZero() || park.Before(deadline) {
+			deadline = park // wake to park; the idle bound is kept in idleUntil
+		}
 	}
 	_ = s.client.SetReadDeadline(deadline)
 }

@@ -1,0 +1,96 @@
+package relay
+
+// Drain: the end at a quiet transaction boundary.
+
+import (
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgfront/pgfront/internal/pgwire"
+)
+
+// expectFatalAfter reads pgfront's FATAL and checks it came no earlier than about min after
+// since (the client's clock: it received the ReadyForQuery a little after pgfront sent it).
+func expectFatalAfter(h *harness, code string, since time.Time, want time.Duration) {
+	h.t.Helper()
+	expectFatal(h, code)
+	if d := time.Since(since); d < want-100*time.Millisecond {
+		h.t.Fatalf("FATAL %s %s after the boundary, want after about %s", code, d, want)
+	}
+}
+
+// A drain that starts right after the login leaves the client its first transaction; the session
+// ends once the client has been quiet at the boundary for drainQuiet, not as the 'I' goes out.
+func TestDrainLetsNewClientRunItsTransaction(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.login()
+	h.s.Drain(CauseShutdown)
+	h.query("BEGIN", 'T')
+	h.query("COMMIT", 'I')
+	expectFatalAfter(h, pgwire.CodeAdminShutdown, time.Now(), drainQuiet)
+	if r := h.result(); r.Cause != CauseShutdown {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	expectServer[*pgproto3.Terminate](h)
+}
+
+// A session already quiet for drainQuiet when the drain starts ends at once.
+func TestDrainEndsQuietSessionAtOnce(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.login()
+	deadline := time.Now().Add(10 * time.Second)
+	for st := h.s.State(); st.IdleSince.IsZero() || time.Since(st.IdleSince) < drainQuiet; st = h.s.State() {
+		if time.Now().After(deadline) {
+			t.Fatalf("session not idle: %+v", st)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	start := time.Now()
+	h.s.Drain(CauseShutdown)
+	expectFatal(h, pgwire.CodeAdminShutdown)
+	if d := time.Since(start); d > drainQuiet/2 {
+		t.Fatalf("quiet session ended %s after the drain, want at once", d)
+	}
+}
+
+// A draining session idle inside a transaction may be parked like any other, and keeps
+// waiting for its COMMIT past the park deadline (it used to end with idle_in_transaction
+// there); the COMMIT wakes it, and it ends at the boundary after drainQuiet.
+func TestDrainInTransactionParksAndWaitsForCommit(t *testing.T) {
+	p, err := NewParker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The drain must come before the park deadline: long enough for the test to call it.
+	h := newHarness(t, Options{IdleInTransaction: time.Hour, Parker: p, ParkAfter: 300 * time.Millisecond})
+	t.Cleanup(p.Close)
+	h.login()
+	h.query("BEGIN", 'T')
+	h.s.Drain(CauseShutdown)
+	waitParked(t, p, 1)
+	h.query("COMMIT", 'I')
+	expectFatalAfter(h, pgwire.CodeAdminShutdown, time.Now(), drainQuiet)
+	if r := h.result(); r.Cause != CauseShutdown {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
+
+// A parked session at a boundary that has been quiet less than drainQuiet when the drain starts
+// is woken when the quiet moment is over, not at once.
+func TestDrainParkedSessionWaitsForQuiet(t *testing.T) {
+	h, p := newParkHarness(t, Options{}) // parks after 30ms, well within drainQuiet
+	h.login()
+	h.query("SELECT 1", 'I')
+	idle := time.Now()
+	waitParked(t, p, 1)
+	h.s.Drain(CauseServerDown)
+	expectFatalAfter(h, pgwire.CodeAdminShutdown, idle, drainQuiet)
+	if r := h.result(); r.Cause != CauseServerDown {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	if p.Parked() != 0 {
+		t.Fatal("ended session still parked")
+	}
+}
