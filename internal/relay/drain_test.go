@@ -1,8 +1,9 @@
 package relay
 
-// Drain: the end at a quiet transaction boundary.
+// Drain (end at a quiet transaction boundary) and End (never blocking its caller).
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -92,5 +93,42 @@ func TestDrainParkedSessionWaitsForQuiet(t *testing.T) {
 	}
 	if p.Parked() != 0 {
 		t.Fatal("ended session still parked")
+	}
+}
+
+// End never waits for the cancel: the caller may be a health check loop, and a hung server holds
+// a cancel for the whole cancel timeout. The session's own goroutine sends it, after the client
+// got its FATAL and its socket was closed.
+func TestEndDoesNotWaitForCancel(t *testing.T) {
+	release := make(chan struct{})
+	var once sync.Once
+	unblock := func() { once.Do(func() { close(release) }) }
+	h := newHarness(t, Options{ServerFin: 10 * time.Second, Cancel: func(pgwire.CancelKey) { <-release }})
+	t.Cleanup(unblock) // before the harness's own cleanup (LIFO)
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "SELECT pg_sleep(60)"})
+	expectServer[*pgproto3.Query](h)
+
+	ended := make(chan struct{})
+	go func() {
+		h.s.End(CauseServerDown)
+		close(ended)
+	}()
+	select {
+	case <-ended:
+	case <-time.After(time.Second):
+		t.Fatal("End blocked while the cancel hangs")
+	}
+	expectFatal(h, pgwire.CodeAdminShutdown)
+	if err := readToEOF(t, h.client); err != nil {
+		t.Fatalf("client not closed while the cancel hangs: %v", err)
+	}
+	h.waitCancels(1)
+
+	unblock()
+	h.serverSend(&pgproto3.ErrorResponse{Severity: "ERROR", Code: "57014", Message: "canceled"}, &pgproto3.ReadyForQuery{TxStatus: 'I'})
+	expectServer[*pgproto3.Terminate](h)
+	if r := h.result(); r.Cause != CauseServerDown {
+		t.Fatalf("cause %s", r.Cause)
 	}
 }

@@ -9,7 +9,8 @@
 //	res := s.Run() // returns when both sockets are closed
 //	log(res.Cause, res.FromClient, res.FromServer)
 //
-// Another goroutine may call End (admin kill, server down) or Drain (shutdown) at any time.
+// Another goroutine may call End (admin kill, server down) or Drain (shutdown) at any time;
+// neither blocks.
 package relay
 
 import (
@@ -52,8 +53,9 @@ type Options struct {
 	// OnBackendKey is called (from the server copier) with the key the server announced in
 	// BackendKeyData, so cancels can be routed to this session. May be nil.
 	OnBackendKey func(pgwire.CancelKey)
-	// Cancel sends a CancelRequest for key to this session's server. Called when the client
-	// aborts during a query. May be nil.
+	// Cancel sends a CancelRequest for key to this session's server. Called when the session
+	// ends during a query, on the session's own goroutine once the client is told and closed
+	// (never on End's caller's), so it may block for its own bound. May be nil.
 	Cancel func(key pgwire.CancelKey)
 
 	// FenceStandby refuses a server that reports in_hot_standby=on during login (PostgreSQL 14+
@@ -142,7 +144,8 @@ type Session struct {
 		serverEOF  bool // server sent FIN
 		clientEOF  bool // client sent FIN (it may still read)
 		clientDead bool // client reset, or a write to it failed: nothing more reaches it
-		aborting   bool // end cancelled a running query: finish drains the server first
+		cancel     bool // end found a query running: finish cancels it
+		aborting   bool // finish also drains the server after the cancel
 		terminated bool // client sent Terminate
 		finArmed   bool // a FIN deadline runs on the server read side
 
@@ -311,7 +314,8 @@ func (s *Session) clientToServerMain() {
 
 // End ends the session now with cause; the client is told why (a FATAL ErrorResponse) when
 // cause calls for it and the stream is at a message boundary. Safe to call from any goroutine,
-// any number of times: the first cause wins.
+// any number of times: the first cause wins. It never blocks: it records the cause and wakes
+// the session, whose own goroutine tells the client and cancels a running query.
 func (s *Session) End(cause Cause) { s.end(cause, nil) }
 
 // drainQuiet is how long a draining session's client must stay quiet at a transaction boundary
@@ -322,7 +326,7 @@ const drainQuiet = 500 * time.Millisecond
 // Drain ends the session with cause at its next transaction boundary (no query running, no
 // transaction open) once the client has been quiet there for drainQuiet; a session already
 // quiet that long ends now. Inside a transaction it waits for the COMMIT or ROLLBACK, bounded
-// only by IdleInTransaction.
+// only by IdleInTransaction. Like End, it never blocks.
 func (s *Session) Drain(cause Cause) {
 	s.mu.Lock()
 	if s.mu.cause != CauseNone {
@@ -400,8 +404,10 @@ func (s *Session) Bytes() (fromClient, fromServer int64) {
 func (s *Session) idleLocked() bool { return s.mu.sent == s.mu.received }
 
 // end records cause (first one wins) and wakes both copiers by putting every deadline in the
-// past. If a query is running and the server is still there, it is cancelled first so the
-// server does not go on working for nobody.
+// past. If a query is running and the server is still there, finish cancels it so the server
+// does not go on working for nobody. end never blocks on the network: it runs on whatever
+// goroutine calls End (a health check loop, an HTTP handler), and a hung server would hold it
+// for the whole cancel timeout.
 func (s *Session) end(cause Cause, err error) {
 	s.mu.Lock()
 	if s.mu.cause != CauseNone {
@@ -410,10 +416,9 @@ func (s *Session) end(cause Cause, err error) {
 	}
 	s.mu.cause = cause
 	s.mu.err = err
-	cancel := !s.idleLocked() && !s.mu.login && s.mu.haveKey && !s.mu.serverEOF &&
+	s.mu.cancel = !s.idleLocked() && !s.mu.login && s.mu.haveKey && !s.mu.serverEOF &&
 		cause != CauseClientTerminate && cause != CauseServerReset
-	s.mu.aborting = cancel && cause != CauseServerFinTimeout // server_fin already waited
-	key := s.mu.key
+	s.mu.aborting = s.mu.cancel && cause != CauseServerFinTimeout // server_fin already waited
 	past := time.Unix(1, 0)
 	_ = s.client.SetDeadline(past)
 	_ = s.server.SetDeadline(past)
@@ -421,9 +426,6 @@ func (s *Session) end(cause Cause, err error) {
 	s.mu.Unlock()
 	if parked {
 		s.unpark() // the copiers come back, see the deadlines and finish
-	}
-	if cancel && s.opts.Cancel != nil {
-		s.opts.Cancel(key)
 	}
 }
 
@@ -434,7 +436,7 @@ func (s *Session) finish() Result {
 	cause, err := s.mu.cause, s.mu.err
 	serverEOF, idle := s.mu.serverEOF, s.idleLocked() && !s.mu.login
 	clientGone := s.mu.clientDead || cause == CauseClientReset
-	aborting := s.mu.aborting
+	cancel, aborting, key := s.mu.cancel, s.mu.aborting, s.mu.key
 	s.mu.Unlock()
 
 	msg := cause.clientError()
@@ -452,9 +454,15 @@ func (s *Session) finish() Result {
 		_ = s.client.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
 		_, _ = s.client.Write(msg)
 	}
-	if aborting {
-		// The client is done with: free its socket now, then make sure the server stops.
+	if cancel {
+		// The client is done with: free its socket now, then make sure the server stops. The
+		// cancel may take up to the cancel timeout (a hung server): only this session waits.
 		_ = s.client.Close()
+		if s.opts.Cancel != nil {
+			s.opts.Cancel(key)
+		}
+	}
+	if aborting {
 		idle = s.drainServer()
 	}
 	// A clean goodbye keeps "unexpected EOF" noise out of the server log.
