@@ -341,3 +341,36 @@ func TestDrainLetsNewClientRunFirstQuery(t *testing.T) {
 		})
 	}
 }
+
+// TestShutdownGraceCancelsRunningQuery: a query still running when shutdown.grace runs out is
+// cancelled on the server (the backend used to run on for nobody), and Run returns promptly
+// after the grace period rather than after server_fin more.
+func TestShutdownGraceCancelsRunningQuery(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	r := startRun(t, oneServerConfig(p, "", "shutdown:\n  grace: 2s"))
+	c := pgconnectTo(t, r.dsn())
+	pid, _ := sessionInfo(t, c)
+	queryDone := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT pg_sleep(30)").ReadAll()
+		queryDone <- err
+	}()
+	waitFor(t, 5*time.Second, "pg_sleep to run", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		v, err := p.QueryValue(ctx, fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND state = 'active'", pid))
+		return err == nil && v == "1"
+	})
+
+	r.sigs <- syscall.SIGTERM
+	start := time.Now()
+	r.wantReturned(t, 5*time.Second) // grace + 3s
+	t.Logf("Run returned %s after the signal", time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-queryDone:
+		wantFatal(t, err, "57P01")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's query did not end")
+	}
+	waitFor(t, 5*time.Second, "the pg_sleep backend to exit", func() bool { return !backendAlive(t, p, pid) })
+}

@@ -3,7 +3,9 @@ package relay
 // Drain (end at a quiet transaction boundary) and End (never blocking its caller).
 
 import (
+	"errors"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -130,5 +132,33 @@ func TestEndDoesNotWaitForCancel(t *testing.T) {
 	expectServer[*pgproto3.Terminate](h)
 	if r := h.result(); r.Cause != CauseServerDown {
 		t.Fatalf("cause %s", r.Cause)
+	}
+}
+
+// A forced end at shutdown cancels the running query and resets the server connection at once,
+// rather than waiting up to server_fin for the server to answer: nobody waits for a shutdown
+// longer than its grace.
+func TestEndAtShutdownCancelsAndResets(t *testing.T) {
+	h := newHarness(t, Options{ServerFin: 10 * time.Second})
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "SELECT pg_sleep(60)"})
+	expectServer[*pgproto3.Query](h)
+	h.s.End(CauseShutdown)
+	expectFatal(h, pgwire.CodeAdminShutdown)
+	select {
+	case r := <-h.res:
+		h.res <- r // for the harness's cleanup
+		if r.Cause != CauseShutdown {
+			t.Fatalf("cause %s", r.Cause)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("session still ending 2s after a forced end at shutdown")
+	}
+	if n := h.cancelCount(); n != 1 {
+		t.Fatalf("%d cancels, want 1", n)
+	}
+	_ = h.server.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if _, err := h.server.Read(make([]byte, 1)); !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("server end got %v, want a reset", err)
 	}
 }

@@ -418,7 +418,10 @@ func (s *Session) end(cause Cause, err error) {
 	s.mu.err = err
 	s.mu.cancel = !s.idleLocked() && !s.mu.login && s.mu.haveKey && !s.mu.serverEOF &&
 		cause != CauseClientTerminate && cause != CauseServerReset
-	s.mu.aborting = s.mu.cancel && cause != CauseServerFinTimeout // server_fin already waited
+	// No drain after the cancel when server_fin was already waited, nor at shutdown: pgfront's
+	// stop must not take server_fin beyond its grace, so the cancel goes out and the server
+	// connection is reset (the backend's next write fails).
+	s.mu.aborting = s.mu.cancel && cause != CauseServerFinTimeout && cause != CauseShutdown
 	past := time.Unix(1, 0)
 	_ = s.client.SetDeadline(past)
 	_ = s.server.SetDeadline(past)
