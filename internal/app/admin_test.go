@@ -139,7 +139,7 @@ func TestAdminAPI(t *testing.T) {
 	}
 
 	// Drain: no new sessions; a session in a transaction finishes it, then ends; an idle one
-	// ends at once.
+	// ends once its client has been quiet for a moment (at once if it already was).
 	inTx, idle := e.connect("rw"), e.connect("rw")
 	tx, err := inTx.Begin(ctx)
 	if err != nil {
@@ -151,16 +151,18 @@ func TestAdminAPI(t *testing.T) {
 	if code := e.api("POST", "/api/v1/servers/c/pg/state", "", map[string]string{"state": "drain"}, nil); code != 200 {
 		t.Fatalf("drain: %d", code)
 	}
-	_, err = idle.Exec(ctx, "SELECT 1")
-	wantPgError(t, err, "57P01", "")
+	if pe, _ := waitFatal(t, idle.PgConn(), 5*time.Second); pe.Code != "57P01" {
+		t.Fatalf("idle session ended with %v, want 57P01", pe)
+	}
 	if _, err := tx.Exec(ctx, "INSERT INTO t VALUES (1)"); err != nil {
 		t.Fatalf("a draining session's transaction was cut: %v", err)
 	}
 	if err := tx.Commit(ctx); err != nil {
 		t.Fatalf("commit while draining: %v", err)
 	}
-	_, err = inTx.Exec(ctx, "SELECT 1")
-	wantPgError(t, err, "57P01", "")
+	if pe, _ := waitFatal(t, inTx.PgConn(), 5*time.Second); pe.Code != "57P01" {
+		t.Fatalf("session ended with %v after its commit, want 57P01", pe)
+	}
 	_, err = pgx.Connect(ctx, e.dsn("rw"))
 	wantPgError(t, err, "57P03", "no primary server available")
 	e.api("GET", "/api/v1/servers", "", nil, &servers)

@@ -15,6 +15,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/pgfront/pgfront/internal/app"
+	"github.com/pgfront/pgfront/internal/frontend"
 	"github.com/pgfront/pgfront/internal/pgtest"
 )
 
@@ -255,4 +256,121 @@ func (r *runningApp) wantReturned(t *testing.T, within time.Duration) {
 	if r.err != nil {
 		t.Fatalf("Run: %v", r.err)
 	}
+}
+
+// drainTrigger starts pgfront in front of p and says how to start a drain of its sessions: a
+// SIGTERM, or an administrator's drain of the server.
+type drainTrigger struct {
+	name  string
+	start func(t *testing.T, p *pgtest.Server) (dsn string, fe *frontend.Frontend, drain func())
+}
+
+var drainTriggers = []drainTrigger{
+	{"sigterm", func(t *testing.T, p *pgtest.Server) (string, *frontend.Frontend, func()) {
+		r := startRun(t, oneServerConfig(p, "", ""))
+		return r.dsn(), r.app.Frontend(), func() {
+			r.sigs <- syscall.SIGTERM
+			// Shutdown closes the listener, then drains: once a connect is refused, it has.
+			waitFor(t, 5*time.Second, "the listener to close", func() bool {
+				c, err := net.Dial("tcp", r.addr.String())
+				if err == nil {
+					_ = c.Close()
+				}
+				return errors.Is(err, syscall.ECONNREFUSED)
+			})
+		}
+	}},
+	{"admin", func(t *testing.T, p *pgtest.Server) (string, *frontend.Frontend, func()) {
+		e := startProxy(t, oneServerConfig(p, "", ""))
+		return e.dsn("rw"), e.app.Frontend(), func() {
+			if code := e.api("POST", "/api/v1/servers/c/pg/state", "", map[string]string{"state": "drain"}, nil); code != 200 {
+				t.Fatalf("drain: %d", code)
+			}
+		}
+	}},
+}
+
+// TestDrainKeepsTransactionPastParkDelay: a session idle inside a transaction for less than the
+// 2s parking delay when the drain starts keeps its transaction past that delay (it used to be
+// ended there with idle_in_transaction_timeout and rolled back): it may be parked, its COMMIT
+// succeeds, and it ends at that boundary with 57P01.
+func TestDrainKeepsTransactionPastParkDelay(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	for _, tr := range drainTriggers {
+		t.Run(tr.name, func(t *testing.T) {
+			dsn, fe, drain := tr.start(t, p)
+			c := pgconnectTo(t, dsn)
+			table := "drained_" + tr.name
+			if _, err := c.Exec(context.Background(), fmt.Sprintf("BEGIN; CREATE TABLE %s (v int); INSERT INTO %[1]s VALUES (1)", table)).ReadAll(); err != nil {
+				t.Fatal(err)
+			}
+			start := time.Now()
+			drain()
+			// Past the park deadline (2s after the INSERT): the session parks there.
+			for fe.Parked() == 0 && time.Since(start) < 2500*time.Millisecond {
+				time.Sleep(10 * time.Millisecond)
+			}
+			t.Logf("parked sessions %s after the drain began: %d", time.Since(start).Round(time.Millisecond), fe.Parked())
+			if _, err := c.Exec(context.Background(), "COMMIT").ReadAll(); err != nil {
+				t.Fatalf("COMMIT %s after the drain began: %v", time.Since(start).Round(time.Millisecond), err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			if v, err := p.QueryValue(ctx, "SELECT count(*) FROM "+table); err != nil || v != "1" {
+				t.Fatalf("the committed row: %q %v", v, err)
+			}
+			wantFatal(t, waitUnsolicited(c, 5*time.Second), "57P01")
+		})
+	}
+}
+
+// TestDrainLetsNewClientRunFirstQuery: a drain that begins right after a client logged in does
+// not cut it before its first query (a connect-per-transaction client would see an error): the
+// session ends once the client has been quiet at a transaction boundary for a moment.
+func TestDrainLetsNewClientRunFirstQuery(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	for _, tr := range drainTriggers {
+		t.Run(tr.name, func(t *testing.T) {
+			dsn, _, drain := tr.start(t, p)
+			c := pgconnectTo(t, dsn)
+			drain()
+			if v := pgQuery(t, c, "SELECT 41 + 1"); v != "42" {
+				t.Fatalf("first query after the drain began: %q", v)
+			}
+			wantFatal(t, waitUnsolicited(c, 5*time.Second), "57P01")
+		})
+	}
+}
+
+// TestShutdownGraceCancelsRunningQuery: a query still running when shutdown.grace runs out is
+// cancelled on the server (the backend used to run on for nobody), and Run returns promptly
+// after the grace period rather than after server_fin more.
+func TestShutdownGraceCancelsRunningQuery(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	r := startRun(t, oneServerConfig(p, "", "shutdown:\n  grace: 2s"))
+	c := pgconnectTo(t, r.dsn())
+	pid, _ := sessionInfo(t, c)
+	queryDone := make(chan error, 1)
+	go func() {
+		_, err := c.Exec(context.Background(), "SELECT pg_sleep(30)").ReadAll()
+		queryDone <- err
+	}()
+	waitFor(t, 5*time.Second, "pg_sleep to run", func() bool {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		v, err := p.QueryValue(ctx, fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND state = 'active'", pid))
+		return err == nil && v == "1"
+	})
+
+	r.sigs <- syscall.SIGTERM
+	start := time.Now()
+	r.wantReturned(t, 5*time.Second) // grace + 3s
+	t.Logf("Run returned %s after the signal", time.Since(start).Round(time.Millisecond))
+	select {
+	case err := <-queryDone:
+		wantFatal(t, err, "57P01")
+	case <-time.After(5 * time.Second):
+		t.Fatal("the client's query did not end")
+	}
+	waitFor(t, 5*time.Second, "the pg_sleep backend to exit", func() bool { return !backendAlive(t, p, pid) })
 }

@@ -35,8 +35,12 @@ func (f *Frontend) forwardCancel(key pgwire.CancelKey) error {
 
 // sendCancel delivers a CancelRequest for key to the server at addr and waits (bounded) for the
 // server to close the connection, as PostgreSQL does once it has signalled the backend.
+//
+// Its context is not the frontend's: Close and a shutdown's grace running out cancel that one
+// just before they end the sessions, and those are the cancels that must still go out, or the
+// backends go on running queries for clients that are gone. cancelTimeout bounds it instead.
 func (f *Frontend) sendCancel(addr string, serverTLS ServerTLS, key pgwire.CancelKey) error {
-	ctx, cancel := context.WithTimeout(f.ctx, cancelTimeout)
+	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 	defer cancel()
 	c, err := f.dialer.DialContext(ctx, "tcp", addr)
 	if err != nil {

@@ -524,6 +524,12 @@ func (s *session) retryElsewhere(e *establishing, bad *cluster.Server, cause rel
 		err = s.rechoose(e.pick, e.ticket)
 	}
 	if err != nil {
+		if o, ok := s.clientOutcome(err); ok && s.stoppedCause() == relay.CauseNone {
+			o.server = bad
+			e.ticket.Release()
+			s.close(o)
+			return
+		}
 		msg := "the server is a standby (in_hot_standby = on); pgfront does not route writes to it"
 		if cause == relay.CauseServerUnavailable {
 			msg = "the database system is not accepting connections (starting up or shutting down)"
@@ -654,8 +660,8 @@ func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, 
 	spoke := watch.stop()
 	if err == nil && spoke {
 		t.Release()
-		return nil, s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation,
-			"unexpected message from client before authentication", "", nil), false
+		o, _ := s.clientOutcome(errClientSpoke)
+		return nil, o, false
 	}
 	if err == nil {
 		return t, outcome{}, true
@@ -664,7 +670,8 @@ func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, 
 	case s.stoppedCause() != relay.CauseNone:
 		return nil, s.refuseStopped(s.stoppedCause(), nil), false
 	case watch.gone():
-		return nil, outcome{cause: relay.CauseClientEOF, err: errors.New("client left the queue")}, false
+		o, _ := s.clientOutcome(errClientLeft)
+		return nil, o, false
 	case errors.Is(err, errNoServer), errors.Is(err, admission.ErrNoCandidates):
 		return nil, s.refuseNoServer(err), false
 	case errors.Is(err, admission.ErrQueueFull):
@@ -714,6 +721,9 @@ func (s *session) connect(p *picker, t *admission.Ticket, negotiate bool) (*clus
 		}
 		p.exclude(srv)
 		if err := s.rechoose(p, t); err != nil {
+			if o, ok := s.clientOutcome(err); ok && s.stoppedCause() == relay.CauseNone {
+				return nil, nil, o, false
+			}
 			break
 		}
 	}
@@ -727,11 +737,45 @@ func (s *session) connect(p *picker, t *admission.Ticket, negotiate bool) (*clus
 
 // rechoose moves the ticket to another eligible server. With none left (the failed server was
 // the only primary: a failover is starting), it waits for the cluster to change, bounded by
-// timeouts.queue, like a client that arrives during the failover.
+// timeouts.queue, like a client that arrives during the failover. The client is watched as in
+// wait: errClientLeft if it closes meanwhile (a switchover must not hold, then connect, clients
+// that are gone), errClientSpoke if it sends bytes out of turn.
 func (s *session) rechoose(p *picker, t *admission.Ticket) error {
-	r := s.route
-	ctx, cancel := context.WithTimeout(s.ctx, r.Queue)
+	ctx, cancel := context.WithTimeout(s.ctx, s.route.Queue)
 	defer cancel()
+	watch := watchClient(s.client, cancel)
+	err := s.rechooseWatched(ctx, p, t)
+	switch spoke := watch.stop(); {
+	case spoke:
+		return errClientSpoke
+	case watch.gone():
+		return errClientLeft
+	}
+	return err
+}
+
+// errClientLeft and errClientSpoke end a wait for a server: the client closed meanwhile, or sent
+// bytes before authentication (a protocol error). clientOutcome turns them into the outcome.
+var (
+	errClientLeft  = errors.New("client left the queue")
+	errClientSpoke = errors.New("unexpected message from client before authentication")
+)
+
+// clientOutcome is how the session ends after a wait that errClientLeft or errClientSpoke
+// ended; ok is false for any other error.
+func (s *session) clientOutcome(err error) (o outcome, ok bool) {
+	switch {
+	case errors.Is(err, errClientSpoke):
+		return s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation, errClientSpoke.Error(), "", nil), true
+	case errors.Is(err, errClientLeft):
+		return outcome{cause: relay.CauseClientEOF, err: err}, true
+	}
+	return outcome{}, false
+}
+
+// rechooseWatched is rechoose's loop, ended by ctx (timeouts.queue, or the client watch).
+func (s *session) rechooseWatched(ctx context.Context, p *picker, t *admission.Ticket) error {
+	r := s.route
 	for {
 		changed := r.Cluster.Changed()
 		err := t.Rechoose(ctx, p.choices)

@@ -9,7 +9,8 @@
 //	res := s.Run() // returns when both sockets are closed
 //	log(res.Cause, res.FromClient, res.FromServer)
 //
-// Another goroutine may call End (admin kill, server down) or Drain (shutdown) at any time.
+// Another goroutine may call End (admin kill, server down) or Drain (shutdown) at any time;
+// neither blocks.
 package relay
 
 import (
@@ -52,8 +53,9 @@ type Options struct {
 	// OnBackendKey is called (from the server copier) with the key the server announced in
 	// BackendKeyData, so cancels can be routed to this session. May be nil.
 	OnBackendKey func(pgwire.CancelKey)
-	// Cancel sends a CancelRequest for key to this session's server. Called when the client
-	// aborts during a query. May be nil.
+	// Cancel sends a CancelRequest for key to this session's server. Called when the session
+	// ends during a query, on the session's own goroutine once the client is told and closed
+	// (never on End's caller's), so it may block for its own bound. May be nil.
 	Cancel func(key pgwire.CancelKey)
 
 	// FenceStandby refuses a server that reports in_hot_standby=on during login (PostgreSQL 14+
@@ -136,13 +138,14 @@ type Session struct {
 		received   uint64 // ReadyForQuery messages received; idle when sent == received
 		txStatus   byte   // last ReadyForQuery status: 'I', 'T' or 'E'
 		login      bool   // until the first ReadyForQuery
-		draining   Cause  // end with this cause at the next idle point, if set
+		draining   Cause  // end with this cause at the next quiet transaction boundary, if set
 		key        pgwire.CancelKey
 		haveKey    bool
 		serverEOF  bool // server sent FIN
 		clientEOF  bool // client sent FIN (it may still read)
 		clientDead bool // client reset, or a write to it failed: nothing more reaches it
-		aborting   bool // end cancelled a running query: finish drains the server first
+		cancel     bool // end found a query running: finish cancels it
+		aborting   bool // finish also drains the server after the cancel
 		terminated bool // client sent Terminate
 		finArmed   bool // a FIN deadline runs on the server read side
 
@@ -229,11 +232,31 @@ func (s *Session) copierDone() {
 }
 
 // canParkLocked reports whether the client read that just timed out was the park deadline of
-// an idle session that may go to the parker.
+// an idle session that may go to the parker. A draining session may park too: one idle inside
+// a transaction waits for its COMMIT like any other.
 func (s *Session) canParkLocked(now time.Time) bool {
+	wake := s.wakeLocked()
 	return s.opts.Parker != nil && s.mu.cause == CauseNone && s.idleLocked() && !s.mu.login &&
-		!s.mu.serverEOF && !s.mu.clientEOF && !s.mu.finArmed && s.mu.draining == CauseNone &&
-		(s.mu.idleUntil.IsZero() || now.Before(s.mu.idleUntil))
+		!s.mu.serverEOF && !s.mu.clientEOF && !s.mu.finArmed && (wake.IsZero() || now.Before(wake))
+}
+
+// wakeLocked is when an idle session must act again: its idle bound runs out, or, draining at
+// a transaction boundary, its client has been quiet for drainQuiet. Zero: never.
+func (s *Session) wakeLocked() time.Time {
+	wake := s.mu.idleUntil
+	if s.drainingIdleLocked() {
+		if q := s.mu.idleSince.Add(drainQuiet); wake.IsZero() || q.Before(wake) {
+			wake = q
+		}
+	}
+	return wake
+}
+
+// drainingIdleLocked reports whether a drain waits for this session's client to stay quiet: the
+// session is open both ways and idle at a transaction boundary.
+func (s *Session) drainingIdleLocked() bool {
+	return s.mu.draining != CauseNone && s.mu.txStatus == 'I' && s.idleLocked() && !s.mu.login &&
+		!s.mu.serverEOF && !s.mu.clientEOF && !s.mu.finArmed
 }
 
 // parkLocked hands both sockets to the parker; false if it could not.
@@ -248,8 +271,8 @@ func (s *Session) parkLocked() bool {
 		return false
 	}
 	s.mu.parked = true
-	if !s.mu.idleUntil.IsZero() {
-		s.mu.parkTimer = time.AfterFunc(time.Until(s.mu.idleUntil), s.unpark)
+	if wake := s.wakeLocked(); !wake.IsZero() {
+		s.mu.parkTimer = time.AfterFunc(time.Until(wake), s.unpark)
 	}
 	return true
 }
@@ -275,7 +298,7 @@ func (s *Session) unparkOrRestart(restart bool) {
 	if s.mu.cause == CauseNone {
 		// The server side's deadline was put in the past to stop its copier.
 		_ = s.server.SetReadDeadline(time.Time{})
-		_ = s.client.SetReadDeadline(s.mu.idleUntil)
+		_ = s.client.SetReadDeadline(s.wakeLocked())
 	}
 	s.running.Store(2)
 	s.mu.Unlock()
@@ -291,11 +314,19 @@ func (s *Session) clientToServerMain() {
 
 // End ends the session now with cause; the client is told why (a FATAL ErrorResponse) when
 // cause calls for it and the stream is at a message boundary. Safe to call from any goroutine,
-// any number of times: the first cause wins.
+// any number of times: the first cause wins. It never blocks: it records the cause and wakes
+// the session, whose own goroutine tells the client and cancels a running query.
 func (s *Session) End(cause Cause) { s.end(cause, nil) }
 
-// Drain ends the session with cause at its next idle point (no query running, no transaction
-// open), or now if it is idle already.
+// drainQuiet is how long a draining session's client must stay quiet at a transaction boundary
+// before the session ends: a client that just logged in gets to run its first transaction, and
+// one that connects per transaction gets to send its Terminate, instead of an error.
+const drainQuiet = 500 * time.Millisecond
+
+// Drain ends the session with cause at its next transaction boundary (no query running, no
+// transaction open) once the client has been quiet there for drainQuiet; a session already
+// quiet that long ends now. Inside a transaction it waits for the COMMIT or ROLLBACK, bounded
+// only by IdleInTransaction. Like End, it never blocks.
 func (s *Session) Drain(cause Cause) {
 	s.mu.Lock()
 	if s.mu.cause != CauseNone {
@@ -303,11 +334,28 @@ func (s *Session) Drain(cause Cause) {
 		return
 	}
 	s.mu.draining = cause
-	idle := s.idleLocked() && s.mu.txStatus == 'I'
-	s.mu.Unlock()
-	if idle {
-		s.end(cause, nil)
+	if !s.idleLocked() || s.mu.login || s.mu.txStatus != 'I' {
+		s.mu.Unlock()
+		return // busy or in a transaction: readyForQuery arms the quiet moment later
 	}
+	if !s.drainingIdleLocked() || time.Since(s.mu.idleSince) >= drainQuiet {
+		s.mu.Unlock()
+		s.end(cause, nil) // half-closed, or quiet long enough already
+		return
+	}
+	// Quiet for less than drainQuiet: wake when it has been. A session still parking gets the
+	// same wake-up from parkLocked.
+	wake := s.wakeLocked()
+	switch {
+	case s.mu.parked:
+		if s.mu.parkTimer != nil {
+			s.mu.parkTimer.Stop()
+		}
+		s.mu.parkTimer = time.AfterFunc(time.Until(wake), s.unpark)
+	case !s.mu.parking:
+		_ = s.client.SetReadDeadline(wake)
+	}
+	s.mu.Unlock()
 }
 
 // State is a snapshot of what the session is doing.
@@ -356,8 +404,10 @@ func (s *Session) Bytes() (fromClient, fromServer int64) {
 func (s *Session) idleLocked() bool { return s.mu.sent == s.mu.received }
 
 // end records cause (first one wins) and wakes both copiers by putting every deadline in the
-// past. If a query is running and the server is still there, it is cancelled first so the
-// server does not go on working for nobody.
+// past. If a query is running and the server is still there, finish cancels it so the server
+// does not go on working for nobody. end never blocks on the network: it runs on whatever
+// goroutine calls End (a health check loop, an HTTP handler), and a hung server would hold it
+// for the whole cancel timeout.
 func (s *Session) end(cause Cause, err error) {
 	s.mu.Lock()
 	if s.mu.cause != CauseNone {
@@ -366,10 +416,12 @@ func (s *Session) end(cause Cause, err error) {
 	}
 	s.mu.cause = cause
 	s.mu.err = err
-	cancel := !s.idleLocked() && !s.mu.login && s.mu.haveKey && !s.mu.serverEOF &&
+	s.mu.cancel = !s.idleLocked() && !s.mu.login && s.mu.haveKey && !s.mu.serverEOF &&
 		cause != CauseClientTerminate && cause != CauseServerReset
-	s.mu.aborting = cancel && cause != CauseServerFinTimeout // server_fin already waited
-	key := s.mu.key
+	// No drain after the cancel when server_fin was already waited, nor at shutdown: pgfront's
+	// stop must not take server_fin beyond its grace, so the cancel goes out and the server
+	// connection is reset (the backend's next write fails).
+	s.mu.aborting = s.mu.cancel && cause != CauseServerFinTimeout && cause != CauseShutdown
 	past := time.Unix(1, 0)
 	_ = s.client.SetDeadline(past)
 	_ = s.server.SetDeadline(past)
@@ -377,9 +429,6 @@ func (s *Session) end(cause Cause, err error) {
 	s.mu.Unlock()
 	if parked {
 		s.unpark() // the copiers come back, see the deadlines and finish
-	}
-	if cancel && s.opts.Cancel != nil {
-		s.opts.Cancel(key)
 	}
 }
 
@@ -390,7 +439,7 @@ func (s *Session) finish() Result {
 	cause, err := s.mu.cause, s.mu.err
 	serverEOF, idle := s.mu.serverEOF, s.idleLocked() && !s.mu.login
 	clientGone := s.mu.clientDead || cause == CauseClientReset
-	aborting := s.mu.aborting
+	cancel, aborting, key := s.mu.cancel, s.mu.aborting, s.mu.key
 	s.mu.Unlock()
 
 	msg := cause.clientError()
@@ -408,9 +457,15 @@ func (s *Session) finish() Result {
 		_ = s.client.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
 		_, _ = s.client.Write(msg)
 	}
-	if aborting {
-		// The client is done with: free its socket now, then make sure the server stops.
+	if cancel {
+		// The client is done with: free its socket now, then make sure the server stops. The
+		// cancel may take up to the cancel timeout (a hung server): only this session waits.
 		_ = s.client.Close()
+		if s.opts.Cancel != nil {
+			s.opts.Cancel(key)
+		}
+	}
+	if aborting {
 		idle = s.drainServer()
 	}
 	// A clean goodbye keeps "unexpected EOF" noise out of the server log.
@@ -600,7 +655,15 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 		s.end(CauseClientEOF, nil)
 	case netx.IsTimeout(err):
 		s.mu.Lock()
-		if s.canParkLocked(time.Now()) {
+		now := time.Now()
+		if s.mu.cause == CauseNone && s.drainingIdleLocked() && !now.Before(s.mu.idleSince.Add(drainQuiet)) {
+			// Draining, at a transaction boundary, and the client stayed quiet: end here.
+			cause := s.mu.draining
+			s.mu.Unlock()
+			s.end(cause, nil)
+			return
+		}
+		if s.canParkLocked(now) {
 			// Idle for ParkAfter: stop both copiers and park (copierDone).
 			s.mu.parking = true
 			_ = s.server.SetReadDeadline(time.Unix(1, 0))
@@ -662,7 +725,6 @@ func (s *Session) serverToClient() {
 	for {
 		buf, n, err := s.serverRead.read()
 		if n > 0 {
-			h.endAfter = CauseNone
 			ok := s.relayFromServer(&h, (*buf)[:n])
 			putBuf(buf)
 			if !ok {
@@ -715,10 +777,6 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 		return false
 	}
 	s.clientAtBoundary = s.backendScan.AtBoundary()
-	if h.endAfter != CauseNone {
-		s.end(h.endAfter, nil)
-		return false
-	}
 	if s.opts.ServerIdle > 0 {
 		s.mu.Lock()
 		if s.mu.cause == CauseNone && !s.idleLocked() && !s.mu.finArmed {
@@ -797,8 +855,7 @@ func (s *Session) serverReadFailed(err error) {
 
 // backendHandler acts on the server messages pgfront cares about.
 type backendHandler struct {
-	s        *Session
-	endAfter Cause // end the session with this cause once the current chunk is written
+	s *Session
 }
 
 func (h *backendHandler) Header(byte, uint32) error { return nil }
@@ -830,7 +887,7 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 		if len(body) != 1 {
 			return &pgwire.ProtocolError{Msg: "invalid ReadyForQuery from server"}
 		}
-		s.readyForQuery(h, body[0])
+		s.readyForQuery(body[0])
 	}
 	return nil
 }
@@ -873,7 +930,7 @@ func isHotStandby(body []byte) bool {
 
 // readyForQuery updates the transaction state and, when the session turns idle, arms the
 // client-side idle deadline that fits the transaction status.
-func (s *Session) readyForQuery(h *backendHandler, status byte) {
+func (s *Session) readyForQuery(status byte) {
 	var query, tx time.Duration
 	txDone := false
 	s.mu.Lock()
@@ -887,7 +944,7 @@ func (s *Session) readyForQuery(h *backendHandler, status byte) {
 			s.mu.txStart = now
 		}
 	}
-	s.readyForQueryLocked(h, status)
+	s.readyForQueryLocked(status)
 	s.mu.Unlock()
 	if s.opts.Observer != nil && !login {
 		s.opts.Observer.QueryDone(query)
@@ -897,7 +954,7 @@ func (s *Session) readyForQuery(h *backendHandler, status byte) {
 	}
 }
 
-func (s *Session) readyForQueryLocked(h *backendHandler, status byte) {
+func (s *Session) readyForQueryLocked(status byte) {
 	s.mu.txStatus = status
 	s.mu.received++
 	if s.mu.received > s.mu.sent {
@@ -912,17 +969,14 @@ func (s *Session) readyForQueryLocked(h *backendHandler, status byte) {
 	if !s.idleLocked() || s.mu.cause != CauseNone || s.mu.finArmed || s.mu.clientEOF {
 		return
 	}
-	if s.mu.draining != CauseNone && status == 'I' {
-		h.endAfter = s.mu.draining
-		return
-	}
-	s.armClientIdleLocked()
+	s.armClientIdleLocked() // a draining session at a boundary ends after drainQuiet of quiet
 	if s.opts.ServerIdle > 0 {
 		_ = s.server.SetReadDeadline(time.Time{})
 	}
 }
 
-// armClientIdleLocked starts the client's idle bound that fits the transaction status.
+// armClientIdleLocked starts the client's idle bound that fits the transaction status (and,
+// when draining at a boundary, the quiet moment before the session ends).
 func (s *Session) armClientIdleLocked() {
 	limit := s.opts.ClientIdle
 	if s.mu.txStatus != 'I' {
@@ -934,9 +988,11 @@ func (s *Session) armClientIdleLocked() {
 	if limit > 0 {
 		s.mu.idleUntil = now.Add(limit)
 	}
-	deadline := s.mu.idleUntil
-	if s.opts.Parker != nil && s.opts.ParkAfter > 0 && (limit == 0 || s.opts.ParkAfter < limit) {
-		deadline = now.Add(s.opts.ParkAfter) // wake to park; the idle bound is kept in idleUntil
+	deadline := s.wakeLocked()
+	if s.opts.Parker != nil && s.opts.ParkAfter > 0 {
+		if park := now.Add(s.opts.ParkAfter); deadline.IsZero() || park.Before(deadline) {
+			deadline = park // wake to park; the idle bound is kept in idleUntil
+		}
 	}
 	_ = s.client.SetReadDeadline(deadline)
 }

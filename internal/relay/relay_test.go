@@ -66,10 +66,14 @@ func newHarness(t *testing.T, opts Options) *harness {
 	h := &harness{t: t, client: appEnd, server: pgEnd, res: make(chan Result, 1)}
 	h.fe = pgproto3.NewFrontend(appEnd, appEnd)
 	h.be = pgproto3.NewBackend(pgEnd, pgEnd)
+	then := opts.Cancel // a test's own cancel runs after the cancel is recorded
 	opts.Cancel = func(k pgwire.CancelKey) {
 		h.mu.Lock()
 		h.cancels = append(h.cancels, k)
 		h.mu.Unlock()
+		if then != nil {
+			then(k)
+		}
 	}
 	h.s = New(proxyClient, proxyServer, opts)
 	go func() { h.res <- h.s.Run() }()
