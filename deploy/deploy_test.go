@@ -72,6 +72,7 @@ var (
 		"pgfront_server_admin_state":    {"state": {"ready", "drain", "maint"}},
 		"pgfront_cancel_requests_total": {"result": {"forwarded", "unknown_key", "failed"}},
 		"pgfront_socket_samples_total":  {"result": {"ok", "error"}},
+		"pgfront_config_reloads_total":  {"result": {"success", "failure"}},
 	}
 )
 
@@ -945,6 +946,7 @@ func TestRulesContent(t *testing.T) {
 		{"PgfrontNoPrimary", "30s", "critical"},
 		{"PgfrontRefusals", "5m", "warning"},
 		{"PgfrontSocketSampleFailing", "", ""},
+		{"PgfrontConfigReloadFailed", "", "warning"},
 	}
 	for _, w := range want {
 		r, ok := rules[w.alert]

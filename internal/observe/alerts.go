@@ -38,57 +38,72 @@ type AlertState struct {
 }
 
 type alert struct {
-	name      string
-	threshold float64
-	message   string
+	name    string
+	message string
 	// format renders a value for the log line.
 	format func(v float64) string
 }
 
 // alertSet is every built-in alert and the state each is in.
 type alertSet struct {
-	list []*alert
+	list []*alert // fixed at init; thresholds live in the states
 	mu   struct {
 		sync.Mutex
+		// state holds each alert's threshold (set by SetAlerts) and what the last check found.
 		state map[string]*AlertState
 	}
 }
 
-func (s *alertSet) init(t Thresholds) {
+func (s *alertSet) init() {
 	count := func(v float64) string { return fmt.Sprintf("%.0f", v) }
 	s.list = []*alert{
-		{AlertCloseWait, float64(t.CloseWait), "pgfront sockets in CLOSE_WAIT: a peer closed and pgfront has not closed its side yet", count},
-		{AlertFinWait2, float64(t.FinWait2), "pgfront sockets in FIN_WAIT2: pgfront closed and the peer has not", count},
-		{AlertHalfClosedAge, t.HalfClosedAge.Seconds(), "a session has been half-closed (one side sent FIN) this long", func(v float64) string {
+		{AlertCloseWait, "pgfront sockets in CLOSE_WAIT: a peer closed and pgfront has not closed its side yet", count},
+		{AlertFinWait2, "pgfront sockets in FIN_WAIT2: pgfront closed and the peer has not", count},
+		{AlertHalfClosedAge, "a session has been half-closed (one side sent FIN) this long", func(v float64) string {
 			return (time.Duration(v * float64(time.Second))).Round(time.Millisecond).String()
 		}},
-		{AlertQueue, float64(t.Queue), "clients waiting for a maxconn slot or an eligible server", count},
-		{AlertFDUsage, t.FDUsage, "share of the open-files limit in use", func(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) }},
+		{AlertQueue, "clients waiting for a maxconn slot or an eligible server", count},
+		{AlertFDUsage, "share of the open-files limit in use", func(v float64) string { return fmt.Sprintf("%.1f%%", 100*v) }},
 	}
 	s.mu.state = make(map[string]*AlertState)
 	for _, a := range s.list {
-		s.mu.state[a.name] = &AlertState{Name: a.name, Threshold: a.threshold, Message: a.message}
+		s.mu.state[a.name] = &AlertState{Name: a.name, Message: a.message}
 	}
 }
 
-// enabled lists the alerts with a threshold.
-func (s *alertSet) enabled() []*alert {
-	var out []*alert
-	for _, a := range s.list {
-		if a.threshold > 0 {
-			out = append(out, a)
-		}
+// set stores new thresholds; the next check compares with them.
+func (s *alertSet) set(t Thresholds) {
+	th := map[string]float64{
+		AlertCloseWait:     float64(t.CloseWait),
+		AlertFinWait2:      float64(t.FinWait2),
+		AlertHalfClosedAge: t.HalfClosedAge.Seconds(),
+		AlertQueue:         float64(t.Queue),
+		AlertFDUsage:       t.FDUsage,
 	}
-	return out
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name, st := range s.mu.state {
+		st.Threshold = th[name]
+	}
 }
 
-// snapshot returns the enabled alerts' states.
+// threshold is the alert's threshold now (0 = off).
+func (s *alertSet) threshold(name string) float64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.state[name].Threshold
+}
+
+// snapshot returns the states of the alerts that are enabled, or still active after being
+// turned off (until the next check clears them).
 func (s *alertSet) snapshot() []AlertState {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out []AlertState
-	for _, a := range s.enabled() {
-		out = append(out, *s.mu.state[a.name])
+	for _, a := range s.list {
+		if st := s.mu.state[a.name]; st.Threshold > 0 || st.Active {
+			out = append(out, *st)
+		}
 	}
 	return out
 }
@@ -96,18 +111,44 @@ func (s *alertSet) snapshot() []AlertState {
 // Alerts returns every enabled built-in alert as last checked.
 func (m *Metrics) Alerts() []AlertState { return m.alerts.snapshot() }
 
+// SetAlerts changes the built-in alerts' thresholds and the sample interval (0: 5s). Both
+// take effect at the next sample: a new interval restarts the sampling loop's ticker, and an
+// active alert whose threshold became 0 clears then, logging its clear line once. New calls it
+// with Options.Alerts and Interval.
+func (m *Metrics) SetAlerts(t Thresholds, interval time.Duration) {
+	if interval <= 0 {
+		interval = defaultInterval
+	}
+	m.alerts.set(t)
+	if m.interval.Swap(int64(interval)) != int64(interval) {
+		select {
+		case m.intervalChanged <- struct{}{}:
+		default: // a wake-up is pending already; the loop reads the latest interval
+		}
+	}
+}
+
+// sampleInterval is the sample interval now.
+func (m *Metrics) sampleInterval() time.Duration { return time.Duration(m.interval.Load()) }
+
 // checkAlerts compares each enabled alert's value with its threshold; a change of state is
 // logged once (a warning when raised, info when cleared) and shows in pgfront_alert_active.
+// An active alert that was turned off clears.
 func (m *Metrics) checkAlerts(now time.Time, values map[string]float64) {
-	for _, a := range m.alerts.enabled() {
-		v, ok := values[a.name]
-		if !ok {
-			continue // not measured this round (no socket sample, say): keep the state
-		}
+	for _, a := range m.alerts.list {
+		v, measured := values[a.name]
 		m.alerts.mu.Lock()
 		st := m.alerts.mu.state[a.name]
-		st.Value = v
-		active := v >= a.threshold
+		threshold := st.Threshold
+		off := threshold <= 0
+		if !off && !measured {
+			m.alerts.mu.Unlock()
+			continue // not measured this round (no socket sample, say): keep the state
+		}
+		if !off {
+			st.Value = v
+		}
+		active := !off && v >= threshold
 		was, since := st.Active, st.Since
 		st.Active = active
 		if active && !was {
@@ -121,10 +162,13 @@ func (m *Metrics) checkAlerts(now time.Time, values map[string]float64) {
 		case active && !was:
 			m.alertActive.WithLabelValues(a.name).Set(1)
 			m.alertRaised.WithLabelValues(a.name).Inc()
-			m.log.Warn("alert raised", "alert", a.name, "value", a.format(v), "threshold", a.format(a.threshold), "meaning", a.message)
+			m.log.Warn("alert raised", "alert", a.name, "value", a.format(v), "threshold", a.format(threshold), "meaning", a.message)
+		case !active && was && off:
+			m.alertActive.WithLabelValues(a.name).Set(0)
+			m.log.Info("alert cleared", "alert", a.name, "threshold", "off", "active_for", now.Sub(since).Round(time.Millisecond))
 		case !active && was:
 			m.alertActive.WithLabelValues(a.name).Set(0)
-			m.log.Info("alert cleared", "alert", a.name, "value", a.format(v), "threshold", a.format(a.threshold),
+			m.log.Info("alert cleared", "alert", a.name, "value", a.format(v), "threshold", a.format(threshold),
 				"active_for", now.Sub(since).Round(time.Millisecond))
 		}
 	}

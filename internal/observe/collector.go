@@ -21,6 +21,7 @@ var pullFamilies = []*Family{
 	famRouteSessions, famRouteMaxConn, famMaxConn, famParked, famIdleInTx, famHalfClosed, famHalfClosedAge,
 	famServerSessions, famServerUp, famServerRole, famServerAdmin, famServerFenced, famServerLagBytes,
 	famServerLagSecs, famServerLastCheck, famSockets, famSampleDuration, famSampleTime, famAlertThreshold,
+	famConfigLastSuccess, famConfigInfo, famConfigGeneration,
 }
 
 var pullDescs = func() map[*Family]*prometheus.Desc {
@@ -42,14 +43,22 @@ func (c *pullCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge := func(f *Family, v float64, labels ...string) {
 		ch <- prometheus.MustNewConstMetric(pullDescs[f], prometheus.GaugeValue, v, labels...)
 	}
-	gauge(famMaxConn, float64(m.opts.MaxConn))
+	topo := m.topo.Load()
+	gauge(famMaxConn, float64(topo.maxConn))
 	for _, a := range m.alerts.list {
-		gauge(famAlertThreshold, a.threshold, a.name)
+		gauge(famAlertThreshold, m.alerts.threshold(a.name), a.name)
+	}
+	if cs := m.config.Load(); cs != nil {
+		gauge(famConfigGeneration, float64(cs.generation))
+		gauge(famConfigLastSuccess, float64(cs.at.UnixNano())/1e9)
+		if cs.hash != "" {
+			gauge(famConfigInfo, 1, cs.hash)
+		}
 	}
 
 	if sum, parked, ok := m.summarize(time.Now()); ok {
 		gauge(famParked, float64(parked))
-		for _, r := range m.opts.Routes {
+		for _, r := range topo.order {
 			rs := sum[r.Name]
 			gauge(famRouteSessions, float64(rs.sessions), r.Name)
 			gauge(famRouteMaxConn, float64(r.MaxConn), r.Name)
@@ -59,7 +68,7 @@ func (c *pullCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 	}
 
-	for _, cl := range m.opts.Clusters {
+	for _, cl := range topo.clusters {
 		for _, srv := range cl.Servers() {
 			st := srv.State()
 			cn, sn := srv.Cluster, srv.Name
@@ -93,7 +102,7 @@ func (c *pullCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		// The states the alerts watch are always present per route, so a dashboard shows 0
 		// rather than no data.
-		for _, r := range m.opts.Routes {
+		for _, r := range topo.order {
 			for _, st := range []netx.TCPState{netx.TCPEstablished, netx.TCPCloseWait, netx.TCPFinWait2} {
 				k := sockmon.Key{Route: r.Name, Side: sockmon.SideClient, State: st}
 				if _, ok := counts[k]; !ok {
@@ -126,7 +135,7 @@ func (m *Metrics) summarize(now time.Time) (map[string]routeSummary, int, bool) 
 	m.snap.Lock()
 	defer m.snap.Unlock()
 	infos := src.sessions(m.snap.buf[:0])
-	out := make(map[string]routeSummary, len(m.opts.Routes))
+	out := make(map[string]routeSummary, len(m.topo.Load().order))
 	for i := range infos {
 		in := &infos[i]
 		rs := out[in.Route]

@@ -8,6 +8,12 @@
 //	m.SetSessions(fe.SessionInfos, fe.Parked)
 //	m.Start()      // samples sockets and checks alerts every Options.Interval
 //	defer m.Stop()
+//
+// A config reload goes through the methods New itself uses, so start and reload are one path:
+//
+//	m.SetTopology(routes, clusters, maxConn)      // after cluster.SetServers
+//	m.SetAlerts(thresholds, interval)             // effective at the next sample
+//	m.ConfigApplied(generation, hash, time.Now()) // or m.ConfigReloadFailed()
 package observe
 
 import (
@@ -38,28 +44,54 @@ type Route struct {
 // Options configure Metrics.
 type Options struct {
 	Registerer prometheus.Registerer // required
-	Routes     []Route
-	Clusters   []*cluster.Cluster
-	MaxConn    int // global; 0 = unlimited
+	// Routes, Clusters and MaxConn are the topology pgfront starts with; SetTopology changes
+	// them.
+	Routes   []Route
+	Clusters []*cluster.Cluster
+	MaxConn  int // global; 0 = unlimited
 	// Sockets samples pgfront's sockets; nil turns socket states (and their alerts) off.
 	Sockets *sockmon.Monitor
-	// Interval is how often sockets are sampled and alerts checked. Default 5s.
+	// Interval is how often sockets are sampled and alerts checked. Default 5s. Alerts and
+	// Interval are what pgfront starts with; SetAlerts changes them.
 	Interval time.Duration
 	Alerts   Thresholds
-	Logger   *slog.Logger
+	// ConfigHash names the config pgfront starts with, for pgfront_config_info (generation 1);
+	// "" leaves pgfront_config_info out until ConfigApplied names one.
+	ConfigHash string
+	Logger     *slog.Logger
 	// FDs reports open file descriptors and their limit; nil reads /proc/self/fd and
 	// RLIMIT_NOFILE. (A seam for tests.)
 	FDs func() (open, limit int, err error)
 }
 
+// defaultInterval is the sample interval when none is given.
+const defaultInterval = 5 * time.Second
+
 // Metrics holds every collector and implements frontend.Events. Its methods are safe for
 // concurrent use.
 type Metrics struct {
-	opts Options
-	log  *slog.Logger
+	log     *slog.Logger
+	sockets *sockmon.Monitor
+	fds     func() (open, limit int, err error)
 
-	routes    map[string]*routeMetrics
-	observers map[observerKey]*sessionObserver
+	// topo is the current routes and servers with their pre-labelled collectors. The hot path
+	// reads it with one atomic load; SetTopology replaces it (copy-on-write), never modifies it.
+	topo atomic.Pointer[topology]
+	// topoMu serialises SetTopology and guards the cluster subscriptions it keeps.
+	topoMu struct {
+		sync.Mutex
+		unsubscribe map[*cluster.Cluster]func()
+	}
+
+	// Vectors with a route or server label: SetTopology adds and deletes their series.
+	accepted  *prometheus.CounterVec
+	queued    *prometheus.GaugeVec
+	queueWait *prometheus.HistogramVec
+	bytes     *prometheus.CounterVec
+	queries   *prometheus.CounterVec
+	txs       *prometheus.CounterVec
+	queryDur  *prometheus.HistogramVec
+	txDur     *prometheus.HistogramVec
 
 	ended       *prometheus.CounterVec
 	refusals    *prometheus.CounterVec
@@ -69,9 +101,15 @@ type Metrics struct {
 	alertActive *prometheus.GaugeVec
 	alertRaised *prometheus.CounterVec
 	samples     *prometheus.CounterVec
+	reloads     *prometheus.CounterVec
 
 	recent recentList
 	alerts alertSet
+	// interval is the sample interval in nanoseconds (SetAlerts); intervalChanged wakes the
+	// sampling loop to restart its ticker (buffered: SetAlerts never waits for the loop).
+	interval        atomic.Int64
+	intervalChanged chan struct{}
+	config          atomic.Pointer[configState]
 
 	// sessions and parked read the frontend at scrape and alert time (SetSessions).
 	sources atomic.Pointer[sources]
@@ -98,23 +136,6 @@ type sources struct {
 type socketSample struct {
 	sample sockmon.Sample
 	err    error
-}
-
-// routeMetrics are one route's pre-labelled collectors, so a session's events cost no label
-// lookups.
-type routeMetrics struct {
-	name      string
-	maxConn   int
-	accepted  prometheus.Counter
-	total     atomic.Uint64
-	queued    prometheus.Gauge
-	queuedN   atomic.Int64
-	queueWait prometheus.Observer
-}
-
-type observerKey struct {
-	route string
-	srv   *cluster.Server
 }
 
 // sessionObserver is the relay.Observer of every session of one route on one server.
@@ -144,86 +165,67 @@ func (o *sessionObserver) TransactionDone(d time.Duration) {
 	o.txDur.Observe(d.Seconds())
 }
 
-// New builds and registers every collector, including the Go runtime and process collectors.
+// New builds and registers every collector, including the Go runtime and process collectors,
+// then applies the starting topology, alerts and config as a reload would (SetTopology,
+// SetAlerts, ConfigApplied), so start and reload are one path.
 func New(opts Options) *Metrics {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
-	}
-	if opts.Interval <= 0 {
-		opts.Interval = 5 * time.Second
 	}
 	if opts.FDs == nil {
 		opts.FDs = openFDs
 	}
 	m := &Metrics{
-		opts:        opts,
-		log:         opts.Logger,
-		routes:      make(map[string]*routeMetrics),
-		observers:   make(map[observerKey]*sessionObserver),
-		ended:       famSessionsEnded.counterVec(),
-		refusals:    famRefusals.counterVec(),
-		cancels:     famCancels.counterVec(),
-		transitions: famTransitions.counterVec(),
-		checks:      famCheckDuration.histogramVec(waitBuckets),
-		alertActive: famAlertActive.gaugeVec(),
-		alertRaised: famAlertsRaised.counterVec(),
-		samples:     famSocketSamples.counterVec(),
+		log:             opts.Logger,
+		sockets:         opts.Sockets,
+		fds:             opts.FDs,
+		accepted:        famSessionsTotal.counterVec(),
+		queued:          famQueued.gaugeVec(),
+		queueWait:       famQueueWait.histogramVec(waitBuckets),
+		bytes:           famBytes.counterVec(),
+		queries:         famQueries.counterVec(),
+		txs:             famTransactions.counterVec(),
+		queryDur:        famQueryDuration.histogramVec(latencyBuckets),
+		txDur:           famTxDuration.histogramVec(latencyBuckets),
+		ended:           famSessionsEnded.counterVec(),
+		refusals:        famRefusals.counterVec(),
+		cancels:         famCancels.counterVec(),
+		transitions:     famTransitions.counterVec(),
+		checks:          famCheckDuration.histogramVec(waitBuckets),
+		alertActive:     famAlertActive.gaugeVec(),
+		alertRaised:     famAlertsRaised.counterVec(),
+		samples:         famSocketSamples.counterVec(),
+		reloads:         famConfigReloads.counterVec(),
+		intervalChanged: make(chan struct{}, 1),
 	}
 	m.recent.init(recentSize)
-	accepted := famSessionsTotal.counterVec()
-	queued := famQueued.gaugeVec()
-	queueWait := famQueueWait.histogramVec(waitBuckets)
-	bytes := famBytes.counterVec()
-	queries := famQueries.counterVec()
-	txs := famTransactions.counterVec()
-	queryDur := famQueryDuration.histogramVec(latencyBuckets)
-	txDur := famTxDuration.histogramVec(latencyBuckets)
-	for _, r := range opts.Routes {
-		rm := &routeMetrics{
-			name:      r.Name,
-			maxConn:   r.MaxConn,
-			accepted:  accepted.WithLabelValues(r.Name),
-			queued:    queued.WithLabelValues(r.Name),
-			queueWait: queueWait.WithLabelValues(r.Name),
-		}
-		m.routes[r.Name] = rm
-		toServer := bytes.WithLabelValues(r.Name, "client_to_server")
-		toClient := bytes.WithLabelValues(r.Name, "server_to_client")
-		qd, td := queryDur.WithLabelValues(r.Name), txDur.WithLabelValues(r.Name)
-		for _, cl := range r.Clusters {
-			for _, srv := range cl.Servers() {
-				m.observers[observerKey{r.Name, srv}] = &sessionObserver{
-					toServer: toServer, toClient: toClient,
-					queries:  queries.WithLabelValues(r.Name, srv.Cluster, srv.Name),
-					txs:      txs.WithLabelValues(r.Name, srv.Cluster, srv.Name),
-					queryDur: qd, txDur: td,
-				}
-			}
-		}
-	}
+	m.topo.Store(&topology{})
+	m.topoMu.unsubscribe = make(map[*cluster.Cluster]func())
 	for _, c := range []string{"forwarded", "unknown_key", "failed"} {
 		m.cancels.WithLabelValues(c)
 	}
 	for _, r := range []string{"ok", "error"} {
 		m.samples.WithLabelValues(r)
 	}
-	m.alerts.init(opts.Alerts)
+	for _, r := range []string{reloadSuccess, reloadFailure} {
+		m.reloads.WithLabelValues(r)
+	}
+	m.alerts.init()
 	for _, a := range m.alerts.list {
 		m.alertActive.WithLabelValues(a.name).Set(0)
 		m.alertRaised.WithLabelValues(a.name)
 	}
-	for _, cl := range opts.Clusters {
-		for _, srv := range cl.Servers() {
-			m.checks.WithLabelValues(srv.Cluster, srv.Name)
-		}
-		cl.OnChange(m.serverChanged)
-	}
 	reg := opts.Registerer
-	reg.MustRegister(accepted, queued, queueWait, bytes, queries, txs, queryDur, txDur,
+	reg.MustRegister(m.accepted, m.queued, m.queueWait, m.bytes, m.queries, m.txs, m.queryDur, m.txDur,
 		m.ended, m.refusals, m.cancels, m.transitions, m.checks, m.alertActive, m.alertRaised, m.samples,
+		m.reloads,
 		&pullCollector{m: m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+
+	m.SetTopology(opts.Routes, opts.Clusters, opts.MaxConn)
+	m.SetAlerts(opts.Alerts, opts.Interval)
+	m.config.Store(&configState{generation: 1, hash: opts.ConfigHash, at: time.Now()}) // not a reload: not counted
 	return m
 }
 
@@ -237,27 +239,46 @@ var _ frontend.Events = (*Metrics)(nil)
 
 // SessionAccepted implements frontend.Events.
 func (m *Metrics) SessionAccepted(route string) {
-	if rm := m.routes[route]; rm != nil {
+	if rm := m.topo.Load().routes[route]; rm != nil {
 		rm.accepted.Inc()
 		rm.total.Add(1)
 	}
 }
 
-// SessionEnded implements frontend.Events.
+// SessionEnded implements frontend.Events. The session is listed in Recent whatever its route;
+// it is counted only when its route is in the topology, so a session that drains after a
+// reload removed its route brings back no series.
 func (m *Metrics) SessionEnded(e frontend.Ended) {
+	if e.Cause != relay.CauseCancelRequest {
+		m.recent.add(e)
+	}
+	m.countEnded(m.topo.Load(), e)
+}
+
+// countEnded counts e against t, the topology SessionEnded loaded (which a reload may have
+// replaced since).
+func (m *Metrics) countEnded(t *topology, e frontend.Ended) {
+	rm := t.routes[e.Route]
+	if rm == nil {
+		return
+	}
 	cause := e.Cause.String()
 	m.ended.WithLabelValues(e.Route, cause).Inc()
 	if e.Refused {
 		m.refusals.WithLabelValues(e.Route, cause).Inc()
 	}
-	if e.Cause != relay.CauseCancelRequest {
-		m.recent.add(e)
+	// SetTopology marks a removed route before deleting its series. Seen here, the route went
+	// while this event was counted, and WithLabelValues may have created a series after the
+	// delete: remove it again. Not seen, the delete comes after our increment.
+	if rm.removed.Load() {
+		m.ended.DeleteLabelValues(e.Route, cause)
+		m.refusals.DeleteLabelValues(e.Route, cause)
 	}
 }
 
 // QueueChanged implements frontend.Events.
 func (m *Metrics) QueueChanged(route string, delta int) {
-	if rm := m.routes[route]; rm != nil {
+	if rm := m.topo.Load().routes[route]; rm != nil {
 		rm.queued.Add(float64(delta))
 		rm.queuedN.Add(int64(delta))
 	}
@@ -265,7 +286,7 @@ func (m *Metrics) QueueChanged(route string, delta int) {
 
 // QueueWaited implements frontend.Events.
 func (m *Metrics) QueueWaited(route string, d time.Duration) {
-	if rm := m.routes[route]; rm != nil {
+	if rm := m.topo.Load().routes[route]; rm != nil {
 		rm.queueWait.Observe(d.Seconds())
 	}
 }
@@ -273,23 +294,31 @@ func (m *Metrics) QueueWaited(route string, d time.Duration) {
 // CancelRequest implements frontend.Events.
 func (m *Metrics) CancelRequest(result string) { m.cancels.WithLabelValues(result).Inc() }
 
-// SessionObserver implements frontend.Events.
+// SessionObserver implements frontend.Events. The observer stays valid for the session's
+// life, even when a reload removes its route or server (it then counts into series no longer
+// exported). A server the topology does not know yet (a cluster's servers changed and
+// SetTopology has not run) gets the route's observer without per-server query counts; an
+// unknown route gets none.
 func (m *Metrics) SessionObserver(route string, srv *cluster.Server) relay.Observer {
-	if o := m.observers[observerKey{route, srv}]; o != nil {
+	t := m.topo.Load()
+	if o := t.observers[observerKey{route, srv}]; o != nil {
 		return o
+	}
+	if rm := t.routes[route]; rm != nil {
+		return rm.fallback
 	}
 	return nil
 }
 
 // ServerConn implements frontend.Events: the connection is tracked for socket states.
 func (m *Metrics) ServerConn(route string, srv *cluster.Server, c net.Conn) {
-	if m.opts.Sockets == nil {
+	if m.sockets == nil {
 		return
 	}
 	local, ok1 := addrPort(c.LocalAddr())
 	remote, ok2 := addrPort(c.RemoteAddr())
 	if ok1 && ok2 {
-		m.opts.Sockets.TrackServerConn(local, remote, route, srv.Cluster, srv.Name)
+		m.sockets.TrackServerConn(local, remote, route, srv.Cluster, srv.Name)
 	}
 }
 
@@ -301,28 +330,46 @@ func addrPort(a net.Addr) (netip.AddrPort, bool) {
 	return ta.AddrPort(), true
 }
 
-// ServerChecked records one health check's duration.
+// ServerChecked records one health check's duration; a server outside the topology (removed
+// by a reload, its last check finishing) is not recorded.
 func (m *Metrics) ServerChecked(srv *cluster.Server, d time.Duration) {
-	m.checks.WithLabelValues(srv.Cluster, srv.Name).Observe(d.Seconds())
+	if sm := m.topo.Load().servers[serverKey{srv.Cluster, srv.Name}]; sm != nil {
+		sm.check.Observe(d.Seconds())
+	}
 }
 
-// serverChanged counts health and role transitions.
+// serverChanged counts health and role transitions of the topology's servers.
 func (m *Metrics) serverChanged(srv *cluster.Server, old, st cluster.State) {
+	m.countTransition(m.topo.Load(), srv, old, st)
+}
+
+// countTransition counts against t, as countEnded.
+func (m *Metrics) countTransition(t *topology, srv *cluster.Server, old, st cluster.State) {
+	sm := t.servers[serverKey{srv.Cluster, srv.Name}]
+	if sm == nil {
+		return
+	}
+	count := func(to string) {
+		m.transitions.WithLabelValues(srv.Cluster, srv.Name, to).Inc()
+		if sm.removed.Load() { // removed meanwhile: as in countEnded
+			m.transitions.DeleteLabelValues(srv.Cluster, srv.Name, to)
+		}
+	}
 	if old.Up != st.Up {
 		to := "down"
 		if st.Up {
 			to = "up"
 		}
-		m.transitions.WithLabelValues(srv.Cluster, srv.Name, to).Inc()
+		count(to)
 	}
 	if old.Role != st.Role {
-		m.transitions.WithLabelValues(srv.Cluster, srv.Name, st.Role.String()).Inc()
+		count(st.Role.String())
 	}
 }
 
-// RouteTotal is how many sessions route has accepted since start.
+// RouteTotal is how many sessions route has accepted since start (or since a reload added it).
 func (m *Metrics) RouteTotal(route string) uint64 {
-	if rm := m.routes[route]; rm != nil {
+	if rm := m.topo.Load().routes[route]; rm != nil {
 		return rm.total.Load()
 	}
 	return 0
@@ -330,7 +377,7 @@ func (m *Metrics) RouteTotal(route string) uint64 {
 
 // RouteQueued is how many clients of route wait now.
 func (m *Metrics) RouteQueued(route string) int {
-	if rm := m.routes[route]; rm != nil {
+	if rm := m.topo.Load().routes[route]; rm != nil {
 		return int(rm.queuedN.Load())
 	}
 	return 0
@@ -339,7 +386,7 @@ func (m *Metrics) RouteQueued(route string) int {
 // queuedTotal is how many clients wait now, across routes.
 func (m *Metrics) queuedTotal() int {
 	n := 0
-	for _, rm := range m.routes {
+	for _, rm := range m.topo.Load().routes {
 		n += int(rm.queuedN.Load())
 	}
 	return n

@@ -48,7 +48,7 @@ var (
 func newFixture(t *testing.T, th Thresholds) *fixture {
 	t.Helper()
 	f := &fixture{reg: prometheus.NewRegistry(), logs: &lockedBuffer{}, fds: [2]int{10, 1000}}
-	f.srv = cluster.NewServer("c", "pg", pgAddr.String(), cluster.RolePrimary, 1, admission.New(0).NewLimit("s", 0))
+	f.srv = newServer("c", "pg")
 	f.cl = cluster.NewCluster("c", []*cluster.Server{f.srv}, false)
 	mon := sockmon.New(sockmon.Options{Read: func(dst []netx.Socket) ([]netx.Socket, string, error) {
 		f.mu.Lock()
@@ -63,6 +63,7 @@ func newFixture(t *testing.T, th Thresholds) *fixture {
 		MaxConn:    100,
 		Sockets:    mon,
 		Alerts:     th,
+		ConfigHash: "h1",
 		Logger:     slog.New(slog.NewTextHandler(f.logs, nil)),
 		FDs: func() (int, int, error) {
 			f.mu.Lock()
@@ -89,7 +90,21 @@ func closeWait(p uint16) netx.Socket {
 	return netx.Socket{Local: routeAddr, Remote: netip.AddrPortFrom(routeAddr.Addr(), p), State: netx.TCPCloseWait, Inode: uint64(p)}
 }
 
+func newServer(clusterName, name string) *cluster.Server {
+	return cluster.NewServer(clusterName, name, pgAddr.String(), cluster.RolePrimary, 1, admission.New(0).NewLimit(name, 0))
+}
+
 func value(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	v, ok := lookup(t, reg, name, labels...)
+	if !ok {
+		t.Fatalf("no sample of %s%v", name, labels)
+	}
+	return v
+}
+
+// lookup is value, reporting a missing series rather than failing.
+func lookup(t *testing.T, reg *prometheus.Registry, name string, labels ...string) (float64, bool) {
 	t.Helper()
 	fams, err := reg.Gather()
 	if err != nil {
@@ -112,16 +127,15 @@ func value(t *testing.T, reg *prometheus.Registry, name string, labels ...string
 			}
 			switch {
 			case m.Counter != nil:
-				return m.GetCounter().GetValue()
+				return m.GetCounter().GetValue(), true
 			case m.Gauge != nil:
-				return m.GetGauge().GetValue()
+				return m.GetGauge().GetValue(), true
 			case m.Histogram != nil:
-				return float64(m.GetHistogram().GetSampleCount())
+				return float64(m.GetHistogram().GetSampleCount()), true
 			}
 		}
 	}
-	t.Fatalf("no sample of %s%v", name, labels)
-	return 0
+	return 0, false
 }
 
 // TestFamiliesMatchRegistry: every family in the table is exported once the proxy has done
@@ -354,7 +368,7 @@ func TestAlertsOncePerEpisode(t *testing.T) {
 
 func TestStartStop(t *testing.T) {
 	f := newFixture(t, Thresholds{CloseWait: 1})
-	f.m.opts.Interval = time.Millisecond
+	f.m.SetAlerts(Thresholds{CloseWait: 1}, time.Millisecond)
 	f.setSockets(closeWait(40003))
 	f.m.Start()
 	f.m.Start() // a second Start is a no-op

@@ -6,8 +6,8 @@ import (
 	"github.com/pgfront/pgfront/internal/netx"
 )
 
-// Start begins sampling socket states and checking alerts every Options.Interval, on one
-// goroutine, until Stop. The first check runs at once.
+// Start begins sampling socket states and checking alerts every interval (Options.Interval,
+// changed by SetAlerts), on one goroutine, until Stop. The first check runs at once.
 func (m *Metrics) Start() {
 	m.loop.Lock()
 	defer m.loop.Unlock()
@@ -33,14 +33,31 @@ func (m *Metrics) Stop() {
 // watch is the sampling loop's goroutine.
 func (m *Metrics) watch(stop <-chan struct{}, done chan<- struct{}) {
 	defer close(done)
-	t := time.NewTicker(m.opts.Interval)
+	every := m.sampleInterval()
+	t := time.NewTicker(every)
 	defer t.Stop()
 	for {
 		m.check()
+		if !m.waitTick(t, &every, stop) {
+			return
+		}
+	}
+}
+
+// waitTick waits for t's next tick and reports false at stop. A new interval (SetAlerts)
+// restarts t, so the next sample comes one new interval later rather than one old one.
+func (m *Metrics) waitTick(t *time.Ticker, every *time.Duration, stop <-chan struct{}) bool {
+	for {
 		select {
 		case <-t.C:
+			return true
+		case <-m.intervalChanged:
+			if d := m.sampleInterval(); d != *every {
+				*every = d
+				t.Reset(d)
+			}
 		case <-stop:
-			return
+			return false
 		}
 	}
 }
@@ -49,8 +66,8 @@ func (m *Metrics) watch(stop <-chan struct{}, done chan<- struct{}) {
 func (m *Metrics) check() {
 	now := time.Now()
 	values := make(map[string]float64, 5)
-	if m.opts.Sockets != nil {
-		sample, err := m.opts.Sockets.Sample()
+	if m.sockets != nil {
+		sample, err := m.sockets.Sample()
 		if err != nil {
 			m.samples.WithLabelValues("error").Inc()
 			if prev := m.latest.Load(); prev == nil || prev.err == nil {
@@ -81,7 +98,7 @@ func (m *Metrics) check() {
 		values[AlertHalfClosedAge] = oldest.Seconds()
 	}
 	values[AlertQueue] = float64(m.queuedTotal())
-	if open, limit, err := m.opts.FDs(); err == nil && limit > 0 {
+	if open, limit, err := m.fds(); err == nil && limit > 0 {
 		values[AlertFDUsage] = float64(open) / float64(limit)
 	}
 	m.checkAlerts(now, values)
