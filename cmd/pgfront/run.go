@@ -6,12 +6,15 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"os/signal"
+	"path/filepath"
 	"runtime/pprof"
 	"syscall"
 
 	"github.com/pgfront/pgfront/internal/app"
 	"github.com/pgfront/pgfront/internal/config"
+	"github.com/pgfront/pgfront/internal/handover"
 )
 
 func configFlag(name string, args []string) (string, error) {
@@ -30,6 +33,12 @@ func runCmd(args []string) error {
 	path, err := configFlag("run", args)
 	if err != nil {
 		return err
+	}
+	socket := os.Getenv("PGFRONT_HANDOVER_SOCKET")
+	if socket == "" {
+		if socket, err = handover.DefaultPath(path); err != nil {
+			return err
+		}
 	}
 	cfg, warnings, err := config.Load(path)
 	if err != nil {
@@ -56,9 +65,34 @@ func runCmd(args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP) // SIGHUP: reload certificates
+	// SIGHUP: reload the config; SIGUSR2: start the new binary, which takes the listeners over.
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
-	return a.Run(sigs)
+	return a.Run(sigs, app.RunOptions{HandoverSocket: socket, Upgrade: upgrader(os.Args)})
+}
+
+// upgrader starts a new pgfront with this process's command line from the binary at the path
+// this one was started from (a package upgrade replaced it there); the new process finds this
+// one through the hand-over socket, takes the listeners and tells it to drain. Its output goes
+// where this process's goes.
+func upgrader(argv []string) func() error {
+	bin, err := exec.LookPath(argv[0])
+	if err != nil {
+		bin = argv[0]
+	}
+	if abs, err := filepath.Abs(bin); err == nil {
+		bin = abs
+	}
+	return func() error {
+		cmd := exec.Command(bin, argv[1:]...)
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stderr
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("starting %s: %w", bin, err)
+		}
+		// The new process outlives this one; nobody waits for it but init (or systemd, told
+		// its pid by sd_notify MAINPID).
+		return cmd.Process.Release()
+	}
 }
 
 func checkCmd(args []string, out io.Writer) error {

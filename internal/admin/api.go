@@ -29,6 +29,19 @@ type Backend interface {
 	// sessions; existing ones end now). ErrNotFound for an unknown cluster/server,
 	// ErrBadState for another state.
 	SetServerState(cluster, server, state, who string) error
+	// Reload re-reads the config file and applies it; an invalid file changes nothing and
+	// the error (one file:line problem per line) is returned.
+	Reload(who string) (ReloadResult, error)
+	// NotReady is why pgfront takes no new clients (draining), or "" when it does; /healthz
+	// answers 503 with it.
+	NotReady() string
+}
+
+// ReloadResult describes a successful reload (POST /api/v1/reload).
+type ReloadResult struct {
+	Generation uint64   `json:"generation"`
+	Hash       string   `json:"hash"`
+	Changes    []string `json:"changes"` // what the reload changed, one line each
 }
 
 // Errors a Backend returns; the API maps them to 404 and 400.

@@ -41,11 +41,11 @@ type authenticator struct {
 	open       bool // no token configured: every request has the admin scope
 	readHash   []byte
 	adminHash  []byte
-	rejections rejectLog
+	rejections *rejectLog // shared by the authenticators a token change replaces
 }
 
-func newAuthenticator(readToken, adminToken []byte, log *slog.Logger) *authenticator {
-	a := &authenticator{open: len(readToken) == 0 && len(adminToken) == 0, rejections: rejectLog{log: log}}
+func newAuthenticator(readToken, adminToken []byte, rejections *rejectLog) *authenticator {
+	a := &authenticator{open: len(readToken) == 0 && len(adminToken) == 0, rejections: rejections}
 	if len(readToken) > 0 {
 		h := sha256.Sum256(readToken)
 		a.readHash = h[:]
@@ -106,23 +106,23 @@ type scopeKey struct{}
 // unknown token gets 401, a read token on an admin endpoint 403.
 func (s *Listener) require(need Scope, h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		if s.auth.open && !loopbackHost(r.Host) {
+		if s.auth().open && !loopbackHost(r.Host) {
 			// Without tokens the API trusts whoever reaches the loopback listener; a web page
 			// that rebinds its own DNS name to 127.0.0.1 reaches it too, but with its own name
 			// in Host. Only loopback names and addresses may use the open API.
-			s.auth.rejections.note(r, "Host "+r.Host+" is not a loopback name")
+			s.auth().rejections.note(r, "Host "+r.Host+" is not a loopback name")
 			writeError(w, http.StatusForbidden, "without admin tokens only loopback Host names (localhost, 127.0.0.1, [::1]) may use this listener")
 			return
 		}
-		got, why := s.auth.scopeOf(r)
+		got, why := s.auth().scopeOf(r)
 		if got == scopeNone {
-			s.auth.rejections.note(r, why)
+			s.auth().rejections.note(r, why)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="pgfront"`)
 			writeError(w, http.StatusUnauthorized, "token required: "+why)
 			return
 		}
 		if got < need {
-			s.auth.rejections.note(r, "read token on an admin endpoint")
+			s.auth().rejections.note(r, "read token on an admin endpoint")
 			writeError(w, http.StatusForbidden, "this endpoint needs the admin token")
 			return
 		}
@@ -137,7 +137,7 @@ func (s *Listener) who(r *http.Request) string {
 
 // scopeName is "open" when no tokens are configured, else the request's scope.
 func (s *Listener) scopeName(r *http.Request) string {
-	if s.auth.open {
+	if s.auth().open {
 		return "open"
 	}
 	scope, _ := r.Context().Value(scopeKey{}).(Scope)

@@ -16,6 +16,10 @@ type fakeBackend struct {
 	// kills and states record the actions with their who.
 	kills  []string
 	states []string
+	// reloads records reload callers; reloadErr is what Reload returns; notReady NotReady's.
+	reloads   []string
+	reloadErr error
+	notReady  string
 	// block, when set, makes Overview wait for it to close (entered is signalled first).
 	block   chan struct{}
 	entered chan struct{}
@@ -163,4 +167,20 @@ func (f *fakeBackend) actions() (kills, states []string) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return slices.Clone(f.kills), slices.Clone(f.states)
+}
+
+func (f *fakeBackend) Reload(who string) (ReloadResult, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.reloads = append(f.reloads, who)
+	if f.reloadErr != nil {
+		return ReloadResult{}, f.reloadErr
+	}
+	return ReloadResult{Generation: uint64(len(f.reloads) + 1), Hash: "abc", Changes: []string{"route rw: changed"}}, nil
+}
+
+func (f *fakeBackend) NotReady() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.notReady
 }

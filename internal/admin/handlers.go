@@ -20,6 +20,12 @@ func (s *Listener) routes(gatherer prometheus.Gatherer) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if why := s.backend.NotReady(); why != "" {
+			// Readiness: a draining pgfront takes no new clients (Kubernetes stops sending).
+			w.WriteHeader(http.StatusServiceUnavailable)
+			io.WriteString(w, why)
+			return
+		}
 		io.WriteString(w, "ok")
 	})
 	metrics := promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{
@@ -44,6 +50,7 @@ func (s *Listener) routes(gatherer prometheus.Gatherer) http.Handler {
 
 	mux.HandleFunc("POST /api/v1/sessions/{id}/kill", s.require(ScopeAdmin, s.killSession))
 	mux.HandleFunc("POST /api/v1/servers/{cluster}/{server}/state", s.require(ScopeAdmin, s.setServerState))
+	mux.HandleFunc("POST /api/v1/reload", s.require(ScopeAdmin, s.reload))
 
 	// The page and its assets hold no data, so they need no token: the page asks for one.
 	mux.HandleFunc("GET /{$}", serveAsset(pageIndex))
@@ -56,7 +63,7 @@ func (s *Listener) routes(gatherer prometheus.Gatherer) http.Handler {
 	// braces.
 	csrf := http.NewCrossOriginProtection()
 	csrf.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		s.auth.rejections.note(r, "cross-origin request")
+		s.auth().rejections.note(r, "cross-origin request")
 		writeError(w, http.StatusForbidden, "cross-origin request refused")
 	}))
 	return csrf.Handler(jsonFallback{mux})
@@ -250,4 +257,19 @@ type promLogger struct{ s *Listener }
 
 func (l promLogger) Println(v ...any) {
 	l.s.log.Error("serving metrics", "error", strings.TrimSuffix(fmt.Sprintln(v...), "\n"))
+}
+
+// reload re-reads and applies the config file: 200 with what changed, or 422 with every
+// problem of an invalid file (nothing changed).
+func (s *Listener) reload(w http.ResponseWriter, r *http.Request) {
+	res, err := s.backend.Reload(s.who(r))
+	s.audit(r, "reload", "config", err)
+	if err != nil {
+		writeError(w, http.StatusUnprocessableEntity, err.Error())
+		return
+	}
+	if res.Changes == nil {
+		res.Changes = []string{}
+	}
+	writeJSON(w, http.StatusOK, res)
 }

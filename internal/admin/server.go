@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -50,7 +51,8 @@ type Options struct {
 type Listener struct {
 	backend Backend
 	log     *slog.Logger
-	auth    *authenticator
+	authp   atomic.Pointer[authenticator]
+	rejects *rejectLog
 	handler http.Handler
 	http    *http.Server
 
@@ -82,9 +84,10 @@ func New(opts Options) (*Listener, error) {
 	s := &Listener{
 		backend:    opts.Backend,
 		log:        logger,
-		auth:       newAuthenticator(opts.ReadToken, opts.AdminToken, logger),
+		rejects:    &rejectLog{log: logger},
 		listenAddr: opts.Listen,
 	}
+	s.SetTokens(opts.ReadToken, opts.AdminToken)
 	s.handler = s.routes(gatherer)
 	s.http = &http.Server{
 		Handler:           s.handler,
@@ -101,12 +104,25 @@ func New(opts Options) (*Listener, error) {
 // Handler is the server's whole HTTP handler (auth included), for tests.
 func (s *Listener) Handler() http.Handler { return s.handler }
 
+func (s *Listener) auth() *authenticator { return s.authp.Load() }
+
+// SetTokens replaces the bearer tokens (a config reload); requests from then on use them.
+func (s *Listener) SetTokens(readToken, adminToken []byte) {
+	s.authp.Store(newAuthenticator(readToken, adminToken, s.rejects))
+}
+
 // Listen binds the listen address.
 func (s *Listener) Listen() error {
 	ln, err := net.Listen("tcp", s.listenAddr)
 	if err != nil {
 		return fmt.Errorf("listening on admin address %s: %w", s.listenAddr, err)
 	}
+	return s.Adopt(ln)
+}
+
+// Adopt serves on ln, already bound (a listener handed over by a previous pgfront process),
+// instead of binding the listen address; the Listener owns ln from then on.
+func (s *Listener) Adopt(ln net.Listener) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.mu.closed || s.mu.ln != nil {
@@ -115,6 +131,13 @@ func (s *Listener) Listen() error {
 	}
 	s.mu.ln = ln
 	return nil
+}
+
+// Listener is the bound listener (nil before Listen), for a hand-over to a new process.
+func (s *Listener) Listener() net.Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.mu.ln
 }
 
 // Addr is the bound address, nil before Listen.
@@ -143,7 +166,7 @@ func (s *Listener) Serve() {
 // errors and returns ErrServerClosed after Shutdown or Close.
 func (s *Listener) serve(ln net.Listener, done chan<- struct{}) {
 	defer close(done)
-	s.log.Info("admin listener serving", "addr", ln.Addr().String(), "auth", s.auth.mode())
+	s.log.Info("admin listener serving", "addr", ln.Addr().String(), "auth", s.auth().mode())
 	if err := s.http.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.log.Error("admin listener stopped", "addr", ln.Addr().String(), "error", err)
 	}

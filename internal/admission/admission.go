@@ -88,20 +88,29 @@ func (l *Limit) free() bool {
 // methods are safe for concurrent use. Limits belong to the Controller that made them and
 // must only be passed to its methods; a limit must not appear twice in one request.
 type Controller struct {
-	maxQueue int
-
 	// mu guards every Limit's counts, the queue and the tickets' state. Choices functions
 	// are called with it held, channel sends to waiters never block (buffered, one send).
 	mu struct {
 		sync.Mutex
-		waiters list.List // of *waiter, oldest first
+		waiters  list.List // of *waiter, oldest first
+		maxQueue int
 	}
 }
 
 // New returns a Controller whose queue holds at most maxQueue waiters; 0 means requests that
 // cannot be served at once fail with ErrQueueFull.
 func New(maxQueue int) *Controller {
-	return &Controller{maxQueue: max(maxQueue, 0)}
+	c := &Controller{}
+	c.mu.maxQueue = max(maxQueue, 0)
+	return c
+}
+
+// SetMaxQueue changes how many waiters the queue holds (a config reload). Lowering it below
+// the number waiting now sends nobody away: only newcomers are refused until it drains.
+func (c *Controller) SetMaxQueue(maxQueue int) {
+	c.mu.Lock()
+	c.mu.maxQueue = max(maxQueue, 0)
+	c.mu.Unlock()
 }
 
 // NewLimit returns a new limit of this controller with max slots (0 = unlimited).
@@ -341,7 +350,7 @@ func (c *Controller) enqueueLocked(ctx context.Context, w *waiter, front bool) e
 	if err := ctx.Err(); err != nil {
 		return ctxError(err)
 	}
-	if c.mu.waiters.Len() >= c.maxQueue {
+	if c.mu.waiters.Len() >= c.mu.maxQueue {
 		return ErrQueueFull
 	}
 	if front {

@@ -574,3 +574,47 @@ func collide(c *Controller, h *Ticket, cancel context.CancelFunc) {
 	cancel()
 	h.releaseLocked()
 }
+
+// TestSetMaxQueue: a larger queue takes waiters that a full one refused; a smaller one sends
+// nobody away but refuses newcomers.
+func TestSetMaxQueue(t *testing.T) {
+	c := New(0)
+	l := c.NewLimit("l", 1)
+	first, ok := c.TryAcquire([]*Limit{l}, nil)
+	if !ok {
+		t.Fatal("first slot refused")
+	}
+	defer first.Release()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if _, err := c.Acquire(ctx, []*Limit{l}, nil); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("queue 0: %v, want ErrQueueFull", err)
+	}
+	c.SetMaxQueue(1)
+	got := make(chan error, 1)
+	go func() {
+		tk, err := c.Acquire(ctx, []*Limit{l}, nil)
+		if err == nil {
+			tk.Release()
+		}
+		got <- err
+	}()
+	deadline := time.Now().Add(10 * time.Second)
+	for c.Queued() != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("waiter never queued")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.SetMaxQueue(0)
+	if c.Queued() != 1 {
+		t.Fatal("lowering the queue sent a waiter away")
+	}
+	if _, err := c.Acquire(ctx, []*Limit{l}, nil); !errors.Is(err, ErrQueueFull) {
+		t.Fatalf("after lowering: %v, want ErrQueueFull", err)
+	}
+	first.Release()
+	if err := <-got; err != nil {
+		t.Fatalf("queued waiter: %v", err)
+	}
+}

@@ -9,159 +9,81 @@ package app
 
 import (
 	"context"
+	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net"
-	"os"
-	"strings"
-	"syscall"
+	"net/netip"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgfront/pgfront/internal/admin"
 	"github.com/pgfront/pgfront/internal/admission"
-	"github.com/pgfront/pgfront/internal/balance"
 	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/frontend"
-	"github.com/pgfront/pgfront/internal/health"
-	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/handover"
 	"github.com/pgfront/pgfront/internal/observe"
-	"github.com/pgfront/pgfront/internal/relay"
 	"github.com/pgfront/pgfront/internal/sockmon"
 	"github.com/pgfront/pgfront/internal/tlsconf"
 )
 
 // App is one running pgfront.
 type App struct {
-	cfg      *config.Config
 	log      *slog.Logger
 	started  time.Time
+	adm      *admission.Controller
+	global   *admission.Limit
 	frontend *frontend.Frontend
-	clusters map[string]*cluster.Cluster
-	monitors []*health.Monitor
-	targets  map[*cluster.Server]string // health target name of each checked server
-	byTarget map[string]*health.Monitor
-
 	registry *prometheus.Registry
 	metrics  *observe.Metrics
 	sockets  *sockmon.Monitor
-	admin    *admin.Listener // nil when admin.listen is ""
 
-	serverTLS map[string]*tlsconf.Client // by cluster; absent: plain
-	certs     []*tlsconf.Server          // routes' certificates, reloaded on SIGHUP
+	// reloadMu serializes builds and applies (start, reloads): one generation at a time. The
+	// fields below it are owned by whoever holds it.
+	reloadMu    sync.Mutex
+	gen         *generation
+	routeLimits map[string]*admission.Limit
+	health      map[*cluster.Cluster]*clusterHealth
+	admin       *admin.Listener // nil when admin.listen is ""
+	certs       []*tlsconf.Server
+	listening   map[string]netip.AddrPort // routes' bound addresses, for the socket monitor
+	running     bool                      // Start ran
+	taken       *handover.Taken           // listeners handed over by the previous process, during Start
+	closing     sync.WaitGroup            // admin listeners a reload replaced, closing
+
+	// draining: pgfront takes no new clients (SIGTERM, or a hand-over to a new process); the
+	// readiness probe says so.
+	draining atomic.Pointer[string]
 }
+
+// now is the clock of reload timestamps.
+func (a *App) now() time.Time { return time.Now() }
 
 // New builds every component from cfg. Nothing listens until Start.
 func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
-	a := &App{cfg: cfg, log: logger, clusters: make(map[string]*cluster.Cluster),
-		targets: make(map[*cluster.Server]string), byTarget: make(map[string]*health.Monitor)}
-	adm := admission.New(cfg.MaxQueue)
-	global := adm.NewLimit("global", cfg.MaxConn)
-
-	var clusters []*cluster.Cluster
-	for _, name := range cfg.ClusterNames() {
-		cc := cfg.Clusters[name]
-		var servers []*cluster.Server
-		for _, sc := range cc.Servers {
-			role, err := cluster.ParseRole(sc.Role)
-			if err != nil {
-				return nil, fmt.Errorf("cluster %s server %s: %w", name, sc.Name, err)
-			}
-			servers = append(servers, cluster.NewServer(name, sc.Name, sc.Address, role, sc.Weight,
-				adm.NewLimit("server:"+name+"/"+sc.Name, sc.MaxConn)))
-		}
-		cl := cluster.NewCluster(name, servers, cc.OnMarkedDown == "keep")
-		a.clusters[name] = cl
-		clusters = append(clusters, cl)
-	}
-
-	if err := a.newServerTLS(); err != nil {
-		return nil, err
-	}
-	a.newObservers(clusters)
-	for _, cl := range clusters {
-		if m := newMonitor(cfg.Clusters[cl.Name], cl, a); m != nil {
-			a.monitors = append(a.monitors, m)
-			for _, srv := range cl.Servers() {
-				a.byTarget[a.targets[srv]] = m
-			}
-		}
-	}
-
-	var routes []*frontend.Route
-	for _, name := range cfg.RouteNames() {
-		rc := cfg.Routes[name]
-		role, err := cluster.ParseRole(rc.Role)
-		if err != nil {
-			return nil, fmt.Errorf("route %s: %w", name, err)
-		}
-		policy, err := balance.ParsePolicy(rc.Balance)
-		if err != nil {
-			return nil, fmt.Errorf("route %s: %w", name, err)
-		}
-		fin := relay.FinAbort
-		if rc.OnClientFin == "forward" {
-			fin = relay.FinForward
-		}
-		t := rc.Timeouts
-		r := &frontend.Route{
-			Name:    name,
-			Listen:  rc.Listen,
-			Cluster: a.clusters[rc.Cluster],
-			Select: cluster.Selector{
-				Role:            role,
-				MaxLagBytes:     int64(rc.MaxLag.Bytes),
-				MaxLagTime:      rc.MaxLag.Time.D(),
-				FallbackPrimary: rc.Fallback == "primary",
-			},
-			Balancer:       balance.New(policy),
-			Limit:          adm.NewLimit("route:"+name, rc.MaxConn),
-			ConnectRetries: rc.ConnectRetries,
-			Startup:        t.Startup.D(),
-			Connect:        t.Connect.D(),
-			Queue:          t.Queue.D(),
-			Relay: relay.Options{
-				ClientIdle:        t.ClientIdle.D(),
-				IdleInTransaction: t.IdleInTransaction.D(),
-				ServerIdle:        t.ServerIdle.D(),
-				ClientFin:         t.ClientFin.D(),
-				ServerFin:         t.ServerFin.D(),
-				OnClientFin:       fin,
-			},
-			ServerTLS: a.serverTLSFor(rc.Cluster),
-		}
-		// An SNI entry serves the same listener from another cluster: a copy of the route
-		// with that cluster's servers, balancer and server TLS, sharing the route's limit.
-		// The copy keeps the route's client TLS (mode, certificates, require) but no SNI map of
-		// its own: a name is chosen once.
-		sniRoute := func(clusterName string) *frontend.Route {
-			vr := *r
-			vr.Cluster = a.clusters[clusterName]
-			vr.Balancer = balance.New(policy)
-			vr.ServerTLS = a.serverTLSFor(clusterName)
-			vr.TLS.SNI = nil
-			return &vr
-		}
-		if err := a.routeTLS(rc, r, sniRoute); err != nil {
-			return nil, err
-		}
-		routes = append(routes, r)
-	}
-
+	a := &App{log: logger, adm: admission.New(cfg.MaxQueue), routeLimits: make(map[string]*admission.Limit),
+		health: make(map[*cluster.Cluster]*clusterHealth), listening: make(map[string]netip.AddrPort)}
+	a.global = a.adm.NewLimit("global", cfg.MaxConn)
+	a.registry = prometheus.NewRegistry()
+	a.sockets = sockmon.New(sockmon.Options{})
+	a.metrics = observe.New(observe.Options{
+		Registerer: a.registry,
+		MaxConn:    cfg.MaxConn,
+		Sockets:    a.sockets,
+		Interval:   cfg.Alerts.SampleInterval.D(),
+		Logger:     logger,
+		ConfigHash: configHash(cfg),
+	})
 	fe, err := frontend.New(frontend.Options{
-		Routes:    routes,
-		Admission: adm,
-		Global:    global,
-		KeepAlive: netx.KeepAlive{
-			Idle:        cfg.TCP.KeepaliveIdle.D(),
-			Interval:    cfg.TCP.KeepaliveInterval.D(),
-			Count:       cfg.TCP.KeepaliveCount,
-			UserTimeout: cfg.TCP.UserTimeout.D(),
-		},
+		Admission:     a.adm,
+		Global:        a.global,
+		KeepAlive:     keepAlive(cfg),
 		Logger:        logger,
+		Listen:        func(route, addr string) (net.Listener, error) { return a.claim("route", route, addr), nil },
 		OnFence:       a.checkNow,
 		OnConnectFail: a.checkNow,
 		Events:        a.metrics,
@@ -171,36 +93,53 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 	}
 	a.frontend = fe
 	a.metrics.SetSessions(fe.SessionInfos, fe.Parked)
-	if err := a.newAdmin(); err != nil {
+	g, err := a.build(cfg)
+	if err != nil {
+		fe.Close()
+		return nil, err
+	}
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	if _, err := a.apply(g, false); err != nil {
+		fe.Close()
 		return nil, err
 	}
 	return a, nil
 }
 
+// Config is the running configuration.
+func (a *App) Config() *config.Config {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return a.gen.cfg
+}
+
 // Start binds every route and the admin listener, and starts serving.
 func (a *App) Start() error {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	a.started = time.Now()
+	cfg := a.gen.cfg
 	if err := a.frontend.Listen(); err != nil {
 		return err
 	}
 	if a.admin != nil {
-		if err := a.admin.Listen(); err != nil {
+		if err := a.listenAdmin(a.admin, cfg.Admin.Listen); err != nil {
 			a.frontend.Close()
 			return fmt.Errorf("admin listener: %w", err)
 		}
 	}
-	for _, name := range a.cfg.RouteNames() {
-		if ta, ok := a.frontend.Addr(name).(*net.TCPAddr); ok {
-			a.sockets.AddListener(name, ta.AddrPort())
+	a.trackListeners(nil, a.gen)
+	a.running = true
+	a.frontend.Serve()
+	for _, h := range a.health {
+		if h.mon != nil {
+			h.mon.Start()
 		}
 	}
-	a.frontend.Serve()
-	for _, m := range a.monitors {
-		m.Start()
-	}
 	a.metrics.Start()
-	for _, name := range a.cfg.RouteNames() {
-		r := a.cfg.Routes[name]
+	for _, name := range cfg.RouteNames() {
+		r := cfg.Routes[name]
 		a.log.Info("route listening", "route", name, "addr", a.frontend.Addr(name).String(),
 			"cluster", r.Cluster, "role", r.Role, "balance", r.Balance)
 	}
@@ -212,8 +151,57 @@ func (a *App) Start() error {
 	return nil
 }
 
+// listenAdmin binds the admin listener on addr, or adopts the one handed over for it.
+func (a *App) listenAdmin(l *admin.Listener, addr string) error {
+	if ln := a.claim("admin", "", addr); ln != nil {
+		return l.Adopt(ln)
+	}
+	return l.Listen()
+}
+
+// Reload re-reads the config file and applies it. An invalid file (or a listen address that
+// cannot be bound) changes nothing; the error says why, one file:line problem per line.
+func (a *App) Reload() ([]string, error) {
+	start := time.Now()
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	changes, err := a.reloadLocked()
+	if err != nil {
+		a.metrics.ConfigReloadFailed()
+		a.log.Error("config reload failed; the running config is unchanged", "file", a.gen.cfg.Path, "err", err.Error())
+		return nil, err
+	}
+	a.log.Info("config reloaded", "file", a.gen.cfg.Path, "generation", a.gen.n, "hash", a.gen.hash,
+		"changes", len(changes), "took", time.Since(start))
+	for _, c := range changes {
+		a.log.Info("config change", "change", c)
+	}
+	return changes, nil
+}
+
+func (a *App) reloadLocked() ([]string, error) {
+	path := a.gen.cfg.Path
+	if path == "" {
+		return nil, errors.New("the running config was not loaded from a file: nothing to re-read")
+	}
+	cfg, warnings, err := config.Load(path)
+	if err != nil {
+		return nil, err
+	}
+	for _, w := range warnings {
+		a.log.Warn("config: " + w.String())
+	}
+	g, err := a.build(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return a.apply(g, a.running)
+}
+
 // AdminAddr is the admin listener's bound address (nil when it is off).
 func (a *App) AdminAddr() net.Addr {
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	if a.admin == nil {
 		return nil
 	}
@@ -230,95 +218,52 @@ func (a *App) Addr(route string) net.Addr { return a.frontend.Addr(route) }
 func (a *App) Frontend() *frontend.Frontend { return a.frontend }
 
 // Shutdown stops accepting and lets sessions reach an idle point until ctx ends, then ends the
-// rest with FATAL 57P01. The admin listener stays up until the sessions are gone, so the drain
-// can be watched.
+// rest with FATAL 57P01. Health checks go on until the last session is gone (a failover during
+// the drain still ends sessions on a demoted primary); the admin listener stays up too, so the
+// drain can be watched, and its readiness probe answers 503.
 func (a *App) Shutdown(ctx context.Context) {
+	a.setDraining("shutting down")
 	a.frontend.Shutdown(ctx)
 	a.stopBackground()
 }
 
 // Close ends everything at once.
 func (a *App) Close() {
+	a.setDraining("closing")
 	a.frontend.Close()
 	a.stopBackground()
 }
 
+func (a *App) setDraining(why string) { a.draining.CompareAndSwap(nil, &why) }
+
 func (a *App) stopBackground() {
-	if a.admin != nil {
-		a.admin.Close()
+	a.reloadMu.Lock()
+	adm := a.admin
+	a.admin = nil
+	a.reloadMu.Unlock()
+	if adm != nil {
+		adm.Close() // outside the lock: a reload request it waits for takes the lock
 	}
+	a.closing.Wait()
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
 	a.metrics.Stop()
-	for _, m := range a.monitors {
-		m.Stop()
+	for cl := range a.health {
+		a.stopHealth(cl)
 	}
 }
 
-// checkNow asks srv's health monitor for a check at once (a session found it in recovery).
+// checkNow asks srv's health monitor for a check at once (a session found it in recovery, or
+// could not connect).
 func (a *App) checkNow(srv *cluster.Server) {
-	if name, ok := a.targets[srv]; ok {
-		a.byTarget[name].CheckNow(name)
+	a.reloadMu.Lock()
+	plan := a.gen.clusters[srv.Cluster]
+	var h *clusterHealth
+	if plan != nil {
+		h = a.health[plan.cl]
 	}
-}
-
-// Run starts a and serves until the first signal on sigs, then shuts down gracefully within the
-// configured grace period; a second signal ends everything at once.
-func (a *App) Run(sigs <-chan os.Signal) error {
-	if err := a.Start(); err != nil {
-		return err
+	a.reloadMu.Unlock()
+	if h != nil && h.mon != nil {
+		h.mon.CheckNow(targetName(srv.Cluster, srv.Name))
 	}
-	sig, _ := a.nextStop(sigs, nil)
-	grace := a.cfg.Shutdown.Grace.D()
-	a.log.Info("shutting down: ending sessions at their next idle point", "signal", sig.String(), "grace", grace,
-		"sessions", a.frontend.Sessions())
-	ctx, cancel := context.WithTimeout(context.Background(), grace)
-	defer cancel()
-	done := make(chan struct{})
-	go func() { a.Shutdown(ctx); close(done) }()
-	if sig, ok := a.nextStop(sigs, done); ok {
-		a.log.Warn("second signal: ending every session now", "signal", sig.String())
-		cancel()
-		<-done
-	}
-	a.log.Info("stopped")
-	return nil
-}
-
-// nextStop waits for a signal that stops pgfront (ok) or for done to close; a SIGHUP on the way
-// re-reads the routes' certificate files.
-func (a *App) nextStop(sigs <-chan os.Signal, done <-chan struct{}) (sig os.Signal, ok bool) {
-	for {
-		select {
-		case sig = <-sigs:
-		case <-done:
-			return nil, false
-		}
-		if sig != syscall.SIGHUP {
-			return sig, true
-		}
-		if err := a.ReloadCertificates(); err != nil {
-			a.log.Warn("SIGHUP: certificate reload failed; the certificates in use are kept", "err", err)
-		} else {
-			a.log.Info("SIGHUP: certificates reloaded", "routes", len(a.certs))
-		}
-	}
-}
-
-// NewLogger builds the slog logger the config asks for.
-func NewLogger(format, level string, w io.Writer) *slog.Logger {
-	var lv slog.Level
-	switch strings.ToLower(level) {
-	case "debug":
-		lv = slog.LevelDebug
-	case "warn":
-		lv = slog.LevelWarn
-	case "error":
-		lv = slog.LevelError
-	default:
-		lv = slog.LevelInfo
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	if format == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
 }

@@ -69,14 +69,20 @@ func startProxy(t *testing.T, yamlText string) *env {
 // a free port, not the default one: tests (and other packages' tests) run side by side.
 func parseTestConfig(t *testing.T, yamlText string) *config.Config {
 	t.Helper()
-	if !strings.Contains(yamlText, "\nadmin:") {
-		yamlText += "\nadmin:\n  listen: 127.0.0.1:0\n"
-	}
+	yamlText = yamlWithAdmin(yamlText)
 	cfg, _, err := config.Parse([]byte(yamlText), "test.yaml")
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yamlText)
 	}
 	return cfg
+}
+
+// yamlWithAdmin adds an admin listener on a free port to a config that names none.
+func yamlWithAdmin(yamlText string) string {
+	if !strings.Contains(yamlText, "\nadmin:") {
+		yamlText += "\nadmin:\n  listen: 127.0.0.1:0\n"
+	}
+	return yamlText
 }
 
 // oneServerConfig is a config with one route "rw" on one primary, plus extra YAML appended

@@ -2,83 +2,31 @@ package app
 
 import (
 	"fmt"
-	"maps"
 	"os"
 	"slices"
 	"strings"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus"
-
 	"github.com/pgfront/pgfront/internal/admin"
 	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/frontend"
-	"github.com/pgfront/pgfront/internal/observe"
-	"github.com/pgfront/pgfront/internal/sockmon"
 )
 
-// newObservers builds the metrics registry, the socket-state monitor and the metrics.
-func (a *App) newObservers(clusters []*cluster.Cluster) {
-	a.registry = prometheus.NewRegistry()
-	a.sockets = sockmon.New(sockmon.Options{})
-	var routes []observe.Route
-	for _, name := range a.cfg.RouteNames() {
-		rc := a.cfg.Routes[name]
-		r := observe.Route{Name: name, Clusters: []*cluster.Cluster{a.clusters[rc.Cluster]}, MaxConn: rc.MaxConn}
-		for _, cl := range slices.Sorted(maps.Values(rc.TLS.SNI)) {
-			if c := a.clusters[cl]; !slices.Contains(r.Clusters, c) {
-				r.Clusters = append(r.Clusters, c)
-			}
-		}
-		routes = append(routes, r)
-	}
-	al := a.cfg.Alerts
-	a.metrics = observe.New(observe.Options{
-		Registerer: a.registry,
-		Routes:     routes,
-		Clusters:   clusters,
-		MaxConn:    a.cfg.MaxConn,
-		Sockets:    a.sockets,
-		Interval:   al.SampleInterval.D(),
-		Alerts: observe.Thresholds{
-			CloseWait:     al.CloseWait,
-			FinWait2:      al.FinWait2,
-			HalfClosedAge: al.HalfClosedAge.D(),
-			Queue:         al.Queue,
-			FDUsage:       al.FDUsage,
-		},
-		Logger: a.log,
-	})
-}
-
-// newAdmin builds the admin listener (not bound yet), reading its tokens now so a missing
-// token file stops the start with a clear error.
-func (a *App) newAdmin() error {
-	ac := a.cfg.Admin
-	if ac.Listen == "" {
-		return nil
-	}
-	read, err := readToken("admin.read_token", ac.ReadTokenFile, ac.ReadTokenEnv)
-	if err != nil {
-		return err
-	}
-	adminTok, err := readToken("admin.admin_token", ac.AdminTokenFile, ac.AdminTokenEnv)
-	if err != nil {
-		return err
-	}
+// newAdmin builds an admin listener on listen (not bound yet) with g's tokens.
+func (a *App) newAdmin(listen string, g *generation) (*admin.Listener, error) {
 	srv, err := admin.New(admin.Options{
-		Listen:     ac.Listen,
-		ReadToken:  read,
-		AdminToken: adminTok,
+		Listen:     listen,
+		ReadToken:  g.readToken,
+		AdminToken: g.adminToken,
 		Backend:    &adminBackend{a: a},
 		Gatherer:   a.registry,
 		Logger:     a.log,
 	})
 	if err != nil {
-		return fmt.Errorf("admin listener: %w", err)
+		return nil, fmt.Errorf("admin listener: %w", err)
 	}
-	a.admin = srv
-	return nil
+	return srv, nil
 }
 
 // readToken reads a bearer token from a file or an environment variable (nil when neither
@@ -109,7 +57,7 @@ func readToken(what, file, env string) ([]byte, error) {
 }
 
 func (a *App) tokenSummary() string {
-	ac := a.cfg.Admin
+	ac := a.gen.cfg.Admin
 	var scopes []string
 	if ac.ReadTokenFile != "" || ac.ReadTokenEnv != "" {
 		scopes = append(scopes, "read")
@@ -142,7 +90,7 @@ func (b *adminBackend) Overview() admin.Overview {
 		Now:          now,
 		Started:      a.started,
 		SessionsOpen: len(infos),
-		MaxConn:      a.cfg.MaxConn,
+		MaxConn:      a.Config().MaxConn,
 		Routes:       b.routes(infos),
 		Servers:      b.Servers(),
 		Sockets:      b.sockets(infos, now),
@@ -170,13 +118,14 @@ func (b *adminBackend) Routes() []admin.Route { return b.routes(b.a.frontend.Ses
 
 func (b *adminBackend) routes(infos []frontend.SessionInfo) []admin.Route {
 	a := b.a
+	cfg := a.Config()
 	open := make(map[string]int)
 	for _, in := range infos {
 		open[in.Route]++
 	}
 	var out []admin.Route
-	for _, name := range a.cfg.RouteNames() {
-		rc := a.cfg.Routes[name]
+	for _, name := range cfg.RouteNames() {
+		rc := cfg.Routes[name]
 		listen := rc.Listen
 		if addr := a.frontend.Addr(name); addr != nil {
 			listen = addr.String()
@@ -191,16 +140,14 @@ func (b *adminBackend) routes(infos []frontend.SessionInfo) []admin.Route {
 }
 
 func (b *adminBackend) Servers() []admin.Server {
-	a := b.a
 	var out []admin.Server
-	for _, name := range a.cfg.ClusterNames() {
-		cc := a.cfg.Clusters[name]
-		for i, srv := range a.clusters[name].Servers() {
+	for _, cl := range b.clusters() {
+		for _, srv := range cl.Servers() {
 			st := srv.State()
 			out = append(out, admin.Server{
 				Cluster: srv.Cluster, Name: srv.Name, Address: srv.Addr, Role: st.Role.String(), Up: st.Up,
 				Admin: st.Admin.String(), Fenced: st.Fenced, LagBytes: st.LagBytes, LagSeconds: st.LagSeconds,
-				Sessions: srv.Active(), MaxConn: cc.Servers[i].MaxConn, LastCheck: st.LastCheck,
+				Sessions: srv.Active(), MaxConn: srv.Limit.Max(), LastCheck: st.LastCheck,
 				CheckMillis: float64(st.CheckDuration.Microseconds()) / 1000, LastError: st.LastErr,
 			})
 		}
@@ -255,7 +202,47 @@ func (b *adminBackend) Alerts() []admin.Alert {
 	return out
 }
 
-func (b *adminBackend) Config() any { return b.a.cfg.Redacted() }
+// clusters are the running clusters, in name order.
+func (b *adminBackend) clusters() []*cluster.Cluster {
+	a := b.a
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return observeClusters(a.gen)
+}
+
+// Config is the running config (secrets redacted) with its generation and hash.
+func (b *adminBackend) Config() any {
+	a := b.a
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return runningConfig{Generation: a.gen.n, Hash: a.gen.hash, Config: a.gen.cfg.Redacted()}
+}
+
+// runningConfig is GET /api/v1/config: the config in force and which one it is.
+type runningConfig struct {
+	Generation uint64 `json:"generation"`
+	Hash       string `json:"hash"`
+	*config.Config
+}
+
+func (b *adminBackend) Reload(who string) (admin.ReloadResult, error) {
+	b.a.log.Info("config reload requested", "by", who)
+	changes, err := b.a.Reload()
+	if err != nil {
+		return admin.ReloadResult{}, err
+	}
+	a := b.a
+	a.reloadMu.Lock()
+	defer a.reloadMu.Unlock()
+	return admin.ReloadResult{Generation: a.gen.n, Hash: a.gen.hash, Changes: changes}, nil
+}
+
+func (b *adminBackend) NotReady() string {
+	if why := b.a.draining.Load(); why != nil {
+		return *why
+	}
+	return ""
+}
 
 func (b *adminBackend) KillSession(id uint64, who string) error {
 	if !b.a.frontend.Kill(id) {
@@ -276,7 +263,12 @@ func (b *adminBackend) SetServerState(clusterName, server, state, who string) er
 	default:
 		return admin.ErrBadState
 	}
-	cl := b.a.clusters[clusterName]
+	var cl *cluster.Cluster
+	for _, c := range b.clusters() {
+		if c.Name == clusterName {
+			cl = c
+		}
+	}
 	if cl == nil {
 		return fmt.Errorf("cluster %q: %w", clusterName, admin.ErrNotFound)
 	}

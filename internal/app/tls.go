@@ -8,26 +8,26 @@ import (
 	"github.com/pgfront/pgfront/internal/tlsconf"
 )
 
-// serverTLS builds each cluster's TLS towards its servers (nil entries: plain).
-func (a *App) newServerTLS() error {
-	a.serverTLS = make(map[string]*tlsconf.Client)
-	for _, name := range a.cfg.ClusterNames() {
-		st := a.cfg.Clusters[name].ServerTLS
+// newServerTLS builds each cluster's TLS towards its servers (absent: plain).
+func newServerTLS(cfg *config.Config) (map[string]*tlsconf.Client, error) {
+	out := make(map[string]*tlsconf.Client)
+	for _, name := range cfg.ClusterNames() {
+		st := cfg.Clusters[name].ServerTLS
 		if st.Mode == "" || st.Mode == "disable" {
 			continue
 		}
 		c, err := tlsconf.NewClient(tlsconf.ClientOptions{Mode: st.Mode, CAFile: st.CAFile, CertFile: st.CertFile, KeyFile: st.KeyFile})
 		if err != nil {
-			return fmt.Errorf("clusters.%s.server_tls: %w", name, err)
+			return nil, fmt.Errorf("clusters.%s.server_tls: %w", name, err)
 		}
-		a.serverTLS[name] = c
+		out[name] = c
 	}
-	return nil
+	return out, nil
 }
 
 // serverTLSFor is the frontend's view of a cluster's server TLS: a nil interface when plain.
-func (a *App) serverTLSFor(cluster string) frontend.ServerTLS {
-	if c := a.serverTLS[cluster]; c != nil {
+func serverTLSFor(clients map[string]*tlsconf.Client, cluster string) frontend.ServerTLS {
+	if c := clients[cluster]; c != nil {
 		return c
 	}
 	return nil
@@ -36,7 +36,7 @@ func (a *App) serverTLSFor(cluster string) frontend.ServerTLS {
 // routeTLS builds what route rc offers TLS clients. SNI entries become routes of their own
 // clusters that share r's listener, name, limits and client TLS (newRoute copies r once its
 // TLS is set).
-func (a *App) routeTLS(rc *config.Route, r *frontend.Route, newRoute func(cluster string) *frontend.Route) error {
+func (a *App) routeTLS(g *generation, rc *config.Route, r *frontend.Route, newRoute func(cluster string) *frontend.Route) error {
 	t := rc.TLS
 	switch t.Mode {
 	case "terminate":
@@ -45,7 +45,7 @@ func (a *App) routeTLS(rc *config.Route, r *frontend.Route, newRoute func(cluste
 		if err != nil {
 			return fmt.Errorf("routes.%s.tls: %w", rc.Name, err)
 		}
-		a.certs = append(a.certs, srv)
+		g.certs = append(g.certs, srv)
 		r.TLS = frontend.RouteTLS{Mode: frontend.TLSTerminate, Config: srv.Config(), Require: t.Require}
 		sni := make(map[string]*frontend.Route, len(t.SNI))
 		for name, cl := range t.SNI {
@@ -58,11 +58,15 @@ func (a *App) routeTLS(rc *config.Route, r *frontend.Route, newRoute func(cluste
 	return nil
 }
 
-// ReloadCertificates re-reads every route's certificate files now (SIGHUP). A file that fails
-// to load keeps the certificate in use; the errors are returned (and logged by tlsconf).
+// ReloadCertificates re-reads every route's certificate files now. A file that fails to load
+// keeps the certificate in use; the errors are returned (and logged by tlsconf). SIGHUP
+// reloads the whole config, certificates included.
 func (a *App) ReloadCertificates() error {
+	a.reloadMu.Lock()
+	certs := a.certs
+	a.reloadMu.Unlock()
 	var first error
-	for _, c := range a.certs {
+	for _, c := range certs {
 		if err := c.Reload(); err != nil && first == nil {
 			first = err
 		}

@@ -631,7 +631,8 @@ func TestTLSChannelBindingThroughTermination(t *testing.T) {
 	connectDSN(t, dsn(plainServer, ""))
 }
 
-// TestTLSReloadOnSIGHUP: SIGHUP re-reads the certificate files and pgfront keeps running.
+// TestTLSReloadOnSIGHUP: SIGHUP reloads the config, certificate files included, and pgfront
+// keeps running.
 func TestTLSReloadOnSIGHUP(t *testing.T) {
 	f := newTLSFixture(t)
 	p := pgtest.NewPrimary(t, nil)
@@ -645,7 +646,7 @@ func TestTLSReloadOnSIGHUP(t *testing.T) {
 	writeFile(t, f.proxyKey, next.KeyPEM)
 	r.sigs <- syscall.SIGHUP
 	waitFor(t, 5*time.Second, "the reload log line", func() bool {
-		return strings.Contains(r.logs.String(), "SIGHUP: certificates reloaded")
+		return strings.Contains(r.logs.String(), "config reloaded")
 	})
 	r.wantRunning(t)
 	if got := peerCert(t, connectDSN(t, dsn())); !got.Equal(next.Cert) {

@@ -44,7 +44,10 @@ Commands:
   sessions                          list the open sessions
   sockets                           show pgfront's TCP socket states
   alerts                            list the alerts and whether they are active
-  config                            print the running configuration (secrets redacted)
+  config                            print the running configuration (secrets redacted),
+                                    its generation and hash
+  reload                            re-read the config file and apply it; an invalid file
+                                    changes nothing and its problems are printed (exit 1)
   kill ID                           end session ID now
   server CLUSTER/SERVER ready|drain|maint
                                     set a server's administrative state
@@ -167,6 +170,11 @@ func parseCommand(args []string) (command, error) {
 		return list("/api/v1/alerts", printAlerts)
 	case "config":
 		return list("/api/v1/config", printIndented)
+	case "reload":
+		if err := want(0, "reload"); err != nil {
+			return command{}, err
+		}
+		return command{method: http.MethodPost, path: "/api/v1/reload", print: printReload}, nil
 	case "kill":
 		if err := want(1, "kill ID"); err != nil {
 			return command{}, err

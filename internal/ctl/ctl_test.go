@@ -3,6 +3,7 @@ package ctl
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -32,8 +33,9 @@ const (
 
 // backend is an admin.Backend over fixed data, so the tests run ctl against the real API.
 type backend struct {
-	mu      sync.Mutex
-	actions []string
+	mu        sync.Mutex
+	actions   []string
+	reloadErr error // what Reload returns
 }
 
 var _ admin.Backend = (*backend)(nil)
@@ -99,6 +101,18 @@ func (b *backend) SetServerState(cluster, server, state, who string) error {
 	}
 	return nil
 }
+
+func (b *backend) Reload(who string) (admin.ReloadResult, error) {
+	b.note("reload " + who)
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.reloadErr != nil {
+		return admin.ReloadResult{}, b.reloadErr
+	}
+	return admin.ReloadResult{Generation: 3, Hash: "0123abcd", Changes: []string{"route ro: added on 127.0.0.1:6433"}}, nil
+}
+
+func (b *backend) NotReady() string { return "" }
 
 func (b *backend) note(s string) {
 	b.mu.Lock()
@@ -476,5 +490,24 @@ func TestFormatting(t *testing.T) {
 		if got := size(in); got != want {
 			t.Errorf("size(%d) = %q, want %q", in, got, want)
 		}
+	}
+}
+
+// TestReload: ctl reload prints what changed; an invalid config's problems come back with exit 1.
+func TestReload(t *testing.T) {
+	srv, b := api(t, readToken, adminToken)
+	env := map[string]string{"PGFRONT_TOKEN": adminToken}
+	r := run(env, "-addr", srv.URL, "reload")
+	r.want(t, 0)
+	if r.stdout != "config reloaded: generation 3 (config 0123abcd), 1 changes\n  route ro: added on 127.0.0.1:6433\n" {
+		t.Errorf("reload output %q", r.stdout)
+	}
+	b.mu.Lock()
+	b.reloadErr = errors.New("pgfront.yaml:7: routes.ro.listen: invalid address")
+	b.mu.Unlock()
+	r = run(env, "-addr", srv.URL, "reload")
+	r.want(t, 1)
+	if !strings.Contains(r.stderr, "pgfront.yaml:7: routes.ro.listen") {
+		t.Errorf("invalid reload: stderr %q", r.stderr)
 	}
 }

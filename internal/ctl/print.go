@@ -280,3 +280,23 @@ func size(n int64) string {
 func oneLine(s string) string {
 	return strings.Join(strings.Fields(s), " ")
 }
+
+func printReload(w io.Writer, body []byte, _ time.Time) error {
+	var r struct {
+		Generation uint64   `json:"generation"`
+		Hash       string   `json:"hash"`
+		Changes    []string `json:"changes"`
+	}
+	if err := decode(body, &r); err != nil {
+		return err
+	}
+	if _, err := fmt.Fprintf(w, "config reloaded: generation %d (config %s), %d changes\n", r.Generation, r.Hash, len(r.Changes)); err != nil {
+		return err
+	}
+	for _, c := range r.Changes {
+		if _, err := fmt.Fprintf(w, "  %s\n", c); err != nil {
+			return err
+		}
+	}
+	return nil
+}

@@ -42,7 +42,7 @@ func (f *Frontend) forwardCancel(key pgwire.CancelKey) error {
 func (f *Frontend) sendCancel(addr string, serverTLS ServerTLS, key pgwire.CancelKey) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 	defer cancel()
-	c, err := f.dialer.DialContext(ctx, "tcp", addr)
+	c, err := f.dialer().DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("connecting to %s for a cancel request: %w", addr, err)
 	}

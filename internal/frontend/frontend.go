@@ -55,21 +55,22 @@ type Route struct {
 
 // Options configure a Frontend.
 type Options struct {
+	// Routes are the routes Listen binds; later sets are given to Apply.
 	Routes    []*Route
 	Admission *admission.Controller
 	Global    *admission.Limit // the global maxconn
-	KeepAlive netx.KeepAlive   // applied to client and server sockets
+	KeepAlive netx.KeepAlive   // applied to client and server sockets; SetKeepAlive changes it
 	Logger    *slog.Logger
-	// Listen opens a route's listener; nil means net.Listen("tcp", addr).
-	Listen func(addr string) (net.Listener, error)
+	// Listen opens a route's listener; nil (or a nil listener returned) means a TCP listener
+	// on addr whose accepted conns get the keepalive options. The app passes one that claims a
+	// listener handed over by a previous pgfront process.
+	Listen func(route, addr string) (net.Listener, error)
 	// OnFence is told when a primary route's session found srv to be a standby (the server is
 	// already marked fenced); the health monitor should check it now. May be nil.
 	OnFence func(srv *cluster.Server)
 	// OnConnectFail is told when a connect to srv failed, so its health can be checked at
 	// once rather than at the next interval. May be nil.
 	OnConnectFail func(srv *cluster.Server)
-	// keepAliveSet: the listeners already give accepted conns the keepalive options.
-	keepAliveSet bool
 	// Events is told what sessions do (metrics, admin views). May be nil.
 	Events Events
 }
@@ -79,8 +80,8 @@ type Frontend struct {
 	opts     Options
 	log      *slog.Logger
 	registry *cluster.Registry[*session]
-	dialer   *net.Dialer
 	events   Events
+	tcp      atomic.Pointer[tcpSettings]
 
 	ctx    context.Context // cancelled by Close: ends waits and dials
 	cancel context.CancelFunc
@@ -94,11 +95,33 @@ type Frontend struct {
 	refusalLog *rate.Limiter // refusals are logged, but never floods
 	suppressed atomic.Uint64
 
-	mu struct {
+	applyMu sync.Mutex // serializes Apply: one reload at a time
+	mu      struct {
 		sync.Mutex
-		listeners []net.Listener // one per route, in Options.Routes order
-		stopping  relay.Cause    // set once Shutdown or Close began
+		listeners map[string]*listener        // by listenKey
+		serving   bool                        // Serve ran: new listeners start accepting at once
+		stopping  relay.Cause                 // set once Shutdown or Close began
+		hard      bool                        // every session is being ended now (Close, or the grace is over)
+		clusters  map[*cluster.Cluster]func() // OnChange subscriptions, until wait
+		retire    []*time.Timer               // forced ends of retired sessions after their grace
 	}
+}
+
+// tcpSettings are the keepalive options of new sockets and the dialer that applies them.
+type tcpSettings struct {
+	ka     netx.KeepAlive
+	dialer *net.Dialer
+}
+
+// listener is one bound listen address and the route it serves now. A reload that keeps the
+// address keeps the listener (no connection is refused) and swaps the route new clients get.
+type listener struct {
+	addr  string // as configured
+	ln    net.Listener
+	route atomic.Pointer[Route]
+	// ka is the keepalive its accepted conns already have from the listen configuration
+	// (nil: none; sessions apply every option themselves).
+	ka *netx.KeepAlive
 }
 
 // New checks opts and returns a Frontend that is not listening yet.
@@ -112,37 +135,52 @@ func New(opts Options) (*Frontend, error) {
 	if opts.Events == nil {
 		opts.Events = noEvents{}
 	}
-	if opts.Listen == nil {
-		lc := opts.KeepAlive.ListenConfig() // accepted conns get the keepalive options at accept
-		opts.Listen = func(addr string) (net.Listener, error) { return lc.Listen(context.Background(), "tcp", addr) }
-		opts.keepAliveSet = true
-	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Frontend{
 		opts:       opts,
 		log:        opts.Logger,
 		registry:   cluster.NewRegistry[*session](),
-		dialer:     opts.KeepAlive.Dialer(0),
 		events:     opts.Events,
 		ctx:        ctx,
 		cancel:     cancel,
 		refusalLog: rate.NewLimiter(rate.Every(time.Second), 10),
 	}
+	f.mu.listeners = make(map[string]*listener)
+	f.mu.clusters = make(map[*cluster.Cluster]func())
+	f.SetKeepAlive(opts.KeepAlive)
 	if p, err := relay.NewParker(); err == nil {
 		f.parker = p
 	} else {
 		f.log.Warn("idle sessions will not be parked", "err", err)
 	}
-	seen := make(map[*cluster.Cluster]bool)
-	for _, r := range opts.Routes {
-		for _, rr := range append([]*Route{r}, sniRoutes(r)...) {
-			if !seen[rr.Cluster] {
-				seen[rr.Cluster] = true
-				rr.Cluster.OnChange(f.serverChanged)
-			}
+	return f, nil
+}
+
+// SetKeepAlive sets the keepalive options of sockets accepted or dialled from now on.
+func (f *Frontend) SetKeepAlive(k netx.KeepAlive) {
+	f.tcp.Store(&tcpSettings{ka: k, dialer: k.Dialer(0)})
+}
+
+func (f *Frontend) dialer() *net.Dialer { return f.tcp.Load().dialer }
+
+// listen binds one route's listener.
+func (f *Frontend) listen(route, addr string) (*listener, error) {
+	if f.opts.Listen != nil {
+		ln, err := f.opts.Listen(route, addr)
+		if err != nil {
+			return nil, err
+		}
+		if ln != nil {
+			return &listener{addr: addr, ln: ln}, nil
 		}
 	}
-	return f, nil
+	ka := f.tcp.Load().ka
+	lc := ka.ListenConfig() // accepted conns get the keepalive options at accept
+	ln, err := lc.Listen(context.Background(), "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	return &listener{addr: addr, ln: ln, ka: &ka}, nil
 }
 
 // serverChanged reacts to a server's new state: waiting clients get another look, and the
@@ -195,45 +233,169 @@ func sniRoutes(r *Route) []*Route {
 	return out
 }
 
-// Listen binds every route's listener, so address errors surface before anything is served.
-// On error the listeners already opened are closed.
+// SetRoutes sets the routes the next Listen binds (before the frontend listens).
+func (f *Frontend) SetRoutes(routes []*Route) {
+	f.applyMu.Lock()
+	f.opts.Routes = routes
+	f.applyMu.Unlock()
+}
+
+// Listen binds the listeners of Options.Routes, so address errors surface before anything is
+// served; see Apply.
 func (f *Frontend) Listen() error {
-	var lns []net.Listener
-	for _, r := range f.opts.Routes {
-		ln, err := f.opts.Listen(r.Listen)
-		if err != nil {
-			for _, l := range lns {
-				_ = l.Close()
+	f.applyMu.Lock()
+	routes := f.opts.Routes
+	f.applyMu.Unlock()
+	_, err := f.Apply(routes)
+	return err
+}
+
+// Apply makes routes the set pgfront serves: a route whose listen address is already bound
+// keeps its listener and new clients get the new route at once (sessions keep the route they
+// started with); a new address is bound; an address no route uses any more is closed. New
+// addresses are all bound before anything changes, so on error nothing has (the listeners
+// opened are closed again). It returns the names of the routes that no longer exist, whose
+// sessions the caller retires (Retire).
+func (f *Frontend) Apply(routes []*Route) (removed []string, err error) {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	f.mu.Lock()
+	if f.mu.stopping != relay.CauseNone {
+		f.mu.Unlock()
+		return nil, errors.New("frontend is stopping")
+	}
+	old := maps.Clone(f.mu.listeners)
+	f.mu.Unlock()
+	var oldNames []string
+	for _, l := range old {
+		oldNames = append(oldNames, l.route.Load().Name)
+	}
+
+	next := make(map[string]*listener, len(routes))
+	var opened []*listener
+	for _, r := range routes {
+		l := old[listenKey(r)]
+		if l == nil {
+			if l, err = f.listen(r.Name, r.Listen); err != nil {
+				for _, o := range opened {
+					_ = o.ln.Close()
+				}
+				return nil, fmt.Errorf("route %s: listening on %s: %w", r.Name, r.Listen, err)
 			}
-			return fmt.Errorf("route %s: listening on %s: %w", r.Name, r.Listen, err)
+			opened = append(opened, l)
 		}
-		lns = append(lns, ln)
+		next[listenKey(r)] = l
+	}
+	names := make(map[string]bool, len(routes))
+	for _, r := range routes {
+		names[r.Name] = true
+		next[listenKey(r)].route.Store(r)
+	}
+
+	f.mu.Lock()
+	f.mu.listeners = next
+	for _, r := range routes {
+		for _, rr := range append([]*Route{r}, sniRoutes(r)...) {
+			if _, ok := f.mu.clusters[rr.Cluster]; !ok {
+				f.mu.clusters[rr.Cluster] = rr.Cluster.OnChange(f.serverChanged)
+			}
+		}
+	}
+	if f.mu.serving {
+		for _, l := range opened {
+			f.loops.Add(1)
+			go f.acceptLoop(l)
+		}
+	}
+	f.mu.Unlock()
+	for addr, l := range old {
+		if next[addr] == nil {
+			_ = l.ln.Close() // its accept loop returns
+		}
+	}
+	for _, n := range oldNames {
+		if !names[n] {
+			removed = append(removed, n)
+		}
+	}
+	f.opts.Admission.Recheck()
+	return removed, nil
+}
+
+// listenKey identifies a route's listener across reloads: its listen address as configured, or
+// for a port the kernel picks (port 0) the route's name with it, since every such route has a
+// listener of its own.
+func listenKey(r *Route) string {
+	if _, port, err := net.SplitHostPort(r.Listen); err == nil && port == "0" {
+		return r.Name + "\x00" + r.Listen
+	}
+	return r.Listen
+}
+
+// Retire ends the sessions match selects (their route or server left the config) at their
+// next transaction boundary, with cause; those still open after grace end at once (grace 0:
+// no bound).
+func (f *Frontend) Retire(match func(route string, srv *cluster.Server) bool, cause relay.Cause, grace time.Duration) int {
+	var retired []*session
+	for _, s := range f.registry.Snapshot() {
+		s.mu.Lock()
+		srv := s.mu.server
+		s.mu.Unlock()
+		if match(s.route.Name, srv) {
+			retired = append(retired, s)
+			s.drain(cause)
+		}
+	}
+	if len(retired) == 0 || grace <= 0 {
+		return len(retired)
 	}
 	f.mu.Lock()
-	f.mu.listeners = lns
+	if f.mu.stopping == relay.CauseNone {
+		f.mu.retire = append(f.mu.retire, time.AfterFunc(grace, func() {
+			for _, s := range retired {
+				s.end(cause)
+			}
+		}))
+	}
 	f.mu.Unlock()
-	return nil
+	return len(retired)
 }
 
 // Addr is the bound address of the named route (useful when it listens on port 0).
 func (f *Frontend) Addr(route string) net.Addr {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i, r := range f.opts.Routes {
-		if r.Name == route && i < len(f.mu.listeners) {
-			return f.mu.listeners[i].Addr()
+	for _, l := range f.mu.listeners {
+		if l.route.Load().Name == route {
+			return l.ln.Addr()
 		}
 	}
 	return nil
 }
 
-// Serve starts one accept loop per route and returns at once.
+// Listeners returns the bound listeners by route name, for a hand-over to the next process.
+func (f *Frontend) Listeners() map[string]net.Listener {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make(map[string]net.Listener, len(f.mu.listeners))
+	for _, l := range f.mu.listeners {
+		out[l.route.Load().Name] = l.ln
+	}
+	return out
+}
+
+// Serve starts one accept loop per listener and returns at once; listeners a later Apply
+// binds start accepting as they are bound.
 func (f *Frontend) Serve() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	for i, r := range f.opts.Routes {
+	if f.mu.serving {
+		return
+	}
+	f.mu.serving = true
+	for _, l := range f.mu.listeners {
 		f.loops.Add(1)
-		go f.acceptLoop(r, f.mu.listeners[i])
+		go f.acceptLoop(l)
 	}
 }
 
@@ -243,13 +405,14 @@ func (f *Frontend) Sessions() int { return f.registry.Len() }
 // UnknownCancels is how many CancelRequests named no live session (dropped).
 func (f *Frontend) UnknownCancels() uint64 { return f.registry.UnknownCancels() }
 
-// acceptLoop accepts clients of route r until its listener is closed. Temporary errors (out of
-// file descriptors, say) back off instead of spinning.
-func (f *Frontend) acceptLoop(r *Route, ln net.Listener) {
+// acceptLoop accepts clients of l's route until its listener is closed. Temporary errors (out
+// of file descriptors, say) back off instead of spinning.
+func (f *Frontend) acceptLoop(l *listener) {
 	defer f.loops.Done()
 	backoff := time.Duration(0)
 	for {
-		c, err := ln.Accept()
+		c, err := l.ln.Accept()
+		r := l.route.Load()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
@@ -266,7 +429,7 @@ func (f *Frontend) acceptLoop(r *Route, ln net.Listener) {
 			continue
 		}
 		backoff = 0
-		s := f.newSession(r, c)
+		s := f.newSession(r, c, l.ka != nil && *l.ka == f.tcp.Load().ka)
 		f.sessions.Add(1)
 		go f.serveSession(s)
 	}
@@ -293,6 +456,19 @@ func (f *Frontend) Shutdown(ctx context.Context) {
 	f.wait()
 }
 
+// StopAccepting closes every listener (a new process accepts on the same sockets now); the
+// sessions go on until Shutdown or Close.
+func (f *Frontend) StopAccepting() {
+	f.applyMu.Lock()
+	defer f.applyMu.Unlock()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for _, l := range f.mu.listeners {
+		_ = l.ln.Close()
+	}
+	clear(f.mu.listeners)
+}
+
 // Close stops accepting and ends every session now. It returns when all sessions are gone.
 func (f *Frontend) Close() {
 	f.stop(relay.CauseShutdown)
@@ -307,14 +483,18 @@ func (f *Frontend) stop(cause relay.Cause) bool {
 	if first {
 		f.mu.stopping = cause
 		for _, l := range f.mu.listeners {
-			_ = l.Close()
+			_ = l.ln.Close()
 		}
+		clear(f.mu.listeners)
 	}
 	f.mu.Unlock()
 	return first
 }
 
 func (f *Frontend) endAll(cause relay.Cause) {
+	f.mu.Lock()
+	f.mu.hard = true
+	f.mu.Unlock()
 	f.cancel()
 	for _, s := range f.registry.Snapshot() {
 		s.end(cause)
@@ -325,6 +505,16 @@ func (f *Frontend) wait() {
 	f.loops.Wait()
 	f.sessions.Wait()
 	f.cancel()
+	f.mu.Lock()
+	for _, t := range f.mu.retire {
+		t.Stop()
+	}
+	f.mu.retire = nil
+	for cl, unsubscribe := range f.mu.clusters {
+		unsubscribe()
+		delete(f.mu.clusters, cl)
+	}
+	f.mu.Unlock()
 	if f.parker != nil {
 		f.parker.Close()
 	}
@@ -342,10 +532,10 @@ func (f *Frontend) Parked() int {
 	return f.parker.Parked()
 }
 
-func (f *Frontend) stopping() relay.Cause {
+func (f *Frontend) stopping() (cause relay.Cause, hard bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	return f.mu.stopping
+	return f.mu.stopping, f.mu.hard
 }
 
 // logRefusal logs a refused client, at most ~1/s after a burst, counting what it skipped.

@@ -156,7 +156,11 @@ func TestNegotiationThenQueryThenShutdown(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	addr := f.Addr("rw").String()
 	f.Shutdown(ctx)
+	if f.Addr("rw") != nil {
+		t.Error("a route still has an address after shutdown")
+	}
 	m, err := fe.Receive()
 	if err != nil {
 		t.Fatal(err)
@@ -167,7 +171,7 @@ func TestNegotiationThenQueryThenShutdown(t *testing.T) {
 	if f.Sessions() != 0 {
 		t.Fatalf("sessions after shutdown %d", f.Sessions())
 	}
-	if _, err := net.Dial("tcp", f.Addr("rw").String()); err == nil {
+	if _, err := net.Dial("tcp", addr); err == nil {
 		t.Fatal("still accepting after shutdown")
 	}
 }

@@ -29,8 +29,10 @@ type session struct {
 	route      *Route
 	client     net.Conn
 	clientAddr string
-	start      time.Time
-	phase      atomic.Uint32 // a Phase
+	// keepAliveSet: the listener gave the client conn the current keepalive options.
+	keepAliveSet bool
+	start        time.Time
+	phase        atomic.Uint32 // a Phase
 
 	ctx    context.Context // ends queue waits and dials when the session is told to stop
 	cancel context.CancelFunc
@@ -44,31 +46,40 @@ type session struct {
 		relay    relayer
 		tls      string      // "" (plain), "TLSv1.3 sni=...", or "passthrough"
 		fallback bool        // a replica route's session placed on the primary
-		stopped  relay.Cause // set by drain/end before relay exists
+		stopped  relay.Cause // set by end before relay exists
+		// draining: a drain (shutdown, hand-over, reload) began before the relay existed;
+		// the session still logs in and runs its first transaction, then ends at the
+		// boundary like the others.
+		draining relay.Cause
 		// user and database from the StartupMessage, for the log line and admin views.
 		user, database string
 	}
 }
 
-func (f *Frontend) newSession(r *Route, c net.Conn) *session {
+func (f *Frontend) newSession(r *Route, c net.Conn, keepAliveSet bool) *session {
 	ctx, cancel := context.WithCancel(f.ctx)
 	s := &session{
-		id:         f.nextID.Add(1),
-		f:          f,
-		route:      r,
-		client:     c,
-		clientAddr: c.RemoteAddr().String(),
-		start:      time.Now(),
-		ctx:        ctx,
-		cancel:     cancel,
+		keepAliveSet: keepAliveSet,
+		id:           f.nextID.Add(1),
+		f:            f,
+		route:        r,
+		client:       c,
+		clientAddr:   c.RemoteAddr().String(),
+		start:        time.Now(),
+		ctx:          ctx,
+		cancel:       cancel,
 	}
 	f.registry.Add(s)
 	f.events.SessionAccepted(r.Name)
 	// A session accepted while Shutdown/Close began may have missed their snapshot of the
-	// registry: it stops itself.
-	if c := f.stopping(); c != relay.CauseNone {
+	// registry: it drains itself (Shutdown) or stops (Close, or the grace is over).
+	if c, hard := f.stopping(); c != relay.CauseNone {
 		s.mu.Lock()
-		s.stopLocked(c)
+		if hard {
+			s.stopLocked(c)
+		} else {
+			s.mu.draining = c
+		}
 		s.mu.Unlock()
 	}
 	return s
@@ -93,8 +104,19 @@ type relayer interface {
 	Bytes() (fromClient, fromServer int64)
 }
 
-// drain ends the session at its next idle point; before it is established, at once.
-func (s *session) drain(cause relay.Cause) { s.stop(cause, relayer.Drain) }
+// drain ends the session at its next idle point. A session still starting goes on (a client
+// that connected a moment before a drain must not see an error): its relay starts draining.
+func (s *session) drain(cause relay.Cause) {
+	s.mu.Lock()
+	r := s.mu.relay
+	if r == nil && s.mu.draining == relay.CauseNone {
+		s.mu.draining = cause
+	}
+	s.mu.Unlock()
+	if r != nil {
+		r.Drain(cause)
+	}
+}
 
 // end ends the session now.
 func (s *session) end(cause relay.Cause) { s.stop(cause, relayer.End) }
@@ -234,10 +256,11 @@ func (s *session) refuse(cause relay.Cause, code, msg, hint string, err error) o
 func (s *session) run() (o outcome, relaying bool) {
 	r := s.route
 	if tc, ok := s.client.(*net.TCPConn); ok {
-		if s.f.opts.keepAliveSet {
-			_ = s.f.opts.KeepAlive.ApplyUserTimeout(tc)
+		ka := s.f.tcp.Load().ka
+		if s.keepAliveSet {
+			_ = ka.ApplyUserTimeout(tc)
 		} else {
-			_ = s.f.opts.KeepAlive.Apply(tc)
+			_ = ka.Apply(tc)
 		}
 	}
 	_ = s.client.SetDeadline(time.Now().Add(r.Startup))
@@ -380,7 +403,7 @@ func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 	r := s.route
 	ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
 	defer cancel()
-	c, err := s.f.dialer.DialContext(ctx, "tcp", srv.Addr)
+	c, err := s.f.dialer().DialContext(ctx, "tcp", srv.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -469,7 +492,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
 	srv.SessionStarted()
 	s.mu.Lock()
-	stopped := s.mu.stopped
+	stopped, draining := s.mu.stopped, s.mu.draining
 	if stopped == relay.CauseNone {
 		s.mu.server = srv
 		s.mu.relay = rs
@@ -479,6 +502,8 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	s.phase.Store(uint32(PhaseRelaying))
 	if stopped != relay.CauseNone {
 		rs.End(stopped) // relay owns both conns now; it tells the client and closes them
+	} else if draining != relay.CauseNone {
+		rs.Drain(draining)
 	}
 	e.pick.shrink() // before Start: once started, a retry may use the picker at any moment
 	rs.Start(func(res relay.Result) { s.relayEnded(e, srv, res) })
@@ -553,10 +578,10 @@ type picker struct {
 	failed  map[*cluster.Server]bool
 	servers []*cluster.Server // the cluster's servers when choices last ran
 	states  []cluster.State
-	idx    []int
-	cands  []balance.Candidate
-	order  []int
-	limits []*admission.Limit
+	idx     []int
+	cands   []balance.Candidate
+	order   []int
+	limits  []*admission.Limit
 }
 
 func newPicker(r *Route) *picker { return &picker{r: r} }

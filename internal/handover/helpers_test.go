@@ -392,12 +392,3 @@ func rawDial(t *testing.T, path string) *net.UnixConn {
 	c.SetDeadline(time.Now().Add(waitLimit))
 	return c
 }
-
-func mustEncode(t *testing.T, m message) []byte {
-	t.Helper()
-	b, err := encodeMessage(m)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return b
-}

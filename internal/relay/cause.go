@@ -34,6 +34,7 @@ const (
 	CauseDenied                         // refused by policy (unsupported request)
 	CauseCancelRequest                  // the connection carried a CancelRequest, now forwarded or dropped
 	CauseTLSError                       // the client's TLS handshake failed
+	CauseRemoved                        // a config reload removed the session's route or server
 	numCauses
 )
 
@@ -64,6 +65,7 @@ var causeNames = [numCauses]string{
 	CauseDenied:                   "denied",
 	CauseCancelRequest:            "cancel_request",
 	CauseTLSError:                 "tls_error",
+	CauseRemoved:                  "removed",
 }
 
 func (c Cause) String() string {
@@ -110,11 +112,16 @@ func (c Cause) clientError() []byte {
 		return fatalShutdown
 	case CauseServerFinTimeout:
 		return fatalServerFin
+	case CauseRemoved:
+		return fatalRemoved
 	}
 	return nil
 }
 
 var (
+	fatalRemoved = pgwire.Fatal(pgwire.CodeAdminShutdown,
+		"terminating connection because its route or server was removed from pgfront's configuration",
+		"Reconnect: pgfront routes new sessions by its new configuration.")
 	fatalIdle = pgwire.Fatal(pgwire.CodeIdleSessionTimeout,
 		"terminating connection due to idle-session timeout", "pgfront closes sessions idle longer than timeouts.client_idle.")
 	fatalIdleInTx = pgwire.Fatal(pgwire.CodeIdleInTransactionTimeout,

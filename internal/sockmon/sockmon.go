@@ -21,6 +21,7 @@ package sockmon
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -207,6 +208,19 @@ func (m *Monitor) AddListener(route string, addr netip.AddrPort) {
 	l.label = m.internLocked(label{route: route, side: SideClient})
 	m.mu.listeners = append(m.mu.listeners, l)
 	m.mu.listenPorts[l.port/64] |= 1 << (l.port % 64)
+}
+
+// RemoveListener forgets a listening address (a reload closed that route's listener); its
+// sockets no longer count for any route.
+func (m *Monitor) RemoveListener(addr netip.AddrPort) {
+	a := addr.Addr().Unmap().WithZone("")
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.mu.listeners = slices.DeleteFunc(m.mu.listeners, func(l listener) bool { return l.addr == a && l.port == addr.Port() })
+	clear(m.mu.listenPorts[:])
+	for _, l := range m.mu.listeners {
+		m.mu.listenPorts[l.port/64] |= 1 << (l.port % 64)
+	}
 }
 
 // TrackServerConn registers one server-side connection pgfront dialled (local and remote as

@@ -473,3 +473,20 @@ func TestTrackedMemory(t *testing.T) {
 	}
 	runtime.KeepAlive(m)
 }
+
+// TestRemoveListener: a removed listening address no longer attributes sockets to its route.
+func TestRemoveListener(t *testing.T) {
+	m := New(Options{})
+	a := netip.MustParseAddrPort("127.0.0.1:5000")
+	b := netip.MustParseAddrPort("127.0.0.1:5001")
+	m.AddListener("rw", a)
+	m.AddListener("ro", b)
+	m.RemoveListener(a)
+	m.mu.Lock()
+	_, okA := m.listenerLocked(a)
+	_, okB := m.listenerLocked(b)
+	m.mu.Unlock()
+	if okA || !okB {
+		t.Fatalf("after RemoveListener(rw): rw listed %v, ro listed %v; want false, true", okA, okB)
+	}
+}
