@@ -399,3 +399,29 @@ func TestReloadInvalid(t *testing.T) {
 		t.Errorf("successful reloads counted %v, want 0", v)
 	}
 }
+
+// TestReloadMovesListener: a route whose listen address changes binds the new address before
+// it closes the old one; its open session goes on.
+func TestReloadMovesListener(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	e := startProxyFile(t, reloadConfig(p, nil, "rw: {listen: 127.0.0.1:0, cluster: c, role: primary}", ""))
+	oldAddr := e.addr("rw").String()
+	open := mustDial(t, ctx, e.env, "rw")
+	changes := e.reload(t, reloadConfig(p, nil, "rw: {listen: 127.0.0.2:0, cluster: c, role: primary}", ""))
+	if !strings.Contains(strings.Join(changes, "\n"), "route rw: moved") {
+		t.Errorf("changes %q do not say the route moved", changes)
+	}
+	if got := e.addr("rw").IP.String(); got != "127.0.0.2" {
+		t.Fatalf("route rw listens on %s after the move, want 127.0.0.2", e.addr("rw"))
+	}
+	mustDial(t, ctx, e.env, "rw")
+	if c, err := net.DialTimeout("tcp", oldAddr, 5*time.Second); err == nil {
+		c.Close()
+		t.Errorf("the old address %s still accepts", oldAddr)
+	}
+	if v := value(t, ctx, open, "SELECT 1"); v != "1" {
+		t.Errorf("the session opened on the old address: %q", v)
+	}
+}
