@@ -54,6 +54,9 @@ type App struct {
 	running     bool                      // Start ran
 	taken       *handover.Taken           // listeners handed over by the previous process, during Start
 	closing     sync.WaitGroup            // admin listeners a reload replaced, closing
+	// handoverPath is Run's hand-over socket ("" none), set before anything is accepted.
+	handoverPath string
+	drainingPath atomic.Pointer[string] // this process's socket for relayed cancels, once draining
 
 	// draining: pgfront takes no new clients (SIGTERM, or a hand-over to a new process); the
 	// readiness probe says so.
@@ -87,6 +90,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 		OnFence:       a.checkNow,
 		OnConnectFail: a.checkNow,
 		Events:        a.metrics,
+		ForwardCancel: a.forwardCancel,
 	})
 	if err != nil {
 		return nil, err

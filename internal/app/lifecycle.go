@@ -4,14 +4,19 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
+	"path/filepath"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/daemon"
+	"golang.org/x/sys/unix"
 
 	"github.com/pgfront/pgfront/internal/handover"
+	"github.com/pgfront/pgfront/internal/pgwire"
 )
 
 // RunOptions configure Run.
@@ -34,6 +39,7 @@ const takeTimeout = 10 * time.Second
 // checks and mark-down go on. A second signal ends everything at once. SIGHUP reloads the
 // config; SIGUSR2 starts the new process of a binary upgrade (RunOptions.Upgrade).
 func (a *App) Run(sigs <-chan os.Signal, opts RunOptions) error {
+	a.handoverPath = opts.HandoverSocket
 	if err := a.startHandedOver(opts.HandoverSocket); err != nil {
 		return err
 	}
@@ -78,6 +84,14 @@ func (a *App) Run(sigs <-chan os.Signal, opts RunOptions) error {
 	// to bind it.
 	if srv != nil {
 		defer srv.Close()
+	}
+	if opts.HandoverSocket != "" {
+		// Clients of sessions still here send their cancels to the new process's address.
+		if stop, err := a.serveDrainingCancels(opts.HandoverSocket); err != nil {
+			a.log.Warn("cancel requests for draining sessions cannot be relayed to this process", "err", err)
+		} else {
+			defer stop()
+		}
 	}
 	notify(daemon.SdNotifyStopping)
 	grace := a.Config().Shutdown.Grace.D()
@@ -192,4 +206,127 @@ func notify(states ...string) {
 	for _, st := range states {
 		_, _ = daemon.SdNotify(false, st)
 	}
+}
+
+// drainingSuffix names the socket on which a draining process takes the CancelRequests its
+// successor received for sessions it still holds: <hand-over path><suffix><pid>-<n>.
+const drainingSuffix = ".draining-"
+
+// drainingSeq tells apart the draining sockets of Apps in one process (tests).
+var drainingSeq atomic.Uint64
+
+// cancelRelayTimeout bounds one relayed CancelRequest between processes.
+const cancelRelayTimeout = 5 * time.Second
+
+// serveDrainingCancels answers relayed CancelRequests while this process drains: a session
+// that outlives the hand-over still gets its query cancelled when its client's cancel
+// connection lands on the new process. stop closes the socket and waits for its goroutine.
+func (a *App) serveDrainingCancels(handoverPath string) (stop func(), err error) {
+	path := fmt.Sprintf("%s%s%d-%d", handoverPath, drainingSuffix, os.Getpid(), drainingSeq.Add(1))
+	_ = os.Remove(path) // a previous process with our pid left it
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", path, err)
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		_ = ln.Close()
+		return nil, fmt.Errorf("restricting %s: %w", path, err)
+	}
+	a.drainingPath.Store(&path)
+	done := make(chan struct{})
+	go a.relayedCancels(ln, done)
+	return func() {
+		_ = ln.Close()
+		<-done
+		_ = os.Remove(path)
+	}, nil
+}
+
+// relayedCancels is the goroutine of serveDrainingCancels: one CancelRequest per connection,
+// answered with 'Y' (sent to the session's server) or 'N' (no such session here).
+func (a *App) relayedCancels(ln net.Listener, done chan<- struct{}) {
+	defer close(done)
+	for {
+		c, err := ln.Accept()
+		if err != nil {
+			return // closed by stop
+		}
+		a.relayedCancel(c)
+	}
+}
+
+func (a *App) relayedCancel(c net.Conn) {
+	defer c.Close()
+	if !samePeer(c) {
+		return
+	}
+	_ = c.SetDeadline(time.Now().Add(cancelRelayTimeout))
+	pkt, err := pgwire.ReadFirstPacket(c)
+	if err != nil || pkt.Kind != pgwire.KindCancel {
+		return
+	}
+	answer := []byte{'N'}
+	if a.frontend.CancelSession(pkt.Cancel) == nil {
+		answer[0] = 'Y'
+	}
+	_, _ = c.Write(answer)
+}
+
+// forwardCancel offers a CancelRequest no session here has to the processes still draining
+// after handing their listeners to this one (or to a predecessor of this one).
+func (a *App) forwardCancel(key pgwire.CancelKey) bool {
+	if a.handoverPath == "" {
+		return false
+	}
+	paths, _ := filepath.Glob(a.handoverPath + drainingSuffix + "*")
+	for _, p := range paths {
+		if own := a.drainingPath.Load(); own != nil && p == *own {
+			continue
+		}
+		if relayCancel(p, key) {
+			return true
+		}
+	}
+	return false
+}
+
+// relayCancel sends key to the draining process at path and reports whether it had the session.
+func relayCancel(path string, key pgwire.CancelKey) bool {
+	c, err := net.DialTimeout("unix", path, cancelRelayTimeout)
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			_ = os.Remove(path) // its process is gone
+		}
+		return false
+	}
+	defer c.Close()
+	if !samePeer(c) { // a cancel key is a secret: only to our own user
+		return false
+	}
+	_ = c.SetDeadline(time.Now().Add(cancelRelayTimeout))
+	if _, err := c.Write(pgwire.EncodeCancelRequest(key)); err != nil {
+		return false
+	}
+	var b [1]byte
+	_, err = io.ReadFull(c, b[:])
+	return err == nil && b[0] == 'Y'
+}
+
+// samePeer reports whether the process at the other end of a unix conn runs as our user (or
+// root).
+func samePeer(c net.Conn) bool {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return false
+	}
+	rc, err := uc.SyscallConn()
+	if err != nil {
+		return false
+	}
+	var cred *unix.Ucred
+	var credErr error
+	if err := rc.Control(func(fd uintptr) { cred, credErr = unix.GetsockoptUcred(int(fd), unix.SOL_SOCKET, unix.SO_PEERCRED) }); err != nil || credErr != nil {
+		return false
+	}
+	return cred.Uid == uint32(os.Getuid()) || cred.Uid == 0
 }

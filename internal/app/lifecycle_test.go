@@ -253,3 +253,53 @@ routes:
 	}
 	old.wantReturned(t, 20*time.Second)
 }
+
+// TestUpgradeRelaysCancel: a query running in the old process after a hand-over is cancelled by
+// a CancelRequest that, like every new connection, reaches the new process.
+func TestUpgradeRelaysCancel(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sock := filepath.Join(t.TempDir(), "handover.sock")
+	yaml := oneServerConfig(p, "", "shutdown: {grace: 60s}")
+	opts := app.RunOptions{HandoverSocket: sock}
+	oldApp, oldLogs := newApp(t, yaml)
+	old := runApp(t, oldApp, oldLogs, opts)
+	waitFor(t, 10*time.Second, "the first pgfront to listen", func() bool { return oldApp.Addr("rw") != nil })
+	addr := oldApp.Addr("rw").String()
+	s, err := pgconn.Connect(ctx, fmt.Sprintf("host=127.0.0.1 port=%d user=postgres dbname=postgres sslmode=disable", oldApp.Addr("rw").(*net.TCPAddr).Port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close(context.Background())
+
+	na, naLogs := newApp(t, yaml)
+	runApp(t, na, naLogs, opts)
+	waitFor(t, 20*time.Second, "the new pgfront to take the route", func() bool {
+		return na.Addr("rw") != nil && na.Addr("rw").String() == addr
+	})
+	old.wantRunning(t)
+
+	result := make(chan error, 1)
+	go func() {
+		_, err := s.Exec(ctx, "SELECT pg_sleep(30)").ReadAll()
+		result <- err
+	}()
+	waitFor(t, 10*time.Second, "pg_sleep to run", func() bool {
+		v, err := p.QueryValue(ctx, fmt.Sprintf("SELECT count(*) FROM pg_stat_activity WHERE pid = %d AND state = 'active'", s.PID()))
+		return err == nil && v == "1"
+	})
+	// pgconn's CancelRequest dials the address the session was opened on: the new process now.
+	if err := s.CancelRequest(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-result:
+		var pgErr *pgconn.PgError
+		if !errors.As(err, &pgErr) || pgErr.Code != "57014" {
+			t.Fatalf("query after the relayed cancel: %v, want 57014 (canceled)", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("the cancel sent to the new process did not reach the old process's session")
+	}
+}

@@ -16,9 +16,23 @@ const cancelTimeout = 5 * time.Second
 // errUnknownCancelKey is a CancelRequest naming no live session; it is dropped and counted.
 var errUnknownCancelKey = errors.New("cancel request for an unknown backend key dropped")
 
+// ErrUnknownCancelKey is CancelSession's error when no session has the key.
+var ErrUnknownCancelKey = errUnknownCancelKey
+
 // forwardCancel routes a client's CancelRequest to the server holding the session with that
-// backend key, and nowhere else.
+// backend key, and nowhere else. A key no session here has goes to Options.ForwardCancel (the
+// sessions of a previous pgfront process still draining).
 func (f *Frontend) forwardCancel(key pgwire.CancelKey) error {
+	err := f.CancelSession(key)
+	if errors.Is(err, errUnknownCancelKey) && f.opts.ForwardCancel != nil && f.opts.ForwardCancel(key) {
+		return nil
+	}
+	return err
+}
+
+// CancelSession sends a CancelRequest for key to the server of this frontend's session with
+// that backend key; ErrUnknownCancelKey when there is none.
+func (f *Frontend) CancelSession(key pgwire.CancelKey) error {
 	s, ok := f.registry.Lookup(key)
 	if !ok {
 		return errUnknownCancelKey

@@ -28,6 +28,7 @@ import (
 	"github.com/pgfront/pgfront/internal/balance"
 	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/pgwire"
 	"github.com/pgfront/pgfront/internal/relay"
 )
 
@@ -73,6 +74,10 @@ type Options struct {
 	OnConnectFail func(srv *cluster.Server)
 	// Events is told what sessions do (metrics, admin views). May be nil.
 	Events Events
+	// ForwardCancel is offered a CancelRequest whose key no session here has, and reports
+	// whether it was delivered elsewhere (to a previous process draining after an upgrade).
+	// May be nil.
+	ForwardCancel func(key pgwire.CancelKey) bool
 }
 
 // Frontend serves every route. Its methods are safe for concurrent use.
