@@ -81,15 +81,9 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	if err := parseConfigFlag(flags, path, args); err != nil {
 		return err
 	}
-	socket := os.Getenv("PGFRONT_HANDOVER_SOCKET")
-	switch socket {
-	case "off":
-		socket = ""
-	case "":
-		var err error
-		if socket, err = handover.DefaultPath(*path); err != nil {
-			return err
-		}
+	socket, err := handoverSocket(os.Getenv("PGFRONT_HANDOVER_SOCKET"), *path)
+	if err != nil {
+		return err
 	}
 	cfg, warnings, err := config.Load(*path)
 	if err != nil {
@@ -121,6 +115,18 @@ func runCmd(args []string, stdout, stderr io.Writer) error {
 	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP, syscall.SIGUSR2)
 	defer signal.Stop(sigs)
 	return a.Run(sigs, app.RunOptions{HandoverSocket: socket, Upgrade: upgrader(os.Args)})
+}
+
+// handoverSocket is the hand-over socket's path: $PGFRONT_HANDOVER_SOCKET (env), "" (hand-over
+// off) when that is "off", else the default path for the config file.
+func handoverSocket(env, configPath string) (string, error) {
+	switch env {
+	case "off":
+		return "", nil
+	case "":
+		return handover.DefaultPath(configPath)
+	}
+	return env, nil
 }
 
 // upgrader starts a new pgfront with this process's command line from the binary at the path

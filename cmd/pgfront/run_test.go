@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgfront/pgfront/internal/handover"
 	"github.com/pgfront/pgfront/internal/version"
 )
 
@@ -91,5 +92,19 @@ func TestRunFirstLogLine(t *testing.T) {
 	}
 	if err := cmd.Wait(); err != nil {
 		t.Errorf("pgfront run after SIGTERM: %v", err)
+	}
+}
+
+// TestHandoverSocket: PGFRONT_HANDOVER_SOCKET names the socket, "off" turns hand-over off (the
+// container image sets it), unset is the default path for the config.
+func TestHandoverSocket(t *testing.T) {
+	def, err := handover.DefaultPath("/etc/pgfront/pgfront.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for env, want := range map[string]string{"off": "", "/run/x.sock": "/run/x.sock", "": def} {
+		if got, err := handoverSocket(env, "/etc/pgfront/pgfront.yaml"); err != nil || got != want {
+			t.Errorf("PGFRONT_HANDOVER_SOCKET=%q: %q %v, want %q", env, got, err, want)
+		}
 	}
 }
