@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/pgfront/pgfront/internal/app"
+	"github.com/pgfront/pgfront/internal/cli"
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/pgtest"
 )
@@ -45,14 +46,47 @@ routes:
     role: replica
 `
 
-func demoCmd(args []string) error {
+// demoFlags are demo's flags: the listen addresses.
+type demoFlags struct {
+	rw, ro, admin *string
+}
+
+func newDemoFlags() (*flag.FlagSet, demoFlags) {
 	fs := flag.NewFlagSet("demo", flag.ContinueOnError)
-	rwAddr := fs.String("rw", "127.0.0.1:6432", "listen address of the read-write route")
-	roAddr := fs.String("ro", "127.0.0.1:6433", "listen address of the read-only route")
-	adminAddr := fs.String("admin", "127.0.0.1:9187", "listen address of the admin listener (stats page, /metrics, API)")
-	if err := fs.Parse(args); err != nil {
+	return fs, demoFlags{
+		rw:    fs.String("rw", "127.0.0.1:6432", "listen address of the read-write route"),
+		ro:    fs.String("ro", "127.0.0.1:6433", "listen address of the read-only route"),
+		admin: fs.String("admin", "127.0.0.1:9187", "listen address of the admin listener (stats page, /metrics, API)"),
+	}
+}
+
+var demoHelp = helpFunc(cli.Help{
+	Usage: []string{"pgfront demo [-rw ADDR] [-ro ADDR] [-admin ADDR]"},
+	About: "Starts a throw-away PostgreSQL primary and a streaming replica in temporary directories,\n" +
+		"and pgfront in front of them with a read-write and a read-only route, then prints psql\n" +
+		"lines to connect and where the stats page, /metrics and the logs are. A port that is\n" +
+		"taken falls back to a free one. Ctrl-C stops everything and removes the directories.\n" +
+		"\n" +
+		"Needs the PostgreSQL server binaries (initdb, postgres, pg_basebackup) on PATH, under\n" +
+		"/usr/lib/postgresql/*/bin or in $PGFRONT_PG_BINDIR (Debian: apt-get install postgresql).\n" +
+		"Run as root, PostgreSQL runs as the postgres OS user.",
+	Examples: []string{
+		"pgfront demo",
+		"go run ./cmd/pgfront demo                     # from a clone",
+		"pgfront demo -rw 127.0.0.1:7432 -ro 127.0.0.1:7433",
+	},
+}, func() *flag.FlagSet { fs, _ := newDemoFlags(); return fs })
+
+func demoCmd(args []string, stdout, stderr io.Writer) error {
+	fs, flags := newDemoFlags()
+	rest, err := cli.Parse(fs, args)
+	if err != nil {
 		return err
 	}
+	if len(rest) > 0 {
+		return cli.Usagef("unexpected argument %q", rest[0])
+	}
+	rwAddr, roAddr, adminAddr := flags.rw, flags.ro, flags.admin
 	if _, err := pgtest.FindBinDir(); err != nil {
 		return err
 	}
@@ -67,7 +101,7 @@ func demoCmd(args []string) error {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	say := func(format string, a ...any) { fmt.Fprintf(os.Stderr, "demo: "+format+"\n", a...) }
+	say := func(format string, a ...any) { fmt.Fprintf(stderr, "demo: "+format+"\n", a...) }
 	say("starting a throw-away PostgreSQL primary ...")
 	primary, err := pgtest.StartPrimary(ctx, pgtest.Options{})
 	if err != nil {
@@ -91,7 +125,7 @@ func demoCmd(args []string) error {
 		return err
 	}
 	defer logFile.Close()
-	logger := app.NewLogger("text", "info", io.MultiWriter(os.Stderr, logFile))
+	logger := app.NewLogger("text", "info", io.MultiWriter(stderr, logFile))
 	for _, w := range warnings {
 		logger.Warn("config: " + w.String())
 	}
@@ -102,7 +136,7 @@ func demoCmd(args []string) error {
 	if err := a.Start(); err != nil {
 		return err
 	}
-	fmt.Printf(`
+	fmt.Fprintf(stdout, `
 pgfront demo is running. Connect with:
 
   read-write (primary):  psql "host=127.0.0.1 port=%d user=postgres dbname=postgres"

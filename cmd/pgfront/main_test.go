@@ -20,7 +20,17 @@ import (
 	"github.com/pgfront/pgfront/internal/pgtest"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "pgfront-test-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binDir = dir
+	goleak.VerifyTestMain(m, goleak.Cleanup(func(code int) {
+		os.RemoveAll(dir)
+		os.Exit(code)
+	}))
+}
 
 func TestCheckReportsWarningsAndErrors(t *testing.T) {
 	dir := t.TempDir()
@@ -38,7 +48,7 @@ routes:
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	if err := checkCmd([]string{"-c", good}, &out); err != nil {
+	if err := checkCmd([]string{"-c", good}, &out, io.Discard); err != nil {
 		t.Fatalf("check of a valid config failed: %v", err)
 	}
 	if !strings.Contains(out.String(), "WARNING:") || !strings.Contains(out.String(), "client_fin") || !strings.Contains(out.String(), "OK") {
@@ -61,7 +71,7 @@ routes:
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	err := checkCmd([]string{"-c", bad}, &out)
+	err := checkCmd([]string{"-c", bad}, &out, io.Discard)
 	if err == nil {
 		t.Fatal("check accepted an unknown key")
 	}
@@ -79,11 +89,7 @@ func TestDemo(t *testing.T) {
 	if _, err := pgtest.FindBinDir(); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "pgfront")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := pgfrontBinary(t)
 	cmd := exec.Command(bin, "demo", "-rw", "127.0.0.1:0", "-ro", "127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -226,7 +232,7 @@ routes:
 		t.Fatal(err)
 	}
 	var out strings.Builder
-	err := checkCmd([]string{"-c", path}, &out)
+	err := checkCmd([]string{"-c", path}, &out, io.Discard)
 	if err == nil || !strings.Contains(err.Error(), "missing.crt") || !strings.Contains(err.Error(), "routes.rw.tls") {
 		t.Fatalf("check with a missing certificate: %v", err)
 	}

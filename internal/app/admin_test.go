@@ -281,7 +281,7 @@ func TestCtl(t *testing.T) {
 	addr := "http://" + e.app.AdminAddr().String()
 	run := func(args ...string) (string, int) {
 		var out, errOut bytes.Buffer
-		code := ctl.Run(append([]string{"-addr", addr}, args...), &out, &errOut, func(string) string { return "" })
+		code := ctl.Run(append([]string{"-addr", addr}, args...), ctl.Options{Stdout: &out, Stderr: &errOut, Getenv: func(string) string { return "" }})
 		return out.String() + errOut.String(), code
 	}
 	out, code := run("sessions")

@@ -523,18 +523,21 @@ type Warning struct {
 }
 
 // String formats w as "FILE:LINE: path: message".
-func (w Warning) String() string { return formatLoc(w.File, w.Line, w.Path, w.Message) }
+func (w Warning) String() string { return formatLoc(w.File, w.Line, 0, w.Path, w.Message) }
 
 // Problem is one reason a config was rejected.
 type Problem struct {
-	File    string `json:"file"`
-	Line    int    `json:"line"`
+	File string `json:"file"`
+	Line int    `json:"line"`
+	// Column is known for YAML syntax errors only; 0 elsewhere.
+	Column  int    `json:"column,omitempty"`
 	Path    string `json:"path,omitempty"`
 	Message string `json:"message"`
 }
 
-// String formats p as "FILE:LINE: path: message".
-func (p Problem) String() string { return formatLoc(p.File, p.Line, p.Path, p.Message) }
+// String formats p as "FILE:LINE: path: message" ("FILE:LINE:COLUMN: message" for a YAML
+// syntax error).
+func (p Problem) String() string { return formatLoc(p.File, p.Line, p.Column, p.Path, p.Message) }
 
 // Error is returned by Load and Parse when the config is invalid. It
 // collects every problem found, in file order.
@@ -557,15 +560,23 @@ func (e *Error) Error() string {
 	return string(b)
 }
 
-// formatLoc renders "FILE:LINE: path: message", leaving out the parts that
-// are unknown (no file name when parsed from bytes, line 0, empty path).
-func formatLoc(file string, line int, path, msg string) string {
+// formatLoc renders "FILE:LINE[:COLUMN]: path: message", leaving out the
+// parts that are unknown (no file name when parsed from bytes, line or
+// column 0, empty path).
+func formatLoc(file string, line, col int, path, msg string) string {
 	loc := file
 	if line > 0 {
 		if loc == "" {
 			loc = "line " + strconv.Itoa(line)
 		} else {
 			loc += ":" + strconv.Itoa(line)
+		}
+		if col > 0 {
+			if file == "" {
+				loc += " column " + strconv.Itoa(col)
+			} else {
+				loc += ":" + strconv.Itoa(col)
+			}
 		}
 	}
 	s := msg
@@ -582,33 +593,67 @@ func formatLoc(file string, line int, path, msg string) string {
 // The returned error is an *Error when the file was read but is invalid.
 // Warnings are lint findings; they never make Load fail.
 func Load(path string) (*Config, []Warning, error) {
+	c, _, warnings, err := LoadSource(path)
+	return c, warnings, err
+}
+
+// LoadSource is Load that also returns where each field is in the file.
+func LoadSource(path string) (*Config, *Source, []Warning, error) {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading config: %w", err)
+		return nil, nil, nil, fmt.Errorf("reading config: %w", err)
 	}
-	c, warnings, err := Parse(data, path)
+	c, src, warnings, err := ParseSource(data, path)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	c.Path = path
-	return c, warnings, nil
+	return c, src, warnings, nil
 }
 
 // Parse decodes, defaults and validates a config held in memory. filename is
 // used only in messages (it may be ""). The error, if any, is an *Error
 // listing every problem at once.
 func Parse(data []byte, filename string) (*Config, []Warning, error) {
-	ps := &problems{file: filename}
+	c, _, warnings, err := ParseSource(data, filename)
+	return c, warnings, err
+}
+
+// ParseSource is Parse that also returns where each field is in the file.
+func ParseSource(data []byte, filename string) (*Config, *Source, []Warning, error) {
+	ps := &problems{file: filename, data: data}
 	root, ok := parseRoot(data, ps)
 	if !ok {
-		return nil, nil, ps.err()
+		return nil, nil, nil, ps.err()
 	}
 	m := newMeta()
 	c := newDecoder(root, m, ps).config(root)
 	applyDefaults(c, m.isSet)
 	validate(c, m, ps)
 	if err := ps.err(); err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
-	return c, lint(c, m, filename), nil
+	return c, &Source{file: filename, meta: m}, lint(c, m, filename), nil
+}
+
+// Source tells where the fields of a loaded config are in its file, for tools that report
+// on fields after loading (`pgfront check` checks the files and names a config points at).
+// It is immutable.
+type Source struct {
+	file string
+	meta *meta
+}
+
+// Line returns the line of a field path ("routes.rw.tls.cert_file") or, when the file does
+// not set it (a default), of its nearest enclosing node.
+func (s *Source) Line(path string) int { return s.meta.line(path) }
+
+// Warning returns a Warning about the field at path.
+func (s *Source) Warning(path, format string, args ...any) Warning {
+	return Warning{File: s.file, Line: s.Line(path), Path: path, Message: fmt.Sprintf(format, args...)}
+}
+
+// Problem returns a Problem with the field at path.
+func (s *Source) Problem(path, format string, args ...any) Problem {
+	return Problem{File: s.file, Line: s.Line(path), Path: path, Message: fmt.Sprintf(format, args...)}
 }

@@ -31,6 +31,7 @@ const (
 // problems collects every problem found in one file.
 type problems struct {
 	file string
+	data []byte // the file's text, for hints on YAML syntax errors
 	list []Problem
 }
 
@@ -110,7 +111,12 @@ func parseRoot(data []byte, ps *problems) (root ast.Node, ok bool) {
 	if err != nil {
 		var ye yaml.Error
 		if errors.As(err, &ye) {
-			ps.add(tokenLine(ye.GetToken()), "", "invalid YAML: %s", ye.GetMessage())
+			line, col := tokenLine(ye.GetToken()), tokenColumn(ye.GetToken())
+			msg := "invalid YAML: " + ye.GetMessage()
+			if hint := yamlHint(ps.data, line); hint != "" {
+				msg += " (hint: " + hint + ")"
+			}
+			ps.list = append(ps.list, Problem{File: ps.file, Line: line, Column: col, Message: msg})
 		} else {
 			ps.add(0, "", "invalid YAML: %v", err)
 		}
@@ -869,4 +875,11 @@ func tokenLine(t *token.Token) int {
 		return 0
 	}
 	return t.Position.Line
+}
+
+func tokenColumn(t *token.Token) int {
+	if t == nil || t.Position == nil {
+		return 0
+	}
+	return t.Position.Column
 }

@@ -35,7 +35,8 @@ const (
 type backend struct {
 	mu        sync.Mutex
 	actions   []string
-	reloadErr error // what Reload returns
+	reloadErr error  // what Reload returns
+	notReady  string // what NotReady returns
 }
 
 var _ admin.Backend = (*backend)(nil)
@@ -112,7 +113,11 @@ func (b *backend) Reload(who string) (admin.ReloadResult, error) {
 	return admin.ReloadResult{Generation: 3, Hash: "0123abcd", Changes: []string{"route ro: added on 127.0.0.1:6433"}}, nil
 }
 
-func (b *backend) NotReady() string { return "" }
+func (b *backend) NotReady() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.notReady
+}
 
 func (b *backend) note(s string) {
 	b.mu.Lock()
@@ -147,7 +152,7 @@ type result struct {
 
 func run(env map[string]string, args ...string) result {
 	var out, errOut bytes.Buffer
-	code := Run(args, &out, &errOut, func(k string) string { return env[k] })
+	code := Run(args, Options{Stdout: &out, Stderr: &errOut, Getenv: func(k string) string { return env[k] }})
 	return result{code: code, stdout: out.String(), stderr: errOut.String()}
 }
 
@@ -428,7 +433,7 @@ func TestConnectionFailure(t *testing.T) {
 
 	r := run(nil, "-addr", ln.Addr().String(), "routes")
 	r.want(t, 1)
-	if !strings.HasPrefix(r.stderr, "pgfront ctl: calling the admin API: ") {
+	if !strings.HasPrefix(r.stderr, "pgfront ctl: calling the admin API at http://"+ln.Addr().String()+" (-addr): ") {
 		t.Errorf("stderr %q", r.stderr)
 	}
 }

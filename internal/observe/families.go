@@ -31,8 +31,8 @@ func family(name, typ, help string, labels ...string) *Family {
 var families []*Family
 
 // The families. Labels are bounded: route, cluster and server names come from the config,
-// cause/reason/state/role/direction/side/result/alert/to from fixed sets, hash has one value
-// at a time; never a client address.
+// cause/reason/state/role/direction/side/result/alert/to from fixed sets, hash and the build
+// labels have one value at a time; never a client address.
 var (
 	famSessionsTotal     = family("pgfront_sessions_total", "counter", "Client connections accepted.", "route")
 	famSessionsEnded     = family("pgfront_sessions_ended_total", "counter", "Client connections ended, by termination cause.", "route", "cause")
@@ -69,6 +69,7 @@ var (
 	famConfigLastSuccess = family("pgfront_config_last_reload_success_timestamp_seconds", "gauge", "Unix time the running config was applied: at start, then at each successful reload.")
 	famConfigInfo        = family("pgfront_config_info", "gauge", "1, labelled with the hash of the config pgfront runs (one series).", "hash")
 	famConfigGeneration  = family("pgfront_config_generation", "gauge", "Generation of the running config: 1 at start, one more per successful reload.")
+	famBuildInfo         = family("pgfront_build_info", "gauge", "1, labelled with the running binary's version, VCS revision and Go release (one series).", "version", "revision", "goversion")
 	famQueueWait         = family("pgfront_queue_wait_seconds", "histogram", "Time clients waited in the queue, admitted or not.", "route")
 	famQueryDuration     = family("pgfront_query_duration_seconds", "histogram", "From the message that started a query to its ReadyForQuery.", "route")
 	famTxDuration        = family("pgfront_transaction_duration_seconds", "histogram", "From the first query after an idle point to ReadyForQuery 'I'.", "route")

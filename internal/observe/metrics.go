@@ -31,6 +31,7 @@ import (
 	"github.com/pgfront/pgfront/internal/frontend"
 	"github.com/pgfront/pgfront/internal/relay"
 	"github.com/pgfront/pgfront/internal/sockmon"
+	"github.com/pgfront/pgfront/internal/version"
 )
 
 // Route names a route and its limit, for the gauges that exist before any session.
@@ -215,8 +216,11 @@ func New(opts Options) *Metrics {
 		m.alertActive.WithLabelValues(a.name).Set(0)
 		m.alertRaised.WithLabelValues(a.name)
 	}
+	build := famBuildInfo.gaugeVec()
+	v := version.Get()
+	build.WithLabelValues(v.Version, v.Revision, v.GoVersion).Set(1)
 	reg := opts.Registerer
-	reg.MustRegister(m.accepted, m.queued, m.queueWait, m.bytes, m.queries, m.txs, m.queryDur, m.txDur,
+	reg.MustRegister(build, m.accepted, m.queued, m.queueWait, m.bytes, m.queries, m.txs, m.queryDur, m.txDur,
 		m.ended, m.refusals, m.cancels, m.transitions, m.checks, m.alertActive, m.alertRaised, m.samples,
 		m.reloads,
 		&pullCollector{m: m},

@@ -20,6 +20,7 @@ import (
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/relay"
 	"github.com/pgfront/pgfront/internal/sockmon"
+	"github.com/pgfront/pgfront/internal/version"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -381,4 +382,23 @@ func TestStartStop(t *testing.T) {
 	}
 	f.m.Stop()
 	f.m.Stop()
+}
+
+// TestBuildInfo: pgfront_build_info is one series, 1, labelled with what `pgfront version`
+// says.
+func TestBuildInfo(t *testing.T) {
+	f := newFixture(t, Thresholds{})
+	v := version.Get()
+	if got := value(t, f.reg, "pgfront_build_info", "version", v.Version, "revision", v.Revision, "goversion", v.GoVersion); got != 1 {
+		t.Errorf("pgfront_build_info = %v, want 1", got)
+	}
+	fams, err := f.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, fam := range fams {
+		if fam.GetName() == "pgfront_build_info" && len(fam.GetMetric()) != 1 {
+			t.Errorf("pgfront_build_info has %d series, want 1", len(fam.GetMetric()))
+		}
+	}
 }
