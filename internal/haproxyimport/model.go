@@ -3,6 +3,7 @@ package haproxyimport
 import (
 	"fmt"
 	"maps"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -628,10 +629,12 @@ func (r *reader) serverParams(l line, words []string, base map[string]param) map
 				continue
 			}
 		case "fall", "rise", "maxconn", "weight", "port":
-			if _, err := parseCount(v); err != nil {
+			n, err := parseCount(v)
+			if err != nil {
 				r.ps.add(l.n, "%s: %v", kw, err)
 				continue
 			}
+			v = strconv.Itoa(n) // "08" is 8
 			if kw == "port" {
 				if _, err := parsePort(v, v); err != nil {
 					r.ps.add(l.n, "port: %v", err)
