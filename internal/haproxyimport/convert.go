@@ -691,15 +691,14 @@ func (r *route) timeouts(ns *notes) []item {
 		if tunnel.set {
 			eff = tunnel
 		}
+		const trap = "the CLOSE_WAIT/FIN_WAIT2 trap that fills maxconn with dead sessions; pgfront bounds it with %s, 5s by default, which the import keeps"
 		switch {
-		case !eff.set || eff.d == 0:
-			s := eff.src
-			if !eff.set {
-				s = f.own.head
-			}
-			ns.warn(s, "no timeout %s and no usable timeout %s: HAProxy keeps a %s connection whose %s has closed for ever, the CLOSE_WAIT/FIN_WAIT2 trap that fills maxconn with dead sessions; pgfront bounds it with %s, 5s by default, which the import keeps", f.fin, f.other, f.side, f.closed, f.key)
+		case !eff.set:
+			ns.warn(f.own.head, "no timeout %s and no timeout %s: HAProxy keeps a %s connection whose %s has closed for ever, "+trap, f.other, f.fin, f.side, f.closed, f.key)
+		case eff.d == 0:
+			ns.warn(eff.src, "0 is no timeout, and there is no timeout %s: HAProxy keeps a %s connection whose %s has closed for ever, "+trap, f.fin, f.side, f.closed, f.key)
 		case eff.d > minute:
-			ns.warn(eff.src, "no timeout %s: HAProxy keeps a %s connection whose %s has closed for the whole %s, the CLOSE_WAIT/FIN_WAIT2 trap that fills maxconn with dead sessions; pgfront bounds it with %s, 5s by default, which the import keeps", f.fin, f.side, f.closed, config.Duration(eff.d), f.key)
+			ns.warn(eff.src, "no timeout %s: HAProxy keeps a %s connection whose %s has closed for the whole %s, "+trap, f.fin, f.side, f.closed, config.Duration(eff.d), f.key)
 		}
 	}
 	return out

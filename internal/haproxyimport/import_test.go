@@ -179,7 +179,7 @@ func TestTrapWarning(t *testing.T) {
 	}
 	res, _ = load(t, "no-timeouts.cfg")
 	if !slices.ContainsFunc(res.Warnings, func(n Note) bool {
-		return n.Line == 3 && strings.Contains(n.Message, "no usable timeout client") && strings.Contains(n.Message, "for ever")
+		return n.Line == 3 && strings.HasPrefix(n.Message, "no timeout client and no timeout client-fin: HAProxy keeps a client connection whose server has closed for ever")
 	}) {
 		t.Errorf("no warning for a listener with no timeouts at all: %v", res.Warnings)
 	}
@@ -466,6 +466,85 @@ func TestYAMLString(t *testing.T) {
 		got = cfg.Clusters["c"].Health.User
 		if got != s {
 			t.Errorf("yamlString(%q) = %s reads back as %q", s, yamlString(s), got)
+		}
+	}
+}
+
+// TestEdgeMappings: named defaults with from, zero and unit-less times, clamped values,
+// conflicting server lines, a frontend that joins two groups of servers into one cluster,
+// and the sections that are not mapped.
+func TestEdgeMappings(t *testing.T) {
+	res, cfg := load(t, "edge.cfg")
+	if cfg.MaxConn != 0 {
+		t.Errorf("maxconn %d, want 0 from global maxconn 0", cfg.MaxConn)
+	}
+	if got := cfg.RouteNames(); !slices.Equal(got, []string{"join", "other", "ro", "rw"}) {
+		t.Errorf("routes %v", got)
+	}
+	rw, ro := cfg.Routes["rw"], cfg.Routes["ro"]
+	if rw.Timeouts.Connect != dur("30ms") || rw.Timeouts.Queue != dur("2s") || rw.ConnectRetries != 10 {
+		t.Errorf("rw (defaults tight from base) = %+v", rw)
+	}
+	if rw.Timeouts.ClientIdle != 0 || rw.Timeouts.IdleInTransaction != 0 || rw.Timeouts.ServerIdle != 0 || rw.Timeouts.ClientFin != dur("5s") {
+		t.Errorf("rw timeouts %+v: client 0 and server 0 are no timeout, FIN bounds keep pgfront's default", rw.Timeouts)
+	}
+	if ro.Timeouts.Queue != dur("5s") || ro.Balance != "roundrobin" || ro.MaxLag.Bytes != 0 {
+		t.Errorf("ro (defaults base: timeout queue 0; static-rr; lag=lots) = %+v", ro)
+	}
+	if len(cfg.Clusters) != 1 {
+		t.Fatalf("clusters %v: frontend join shares a server with both groups", cfg.ClusterNames())
+	}
+	cl := cfg.Clusters["main"]
+	var names []string
+	for _, s := range cl.Servers {
+		names = append(names, s.Name+"="+s.Address+"/"+s.Patroni)
+	}
+	if want := []string{"pg1=10.5.0.1:5432/10.5.0.1:8008", "pg2=10.5.0.2:5432/10.5.0.2:8008", "pg1b=10.5.0.3:5432/10.5.0.3:8008",
+		"y1=10.6.0.1:5432/10.6.0.1:8008", "pg1_=10.6.0.2:5432/10.6.0.2:8008"}; !slices.Equal(names, want) {
+		t.Errorf("servers %v, want %v", names, want)
+	}
+	if cl.Servers[0].Weight != 10 || cl.Health.Interval != dur("2s") || cl.Health.Fall != 2 || cl.OnMarkedDown != "shutdown_sessions" {
+		t.Errorf("cluster: weight %d, health %+v", cl.Servers[0].Weight, cl.Health)
+	}
+	if !slices.ContainsFunc(res.Warnings, func(n Note) bool {
+		return n.String() == "edge.cfg:13: timeout connect 30: that is 30ms: HAProxy reads a time without a unit as milliseconds"
+	}) {
+		t.Errorf("no warning for a time without a unit: %v", res.Warnings)
+	}
+	if !slices.ContainsFunc(res.Warnings, func(n Note) bool {
+		return strings.HasPrefix(n.String(), "edge.cfg:14: timeout client 0: 0 is no timeout, and there is no timeout client-fin")
+	}) {
+		t.Errorf("no trap warning for timeout client 0: %v", res.Warnings)
+	}
+	for _, want := range []string{
+		"edge.cfg:8: userlist admins: a userlist section",
+		"edge.cfg:16: timeout queue 0: timeout queue 0 is no timeout in HAProxy but refuses at once in pgfront",
+		"edge.cfg:17: timeout check 0: timeout check 0 is no timeout",
+		"inter 0: pgfront's health.interval must be greater than 0",
+		"fastinter 0: pgfront's health.fast_interval",
+		"fall 101: pgfront's fall is from 1 to 100",
+		"inter differs between the servers of cluster main (0, 1s, (not set))",
+		"lag=lots: pgfront bounds a replica route's lag",
+		"weight 20: server pg1 has weight 10 before",
+		"server pg1 is checked at 10.5.0.1:8009 here and at 10.5.0.1:8008 before",
+		"edge.cfg:48: mode http: listen web is not a TCP proxy",
+		"/sync is not a Patroni health endpoint",
+		"edge.cfg:58: disabled: listen off is disabled",
+		"edge.cfg:63: frontend lonely: a frontend without default_backend",
+		"edge.cfg:66: frontend join: HAProxy sent this listener's clients to its own servers only",
+	} {
+		if !slices.ContainsFunc(res.Skipped, func(n Note) bool { return strings.Contains(n.String(), want) }) {
+			t.Errorf("Skipped lacks %q", want)
+		}
+	}
+	for _, want := range []string{
+		"# maxconn 0: HAProxy then derives a limit from the open-files limit; 0 is unlimited in pgfront\nmaxconn: 0",
+		"# static-rr: pgfront's roundrobin also follows the servers' weights\n    balance: roundrobin",
+		"server instead, at most 10 times\n    connect_retries: 10  # edge.cfg:18: retries 20; edge.cfg:23: no option redispatch",
+		"      - name: pg1_  # edge.cfg:45: server pg1 10.6.0.2:5432 check port 8008",
+	} {
+		if !bytes.Contains(res.YAML, []byte(want)) {
+			t.Errorf("the output lacks %q", want)
 		}
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/pgfront/pgfront/internal/config"
 )
 
 // src is where a value came from: a line of the HAProxy file.
@@ -473,7 +475,7 @@ func (r *reader) timeout(p *proxy, l line) {
 		return
 	}
 	if bare && d > 0 && d < 100*time.Millisecond {
-		r.notes.warn(srcOf(l), "%s is %s: a time without a unit is in milliseconds", l.text(), d)
+		r.notes.warn(srcOf(l), "that is %s: HAProxy reads a time without a unit as milliseconds", config.Duration(d))
 	}
 	p.timeouts[kind] = timeVal{d, srcOf(l), true}
 }
