@@ -120,12 +120,17 @@ func TestUsageErrors(t *testing.T) {
 	}
 }
 
-// TestImportHook: the dispatch for `pgfront import` is in place; the importer is not.
-func TestImportHook(t *testing.T) {
-	r := call("import", "haproxy", "haproxy.cfg")
+// TestImportDispatch: `pgfront import` reaches the importer, and its help is the importer's.
+func TestImportDispatch(t *testing.T) {
+	r := call("import", "haproxy", filepath.Join(t.TempDir(), "missing.cfg"))
 	r.want(t, 1)
-	if r.stderr != "pgfront import: not built yet\n" {
+	if !strings.HasPrefix(r.stderr, "pgfront import: ") || !strings.Contains(r.stderr, "no such file") {
 		t.Errorf("stderr %q", r.stderr)
+	}
+	r = call("help", "import")
+	r.want(t, 0)
+	if !strings.Contains(r.stdout, "pgfront import haproxy FILE") {
+		t.Errorf("help import: %q", r.stdout)
 	}
 }
 
