@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/pgwire"
 )
 
@@ -16,21 +17,32 @@ const cancelTimeout = 5 * time.Second
 // errUnknownCancelKey is a CancelRequest naming no live session; it is dropped and counted.
 var errUnknownCancelKey = errors.New("cancel request for an unknown backend key dropped")
 
+// CancelRequest results (pgfront_cancel_requests_total, the cancel request log line).
+const (
+	cancelForwarded  = "forwarded"
+	cancelUnknownKey = "unknown_key"
+	cancelFailed     = "failed"
+)
+
 // forwardCancel routes a client's CancelRequest to the server holding the session with that
-// backend key, and nowhere else.
-func (f *Frontend) forwardCancel(key pgwire.CancelKey) error {
+// backend key, and nowhere else. It returns that session and server (nil for an unknown key);
+// a forwarded cancel counts against the session (its client cancelled a query).
+func (f *Frontend) forwardCancel(key pgwire.CancelKey) (*session, *cluster.Server, error) {
 	s, ok := f.registry.Lookup(key)
 	if !ok {
-		return errUnknownCancelKey
-	}
-	addr := s.ServerAddr()
-	if addr == "" {
-		return errUnknownCancelKey
+		return nil, nil, errUnknownCancelKey
 	}
 	s.mu.Lock()
-	serverTLS := s.route.ServerTLS
+	srv, serverTLS := s.mu.server, s.route.ServerTLS
 	s.mu.Unlock()
-	return f.sendCancel(addr, serverTLS, key)
+	if srv == nil {
+		return nil, nil, errUnknownCancelKey
+	}
+	if err := f.sendCancel(srv.Addr, serverTLS, key); err != nil {
+		return s, srv, err
+	}
+	s.cancels.Add(1)
+	return s, srv, nil
 }
 
 // sendCancel delivers a CancelRequest for key to the server at addr and waits (bounded) for the
