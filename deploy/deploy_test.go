@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"math"
 	"os"
 	"regexp"
 	"slices"
@@ -21,6 +22,7 @@ import (
 	"go.uber.org/goleak"
 
 	"github.com/pgfront/pgfront/internal/config"
+	"github.com/pgfront/pgfront/internal/frontend"
 	"github.com/pgfront/pgfront/internal/observe"
 	"github.com/pgfront/pgfront/internal/relay"
 )
@@ -73,6 +75,7 @@ var (
 		"pgfront_cancel_requests_total": {"result": {"forwarded", "unknown_key", "failed"}},
 		"pgfront_socket_samples_total":  {"result": {"ok", "error"}},
 		"pgfront_config_reloads_total":  {"result": {"success", "failure"}},
+		"pgfront_tls_handshakes_total":  {"result": frontend.TLSResults()},
 	}
 )
 
@@ -947,6 +950,7 @@ func TestRulesContent(t *testing.T) {
 		{"PgfrontRefusals", "5m", "warning"},
 		{"PgfrontSocketSampleFailing", "", ""},
 		{"PgfrontConfigReloadFailed", "", "warning"},
+		{"PgfrontTLSCertificateExpiry", "", "warning"},
 	}
 	for _, w := range want {
 		r, ok := rules[w.alert]
@@ -968,7 +972,7 @@ func TestRulesContent(t *testing.T) {
 	// Alerts that only make sense with a given label on their output.
 	for alert, label := range map[string]string{
 		"PgfrontBuiltinAlert": "alert", "PgfrontNoPrimary": "cluster", "PgfrontRefusals": "reason",
-		"PgfrontServerDown": "server",
+		"PgfrontServerDown": "server", "PgfrontTLSCertificateExpiry": "route",
 	} {
 		e, err := c.parser.ParseExpr(rules[alert].Expr)
 		if err != nil {
@@ -978,6 +982,58 @@ func TestRulesContent(t *testing.T) {
 			t.Errorf("%s: alerts carry labels %v, want %q among them", alert, slices.Sorted(maps.Keys(out)), label)
 		}
 	}
+}
+
+// TestRulesTLSCertificateExpiry: the expiry alert fires 14 days before a route certificate's
+// NotAfter, per certificate.
+func TestRulesTLSCertificateExpiry(t *testing.T) {
+	c := newChecker(t)
+	f, problems := checkRules(c, readFile(t, rulesPath))
+	if len(problems) > 0 || len(f.Groups) != 1 {
+		t.Fatalf("rules file has problems (see TestRulesCheckClean): %v", problems)
+	}
+	var expr string
+	for _, r := range f.Groups[0].Rules {
+		if r.Alert == "PgfrontTLSCertificateExpiry" {
+			expr = r.Expr
+		}
+	}
+	e, err := c.parser.ParseExpr(expr)
+	if err != nil {
+		t.Fatalf("PgfrontTLSCertificateExpiry: %v", err)
+	}
+	b, ok := e.(*parser.BinaryExpr)
+	if !ok || b.Op != parser.LSS || b.ReturnBool {
+		t.Fatalf("expr %q is not `... < threshold`", expr)
+	}
+	if got := constValue(b.RHS); got != 14*86400 {
+		t.Errorf("threshold %s = %g seconds, want 14 days", b.RHS, got)
+	}
+	var got []string
+	for _, vs := range selectorsOf(b.LHS) {
+		got = append(got, vs.String())
+	}
+	if want := []string{"pgfront_tls_certificate_expiry_timestamp_seconds"}; !slices.Equal(got, want) {
+		t.Errorf("reads %v, want %v", got, want)
+	}
+	if out := c.labelsOf(e); !out["file"] || !out["subject"] {
+		t.Errorf("alerts carry labels %v, want file and subject (one alert per certificate)", slices.Sorted(maps.Keys(out)))
+	}
+}
+
+// constValue evaluates a constant expression of number literals and * (NaN otherwise).
+func constValue(e parser.Expr) float64 {
+	switch v := e.(type) {
+	case *parser.NumberLiteral:
+		return v.Val
+	case *parser.ParenExpr:
+		return constValue(v.Expr)
+	case *parser.BinaryExpr:
+		if v.Op == parser.MUL {
+			return constValue(v.LHS) * constValue(v.RHS)
+		}
+	}
+	return math.NaN()
 }
 
 // TestRulesMirrorBuiltinAlerts checks that each built-in alert has a rule over the same

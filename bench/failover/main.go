@@ -1152,6 +1152,9 @@ func parsePgfrontLog(path string) []logEvent {
 		case "server state changed":
 			txt = fmt.Sprintf("state of %s: up=%s role=%s fenced=%s (was up=%s role=%s)",
 				str("server"), str("up"), str("role"), str("fenced"), str("was_up"), str("was_role"))
+			if e := str("err"); e != "" {
+				txt += ": " + e
+			}
 		case "session ended":
 			if str("route") != "rw" || str("user") == "" || str("cause") == "client_terminate" {
 				continue
@@ -1160,16 +1163,16 @@ func parsePgfrontLog(path string) []logEvent {
 			if e := str("err"); e != "" {
 				txt += ": " + e
 			}
-		case "server down", "server up", "server role changed", "health check failed":
+		case "health check failed":
 			txt = fmt.Sprintf("%s %s", str("server"), msg)
-			for _, k := range []string{"role", "from", "to", "error"} {
+			for _, k := range []string{"error", "failures_not_logged"} {
 				if v := str(k); v != "" {
 					txt += fmt.Sprintf(" %s=%s", k, v)
 				}
 			}
-		case "primary route reached a standby; trying another server", "server connect failed":
+		case "server refused the session before the client saw anything; trying another server", "server connect failed":
 			txt = fmt.Sprintf("%s (server %s)", msg, str("server"))
-		default: // "session refused" repeats "session ended"
+		default:
 			continue
 		}
 		evs = append(evs, logEvent{at, txt})

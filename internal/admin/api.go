@@ -112,6 +112,8 @@ type Session struct {
 	Server   string `json:"server"` // cluster/name, "" before one is chosen
 	User     string `json:"user"`
 	Database string `json:"database"`
+	// ApplicationName is the client's application_name from its StartupMessage.
+	ApplicationName string `json:"application_name,omitempty"`
 	// State is startup, queued, connecting, login, idle, active, idle_in_transaction,
 	// idle_in_failed_transaction, half_closed, or passthrough (TLS relayed blind).
 	State    string    `json:"state"`
@@ -128,17 +130,28 @@ type Session struct {
 	BytesFromServer   int64   `json:"bytes_from_server"`
 }
 
-// EndedSession is a session that ended, for the recent list.
+// EndedSession is a session that ended, for the recent list: the record its log line is
+// written from.
 type EndedSession struct {
 	ID              uint64    `json:"id"`
 	Route           string    `json:"route"`
-	Server          string    `json:"server"`
+	Server          string    `json:"server"` // cluster/name, "" if it never reached one
 	Client          string    `json:"client"`
 	User            string    `json:"user"`
 	Database        string    `json:"database"`
+	ApplicationName string    `json:"application_name,omitempty"`
 	Cause           string    `json:"cause"`
+	Refused         bool      `json:"refused,omitempty"` // pgfront refused it with a FATAL error
 	Ended           time.Time `json:"ended"`
 	DurationSeconds float64   `json:"duration_s"`
+	QueuedSeconds   float64   `json:"queued_s,omitempty"`
+	TLS             string    `json:"tls,omitempty"`
+	// TLSResult is why the client's TLS handshake failed (client_rejected_certificate, ...).
+	TLSResult string `json:"tls_result,omitempty"`
+	Fallback  bool   `json:"fallback,omitempty"` // a replica route's session on the primary
+	Cancels   int    `json:"cancels,omitempty"`  // queries the client cancelled (CancelRequests forwarded)
+	SQLState  string `json:"sqlstate,omitempty"` // the server's, when it refused the login
+	Error     string `json:"error,omitempty"`    // what went wrong, in pgfront's words
 }
 
 // Sockets is the latest kernel sample of pgfront's own TCP sockets.

@@ -327,13 +327,6 @@ func sqlstate(err error) string {
 	return ""
 }
 
-// sessionEnd waits (5s) for the "session ended" log line of the client whose local address
-// is client and returns it.
-func sessionEnd(t *testing.T, e *env, client string) string {
-	t.Helper()
-	return logLine(t, e.logs, `msg="session ended"`, client)
-}
-
 // logLine waits (5s) for a log line with msg and client=client, and returns it.
 func logLine(t *testing.T, logs *syncBuffer, msg, client string) string {
 	t.Helper()
@@ -357,12 +350,11 @@ func logLine(t *testing.T, logs *syncBuffer, msg, client string) string {
 	return line
 }
 
-// wantCause checks the cause logged for a client's session.
+// wantCause checks the cause in the end record of a client's session.
 func wantCause(t *testing.T, e *env, client, cause string) {
 	t.Helper()
-	line := sessionEnd(t, e, client)
-	if got := logAttr(line, "cause"); got != cause {
-		t.Fatalf("session of %s ended with cause %q, want %q\n%s", client, got, cause, line)
+	if rec := e.ended(client); rec.Cause != cause {
+		t.Fatalf("session of %s ended with cause %q, want %q: %+v", client, rec.Cause, cause, rec)
 	}
 }
 

@@ -89,7 +89,8 @@ routes:
 	for _, s := range sessions {
 		s.stillRunning(t)
 	}
-	if line := logLine(t, e.logs, `msg="cancel request"`, c.LocalAddr().String()); logAttr(line, "forwarded") != "false" {
+	if line := logLine(t, e.logs, `msg="cancel request"`, c.LocalAddr().String()); logAttr(line, "result") != "unknown_key" ||
+		logAttr(line, "level") != "INFO" || logAttr(line, "duration_ms") == "" {
 		t.Fatalf("unknown cancel logged as %s", line)
 	}
 

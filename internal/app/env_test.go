@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"go.uber.org/goleak"
 
+	"github.com/pgfront/pgfront/internal/admin"
 	"github.com/pgfront/pgfront/internal/app"
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/logtest"
@@ -165,6 +166,52 @@ func waitFor(t *testing.T, within time.Duration, what string, cond func() bool) 
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+}
+
+// ended waits (5s) for the end record of the connection whose client address is client: the
+// admin API's recent list, which holds the record each session's log line is written from.
+func (e *env) ended(client string) admin.EndedSession {
+	e.t.Helper()
+	var rec admin.EndedSession
+	waitFor(e.t, 5*time.Second, "the end record of client "+client, func() bool {
+		var ok bool
+		rec, ok = e.endedNow(client)
+		return ok
+	})
+	return rec
+}
+
+// endedNow is the end record of client's connection, if it has ended.
+func (e *env) endedNow(client string) (admin.EndedSession, bool) {
+	e.t.Helper()
+	for _, r := range e.recent() {
+		if r.Client == client {
+			return r, true
+		}
+	}
+	return admin.EndedSession{}, false
+}
+
+// recent is the admin API's list of recently ended sessions, newest first.
+func (e *env) recent() []admin.EndedSession {
+	e.t.Helper()
+	var ov admin.Overview
+	if code := e.api("GET", "/api/v1/overview", "", nil, &ov); code != 200 {
+		e.t.Fatalf("GET overview: %d", code)
+	}
+	return ov.Recent
+}
+
+// countEnded is how many recently ended sessions match.
+func (e *env) countEnded(match func(admin.EndedSession) bool) int {
+	e.t.Helper()
+	n := 0
+	for _, r := range e.recent() {
+		if match(r) {
+			n++
+		}
+	}
+	return n
 }
 
 // proxySockets returns the sockets pgfront (this process) holds for one session: the client

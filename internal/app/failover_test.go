@@ -10,13 +10,13 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgconn"
 
+	"github.com/pgfront/pgfront/internal/admin"
 	"github.com/pgfront/pgfront/internal/pgtest"
 )
 
@@ -160,38 +160,29 @@ func logLines(e *env, subs ...string) []string {
 	return out
 }
 
-var causeField = regexp.MustCompile(`\bcause=(\S+)`)
-
-// endCause returns the cause of the "session ended" line of the client whose local address is
-// client, or "" if that session has not ended yet.
+// endCause returns the cause in the end record of client c's session, or "" if that session
+// has not ended yet.
 func endCause(e *env, c *pgconn.PgConn) string {
-	lines := logLines(e, "session ended", "client="+c.Conn().LocalAddr().String()+" ")
-	if len(lines) == 0 {
-		return ""
-	}
-	m := causeField.FindStringSubmatch(lines[len(lines)-1])
-	if m == nil {
-		return "?"
-	}
-	return m[1]
+	rec, _ := e.endedNow(c.Conn().LocalAddr().String())
+	return rec.Cause
 }
 
-// waitEndCause waits for the session of client c to log its end and returns the cause.
+// waitEndCause waits for the session of client c to end and returns the cause.
 func waitEndCause(t *testing.T, e *env, c *pgconn.PgConn) string {
 	t.Helper()
 	var cause string
-	waitFor(t, 5*time.Second, "the session's end in pgfront's log", func() bool {
+	waitFor(t, 5*time.Second, "the session's end record", func() bool {
 		cause = endCause(e, c)
 		return cause != ""
 	})
 	return cause
 }
 
-// waitStateLog waits for pgfront to log a state change of server with every attribute given
-// ("up=false", "role=primary", ...).
+// waitStateLog waits for pgfront to log a state change of server (of cluster c) with every
+// attribute given ("up=false", "role=primary", ...).
 func waitStateLog(t *testing.T, e *env, within time.Duration, server string, attrs ...string) {
 	t.Helper()
-	subs := append([]string{"server state changed", "server=" + server + " "}, attrs...)
+	subs := append([]string{"server state changed", "server=c/" + server + " "}, attrs...)
 	waitFor(t, within, fmt.Sprintf("pgfront to log server %s with %v", server, attrs), func() bool {
 		return len(logLines(e, subs...)) > 0
 	})
@@ -355,7 +346,7 @@ rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {queue: 20s}}
 		result <- err
 	}()
 	waitFor(t, 5*time.Second, "the client's connect to the stopped primary to fail", func() bool {
-		return len(logLines(e, "server connect failed", "route=rw", "server=p ")) > 0
+		return len(logLines(e, "server connect failed", "route=rw", "server=c/p ")) > 0
 	})
 	log := e.logs.String()
 	if down := strings.Index(log, "up=false"); down >= 0 && down < strings.Index(log, "server connect failed") {
@@ -404,8 +395,8 @@ routes:
 		t.Fatalf("refused after %v, want after timeouts.queue (1s)", took)
 	}
 	t.Logf("refused after %v", took.Round(time.Millisecond))
-	waitFor(t, 5*time.Second, "cause=no_server in the log", func() bool {
-		return len(logLines(e, "session ended", "route=rw", "cause=no_server")) == 1
+	waitFor(t, 5*time.Second, "an end record with cause no_server", func() bool {
+		return e.countEnded(func(r admin.EndedSession) bool { return r.Route == "rw" && r.Cause == "no_server" }) == 1
 	})
 }
 
@@ -471,7 +462,7 @@ rofb: {listen: "127.0.0.1:0", cluster: c, role: replica, max_lag: {bytes: 1MB}, 
 	}
 	t.Logf("ro refused after %v while the replica lags", took.Round(time.Millisecond))
 	waitFor(t, 5*time.Second, "cause=no_server in the log", func() bool {
-		return len(logLines(e, "session ended", "route=ro ", "cause=no_server")) == 1
+		return e.countEnded(func(r admin.EndedSession) bool { return r.Route == "ro" && r.Cause == "no_server" }) == 1
 	})
 	// With fallback: primary, a new client goes to the primary while the replica lags.
 	expectOn(t, ctx, mustDial(t, ctx, e, "rofb"), p.Port, false)
@@ -538,7 +529,7 @@ routes:
 
 	first := mustDial(t, ctx, e, "rw")
 	expectOn(t, ctx, first, p.Port, false)
-	if n := len(logLines(e, "trying another server", "server=fake")); n != 1 {
+	if n := len(logLines(e, "trying another server", "server=c/fake ")); n != 1 {
 		t.Fatalf("%d log lines about retrying after the standby, want 1", n)
 	}
 	waitStateLog(t, e, time.Second, "fake", "fenced=true")
@@ -548,8 +539,8 @@ routes:
 	if n := len(logLines(e, "trying another server")); n != 1 {
 		t.Fatalf("%d log lines about retrying after the standby, want still 1: the fence did not hold", n)
 	}
-	if n := len(logLines(e, "session ended", "cause=fenced_standby")); n != 0 {
-		t.Fatalf("a client was refused as fenced_standby: %q", logLines(e, "session ended", "cause=fenced_standby"))
+	if n := e.countEnded(func(r admin.EndedSession) bool { return r.Cause == "fenced_standby" }); n != 0 {
+		t.Fatalf("%d clients were refused as fenced_standby", n)
 	}
 }
 

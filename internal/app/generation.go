@@ -39,6 +39,7 @@ type generation struct {
 	routeLimit map[string]*admission.Limit
 	serverTLS  map[string]*tlsconf.Client // by cluster; absent: plain
 	certs      []*tlsconf.Server          // routes' certificates, reloaded on SIGHUP
+	routeCerts map[string]*tlsconf.Server // the same, by route (metrics)
 	readToken  []byte
 	adminToken []byte
 	// retired: servers of the running generation the config no longer lists (or moved).
@@ -381,6 +382,9 @@ func observeRoutes(g *generation) []observe.Route {
 	for _, name := range g.cfg.RouteNames() {
 		rc := g.cfg.Routes[name]
 		r := observe.Route{Name: name, Clusters: []*cluster.Cluster{g.clusters[rc.Cluster].cl}, MaxConn: rc.MaxConn}
+		if c := g.routeCerts[name]; c != nil {
+			r.Certificate = c
+		}
 		for _, cl := range slices.Sorted(maps.Values(rc.TLS.SNI)) {
 			if c := g.clusters[cl].cl; !slices.Contains(r.Clusters, c) {
 				r.Clusters = append(r.Clusters, c)

@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -578,25 +577,12 @@ func hcTerminateBackend(t *testing.T, p *pgtest.Server, pid uint32) {
 	}
 }
 
-var hcCauseRE = regexp.MustCompile(`\bcause=(\S+)`)
-
-// hcWantCause waits for the "session ended" log line of the session whose client address is
-// client and checks its cause.
+// hcWantCause waits for the end record of the session whose client address is client and
+// checks its cause.
 func hcWantCause(t *testing.T, e *env, client netip.AddrPort, want string) {
 	t.Helper()
-	var line string
-	waitFor(t, 5*time.Second, "the session's log line", func() bool {
-		for _, l := range strings.Split(e.logs.String(), "\n") {
-			if strings.Contains(l, `msg="session ended"`) && strings.Contains(l, " client="+client.String()+" ") {
-				line = l
-				return true
-			}
-		}
-		return false
-	})
-	m := hcCauseRE.FindStringSubmatch(line)
-	if m == nil || m[1] != want {
-		t.Fatalf("session ended with the wrong cause, want %s: %s", want, line)
+	if rec := e.ended(client.String()); rec.Cause != want {
+		t.Fatalf("session ended with the wrong cause, want %s: %+v", want, rec)
 	}
 }
 

@@ -58,6 +58,7 @@ func (r *clusterReporter) ReportStatus(target string, st health.Status) {
 		s.LastCheck = st.LastCheck
 		s.CheckDuration = st.CheckDuration
 		s.LastErr = st.LastErr
+		s.TLSVerifyFailed = st.TLSVerifyFailed
 	})
 	if r.monitor == nil || static {
 		return

@@ -23,7 +23,7 @@ func TestRouteMaxConnQueue(t *testing.T) {
 	e.pgconnect("rw")
 
 	third := startConnect(t, e.dsn("rw"))
-	waitFor(t, 5*time.Second, "the third client to be accepted", func() bool { return e.app.Frontend().Sessions() == 3 })
+	waitFor(t, 5*time.Second, "the third client to queue", func() bool { return e.value("pgfront_queued_sessions", "route", "rw") == 1 })
 	select {
 	case <-third.done:
 		t.Fatalf("third client finished its login while both slots were held: err=%v", third.err)
@@ -51,17 +51,13 @@ func TestRouteMaxConnQueue(t *testing.T) {
 		t.Fatalf("third client's query: %q", v)
 	}
 
-	// Its log line records the time it spent queued.
+	// Its end record keeps the time it spent queued.
 	if err := third.conn.Close(ctx); err != nil {
 		t.Fatal(err)
 	}
-	line := sessionEnd(t, e, third.local)
-	queued, err := time.ParseDuration(logAttr(line, "queued"))
-	if err != nil || queued < 700*time.Millisecond {
-		t.Fatalf("third session's queued time: %v %v, want >= 700ms\n%s", queued, err, line)
-	}
-	if got := logAttr(line, "cause"); got != "client_terminate" {
-		t.Fatalf("third session's cause %q\n%s", got, line)
+	rec := e.ended(third.local)
+	if rec.QueuedSeconds < 0.7 || rec.Cause != "client_terminate" {
+		t.Fatalf("third session's end: %+v, want client_terminate after >= 700ms queued", rec)
 	}
 }
 
@@ -82,8 +78,7 @@ func TestQueueTimeout(t *testing.T) {
 	if elapsed < 400*time.Millisecond || elapsed > 3*time.Second {
 		t.Fatalf("refused after %s, want ~500ms (timeouts.queue)", elapsed)
 	}
-	wantCause(t, e, r.local, "queue_timeout")
-	wantRefusalLogged(t, e, r.local, "queue_timeout")
+	wantRefusal(t, e, r.local, "queue_timeout", "no free connection slot within timeouts.queue (500ms)")
 
 	// The admitted session was never disturbed.
 	if v := pgQuery(t, c1, "SELECT 1"); v != "1" {
@@ -120,9 +115,8 @@ func TestQueuedClientLeaves(t *testing.T) {
 	if d := time.Since(closed); d > 2*time.Second {
 		t.Fatalf("closed client left the queue after %s, want at once", d)
 	}
-	line := sessionEnd(t, e, deadAddr)
-	if logAttr(line, "cause") != "client_eof" || !strings.Contains(line, "client left the queue") {
-		t.Fatalf("queued client's end: %s", line)
+	if rec := e.ended(deadAddr); rec.Cause != "client_eof" || rec.Error != "client left the queue" {
+		t.Fatalf("queued client's end: %+v", rec)
 	}
 
 	// The queue (max 1) has room again: a later client queues rather than being refused,
@@ -169,8 +163,7 @@ func TestGlobalAndServerMaxConn(t *testing.T) {
 				t.Fatalf("route b admitted a second session past %s maxconn 1", tc.name)
 			}
 			wantRefused(t, r.err, "53300")
-			wantCause(t, e, r.local, "queue_timeout")
-			wantRefusalLogged(t, e, r.local, "queue_timeout")
+			wantRefusal(t, e, r.local, "queue_timeout", "no free connection slot within timeouts.queue (300ms)")
 
 			// Once route a's session is gone, route b gets the slot.
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -211,8 +204,7 @@ func TestQueueOff(t *testing.T) {
 			if d := time.Since(start); d > time.Second {
 				t.Fatalf("refused after %s, want at once", d)
 			}
-			wantCause(t, e, r.local, "maxconn")
-			wantRefusalLogged(t, e, r.local, "maxconn")
+			wantRefusal(t, e, r.local, "maxconn", "no free connection slot")
 		})
 	}
 }
@@ -346,12 +338,18 @@ func wantRefused(t *testing.T, err error, code string) {
 	}
 }
 
-// wantRefusalLogged checks the "session refused" warning for a client.
-func wantRefusalLogged(t *testing.T, e *env, client, cause string) {
+// wantRefusal checks a refused client's end record (cause, and an error in the config's words
+// that starts with why) and its one log line: the session line, at WARN.
+func wantRefusal(t *testing.T, e *env, client, cause, why string) {
 	t.Helper()
-	line := logLine(t, e.logs, `msg="session refused"`, client)
-	if got := logAttr(line, "cause"); got != cause || logAttr(line, "level") != "WARN" {
-		t.Fatalf("refusal of %s logged with cause %q, want %q\n%s", client, got, cause, line)
+	rec := e.ended(client)
+	if rec.Cause != cause || !rec.Refused || !strings.HasPrefix(rec.Error, why) || strings.Contains(rec.Error, "deadline") {
+		t.Fatalf("refusal of %s: %+v, want cause %s and an error starting %q", client, rec, cause, why)
+	}
+	lines := e.logs.Lines(" client=" + client + " ")
+	if len(lines) != 1 || logAttr(lines[0], "level") != "WARN" || logAttr(lines[0], "msg") != "session ended" ||
+		logAttr(lines[0], "refused") != "true" || logAttr(lines[0], "cause") != cause {
+		t.Fatalf("refusal of %s: want one WARN session line, got:\n%s", client, strings.Join(lines, "\n"))
 	}
 }
 

@@ -106,8 +106,9 @@ func (b *adminBackend) Overview() admin.Overview {
 	for _, e := range recent {
 		ov.Recent = append(ov.Recent, admin.EndedSession{
 			ID: e.ID, Route: e.Route, Server: serverName(e.Server), Client: e.Client, User: e.User,
-			Database: e.Database, Cause: e.Cause.String(), Ended: e.Started.Add(e.Duration),
-			DurationSeconds: e.Duration.Seconds(),
+			Database: e.Database, ApplicationName: e.ApplicationName, Cause: e.Cause.String(), Refused: e.Refused,
+			Ended: e.Started.Add(e.Duration), DurationSeconds: e.Duration.Seconds(), QueuedSeconds: e.Queued.Seconds(),
+			TLS: e.TLS, TLSResult: e.TLSResult, Fallback: e.Fallback, Cancels: e.Cancels, SQLState: e.SQLState, Error: e.Err,
 		})
 	}
 	ov.EndedByCause = byCause
@@ -285,14 +286,14 @@ func serverName(srv *cluster.Server) string {
 	if srv == nil {
 		return ""
 	}
-	return srv.Cluster + "/" + srv.Name
+	return srv.FullName()
 }
 
 // sessionView turns a frontend snapshot into the API's session.
 func sessionView(in frontend.SessionInfo, now time.Time) admin.Session {
 	s := admin.Session{
 		ID: in.ID, Route: in.Route, Client: in.Client, Server: serverName(in.Server), User: in.User,
-		Database: in.Database, State: in.Phase.String(), Started: in.Started, TLS: in.TLS,
+		Database: in.Database, ApplicationName: in.ApplicationName, State: in.Phase.String(), Started: in.Started, TLS: in.TLS,
 		AgeSeconds: now.Sub(in.Started).Seconds(), BytesFromClient: in.FromClient, BytesFromServer: in.FromServer,
 	}
 	if in.Phase != frontend.PhaseRelaying {

@@ -46,6 +46,10 @@ func (a *App) routeTLS(g *generation, rc *config.Route, r *frontend.Route, newRo
 			return fmt.Errorf("routes.%s.tls: %w", rc.Name, err)
 		}
 		g.certs = append(g.certs, srv)
+		if g.routeCerts == nil {
+			g.routeCerts = make(map[string]*tlsconf.Server)
+		}
+		g.routeCerts[rc.Name] = srv
 		r.TLS = frontend.RouteTLS{Mode: frontend.TLSTerminate, Config: srv.Config(), Require: t.Require}
 		sni := make(map[string]*frontend.Route, len(t.SNI))
 		for name, cl := range t.SNI {

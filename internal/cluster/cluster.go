@@ -73,6 +73,9 @@ func NewServer(cluster, name, addr string, role Role, weight int, limit *admissi
 	return s
 }
 
+// FullName is how logs, the admin API and error messages name the server: "cluster/name".
+func (s *Server) FullName() string { return s.Cluster + "/" + s.Name }
+
 // Weight is the server's balance weight.
 func (s *Server) Weight() int { return int(s.weight.Load()) }
 

@@ -39,6 +39,9 @@ type State struct {
 	LastCheck     time.Time
 	CheckDuration time.Duration
 	LastErr       string
+	// TLSVerifyFailed: the last check failed because the server's TLS certificate did not
+	// verify (server_tls verify-ca / verify-full), a configuration problem, not an outage.
+	TLSVerifyFailed bool
 }
 
 // Lagging reports whether a replica's lag exceeds the bounds (0 = no bound). Unknown lag

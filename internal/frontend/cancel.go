@@ -7,6 +7,7 @@ import (
 	"io"
 	"time"
 
+	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/pgwire"
 )
 
@@ -19,32 +20,50 @@ var errUnknownCancelKey = errors.New("cancel request for an unknown backend key 
 // ErrUnknownCancelKey is CancelSession's error when no session has the key.
 var ErrUnknownCancelKey = errUnknownCancelKey
 
-// forwardCancel routes a client's CancelRequest to the server holding the session with that
-// backend key, and nowhere else. A key no session here has goes to Options.ForwardCancel (the
-// sessions of a previous pgfront process still draining).
-func (f *Frontend) forwardCancel(key pgwire.CancelKey) error {
-	err := f.CancelSession(key)
-	if errors.Is(err, errUnknownCancelKey) && f.opts.ForwardCancel != nil && f.opts.ForwardCancel(key) {
-		return nil
-	}
-	return err
-}
+// CancelRequest results (pgfront_cancel_requests_total, the cancel request log line).
+const (
+	cancelForwarded  = "forwarded"
+	cancelUnknownKey = "unknown_key"
+	cancelFailed     = "failed"
+)
 
 // CancelSession sends a CancelRequest for key to the server of this frontend's session with
 // that backend key; ErrUnknownCancelKey when there is none.
 func (f *Frontend) CancelSession(key pgwire.CancelKey) error {
+	_, _, err := f.cancelLocal(key)
+	return err
+}
+
+// forwardCancel routes a client's CancelRequest to the server holding the session with that
+// backend key, and nowhere else. It returns that session and server (nil for an unknown key);
+// a forwarded cancel counts against the session (its client cancelled a query). A key no
+// session here has goes to Options.ForwardCancel (the sessions of a previous pgfront process
+// still draining after a hand-over).
+func (f *Frontend) forwardCancel(key pgwire.CancelKey) (*session, *cluster.Server, error) {
+	s, srv, err := f.cancelLocal(key)
+	if errors.Is(err, errUnknownCancelKey) && f.opts.ForwardCancel != nil && f.opts.ForwardCancel(key) {
+		return nil, nil, nil
+	}
+	return s, srv, err
+}
+
+// cancelLocal cancels the query of this frontend's session with key.
+func (f *Frontend) cancelLocal(key pgwire.CancelKey) (*session, *cluster.Server, error) {
 	s, ok := f.registry.Lookup(key)
 	if !ok {
-		return errUnknownCancelKey
-	}
-	addr := s.ServerAddr()
-	if addr == "" {
-		return errUnknownCancelKey
+		return nil, nil, errUnknownCancelKey
 	}
 	s.mu.Lock()
-	serverTLS := s.route.ServerTLS
+	srv, serverTLS := s.mu.server, s.route.ServerTLS
 	s.mu.Unlock()
-	return f.sendCancel(addr, serverTLS, key)
+	if srv == nil {
+		return nil, nil, errUnknownCancelKey
+	}
+	if err := f.sendCancel(srv.Addr, serverTLS, key); err != nil {
+		return s, srv, err
+	}
+	s.cancels.Add(1)
+	return s, srv, nil
 }
 
 // sendCancel delivers a CancelRequest for key to the server at addr and waits (bounded) for the

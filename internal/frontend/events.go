@@ -23,24 +23,50 @@ type Events interface {
 	// CancelRequest is called per CancelRequest received: "forwarded", "unknown_key" or
 	// "failed".
 	CancelRequest(result string)
+	// TLSHandshake is called per TLS handshake with a client of route: result is "ok" or why
+	// it failed (one of TLSResults).
+	TLSHandshake(route, result string)
 	// SessionObserver returns the relay observer for a session of route on srv (may be nil).
 	SessionObserver(route string, srv *cluster.Server) relay.Observer
 	// ServerConn is called with each server connection pgfront dialled for a session of route.
 	ServerConn(route string, srv *cluster.Server, c net.Conn)
 }
 
-// Ended describes a closed session.
+// Ended describes a closed client connection: the session end record, which the log line
+// (one per connection) is written from.
 type Ended struct {
-	ID       uint64
-	Route    string
-	Server   *cluster.Server // nil if it never reached one
-	Client   string
-	User     string
-	Database string
-	Cause    relay.Cause
-	Refused  bool // refused before relaying (pgfront told the client why)
-	Started  time.Time
-	Duration time.Duration
+	ID              uint64
+	Route           string
+	Server          *cluster.Server // nil if it never reached one
+	Client          string
+	User            string
+	Database        string
+	ApplicationName string // from the StartupMessage ("" when the client sent none)
+	Cause           relay.Cause
+	Refused         bool // refused before relaying (pgfront told the client why)
+	Started         time.Time
+	Duration        time.Duration
+	Queued          time.Duration // waiting for a maxconn slot or an eligible server
+	// FromClient and FromServer are the bytes relayed each way.
+	FromClient, FromServer int64
+	TLS                    string // "" (plain), "TLSv1.3 sni=...", or "passthrough"
+	// TLSResult is why the client's TLS handshake failed (one of TLSResults; "" when it did
+	// not fail).
+	TLSResult string
+	// Fallback: a replica route's session placed on the primary (no replica qualified).
+	Fallback bool
+	// Cancels is how many of the client's CancelRequests pgfront forwarded to this session's
+	// server: queries the client cancelled.
+	Cancels int
+	// Err is what went wrong, in pgfront's words ("" for a clean end).
+	Err string
+	// SQLState is the server's SQLSTATE when it refused the login (cause login_failed).
+	SQLState string
+	// CancelResult is set for a connection that carried a CancelRequest (cause
+	// cancel_request): forwarded, unknown_key or failed; Server is then the server the cancel
+	// was for, and CancelFor the session whose query it cancelled (0: none found).
+	CancelResult string
+	CancelFor    uint64
 }
 
 // noEvents is the Events used when Options.Events is nil.
@@ -51,6 +77,7 @@ func (noEvents) SessionEnded(Ended)                                     {}
 func (noEvents) QueueChanged(string, int)                               {}
 func (noEvents) QueueWaited(string, time.Duration)                      {}
 func (noEvents) CancelRequest(string)                                   {}
+func (noEvents) TLSHandshake(string, string)                            {}
 func (noEvents) SessionObserver(string, *cluster.Server) relay.Observer { return nil }
 func (noEvents) ServerConn(string, *cluster.Server, net.Conn)           {}
 
@@ -89,6 +116,7 @@ type SessionInfo struct {
 	Relay                  relay.State     // valid in PhaseRelaying
 	FromClient, FromServer int64
 	TLS                    string // "" (plain), "TLSv1.3 sni=...", or "passthrough"
+	ApplicationName        string
 }
 
 // SessionInfos appends a snapshot of every open session to dst, in no particular order.
@@ -103,7 +131,7 @@ func (s *session) info() SessionInfo {
 	in := SessionInfo{ID: s.id, Client: s.clientAddr, Started: s.start, Phase: Phase(s.phase.Load())}
 	s.mu.Lock()
 	in.Route, in.TLS = s.route.Name, s.mu.tls
-	in.User, in.Database = s.mu.user, s.mu.database
+	in.User, in.Database, in.ApplicationName = s.mu.user, s.mu.database, s.mu.appName
 	srv, rs := s.mu.server, s.mu.relay
 	s.mu.Unlock()
 	in.Server = srv

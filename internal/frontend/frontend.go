@@ -22,8 +22,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/time/rate"
-
 	"github.com/pgfront/pgfront/internal/admission"
 	"github.com/pgfront/pgfront/internal/balance"
 	"github.com/pgfront/pgfront/internal/cluster"
@@ -97,8 +95,7 @@ type Frontend struct {
 
 	parker *relay.Parker // holds idle sessions without goroutines; nil if unavailable
 
-	refusalLog *rate.Limiter // refusals are logged, but never floods
-	suppressed atomic.Uint64
+	lines *connLog // one line per client connection
 
 	applyMu sync.Mutex // serializes Apply: one reload at a time
 	mu      struct {
@@ -142,13 +139,13 @@ func New(opts Options) (*Frontend, error) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &Frontend{
-		opts:       opts,
-		log:        opts.Logger,
-		registry:   cluster.NewRegistry[*session](),
-		events:     opts.Events,
-		ctx:        ctx,
-		cancel:     cancel,
-		refusalLog: rate.NewLimiter(rate.Every(time.Second), 10),
+		opts:     opts,
+		log:      opts.Logger,
+		registry: cluster.NewRegistry[*session](),
+		events:   opts.Events,
+		ctx:      ctx,
+		cancel:   cancel,
+		lines:    newConnLog(opts.Logger, warnBurst, warnEvery, suppressReport),
 	}
 	f.mu.listeners = make(map[string]*listener)
 	f.mu.clusters = make(map[*cluster.Cluster]func())
@@ -213,11 +210,30 @@ func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
 			rs.End(relay.CauseRoleChanged)
 		}
 	}
-	if old.Up != st.Up || old.Role != st.Role || old.Admin != st.Admin || old.Fenced != st.Fenced {
-		f.log.Info("server state changed", "cluster", srv.Cluster, "server", srv.Name,
-			"up", st.Up, "role", st.Role.String(), "admin", st.Admin.String(), "fenced", st.Fenced,
-			"was_up", old.Up, "was_role", old.Role.String())
+	f.logStateChange(srv, old, st)
+}
+
+// logStateChange writes the one line of a server's state change, whoever made it (a health
+// check, an administrator, an in-band fence): the health monitor logs failed checks, not
+// transitions. WARN when the server went down, was fenced or lost a role it had.
+func (f *Frontend) logStateChange(srv *cluster.Server, old, st cluster.State) {
+	if old.Up == st.Up && old.Role == st.Role && old.Admin == st.Admin && old.Fenced == st.Fenced {
+		return // lag only: not a state change
 	}
+	level := slog.LevelInfo
+	if (old.Up && !st.Up) || (st.Fenced && !old.Fenced) || (old.Role != st.Role && old.Role != cluster.RoleUnknown) {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{slog.String("cluster", srv.Cluster), slog.String("server", srv.FullName()),
+		slog.Bool("up", st.Up), slog.String("role", st.Role.String()), slog.String("admin", st.Admin.String()),
+		slog.Bool("fenced", st.Fenced), slog.Bool("was_up", old.Up), slog.String("was_role", old.Role.String())}
+	if old.Admin != st.Admin {
+		attrs = append(attrs, slog.String("was_admin", old.Admin.String()))
+	}
+	if !st.Up && st.LastErr != "" {
+		attrs = append(attrs, slog.String("err", st.LastErr))
+	}
+	f.log.LogAttrs(context.Background(), level, "server state changed", attrs...)
 }
 
 // fence marks srv of cl as not a primary after a session found it in recovery, until a health
@@ -509,6 +525,7 @@ func (f *Frontend) endAll(cause relay.Cause) {
 func (f *Frontend) wait() {
 	f.loops.Wait()
 	f.sessions.Wait()
+	f.lines.stop() // every connection accounted for before pgfront stops
 	f.cancel()
 	f.mu.Lock()
 	for _, t := range f.mu.retire {
@@ -541,20 +558,4 @@ func (f *Frontend) stopping() (cause relay.Cause, hard bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	return f.mu.stopping, f.mu.hard
-}
-
-// logRefusal logs a refused client, at most ~1/s after a burst, counting what it skipped.
-func (f *Frontend) logRefusal(s *session, cause relay.Cause, err error) {
-	if !f.refusalLog.Allow() {
-		f.suppressed.Add(1)
-		return
-	}
-	attrs := []any{"route", s.route.Name, "client", s.clientAddr, "cause", cause.String()}
-	if err != nil {
-		attrs = append(attrs, "err", err)
-	}
-	if n := f.suppressed.Swap(0); n > 0 {
-		attrs = append(attrs, "suppressed_since_last", n)
-	}
-	f.log.Warn("session refused", attrs...)
 }

@@ -7,8 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -19,6 +19,7 @@ import (
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/pgwire"
 	"github.com/pgfront/pgfront/internal/relay"
+	"github.com/pgfront/pgfront/internal/tlsconf"
 )
 
 // session is one client connection, from accept to close. Its goroutine (serveSession) owns
@@ -33,6 +34,8 @@ type session struct {
 	keepAliveSet bool
 	start        time.Time
 	phase        atomic.Uint32 // a Phase
+	// cancels counts the client's CancelRequests forwarded to this session's server.
+	cancels atomic.Int32
 
 	ctx    context.Context // ends queue waits and dials when the session is told to stop
 	cancel context.CancelFunc
@@ -51,8 +54,9 @@ type session struct {
 		// the session still logs in and runs its first transaction, then ends at the
 		// boundary like the others.
 		draining relay.Cause
-		// user and database from the StartupMessage, for the log line and admin views.
-		user, database string
+		// user, database and application_name from the StartupMessage, for the log line and
+		// admin views.
+		user, database, appName string
 	}
 }
 
@@ -150,15 +154,17 @@ func (s *session) stoppedCause() relay.Cause {
 	return s.mu.stopped
 }
 
-// outcome is how a session ended, for its log line.
+// outcome is how a session ended, for its end record.
 type outcome struct {
-	cause              relay.Cause
-	err                error
-	server             *cluster.Server
-	fromClient, toSrv  int64
-	user, database     string
-	queued             time.Duration
-	refused, cancelReq bool
+	cause             relay.Cause
+	err               error
+	server            *cluster.Server
+	fromClient, toSrv int64
+	queued            time.Duration
+	refused           bool
+	tlsResult         string // why the client's TLS handshake failed
+	cancelResult      string // a CancelRequest's result
+	cancelFor         uint64 // the session a CancelRequest was for
 }
 
 // serveSession runs one client connection to its end.
@@ -170,68 +176,35 @@ func (f *Frontend) serveSession(s *session) {
 	// goroutine, with the deep stack of the start-up, exits.
 }
 
-// close closes the client, forgets the session and logs its one line.
+// close closes the client, forgets the session, and logs and reports its end record.
 func (s *session) close(o outcome) {
 	s.cancel()
 	_ = s.client.Close()
 	s.f.registry.Remove(s)
-	s.mu.Lock()
-	o.user, o.database = s.mu.user, s.mu.database
-	s.mu.Unlock()
-	s.logEnd(o)
-	s.f.events.SessionEnded(Ended{ID: s.id, Route: s.route.Name, Server: o.server, Client: s.clientAddr,
-		User: o.user, Database: o.database, Cause: o.cause, Refused: o.refused, Started: s.start,
-		Duration: time.Since(s.start)})
+	e := s.ended(o)
+	s.f.lines.ended(&e)
+	s.f.events.SessionEnded(e)
 	s.f.sessions.Done()
 }
 
-func (s *session) logEnd(o outcome) {
-	if o.cancelReq {
-		if !s.f.log.Enabled(context.Background(), slog.LevelDebug) {
-			return
-		}
-		s.f.log.Debug("cancel request", "route", s.route.Name, "client", s.clientAddr, "forwarded", o.err == nil, "err", o.err)
-		return
-	}
-	if o.refused {
-		s.f.logRefusal(s, o.cause, o.err)
-	}
-	server := ""
-	if o.server != nil {
-		server = o.server.Name
-	}
+// ended is the session's end record.
+func (s *session) ended(o outcome) Ended {
+	e := Ended{ID: s.id, Server: o.server, Client: s.clientAddr, Cause: o.cause, Refused: o.refused,
+		Started: s.start, Duration: time.Since(s.start), Queued: o.queued, FromClient: o.fromClient,
+		FromServer: o.toSrv, TLSResult: o.tlsResult, Cancels: int(s.cancels.Load()),
+		CancelResult: o.cancelResult, CancelFor: o.cancelFor}
 	s.mu.Lock()
-	tlsInfo, route := s.mu.tls, s.route
+	e.Route, e.User, e.Database, e.ApplicationName = s.route.Name, s.mu.user, s.mu.database, s.mu.appName
+	e.TLS, e.Fallback = s.mu.tls, s.mu.fallback
 	s.mu.Unlock()
-	level := slog.LevelInfo
-	if o.cause == relay.CauseProtocolError || o.cause == relay.CauseConnectFailed {
-		level = slog.LevelWarn
-	}
-	if !s.f.log.Enabled(context.Background(), level) {
-		return // at log level warn, a busy pgfront builds no line per session
-	}
-	attrs := []slog.Attr{
-		slog.Uint64("session", s.id),
-		slog.String("route", route.Name),
-		slog.String("client", s.clientAddr),
-		slog.String("server", server),
-		slog.String("user", o.user),
-		slog.String("database", o.database),
-		slog.Duration("duration", time.Since(s.start)),
-		slog.Int64("bytes_from_client", o.fromClient),
-		slog.Int64("bytes_from_server", o.toSrv),
-		slog.String("cause", o.cause.String()),
-	}
-	if o.queued > 0 {
-		attrs = append(attrs, slog.Duration("queued", o.queued))
-	}
-	if tlsInfo != "" {
-		attrs = append(attrs, slog.String("tls", tlsInfo))
-	}
 	if o.err != nil {
-		attrs = append(attrs, slog.String("err", o.err.Error()))
+		e.Err = o.err.Error()
+		var le *relay.LoginError
+		if errors.As(o.err, &le) {
+			e.SQLState = le.Code
+		}
 	}
-	s.f.log.LogAttrs(context.Background(), level, "session ended", attrs...)
+	return e
 }
 
 // refuseStopped tells a client whose session was stopped before it was relayed (shutdown, or
@@ -283,6 +256,7 @@ func (s *session) run() (o outcome, relaying bool) {
 	}
 	s.mu.Lock()
 	s.mu.user, s.mu.database = user, database
+	s.mu.appName = truncateName(pkt.Params["application_name"])
 	s.mu.Unlock()
 	pkt.Params = nil // Raw is what is forwarded; an idle session keeps no more than it needs
 	return s.establish(pkt)
@@ -325,16 +299,19 @@ func (s *session) readStartup() (pkt *pgwire.FirstPacket, blind []byte, o outcom
 		case pgwire.KindStartup:
 			return pkt, nil, outcome{}, true
 		case pgwire.KindCancel:
-			err := s.f.forwardCancel(pkt.Cancel)
-			switch {
-			case err == nil:
-				s.f.events.CancelRequest("forwarded")
-			case errors.Is(err, errUnknownCancelKey):
-				s.f.events.CancelRequest("unknown_key")
-			default:
-				s.f.events.CancelRequest("failed")
+			target, srv, err := s.f.forwardCancel(pkt.Cancel)
+			o := outcome{cause: relay.CauseCancelRequest, server: srv, err: err, cancelResult: cancelForwarded}
+			if target != nil {
+				o.cancelFor = target.id
 			}
-			return nil, nil, outcome{cause: relay.CauseCancelRequest, cancelReq: true, err: err}, false
+			switch {
+			case errors.Is(err, errUnknownCancelKey):
+				o.cancelResult, o.err = cancelUnknownKey, nil // the result says it all
+			case err != nil:
+				o.cancelResult = cancelFailed
+			}
+			s.f.events.CancelRequest(o.cancelResult)
+			return nil, nil, o, false
 		case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
 			done := &sslDone
 			if pkt.Kind == pgwire.KindGSSENCRequest {
@@ -376,7 +353,8 @@ func (s *session) startupFailed(err error) outcome {
 		return s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation, pe.Msg, "", err)
 	case netx.IsTimeout(err):
 		return s.refuse(relay.CauseStartupTimeout, pgwire.CodeProtocolViolation,
-			"incomplete startup packet: timed out", "pgfront allows timeouts.startup for the startup packet.", err)
+			"incomplete startup packet: timed out", "pgfront allows timeouts.startup for the startup packet.",
+			&boundError{fmt.Sprintf("no startup packet within timeouts.startup (%s)", s.route.Startup), err})
 	case errors.Is(err, io.EOF):
 		return outcome{cause: relay.CauseClientEOF} // closed before saying anything (port probe)
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -464,7 +442,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	_ = server.SetWriteDeadline(time.Now().Add(r.Connect))
 	if _, err := server.Write(e.pkt.Raw); err != nil {
 		_ = server.Close()
-		return outcome{cause: relay.CauseServerReset, err: fmt.Errorf("forwarding startup to %s: %w", srv.Name, err), server: srv, queued: e.queued}, false
+		return outcome{cause: relay.CauseServerReset, err: fmt.Errorf("forwarding startup to %s: %w", srv.FullName(), err), server: srv, queued: e.queued}, false
 	}
 	_ = server.SetWriteDeadline(time.Time{})
 	_ = s.client.SetDeadline(time.Time{})
@@ -541,12 +519,13 @@ func (s *session) retryElsewhere(e *establishing, bad *cluster.Server, cause rel
 	e.pick.exclude(bad)
 	e.retries++
 	s.f.log.Warn("server refused the session before the client saw anything; trying another server",
-		"route", r.Name, "server", bad.Name, "cause", cause.String())
+		"route", r.Name, "server", bad.FullName(), "cause", cause.String())
 	var err error
 	if e.retries > maxRetries {
-		err = errors.New("too many servers tried")
-	} else {
-		err = s.rechoose(e.pick, e.ticket)
+		err = fmt.Errorf("%d servers refused the session (%s); pgfront tries at most %d", e.retries, cause, maxRetries+1)
+	} else if err = s.rechoose(e.pick, e.ticket); err != nil && !errors.Is(err, errClientLeft) && !errors.Is(err, errClientSpoke) {
+		err = &boundError{fmt.Sprintf("%s refused the session (%s) and no other server of route %q was available within timeouts.queue (%s)",
+			bad.FullName(), cause, r.Name, r.Queue), err}
 	}
 	if err != nil {
 		if o, ok := s.clientOutcome(err); ok && s.stoppedCause() == relay.CauseNone {
@@ -661,7 +640,8 @@ func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, 
 			return nil, s.refuseNoServer(nil), false
 		}
 		return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already",
-			"The connection limit is reached and timeouts.queue is 0: pgfront does not queue.", nil), false
+			"The connection limit is reached and timeouts.queue is 0: pgfront does not queue.",
+			errors.New("no free connection slot, and timeouts.queue is 0 (no wait)")), false
 	}
 	ctx, cancel := context.WithTimeout(s.ctx, r.Queue)
 	defer cancel()
@@ -701,20 +681,71 @@ func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, 
 		return nil, s.refuseNoServer(err), false
 	case errors.Is(err, admission.ErrQueueFull):
 		return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already",
-			"pgfront's connection limit is reached and its wait queue is full.", err), false
+			"pgfront's connection limit is reached and its wait queue is full.",
+			&boundError{"no free connection slot, and the wait queue is full", err}), false
 	case errors.Is(err, admission.ErrQueueTimeout), errors.Is(err, context.DeadlineExceeded):
 		return nil, s.refuse(relay.CauseQueueTimeout, pgwire.CodeTooManyConnections, "sorry, too many clients already",
-			fmt.Sprintf("pgfront waited %s (timeouts.queue) for a free connection slot of route %q.", r.Queue, r.Name), err), false
+			fmt.Sprintf("pgfront waited %s (timeouts.queue) for a free connection slot of route %q.", r.Queue, r.Name),
+			&boundError{fmt.Sprintf("no free connection slot within timeouts.queue (%s)", r.Queue), err}), false
 	}
 	return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already", "", err), false
 }
 
-// refuseNoServer tells the client the route has no server of its role.
+// refuseNoServer tells the client the route has no server of its role, and why when pgfront
+// knows: every server failed TLS verification is a configuration problem, not a failover.
 func (s *session) refuseNoServer(err error) outcome {
 	r := s.route
-	return s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow,
-		fmt.Sprintf("no %s server available for route %q", r.Select.Role, r.Name),
-		fmt.Sprintf("pgfront waited %s (timeouts.queue) for one to appear in cluster %q; a failover may be in progress.", r.Queue, r.Cluster.Name), err)
+	msg := fmt.Sprintf("no %s server available for route %q", r.Select.Role, r.Name)
+	why := fmt.Sprintf("no %s server of cluster %q within timeouts.queue (%s)", r.Select.Role, r.Cluster.Name, r.Queue)
+	if r.Queue <= 0 {
+		why = fmt.Sprintf("no %s server of cluster %q, and timeouts.queue is 0 (no wait)", r.Select.Role, r.Cluster.Name)
+	}
+	if srv, st, ok := everyServerFailedTLS(r.Cluster); ok {
+		return s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow, msg+": every server failed TLS verification",
+			fmt.Sprintf("pgfront could not verify the TLS certificate of any server of cluster %q (its server_tls); "+
+				"this is a certificate or configuration problem, not a failover. See pgfront's log.", r.Cluster.Name),
+			&boundError{fmt.Sprintf("%s: every server failed TLS verification (%s: %s)", why, srv.FullName(), st.LastErr), err})
+	}
+	return s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow, msg,
+		fmt.Sprintf("pgfront waited %s (timeouts.queue) for one to appear in cluster %q; a failover may be in progress.", r.Queue, r.Cluster.Name),
+		&boundError{why, err})
+}
+
+// everyServerFailedTLS reports whether every server of cl is down because its certificate did
+// not verify, with one of them and its state.
+func everyServerFailedTLS(cl *cluster.Cluster) (*cluster.Server, cluster.State, bool) {
+	servers := cl.Servers()
+	if len(servers) == 0 {
+		return nil, cluster.State{}, false
+	}
+	for _, srv := range servers {
+		if st := srv.State(); st.Up || !st.TLSVerifyFailed {
+			return nil, cluster.State{}, false
+		}
+	}
+	return servers[0], servers[0].State(), true
+}
+
+// boundError is an error in pgfront's words (which bound ran out, what was missing), keeping
+// the error behind it for errors.Is and errors.As.
+type boundError struct {
+	msg string
+	err error
+}
+
+func (e *boundError) Error() string { return e.msg }
+func (e *boundError) Unwrap() error { return e.err }
+
+// maxNameLen is how much of a client-chosen name (application_name) the log keeps:
+// PostgreSQL's NAMEDATALEN - 1.
+const maxNameLen = 63
+
+// truncateName bounds a client-chosen name for logs and views.
+func truncateName(name string) string {
+	if len(name) > maxNameLen {
+		name = name[:maxNameLen]
+	}
+	return strings.ToValidUTF8(name, "")
 }
 
 // connect dials the ticket's server (negotiating TLS with it when the cluster asks and negotiate
@@ -733,11 +764,12 @@ func (s *session) connect(p *picker, t *admission.Ticket, negotiate bool) (*clus
 		if err == nil {
 			return srv, c, outcome{}, true
 		}
-		lastErr = fmt.Errorf("connecting to server %s (%s): %w", srv.Name, srv.Addr, err)
+		why := s.connectError(err)
+		lastErr = fmt.Errorf("connecting to server %s (%s): %w", srv.FullName(), srv.Addr, why)
 		if s.stoppedCause() != relay.CauseNone || s.ctx.Err() != nil {
 			break
 		}
-		s.f.log.Warn("server connect failed", "route", r.Name, "server", srv.Name, "addr", srv.Addr, "err", err)
+		s.f.log.Warn("server connect failed", "route", r.Name, "server", srv.FullName(), "addr", srv.Addr, "err", why.Error())
 		if s.f.opts.OnConnectFail != nil {
 			s.f.opts.OnConnectFail(srv)
 		}
@@ -755,9 +787,22 @@ func (s *session) connect(p *picker, t *admission.Ticket, negotiate bool) (*clus
 	if c := s.stoppedCause(); c != relay.CauseNone {
 		return nil, nil, s.refuseStopped(c, lastErr), false
 	}
+	if tlsconf.IsVerifyError(lastErr) {
+		return nil, nil, s.refuse(relay.CauseConnectFailed, pgwire.CodeConnectionFailure,
+			fmt.Sprintf("could not connect to a server for route %q: its TLS certificate did not verify", r.Name),
+			fmt.Sprintf("pgfront could not verify the server's TLS certificate (server_tls of cluster %q); see its log.", r.Cluster.Name), lastErr), false
+	}
 	return nil, nil, s.refuse(relay.CauseConnectFailed, pgwire.CodeConnectionFailure,
 		fmt.Sprintf("could not connect to a server for route %q", r.Name),
 		"pgfront could not reach any eligible server; see its log.", lastErr), false
+}
+
+// connectError says why a connect failed, in the config's words when its bound ran out.
+func (s *session) connectError(err error) error {
+	if (netx.IsTimeout(err) || errors.Is(err, context.DeadlineExceeded)) && s.ctx.Err() == nil && !tlsconf.IsVerifyError(err) {
+		return &boundError{fmt.Sprintf("no connection within timeouts.connect (%s)", s.route.Connect), err}
+	}
+	return err
 }
 
 // rechoose moves the ticket to another eligible server. With none left (the failed server was

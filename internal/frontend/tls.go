@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/pgwire"
 	"github.com/pgfront/pgfront/internal/relay"
@@ -116,17 +117,25 @@ func (s *session) startTLS(prefix []byte, direct bool) (outcome, bool) {
 	if len(prefix) > 0 {
 		under = &prefixConn{Conn: under, prefix: prefix}
 	}
-	tc := tls.Server(under, r.TLS.Config)
-	if err := tc.HandshakeContext(s.ctx); err != nil {
+	watch := newAlertWatch(under)
+	tc := tls.Server(watch, r.TLS.Config)
+	err := tc.HandshakeContext(s.ctx)
+	watch.stop()
+	if err != nil {
+		auth := r.TLS.Config.ClientAuth
+		result, why := handshakeFailure{err: err, watch: watch, startup: r.Startup, peerCerts: len(tc.ConnectionState().PeerCertificates),
+			wantCert: auth == tls.RequireAnyClientCert || auth == tls.RequireAndVerifyClientCert}.classify()
 		if c := s.stoppedCause(); c != relay.CauseNone {
-			return outcome{cause: c, err: err}, false
+			return outcome{cause: c, err: err}, false // pgfront stopped it: not the handshake's failure
 		}
+		s.f.events.TLSHandshake(r.Name, result)
 		cause := relay.CauseTLSError
-		if netx.IsTimeout(err) {
+		if result == TLSResultTimeout {
 			cause = relay.CauseStartupTimeout
 		}
-		return outcome{cause: cause, err: fmt.Errorf("TLS handshake with the client: %w", err)}, false
+		return outcome{cause: cause, err: why, tlsResult: result}, false
 	}
+	s.f.events.TLSHandshake(r.Name, TLSResultOK)
 	cs := tc.ConnectionState()
 	conn := WrapTLS(tc, raw)
 	s.mu.Lock()
@@ -205,10 +214,11 @@ func (s *session) establishBlind(first []byte) (outcome, bool) {
 	if _, err := server.Write(first); err != nil {
 		_ = server.Close()
 		ticket.Release()
-		return outcome{cause: relay.CauseServerReset, err: fmt.Errorf("forwarding to %s: %w", srv.Name, err), server: srv, queued: queued}, false
+		return outcome{cause: relay.CauseServerReset, err: fmt.Errorf("forwarding to %s: %w", srv.FullName(), err), server: srv, queued: queued}, false
 	}
 	_ = server.SetWriteDeadline(time.Time{})
 	_ = s.client.SetDeadline(time.Time{})
+	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
 	p := relay.NewPipe(s.client, server, relay.PipeOptions{
 		Idle:      r.Relay.ClientIdle,
 		ClientFin: r.Relay.ClientFin,
@@ -218,7 +228,7 @@ func (s *session) establishBlind(first []byte) (outcome, bool) {
 	srv.SessionStarted()
 	s.mu.Lock()
 	stopped := s.mu.stopped
-	s.mu.server, s.mu.relay, s.mu.tls = srv, p, "passthrough"
+	s.mu.server, s.mu.relay, s.mu.tls, s.mu.fallback = srv, p, "passthrough", fallback
 	s.mu.Unlock()
 	s.phase.Store(uint32(PhaseRelaying))
 	if stopped != relay.CauseNone {

@@ -100,6 +100,9 @@ type Status struct {
 	LastCheck     time.Time
 	LastErr       string // "" when the last check succeeded
 	CheckDuration time.Duration
+	// TLSVerifyFailed: the last check failed because the server's TLS certificate did not
+	// verify (sslmode verify-ca or verify-full).
+	TLSVerifyFailed bool
 }
 
 // Reporter receives the monitor's findings.

@@ -2,6 +2,8 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,9 +41,10 @@ type Options struct {
 	// longer than the interval), which spreads the loops of many servers; default 0.1,
 	// negative disables it, more than 1 counts as 1.
 	Jitter float64
-	// Logger gets one line per transition (up, down, role change) and, per server, the first
-	// failed check and then at most one line a minute with the number of failures not
-	// logged. nil = no logging.
+	// Logger gets, per server, the first failed check and then at most one line a minute
+	// with the number of failures not logged. Transitions (up, down, role) are not logged
+	// here: the Reporter's receiver sees every change of a server's state, whoever made it,
+	// and logs each once (the error behind a down is in Status.LastErr). nil = no logging.
 	Logger   *slog.Logger
 	Reporter Reporter // nil = nobody is told
 	// Rand returns a number in [0, 1) for the jitter; it is called from all loops at once.
@@ -515,9 +518,10 @@ func (m *Monitor) decide(l *loop, tu *tuning, obs Observation) (fast bool) {
 	st := &l.status
 	st.LastCheck = now
 	st.CheckDuration = obs.Duration
-	st.LastErr = ""
+	st.LastErr, st.TLSVerifyFailed = "", false
 	if !obs.OK {
 		st.LastErr = obs.Err.Error()
+		st.TLSVerifyFailed = isTLSVerifyError(obs.Err)
 	}
 
 	first := l.tracker == nil
@@ -542,10 +546,11 @@ func (m *Monitor) decide(l *loop, tu *tuning, obs Observation) (fast bool) {
 
 	switch {
 	case upChanged && st.Up:
-		l.log.Info("server up", "role", st.Role.String())
 		l.errLogged, l.errNotLogged = time.Time{}, 0 // the next outage's first error is news
 	case upChanged:
-		m.logFailure(l, obs, now, "server down")
+		// The state change line (the Reporter's side) says why it went down: the rate
+		// limit starts from there.
+		l.errLogged, l.errNotLogged = now, 0
 	case !obs.OK:
 		if l.errLogged.IsZero() || now.Sub(l.errLogged) >= errorLogEvery {
 			m.logFailure(l, obs, now, "health check failed")
@@ -553,10 +558,18 @@ func (m *Monitor) decide(l *loop, tu *tuning, obs Observation) (fast bool) {
 			l.errNotLogged++
 		}
 	}
-	if roleChanged && !(upChanged && st.Up) { // an up line already says the role
-		l.log.Warn("server role changed", "from", prevRole.String(), "to", st.Role.String(), "up", st.Up)
-	}
 	return l.tracker.Changing() || roleChanged
+}
+
+// isTLSVerifyError reports whether a check failed because the server's TLS certificate did
+// not verify (unknown authority, wrong host name, expired): a configuration problem that
+// retrying will not fix. pgconn returns crypto/tls's and crypto/x509's error types.
+func isTLSVerifyError(err error) bool {
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var hn x509.HostnameError
+	return errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &hn)
 }
 
 // logFailure logs a failed check (with the number of failures not logged since the last

@@ -2,6 +2,8 @@ package health
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -315,9 +317,10 @@ func TestMonitorFirstCheckDown(t *testing.T) {
 	}
 }
 
-// TestMonitorLogsTransitionsOnce: each transition gives one line; failures between them
-// are rate-limited.
-func TestMonitorLogsTransitionsOnce(t *testing.T) {
+// TestMonitorLogsFailuresNotTransitions: failed checks are logged, the first of an outage and
+// then at most once a minute; transitions are not (the reporter's side logs each state change
+// once, whoever made it), and a down restarts the rate limit.
+func TestMonitorLogsFailuresNotTransitions(t *testing.T) {
 	var script []Observation
 	add := func(n int, o Observation) {
 		for range n {
@@ -329,6 +332,7 @@ func TestMonitorLogsTransitionsOnce(t *testing.T) {
 	add(4, okObs(RolePrimary, 1))         // up at the second
 	add(3, okObs(RoleReplica, 1))         // role change at the first
 	add(2, okObs(RoleReplica, 1))
+	add(1, failObs("connection refused")) // a new outage's first failure is news again
 	logger, logs := newTestLogger()
 	f := &fakeChecker{script: script}
 	runScript(t, Options{Rise: 2, Fall: 3, Logger: logger, after: (&delayLog{}).after}, f)
@@ -337,29 +341,23 @@ func TestMonitorLogsTransitionsOnce(t *testing.T) {
 		msg  string
 		want int
 	}{
-		{"msg=\"server up\"", 2}, // initial state and recovery
-		{"msg=\"server down\"", 1},
-		{"msg=\"health check failed\"", 1}, // the first failure; the rest within the minute are counted
-		{"msg=\"server role changed\"", 1},
-		{"connection refused", 2}, // first failure, down line
+		{"msg=\"server up\"", 0},
+		{"msg=\"server down\"", 0},
+		{"msg=\"server role changed\"", 0},
+		{"msg=\"health check failed\"", 2}, // the first failure of each outage
+		{"connection refused", 2},
 	} {
-		if got := logs.Lines(c.msg, "server=pg1"); len(got) != c.want {
+		if got := logs.Lines(c.msg); len(got) != c.want {
 			t.Errorf("%d lines with %s, want %d; log:\n%s", len(got), c.msg, c.want, logs)
 		}
 	}
-	if got := logs.Lines("msg=\"server down\"", "failures_not_logged=1"); len(got) != 1 {
-		t.Errorf("the down line does not count the failure not logged; log:\n%s", logs)
-	}
-	if got := logs.Lines("msg=\"server role changed\"", "from=primary", "to=replica"); len(got) != 1 {
-		t.Errorf("role change line wrong; log:\n%s", logs)
-	}
-	if got := logs.Lines("msg=\"server up\"", "role=primary"); len(got) != 2 {
-		t.Errorf("up lines do not say the role; log:\n%s", logs)
+	if got := logs.Lines("failures_not_logged"); len(got) != 0 {
+		t.Errorf("failures before the down were counted into a later line; log:\n%s", logs)
 	}
 }
 
-// TestMonitorErrorLogRateLimit: a server that keeps failing is logged at its first failure
-// and then once a minute, with the number of failures not logged.
+// TestMonitorErrorLogRateLimit: a server that keeps failing is logged once a minute, with the
+// number of failures not logged; its first failure (the down) is the state change line's.
 func TestMonitorErrorLogRateLimit(t *testing.T) {
 	f := &fakeChecker{}
 	for range 13 {
@@ -369,13 +367,10 @@ func TestMonitorErrorLogRateLimit(t *testing.T) {
 	clock := &stepClock{t: time.Unix(0, 0), step: 10 * time.Second} // checks at 0s, 10s, ..., 120s
 	runScript(t, Options{Logger: logger, now: clock.now, after: (&delayLog{}).after}, f)
 	got := logs.Lines("password authentication failed")
-	if len(got) != 3 {
-		t.Fatalf("%d lines, want 3 (0s, 60s, 120s); log:\n%s", len(got), logs)
+	if len(got) != 2 {
+		t.Fatalf("%d lines, want 2 (60s, 120s); log:\n%s", len(got), logs)
 	}
-	if !strings.Contains(got[0], "msg=\"server down\"") || strings.Contains(got[0], "failures_not_logged") {
-		t.Errorf("first line %q, want the initial down line without a count", got[0])
-	}
-	for _, line := range got[1:] {
+	for _, line := range got {
 		if !strings.Contains(line, "msg=\"health check failed\"") || !strings.Contains(line, "failures_not_logged=5") {
 			t.Errorf("line %q, want a failure line counting 5 failures not logged", line)
 		}
@@ -575,5 +570,21 @@ func TestMonitorHurry(t *testing.T) {
 				t.Fatalf("hurry=%v: wait %d was %s, want %s", hurry, i, got, want)
 			}
 		}
+	}
+}
+
+// TestMonitorTLSVerifyFailed: a check that failed on the server's certificate says so in its
+// status; other failures do not.
+func TestMonitorTLSVerifyFailed(t *testing.T) {
+	verify := Observation{Err: fmt.Errorf("connecting: %w", &tls.CertificateVerificationError{Err: x509.UnknownAuthorityError{}}), LagSeconds: -1}
+	f := &fakeChecker{script: []Observation{verify, failObs("refused"), okObs(RolePrimary, 1)}}
+	rec := &recorder{}
+	runScript(t, Options{Reporter: rec, after: (&delayLog{}).after}, f)
+	var got []bool
+	for _, st := range rec.get("pg1") {
+		got = append(got, st.TLSVerifyFailed)
+	}
+	if want := []bool{true, false, false}; !slices.Equal(got, want) {
+		t.Fatalf("TLSVerifyFailed after each check %v, want %v", got, want)
 	}
 }

@@ -21,7 +21,7 @@ var pullFamilies = []*Family{
 	famRouteSessions, famRouteMaxConn, famMaxConn, famParked, famIdleInTx, famHalfClosed, famHalfClosedAge,
 	famServerSessions, famServerUp, famServerRole, famServerAdmin, famServerFenced, famServerLagBytes,
 	famServerLagSecs, famServerLastCheck, famSockets, famSampleDuration, famSampleTime, famAlertThreshold,
-	famConfigLastSuccess, famConfigInfo, famConfigGeneration,
+	famConfigLastSuccess, famConfigInfo, famConfigGeneration, famTLSCertExpiry,
 }
 
 var pullDescs = func() map[*Family]*prometheus.Desc {
@@ -53,6 +53,15 @@ func (c *pullCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(famConfigLastSuccess, float64(cs.at.UnixNano())/1e9)
 		if cs.hash != "" {
 			gauge(famConfigInfo, 1, cs.hash)
+		}
+	}
+
+	for _, r := range topo.order {
+		if r.Certificate == nil {
+			continue
+		}
+		if leaf := r.Certificate.Leaf(); leaf != nil {
+			gauge(famTLSCertExpiry, float64(leaf.NotAfter.Unix()), r.Name, r.Certificate.CertFile(), leaf.Subject.String())
 		}
 	}
 

@@ -17,6 +17,7 @@
 package observe
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -40,6 +41,15 @@ type Route struct {
 	// Clusters the route's sessions may reach: its own, then those its TLS SNI map names.
 	Clusters []*cluster.Cluster
 	MaxConn  int // 0 = unlimited
+	// Certificate is what the route shows TLS clients (tls.mode terminate); nil: none. Its
+	// expiry is read at scrape time, so a reloaded certificate shows at once.
+	Certificate Certificate
+}
+
+// Certificate is a certificate a route serves (tlsconf.Server).
+type Certificate interface {
+	Leaf() *x509.Certificate
+	CertFile() string
 }
 
 // Options configure Metrics.
@@ -94,15 +104,16 @@ type Metrics struct {
 	queryDur  *prometheus.HistogramVec
 	txDur     *prometheus.HistogramVec
 
-	ended       *prometheus.CounterVec
-	refusals    *prometheus.CounterVec
-	cancels     *prometheus.CounterVec
-	transitions *prometheus.CounterVec
-	checks      *prometheus.HistogramVec
-	alertActive *prometheus.GaugeVec
-	alertRaised *prometheus.CounterVec
-	samples     *prometheus.CounterVec
-	reloads     *prometheus.CounterVec
+	ended         *prometheus.CounterVec
+	refusals      *prometheus.CounterVec
+	cancels       *prometheus.CounterVec
+	transitions   *prometheus.CounterVec
+	checks        *prometheus.HistogramVec
+	alertActive   *prometheus.GaugeVec
+	alertRaised   *prometheus.CounterVec
+	samples       *prometheus.CounterVec
+	reloads       *prometheus.CounterVec
+	tlsHandshakes *prometheus.CounterVec
 
 	recent recentList
 	alerts alertSet
@@ -197,6 +208,7 @@ func New(opts Options) *Metrics {
 		alertRaised:     famAlertsRaised.counterVec(),
 		samples:         famSocketSamples.counterVec(),
 		reloads:         famConfigReloads.counterVec(),
+		tlsHandshakes:   famTLSHandshakes.counterVec(),
 		intervalChanged: make(chan struct{}, 1),
 	}
 	m.recent.init(recentSize)
@@ -222,7 +234,7 @@ func New(opts Options) *Metrics {
 	reg := opts.Registerer
 	reg.MustRegister(build, m.accepted, m.queued, m.queueWait, m.bytes, m.queries, m.txs, m.queryDur, m.txDur,
 		m.ended, m.refusals, m.cancels, m.transitions, m.checks, m.alertActive, m.alertRaised, m.samples,
-		m.reloads,
+		m.reloads, m.tlsHandshakes,
 		&pullCollector{m: m},
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -297,6 +309,19 @@ func (m *Metrics) QueueWaited(route string, d time.Duration) {
 
 // CancelRequest implements frontend.Events.
 func (m *Metrics) CancelRequest(result string) { m.cancels.WithLabelValues(result).Inc() }
+
+// TLSHandshake implements frontend.Events. Like SessionEnded, a handshake on a route no longer
+// in the topology is not counted.
+func (m *Metrics) TLSHandshake(route, result string) {
+	rm := m.topo.Load().routes[route]
+	if rm == nil {
+		return
+	}
+	m.tlsHandshakes.WithLabelValues(route, result).Inc()
+	if rm.removed.Load() { // removed meanwhile: as in countEnded
+		m.tlsHandshakes.DeleteLabelValues(route, result)
+	}
+}
 
 // SessionObserver implements frontend.Events. The observer stays valid for the session's
 // life, even when a reload removes its route or server (it then counts into series no longer

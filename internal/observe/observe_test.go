@@ -1,10 +1,13 @@
 package observe
 
 import (
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -39,7 +42,21 @@ type fixture struct {
 	socks    []netx.Socket
 	sessions []frontend.SessionInfo
 	fds      [2]int
+	cert     *fakeCert // route rw's TLS certificate
 }
+
+// fakeCert is a route certificate whose leaf a test replaces (a reload).
+type fakeCert struct {
+	file string
+	leaf atomic.Pointer[x509.Certificate]
+}
+
+func (c *fakeCert) set(cn string, notAfter time.Time) {
+	c.leaf.Store(&x509.Certificate{Subject: pkix.Name{CommonName: cn}, NotAfter: notAfter})
+}
+
+func (c *fakeCert) Leaf() *x509.Certificate { return c.leaf.Load() }
+func (c *fakeCert) CertFile() string        { return c.file }
 
 var (
 	routeAddr = netip.MustParseAddrPort("127.0.0.1:6432")
@@ -48,7 +65,8 @@ var (
 
 func newFixture(t *testing.T, th Thresholds) *fixture {
 	t.Helper()
-	f := &fixture{reg: prometheus.NewRegistry(), logs: &lockedBuffer{}, fds: [2]int{10, 1000}}
+	f := &fixture{reg: prometheus.NewRegistry(), logs: &lockedBuffer{}, fds: [2]int{10, 1000}, cert: &fakeCert{file: "/etc/pgfront/rw.crt"}}
+	f.cert.set("pgfront-rw", time.Unix(1_900_000_000, 0))
 	f.srv = newServer("c", "pg")
 	f.cl = cluster.NewCluster("c", []*cluster.Server{f.srv}, false)
 	mon := sockmon.New(sockmon.Options{Read: func(dst []netx.Socket) ([]netx.Socket, string, error) {
@@ -59,7 +77,7 @@ func newFixture(t *testing.T, th Thresholds) *fixture {
 	mon.AddListener("rw", routeAddr)
 	f.m = New(Options{
 		Registerer: f.reg,
-		Routes:     []Route{{Name: "rw", Clusters: []*cluster.Cluster{f.cl}, MaxConn: 7}},
+		Routes:     []Route{{Name: "rw", Clusters: []*cluster.Cluster{f.cl}, MaxConn: 7, Certificate: f.cert}},
 		Clusters:   []*cluster.Cluster{f.cl},
 		MaxConn:    100,
 		Sockets:    mon,
@@ -150,6 +168,7 @@ func TestFamiliesMatchRegistry(t *testing.T) {
 	m.QueueWaited("rw", time.Millisecond)
 	m.SessionEnded(frontend.Ended{Route: "rw", Cause: relay.CauseMaxConn, Refused: true})
 	m.CancelRequest("forwarded")
+	m.TLSHandshake("rw", frontend.TLSResultOK)
 	o := m.SessionObserver("rw", f.srv)
 	o.Relayed(true, 10)
 	o.Relayed(false, 20)
@@ -400,5 +419,47 @@ func TestBuildInfo(t *testing.T) {
 		if fam.GetName() == "pgfront_build_info" && len(fam.GetMetric()) != 1 {
 			t.Errorf("pgfront_build_info has %d series, want 1", len(fam.GetMetric()))
 		}
+	}
+}
+
+// TestTLSMetrics: handshakes count by route and result, every result is there from the start,
+// an unknown route brings no series, and the certificate's expiry follows a reload.
+func TestTLSMetrics(t *testing.T) {
+	f := newFixture(t, Thresholds{})
+	m, reg := f.m, f.reg
+	for _, r := range frontend.TLSResults() {
+		if got := value(t, reg, "pgfront_tls_handshakes_total", "route", "rw", "result", r); got != 0 {
+			t.Errorf("result %s starts at %g", r, got)
+		}
+	}
+	m.TLSHandshake("rw", frontend.TLSResultOK)
+	m.TLSHandshake("rw", frontend.TLSResultClientRejectedCertificate)
+	m.TLSHandshake("rw", frontend.TLSResultClientRejectedCertificate)
+	m.TLSHandshake("gone", frontend.TLSResultOK)
+	if got := value(t, reg, "pgfront_tls_handshakes_total", "route", "rw", "result", "client_rejected_certificate"); got != 2 {
+		t.Errorf("client_rejected_certificate = %g, want 2", got)
+	}
+	if n := testutil.CollectAndCount(m.tlsHandshakes); n != len(frontend.TLSResults()) {
+		t.Errorf("%d handshake series, want one per result of route rw", n)
+	}
+	expiry := func() float64 {
+		return value(t, reg, "pgfront_tls_certificate_expiry_timestamp_seconds", "route", "rw", "file", "/etc/pgfront/rw.crt")
+	}
+	if got := expiry(); got != 1_900_000_000 {
+		t.Errorf("expiry %g, want the certificate's NotAfter", got)
+	}
+	f.cert.set("pgfront-rw-renewed", time.Unix(1_950_000_000, 0))
+	if got := expiry(); got != 1_950_000_000 {
+		t.Errorf("expiry after the reload %g, want the new certificate's", got)
+	}
+	if _, ok := lookup(t, reg, "pgfront_tls_certificate_expiry_timestamp_seconds", "subject", "CN=pgfront-rw"); ok {
+		t.Error("the replaced certificate's series is still exported")
+	}
+	m.SetTopology(nil, nil, 0) // the route goes: its series with it
+	if n := testutil.CollectAndCount(m.tlsHandshakes); n != 0 {
+		t.Errorf("%d handshake series after the route was removed", n)
+	}
+	if _, ok := lookup(t, reg, "pgfront_tls_certificate_expiry_timestamp_seconds"); ok {
+		t.Error("expiry exported for a removed route")
 	}
 }

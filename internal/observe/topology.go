@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/frontend"
 )
 
 // topology is the routes and servers the metrics know, each with its pre-labelled collectors,
@@ -83,7 +84,12 @@ func (m *Metrics) SetTopology(routes []Route, clusters []*cluster.Cluster, maxCo
 			rm = m.newRouteMetrics(r.Name)
 		}
 		t.routes[r.Name] = rm
-		t.order = append(t.order, Route{Name: r.Name, MaxConn: r.MaxConn})
+		t.order = append(t.order, Route{Name: r.Name, MaxConn: r.MaxConn, Certificate: r.Certificate})
+		if r.Certificate != nil {
+			for _, res := range frontend.TLSResults() {
+				m.tlsHandshakes.WithLabelValues(r.Name, res)
+			}
+		}
 		for _, cl := range r.Clusters {
 			for _, srv := range cl.Servers() {
 				k := observerKey{r.Name, srv}
@@ -145,7 +151,7 @@ func (m *Metrics) deleteRemoved(old, t *topology) {
 		}
 		rm.removed.Store(true)
 		for _, v := range []partialDeleter{m.accepted, m.queued, m.queueWait, m.bytes, m.queries, m.txs,
-			m.queryDur, m.txDur, m.ended, m.refusals} {
+			m.queryDur, m.txDur, m.ended, m.refusals, m.tlsHandshakes} {
 			v.DeletePartialMatch(prometheus.Labels{"route": name})
 		}
 	}

@@ -35,6 +35,7 @@ const (
 	CauseCancelRequest                  // the connection carried a CancelRequest, now forwarded or dropped
 	CauseTLSError                       // the client's TLS handshake failed
 	CauseRemoved                        // a config reload removed the session's route or server
+	CauseLoginFailed                    // the server refused the login (its ErrorResponse was forwarded)
 	numCauses
 )
 
@@ -66,6 +67,7 @@ var causeNames = [numCauses]string{
 	CauseCancelRequest:            "cancel_request",
 	CauseTLSError:                 "tls_error",
 	CauseRemoved:                  "removed",
+	CauseLoginFailed:              "login_failed",
 }
 
 func (c Cause) String() string {

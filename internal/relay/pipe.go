@@ -152,9 +152,21 @@ func (p *Pipe) readFailed(fromClient bool, src, dst net.Conn, err error) {
 		}
 		p.mu.Unlock()
 		p.end(cause, nil)
+	case !fromClient && netx.IsReset(err) && p.clientClosedFirst():
+		// The client closed first and the server reset what was left: PostgreSQL exits after a
+		// Terminate without reading the TLS close_notify the client sent after it, and the
+		// unread bytes turn its close into a reset. A clean end, as the client's FIN said.
+		p.end(CauseClientEOF, nil)
 	default:
 		p.failed(fromClient, err)
 	}
+}
+
+// clientClosedFirst reports whether the client's FIN came first (and the server's not yet).
+func (p *Pipe) clientClosedFirst() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.clientEOF && p.mu.clientFirst && !p.mu.serverEOF
 }
 
 // failed ends the pipe after an error on the client's (client true) or the server's side.

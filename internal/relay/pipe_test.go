@@ -133,3 +133,35 @@ func TestPipeEnd(t *testing.T) {
 		t.Fatalf("result %+v", r)
 	}
 }
+
+// TestPipeServerResetAfterClientFin: PostgreSQL exits after a TLS client's Terminate without
+// reading the close_notify behind it, so its close arrives as a reset. After the client's FIN
+// that is the client's clean end; a reset before it is the server's doing.
+func TestPipeServerResetAfterClientFin(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		clientFin bool
+		want      Cause
+	}{
+		{"after the client's FIN", true, CauseClientEOF},
+		{"while the client is open", false, CauseServerReset},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newPipeHarness(t, PipeOptions{ClientFin: 5 * time.Second, ServerFin: 5 * time.Second})
+			h.client.Write([]byte("terminate"))
+			readN(t, h.server, len("terminate"))
+			if tc.clientFin {
+				h.client.CloseWrite()
+				_ = h.server.SetReadDeadline(time.Now().Add(5 * time.Second))
+				if n, err := h.server.Read(make([]byte, 1)); n != 0 || err != io.EOF {
+					t.Fatalf("server did not see the client's FIN: %d %v", n, err)
+				}
+			}
+			_ = h.server.SetLinger(0) // close with a reset
+			h.server.Close()
+			if r := h.result(5 * time.Second); r.Cause != tc.want {
+				t.Fatalf("result %+v, want %s", r, tc.want)
+			}
+		})
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"bytes"
 	"errors"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -147,7 +148,10 @@ type Session struct {
 		cancel     bool // end found a query running: finish cancels it
 		aborting   bool // finish also drains the server after the cancel
 		terminated bool // client sent Terminate
-		finArmed   bool // a FIN deadline runs on the server read side
+		// loginErr is the server's refusal of the login (an ErrorResponse before the first
+		// ReadyForQuery): whatever ends the session after it, it ends as CauseLoginFailed.
+		loginErr *LoginError
+		finArmed bool // a FIN deadline runs on the server read side
 
 		// For State and the Observer: when the running query and transaction began, when
 		// the session last went idle (zero while busy), when one side sent FIN (zero: none).
@@ -413,6 +417,11 @@ func (s *Session) end(cause Cause, err error) {
 	if s.mu.cause != CauseNone {
 		s.mu.Unlock()
 		return
+	}
+	if s.mu.loginErr != nil {
+		// The server refused the login and closes: who closes first is a race, and the
+		// refusal is what happened.
+		cause, err = CauseLoginFailed, s.mu.loginErr
 	}
 	s.mu.cause = cause
 	s.mu.err = err
@@ -849,6 +858,15 @@ func (s *Session) serverReadFailed(err error) {
 		s.mu.Unlock()
 		s.end(cause, nil)
 	default:
+		s.mu.Lock()
+		terminated := s.mu.terminated
+		s.mu.Unlock()
+		if terminated && netx.IsReset(err) {
+			// The client said goodbye; how the server's side went after that (a reset when it
+			// exits with bytes unread) is no failure of the session.
+			s.end(CauseClientTerminate, nil)
+			return
+		}
 		s.end(CauseServerReset, err)
 	}
 }
@@ -879,10 +897,19 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 			return errStandby
 		}
 	case 'E':
-		// Only the first message of a login matters here; later errors are just relayed.
-		if s.fromServer.Load() == 0 && s.fromClient.Load() == 0 && errorCode(body) == pgwire.CodeCannotConnectNow && s.inLogin() {
-			return errUnavailable
+		// Only errors during the login matter here; later ones are just relayed.
+		if !s.inLogin() {
+			return nil
 		}
+		le := parseLoginError(body)
+		if s.fromServer.Load() == 0 && s.fromClient.Load() == 0 && le.Code == pgwire.CodeCannotConnectNow {
+			return errUnavailable // the first message: the session can be retried elsewhere
+		}
+		s.mu.Lock()
+		if s.mu.loginErr == nil {
+			s.mu.loginErr = le
+		}
+		s.mu.Unlock()
 	case 'Z':
 		if len(body) != 1 {
 			return &pgwire.ProtocolError{Msg: "invalid ReadyForQuery from server"}
@@ -902,21 +929,44 @@ func (s *Session) inLogin() bool {
 // errUnavailable stops the server copier when a login is refused with 57P03.
 var errUnavailable = errors.New("server refused the login: cannot connect now (57P03)")
 
-// errorCode returns the SQLSTATE field of an ErrorResponse body ("" if absent or too long
-// to have been captured).
-func errorCode(body []byte) string {
+// LoginError is the server's refusal of a login: the SQLSTATE and message of the
+// ErrorResponse it sent before its first ReadyForQuery (empty when the message was longer
+// than pgfront reads).
+type LoginError struct {
+	Code    string // SQLSTATE, e.g. 28P01
+	Message string // the server's primary message
+}
+
+func (e *LoginError) Error() string {
+	if e.Code == "" && e.Message == "" {
+		return "the server refused the login"
+	}
+	return "the server refused the login: " + e.Message + " (SQLSTATE " + e.Code + ")"
+}
+
+// maxLoginMessage bounds the server message a LoginError keeps (the body is at most the
+// scanner's capture anyway).
+const maxLoginMessage = 256
+
+// parseLoginError reads the SQLSTATE and message fields of an ErrorResponse body (nil when
+// the body was too long to be captured).
+func parseLoginError(body []byte) *LoginError {
+	le := &LoginError{}
 	for len(body) > 1 {
 		typ := body[0]
 		end := bytes.IndexByte(body[1:], 0)
 		if end < 0 {
-			return ""
+			break
 		}
-		if typ == 'C' {
-			return string(body[1 : 1+end])
+		switch v := body[1 : 1+end]; typ {
+		case 'C':
+			le.Code = string(v)
+		case 'M':
+			le.Message = strings.ToValidUTF8(string(v[:min(len(v), maxLoginMessage)]), "?")
 		}
 		body = body[2+end:]
 	}
-	return ""
+	return le
 }
 
 // errStandby stops the server copier when a primary route's server reports in_hot_standby=on.

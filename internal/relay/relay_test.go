@@ -4,6 +4,7 @@ package relay
 // on both sides. End-to-end tests against real PostgreSQL live in internal/app.
 
 import (
+	"bytes"
 	"errors"
 	"io"
 	"net"
@@ -12,6 +13,7 @@ import (
 	"syscall"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5/pgproto3"
 	"go.uber.org/goleak"
@@ -614,4 +616,71 @@ func TestLoginErrorForwarded(t *testing.T) {
 	h.serverSend(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01", Message: "password authentication failed"})
 	_ = h.server.Close()
 	expectFatal(h, "28P01")
+}
+
+// TestLoginFailed: a server that refuses the login sends an ErrorResponse and closes; the
+// session ends as login_failed with the server's SQLSTATE and message, whichever side's close
+// pgfront sees first.
+func TestLoginFailed(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		serverFirst bool
+	}{
+		{"server closes first", true},
+		{"client closes first", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Options{})
+			h.serverSend(&pgproto3.AuthenticationCleartextPassword{})
+			expectClient[*pgproto3.AuthenticationCleartextPassword](h)
+			h.clientSend(&pgproto3.PasswordMessage{Password: "wrong"})
+			expectServer[*pgproto3.PasswordMessage](h)
+			h.serverSend(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "28P01",
+				Message: `password authentication failed for user "app"`})
+			if e := expectClient[*pgproto3.ErrorResponse](h); e.Code != "28P01" {
+				t.Fatalf("client got %+v", e)
+			}
+			if tc.serverFirst {
+				h.server.Close()
+				if err := readToEOF(t, h.client); err != nil {
+					t.Fatalf("client after the server's close: %v", err)
+				}
+			}
+			h.client.Close()
+			r := h.result()
+			var le *LoginError
+			if r.Cause != CauseLoginFailed || !errors.As(r.Err, &le) || le.Code != "28P01" ||
+				le.Message != `password authentication failed for user "app"` {
+				t.Fatalf("result %+v (%v), want login_failed with the server's error", r, r.Err)
+			}
+		})
+	}
+}
+
+func TestParseLoginError(t *testing.T) {
+	body := []byte("SFATAL\x00VFATAL\x00C28000\x00Mno pg_hba.conf entry\x00\x00")
+	if le := parseLoginError(body); le.Code != "28000" || le.Message != "no pg_hba.conf entry" {
+		t.Fatalf("%+v", le)
+	}
+	if le := parseLoginError(nil); le.Error() != "the server refused the login" {
+		t.Fatalf("too long to capture: %q", le.Error())
+	}
+	long := append([]byte("C28000\x00M"), bytes.Repeat([]byte("é"), 300)...)
+	if le := parseLoginError(append(long, 0, 0)); len(le.Message) > maxLoginMessage || !utf8.ValidString(le.Message) {
+		t.Fatalf("message of %d bytes, valid %v", len(le.Message), utf8.ValidString(le.Message))
+	}
+}
+
+// TestServerResetAfterTerminate: once the client sent Terminate, a server that resets rather
+// than closes ended a clean session.
+func TestServerResetAfterTerminate(t *testing.T) {
+	h := newHarness(t, Options{ServerFin: 5 * time.Second})
+	h.login()
+	h.clientSend(&pgproto3.Terminate{})
+	expectServer[*pgproto3.Terminate](h)
+	_ = h.server.SetLinger(0)
+	h.server.Close()
+	if r := h.result(); r.Cause != CauseClientTerminate || r.Err != nil {
+		t.Fatalf("result %+v, want client_terminate", r)
+	}
 }

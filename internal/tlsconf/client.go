@@ -270,3 +270,14 @@ func pendingBytes(conn net.Conn) int {
 	})
 	return n
 }
+
+// IsVerifyError reports whether err (from Negotiate, or a TLS client of crypto/tls) is a
+// server certificate that failed verification: unknown authority, wrong host name, expired.
+func IsVerifyError(err error) bool {
+	var ce *certError
+	var cv *tls.CertificateVerificationError
+	var ua x509.UnknownAuthorityError
+	var ci x509.CertificateInvalidError
+	var hn x509.HostnameError
+	return errors.As(err, &ce) || errors.As(err, &cv) || errors.As(err, &ua) || errors.As(err, &ci) || errors.As(err, &hn)
+}

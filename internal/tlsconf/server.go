@@ -230,10 +230,13 @@ func (s *Server) warnValidity(leaf *x509.Certificate) {
 	}
 }
 
-// Leaf is the certificate served now (tests).
+// Leaf is the certificate served now.
 func (s *Server) Leaf() *x509.Certificate {
 	return s.currentMaterial().cert.Leaf
 }
+
+// CertFile is the certificate file the server reads.
+func (s *Server) CertFile() string { return s.opts.CertFile }
 
 // load reads and checks all files; the error names the file at fault.
 func (s *Server) load() (*material, error) {
