@@ -79,11 +79,7 @@ func TestDemo(t *testing.T) {
 	if _, err := pgtest.FindBinDir(); err != nil {
 		t.Fatal(err)
 	}
-	bin := filepath.Join(t.TempDir(), "pgfront")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
+	bin := buildPgfront(t)
 	cmd := exec.Command(bin, "demo", "-rw", "127.0.0.1:0", "-ro", "127.0.0.1:0")
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
