@@ -58,6 +58,49 @@ func TestDrainEndsQuietSessionAtOnce(t *testing.T) {
 	}
 }
 
+// A client that never pauses drainQuiet between two transactions (a busy pooled connection) is
+// not kept until the drain's grace runs out and then cut mid-transaction: its transactions run
+// undisturbed until drainBusy, and the first boundary after that ends the session at once,
+// without waiting for a quiet moment that never comes.
+func TestDrainEndsBusyClientAtBoundaryAfterDrainBusy(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.login()
+	start := time.Now()
+	h.s.Drain(CauseShutdown)
+	n := 0
+	for time.Since(start) < drainBusy-drainQuiet && n < 1_000_000 {
+		h.query("BEGIN", 'T')
+		h.query("COMMIT", 'I')
+		n++
+	}
+	h.query("BEGIN", 'T') // open across drainBusy
+	<-time.After(time.Until(start.Add(drainBusy + 50*time.Millisecond)))
+	h.query("COMMIT", 'I')
+	committed := time.Now()
+	expectFatal(h, pgwire.CodeAdminShutdown)
+	if d := time.Since(committed); d > drainQuiet/2 {
+		t.Fatalf("busy session ended %s after its boundary past drainBusy, want at once", d)
+	}
+	if r := h.result(); r.Cause != CauseShutdown {
+		t.Fatalf("cause %s", r.Cause)
+	}
+	expectServer[*pgproto3.Terminate](h)
+}
+
+// drainBusy counts from the login when that ends after the drain began: a client whose login
+// finishes late still runs its first transaction, and ends after the quiet moment that follows.
+func TestDrainLetsLateLoginRunItsTransaction(t *testing.T) {
+	h := newHarness(t, Options{})
+	h.s.Drain(CauseShutdown) // still logging in
+	<-time.After(drainBusy + 50*time.Millisecond)
+	h.login()
+	h.query("SELECT 1", 'I')
+	expectFatalAfter(h, pgwire.CodeAdminShutdown, time.Now(), drainQuiet)
+	if r := h.result(); r.Cause != CauseShutdown {
+		t.Fatalf("cause %s", r.Cause)
+	}
+}
+
 // A draining session idle inside a transaction may be parked like any other, and keeps
 // waiting for its COMMIT past the park deadline (it used to end with idle_in_transaction
 // there); the COMMIT wakes it, and it ends at the boundary after drainQuiet.

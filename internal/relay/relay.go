@@ -135,11 +135,13 @@ type Session struct {
 		sync.Mutex
 		cause      Cause
 		err        error
-		sent       uint64 // sync points (Query, Sync, FunctionCall) sent to the server
-		received   uint64 // ReadyForQuery messages received; idle when sent == received
-		txStatus   byte   // last ReadyForQuery status: 'I', 'T' or 'E'
-		login      bool   // until the first ReadyForQuery
-		draining   Cause  // end with this cause at the next quiet transaction boundary, if set
+		sent       uint64    // sync points (Query, Sync, FunctionCall) sent to the server
+		received   uint64    // ReadyForQuery messages received; idle when sent == received
+		txStatus   byte      // last ReadyForQuery status: 'I', 'T' or 'E'
+		login      bool      // until the first ReadyForQuery
+		draining   Cause     // end with this cause at the next quiet transaction boundary, if set
+		drainSince time.Time // when the first Drain came (zero: not draining)
+		readySince time.Time // when the login ended (zero: still logging in)
 		key        pgwire.CancelKey
 		haveKey    bool
 		serverEOF  bool // server sent FIN
@@ -245,15 +247,34 @@ func (s *Session) canParkLocked(now time.Time) bool {
 }
 
 // wakeLocked is when an idle session must act again: its idle bound runs out, or, draining at
-// a transaction boundary, its client has been quiet for drainQuiet. Zero: never.
+// a transaction boundary, its drain ends it there (drainEndLocked). Zero: never.
 func (s *Session) wakeLocked() time.Time {
 	wake := s.mu.idleUntil
 	if s.drainingIdleLocked() {
-		if q := s.mu.idleSince.Add(drainQuiet); wake.IsZero() || q.Before(wake) {
+		if q := s.drainEndLocked(); wake.IsZero() || q.Before(wake) {
 			wake = q
 		}
 	}
 	return wake
+}
+
+// drainEndLocked is when a draining session idle at a transaction boundary ends: once its
+// client has been quiet there for drainQuiet, and at the latest drainBusy after the drain began
+// or the login ended, whichever came later (at once, if the boundary comes after that). Only
+// meaningful while drainingIdleLocked.
+func (s *Session) drainEndLocked() time.Time {
+	end := s.mu.idleSince.Add(drainQuiet)
+	from := s.mu.drainSince
+	if s.mu.readySince.After(from) {
+		from = s.mu.readySince
+	}
+	if busy := from.Add(drainBusy); busy.Before(end) {
+		end = busy
+		if end.Before(s.mu.idleSince) {
+			end = s.mu.idleSince
+		}
+	}
+	return end
 }
 
 // drainingIdleLocked reports whether a drain waits for this session's client to stay quiet: the
@@ -327,22 +348,34 @@ func (s *Session) End(cause Cause) { s.end(cause, nil) }
 // one that connects per transaction gets to send its Terminate, instead of an error.
 const drainQuiet = 500 * time.Millisecond
 
+// drainBusy bounds the wait for that quiet moment: a client that never pauses drainQuiet
+// between two transactions (a busy pooled connection) would otherwise keep its session until
+// the drain's grace runs out and the session is ended mid-transaction. drainBusy after the drain
+// began (or after the login, if that ended later) its next transaction boundary ends it, quiet
+// or not. Long enough for a short run of statements (a script, a connect-per-transaction
+// client) to finish undisturbed; short next to shutdown.grace.
+const drainBusy = 2 * time.Second
+
 // Drain ends the session with cause at its next transaction boundary (no query running, no
-// transaction open) once the client has been quiet there for drainQuiet; a session already
-// quiet that long ends now. Inside a transaction it waits for the COMMIT or ROLLBACK, bounded
-// only by IdleInTransaction. Like End, it never blocks.
+// transaction open) once the client has been quiet there for drainQuiet, or at its first
+// boundary drainBusy after the drain began if the client never pauses that long; a session
+// already quiet for drainQuiet ends now. Inside a transaction it waits for the COMMIT or
+// ROLLBACK, bounded only by IdleInTransaction. Like End, it never blocks.
 func (s *Session) Drain(cause Cause) {
 	s.mu.Lock()
 	if s.mu.cause != CauseNone {
 		s.mu.Unlock()
 		return
 	}
+	if s.mu.draining == CauseNone {
+		s.mu.drainSince = time.Now()
+	}
 	s.mu.draining = cause
 	if !s.idleLocked() || s.mu.login || s.mu.txStatus != 'I' {
 		s.mu.Unlock()
 		return // busy or in a transaction: readyForQuery arms the quiet moment later
 	}
-	if !s.drainingIdleLocked() || time.Since(s.mu.idleSince) >= drainQuiet {
+	if !s.drainingIdleLocked() || !time.Now().Before(s.drainEndLocked()) {
 		s.mu.Unlock()
 		s.end(cause, nil) // half-closed, or quiet long enough already
 		return
@@ -665,8 +698,9 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 	case netx.IsTimeout(err):
 		s.mu.Lock()
 		now := time.Now()
-		if s.mu.cause == CauseNone && s.drainingIdleLocked() && !now.Before(s.mu.idleSince.Add(drainQuiet)) {
-			// Draining, at a transaction boundary, and the client stayed quiet: end here.
+		if s.mu.cause == CauseNone && s.drainingIdleLocked() && !now.Before(s.drainEndLocked()) {
+			// Draining, at a transaction boundary, and the client stayed quiet (or drainBusy
+			// has passed): end here.
 			cause := s.mu.draining
 			s.mu.Unlock()
 			s.end(cause, nil)
@@ -1012,6 +1046,7 @@ func (s *Session) readyForQueryLocked(status byte) {
 	}
 	if s.mu.login {
 		s.mu.login = false
+		s.mu.readySince = time.Now()
 		if s.mu.cause == CauseNone {
 			_ = s.server.SetReadDeadline(time.Time{})
 		}
@@ -1019,7 +1054,7 @@ func (s *Session) readyForQueryLocked(status byte) {
 	if !s.idleLocked() || s.mu.cause != CauseNone || s.mu.finArmed || s.mu.clientEOF {
 		return
 	}
-	s.armClientIdleLocked() // a draining session at a boundary ends after drainQuiet of quiet
+	s.armClientIdleLocked() // a draining session at a boundary ends after drainQuiet of quiet, or drainBusy
 	if s.opts.ServerIdle > 0 {
 		_ = s.server.SetReadDeadline(time.Time{})
 	}
