@@ -189,8 +189,9 @@ start_pgfront() {
 ctl() { "$TMP/pgfront" ctl -addr "http://$ADMIN" "$@"; }
 generation() { ctl -json config | sed -n 's/.*"generation": *\([0-9]*\).*/\1/p'; }
 
-# count_refused: pgfront's "session refused" and "server connect failed" lines, all processes.
-count_refused() { cat "$TMP"/pgfront-*.log | grep -c -E '"msg":"(session refused|server connect failed)"' || true; }
+# count_refused: pgfront's refused sessions ("session ended" lines with "refused":true) and
+# "server connect failed" lines, all processes.
+count_refused() { cat "$TMP"/pgfront-*.log | grep -c -E '"refused":true|"msg":"server connect failed"' || true; }
 
 # ---------------------------------------------------------------- churn
 

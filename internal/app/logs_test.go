@@ -179,8 +179,10 @@ func TestPassthroughCleanEnd(t *testing.T) {
 		queryString(t, c, "SELECT 'x'")
 		local := c.PgConn().Conn().LocalAddr().String()
 		closeConn(c)
-		if rec := e.ended(local); rec.Cause != "client_eof" || rec.TLS != "passthrough" || rec.Error != "" {
-			t.Fatalf("end record %+v, want a clean client_eof", rec)
+		// Blind, pgfront sees two FINs (or a FIN and the reset the other side's close caused)
+		// in either order: both are clean ends, neither a reset.
+		if rec := e.ended(local); (rec.Cause != "client_eof" && rec.Cause != "server_eof") || rec.TLS != "passthrough" || rec.Error != "" {
+			t.Fatalf("end record %+v, want a clean client_eof or server_eof", rec)
 		}
 	}
 }

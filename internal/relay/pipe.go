@@ -41,6 +41,10 @@ type Pipe struct {
 		clientEOF       bool
 		serverEOF       bool
 		clientFirst     bool // the client's FIN came first
+		// reset: one side reset before the other closed; the other side gets resetGrace to
+		// show it was closing anyway (then the end is clean). resetClient says whose it was.
+		reset       error
+		resetClient bool
 		halfClosedSince time.Time
 		idle            *time.Timer
 	}
@@ -114,6 +118,11 @@ func (p *Pipe) readFailed(fromClient bool, src, dst net.Conn, err error) {
 			p.mu.Unlock()
 			return
 		}
+		if p.mu.reset != nil && p.mu.resetClient != fromClient {
+			p.mu.Unlock()
+			p.end(CauseClientEOF, nil) // both were closing: the reset raced a FIN
+			return
+		}
 		if p.mu.clientEOF && p.mu.serverEOF {
 			cause := CauseServerEOF
 			if p.mu.clientFirst {
@@ -145,6 +154,12 @@ func (p *Pipe) readFailed(fromClient bool, src, dst net.Conn, err error) {
 			p.mu.Unlock()
 			return
 		}
+		if reset := p.mu.reset; reset != nil && p.mu.resetClient != fromClient {
+			client := p.mu.resetClient
+			p.mu.Unlock()
+			p.failed(client, reset) // the other side stayed: the reset was real
+			return
+		}
 		// Only a FIN bound sets a read deadline: the other side closed and this one did not.
 		cause := CauseServerFinTimeout
 		if fromClient {
@@ -152,21 +167,61 @@ func (p *Pipe) readFailed(fromClient bool, src, dst net.Conn, err error) {
 		}
 		p.mu.Unlock()
 		p.end(cause, nil)
-	case !fromClient && netx.IsReset(err) && p.clientClosedFirst():
-		// The client closed first and the server reset what was left: PostgreSQL exits after a
-		// Terminate without reading the TLS close_notify the client sent after it, and the
-		// unread bytes turn its close into a reset. A clean end, as the client's FIN said.
-		p.end(CauseClientEOF, nil)
+	case netx.IsReset(err) && p.otherClosed(fromClient):
+		// The other side had closed (FIN) and this one was closing: a closed client's kernel
+		// answers the FIN or last bytes pgfront passes on with a reset. A clean end.
+		cause := CauseServerEOF
+		if !fromClient {
+			cause = CauseClientEOF
+		}
+		p.end(cause, nil)
+	case netx.IsReset(err) && p.bothResetting(fromClient):
+		p.end(CauseClientEOF, nil) // the other side reset first while this one closed
+	case netx.IsReset(err) && p.awaitOtherClose(fromClient, err):
+		// The other side may be closing too: a client's Terminate and TLS close_notify make
+		// PostgreSQL's close a reset, and the server's last bytes make a closed client's
+		// kernel answer with one. Its copier decides within resetGrace.
 	default:
 		p.failed(fromClient, err)
 	}
 }
 
-// clientClosedFirst reports whether the client's FIN came first (and the server's not yet).
-func (p *Pipe) clientClosedFirst() bool {
+// resetGrace is how long a reset waits for the other side to close before it counts as a
+// client_reset or server_reset.
+const resetGrace = 250 * time.Millisecond
+
+// otherClosed reports whether the side opposite fromClient's has sent its FIN.
+func (p *Pipe) otherClosed(fromClient bool) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return p.mu.clientEOF && p.mu.clientFirst && !p.mu.serverEOF
+	if fromClient {
+		return p.mu.serverEOF
+	}
+	return p.mu.clientEOF
+}
+
+// bothResetting reports whether the other side's reset is waiting on this side's close.
+func (p *Pipe) bothResetting(fromClient bool) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.mu.cause == CauseNone && p.mu.reset != nil && p.mu.resetClient != fromClient
+}
+
+// awaitOtherClose records one side's reset and gives the other resetGrace to close; false if
+// the pipe is ending already or the other side is gone.
+func (p *Pipe) awaitOtherClose(fromClient bool, err error) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.mu.cause != CauseNone || p.mu.clientEOF || p.mu.serverEOF || p.mu.reset != nil {
+		return false
+	}
+	p.mu.reset, p.mu.resetClient = err, fromClient
+	other := p.server
+	if !fromClient {
+		other = p.client
+	}
+	_ = other.SetReadDeadline(time.Now().Add(resetGrace))
+	return true
 }
 
 // failed ends the pipe after an error on the client's (client true) or the server's side.
