@@ -36,15 +36,15 @@ type Pipe struct {
 	// mu guards the ending state; deadlines change only under it after checking cause.
 	mu struct {
 		sync.Mutex
-		cause           Cause
-		err             error
-		clientEOF       bool
-		serverEOF       bool
-		clientFirst     bool // the client's FIN came first
+		cause       Cause
+		err         error
+		clientEOF   bool
+		serverEOF   bool
+		clientFirst bool // the client's FIN came first
 		// reset: one side reset before the other closed; the other side gets resetGrace to
 		// show it was closing anyway (then the end is clean). resetClient says whose it was.
-		reset       error
-		resetClient bool
+		reset           error
+		resetClient     bool
 		halfClosedSince time.Time
 		idle            *time.Timer
 	}
