@@ -22,6 +22,7 @@ import (
 	proxyproto "github.com/pires/go-proxyproto"
 
 	"github.com/pgfront/pgfront/internal/admin"
+	"github.com/pgfront/pgfront/internal/certtest"
 	"github.com/pgfront/pgfront/internal/pgtest"
 )
 
@@ -269,5 +270,32 @@ func TestProxyProtocolReload(t *testing.T) {
 	listedClient(t, e.env, carried)
 	if got := queryString(t, before, "SELECT 'kept'"); got != "kept" {
 		t.Errorf("the session opened before the reload: %q", got)
+	}
+}
+
+// TestProxyProtocolPassthrough: on a TLS passthrough route pgfront reads the header itself and
+// forwards only what follows: the client completes TLS with the server, whose certificate it
+// sees, and the session shows the carried client.
+func TestProxyProtocolPassthrough(t *testing.T) {
+	f := newTLSFixture(t)
+	files := f.serverFiles(certtest.LeafOptions{CommonName: "postgres-server", Hosts: []string{"127.0.0.1"}})
+	p := pgtest.NewPrimaryTLS(t, files, nil)
+	e := startProxy(t, oneServerConfig(p, "tls: {mode: passthrough}\nproxy_protocol: {trusted: [127.0.0.1/32]}", ""))
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+	defer cancel()
+	var local string
+	c, err := connectProxied(ctx, f.tlsDSN(e, "rw", "verify-full"), proxyHeader(t, 2, carried, e.addr("rw")), &local)
+	if err != nil {
+		t.Fatalf("passthrough TLS after a v2 header: %v", err)
+	}
+	if got := peerCert(t, c); got.Subject.CommonName != "postgres-server" {
+		t.Fatalf("client saw %q, want the server's certificate", got.Subject.CommonName)
+	}
+	if s := listedClient(t, e, carried); s.TLS != "passthrough" {
+		t.Errorf("session view %+v", s)
+	}
+	closeConn(c)
+	if rec := e.ended(carried); rec.TLS != "passthrough" {
+		t.Errorf("end record %+v", rec)
 	}
 }
