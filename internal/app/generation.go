@@ -184,6 +184,9 @@ func (a *App) buildRoute(g *generation, rc *config.Route) (*frontend.Route, erro
 		},
 		ServerTLS: serverTLSFor(g.serverTLS, rc.Cluster),
 	}
+	if pp := rc.ProxyProtocol; pp != nil {
+		r.ProxyProtocol = &frontend.ProxyProtocol{Trusted: slices.Clone(pp.Trusted)}
+	}
 	// An SNI entry serves the same listener from another cluster: a copy of the route with
 	// that cluster's servers, balancer and server TLS, sharing the route's limit. The copy
 	// keeps the route's client TLS (mode, certificates, require) but no SNI map of its own: a

@@ -29,6 +29,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"net/netip"
 	"os"
 	"sort"
 	"strconv"
@@ -458,6 +459,20 @@ type Route struct {
 	Fallback string `json:"fallback"`
 	// TLS is what the route offers clients that ask for TLS.
 	TLS RouteTLS `json:"tls"`
+	// ProxyProtocol, when present, makes every connection to the route start
+	// with a PROXY protocol header (v1 or v2) from a trusted load balancer,
+	// whose carried client address pgfront then shows and logs. Default
+	// absent (nil) = off: no header is expected and one is a protocol error.
+	ProxyProtocol *ProxyProtocol `json:"proxy_protocol,omitempty"`
+}
+
+// ProxyProtocol is a route's PROXY protocol setting.
+type ProxyProtocol struct {
+	// Trusted lists the source networks (CIDR, or a single address) allowed
+	// to connect and send the header. No default: at least one is required.
+	// A connection from any other address is refused; a connection from a
+	// trusted address without a header is refused too.
+	Trusted []netip.Prefix `json:"trusted"`
 }
 
 // MaxLag bounds a replica's replication lag. A replica over either bound

@@ -5,9 +5,11 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -370,6 +372,14 @@ func TestProblems(t *testing.T) {
 			[]want{{"client_idel", "timeouts.client_idel", `unknown field "client_idel" (did you mean "client_idle"?)`}}},
 		{"unknown key in server", edit(t, "address: 127.0.0.1:5433\n", "address: 127.0.0.1:5433\n        port: 5433\n"),
 			[]want{{"port: 5433", "clusters.main.servers[1].port", `unknown field "port"`}}},
+		{"proxy_protocol bad network", base + "    proxy_protocol:\n      trusted: [10.0.0.0/8, 10.1.2.3/8, nonsense]\n",
+			[]want{{"trusted:", "routes.rw.proxy_protocol.trusted[1]", `"10.1.2.3/8" has host bits set (did you mean 10.0.0.0/8?)`},
+				{"trusted:", "routes.rw.proxy_protocol.trusted[2]", `"nonsense" is not a network`}}},
+		{"proxy_protocol trusts nobody", base + "    proxy_protocol: {}\n",
+			[]want{{"proxy_protocol", "routes.rw.proxy_protocol.trusted", "lists no network"}}},
+		{"proxy_protocol unknown key", base + "    proxy_protocol:\n      trust: [10.0.0.0/8]\n",
+			[]want{{"proxy_protocol", "routes.rw.proxy_protocol.trusted", "lists no network"},
+				{"trust:", "routes.rw.proxy_protocol.trust", `unknown field "trust" (known: trusted)`}}},
 		{"unknown key in route", base + "    lisen: x\n",
 			[]want{{"lisen", "routes.rw.lisen", `unknown field "lisen" (did you mean "listen"?)`}}},
 		{"unknown key in route timeouts", base + "    timeouts:\n      client_fin: 1s\n      clientfin: 1s\n",
@@ -1014,5 +1024,22 @@ func TestMergeBombIsBounded(t *testing.T) {
 	_, _, err := Parse([]byte(b.String()), "bomb.yaml")
 	if err == nil || !strings.Contains(err.Error(), "routes.r.timeouts: too many merged mappings") {
 		t.Errorf("err = %v", err)
+	}
+}
+
+func TestProxyProtocol(t *testing.T) {
+	c, _ := mustParse(t, base+"    proxy_protocol:\n      trusted: [10.0.0.0/8, 127.0.0.1, \"::1\", fd00::/8]\n")
+	pp := c.Routes["rw"].ProxyProtocol
+	if pp == nil {
+		t.Fatal("proxy_protocol not decoded")
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("127.0.0.1/32"),
+		netip.MustParsePrefix("::1/128"), netip.MustParsePrefix("fd00::/8")}
+	if !slices.Equal(pp.Trusted, want) {
+		t.Errorf("trusted = %v, want %v", pp.Trusted, want)
+	}
+	c, _ = mustParse(t, base)
+	if c.Routes["rw"].ProxyProtocol != nil {
+		t.Error("proxy_protocol absent should be off (nil)")
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"net/netip"
 	"sort"
 	"strings"
 
@@ -355,9 +356,49 @@ func (d *decoder) routes(n ast.Node, path string) map[string]*Route {
 					}},
 				})
 			}},
+			{"proxy_protocol", func(n ast.Node, p string) {
+				pp := &ProxyProtocol{}
+				r.ProxyProtocol = pp
+				d.mapping(n, p, []field{
+					{"trusted", func(n ast.Node, p string) {
+						d.sequence(n, p, func(el ast.Node, p string) {
+							var s string
+							d.str(&s)(el, p)
+							if s == "" {
+								return
+							}
+							pfx, err := parseNetwork(s)
+							if err != nil {
+								d.problem(nodeLine(el), p, "%v", err)
+								return
+							}
+							pp.Trusted = append(pp.Trusted, pfx)
+						})
+					}},
+				})
+			}},
 		})
 	}
 	return out
+}
+
+// parseNetwork parses a CIDR network or a single address (a /32 or /128).
+func parseNetwork(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, fmt.Errorf("%q is not a network (CIDR such as 10.0.0.0/8, or an address)", s)
+		}
+		if p.Masked() != p {
+			return netip.Prefix{}, fmt.Errorf("%q has host bits set (did you mean %s?)", s, p.Masked())
+		}
+		return p, nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("%q is not a network (CIDR such as 10.0.0.0/8, or an address)", s)
+	}
+	return netip.PrefixFrom(a, a.BitLen()), nil
 }
 
 // named returns the entries of a mapping whose keys are user-chosen names

@@ -369,6 +369,12 @@ func (v *validator) route(r *Route, listens map[string][]listenAddr) {
 		}
 	}
 	v.routeTLS(p+".tls", r.TLS)
+	if r.ProxyProtocol != nil {
+		// An entry that failed to decode was reported already.
+		if _, listed := v.m.lines[p+".proxy_protocol.trusted[0]"]; !listed {
+			v.bad(p+".proxy_protocol.trusted", "lists no network: name the load balancers' source networks (a route that trusts none would refuse every client)")
+		}
+	}
 	// Inherited values were checked once, globally.
 	if v.m.isSet(p + ".timeouts.startup") {
 		v.positive(p+".timeouts.startup", r.Timeouts.Startup)

@@ -138,6 +138,9 @@ func millis(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
 func sessionAttrs(e *Ended) []slog.Attr {
 	attrs := make([]slog.Attr, 0, 20)
 	attrs = append(attrs, slog.Uint64("session", e.ID), slog.String("route", e.Route), slog.String("client", e.Client))
+	if e.Via != "" {
+		attrs = append(attrs, slog.String("via", e.Via))
+	}
 	if e.Server != nil {
 		attrs = append(attrs, slog.String("server", e.Server.FullName()))
 	}

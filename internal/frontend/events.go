@@ -35,10 +35,15 @@ type Events interface {
 // Ended describes a closed client connection: the session end record, which the log line
 // (one per connection) is written from.
 type Ended struct {
-	ID              uint64
-	Route           string
-	Server          *cluster.Server // nil if it never reached one
-	Client          string
+	ID     uint64
+	Route  string
+	Server *cluster.Server // nil if it never reached one
+	// Client is the client's address: the one a PROXY protocol header carried, else the
+	// socket's peer.
+	Client string
+	// Via is the socket's peer (the load balancer) when Client came from a PROXY protocol
+	// header; "" otherwise.
+	Via             string
 	User            string
 	Database        string
 	ApplicationName string // from the StartupMessage ("" when the client sent none)
@@ -128,8 +133,9 @@ func (f *Frontend) SessionInfos(dst []SessionInfo) []SessionInfo {
 }
 
 func (s *session) info() SessionInfo {
-	in := SessionInfo{ID: s.id, Client: s.clientAddr, Started: s.start, Phase: Phase(s.phase.Load())}
+	in := SessionInfo{ID: s.id, Started: s.start, Phase: Phase(s.phase.Load())}
 	s.mu.Lock()
+	in.Client = s.mu.clientAddr
 	in.Route, in.TLS = s.route.Name, s.mu.tls
 	in.User, in.Database, in.ApplicationName = s.mu.user, s.mu.database, s.mu.appName
 	srv, rs := s.mu.server, s.mu.relay

@@ -17,6 +17,7 @@ import (
 	"log/slog"
 	"maps"
 	"net"
+	"net/netip"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -50,6 +51,28 @@ type Route struct {
 	TLS RouteTLS
 	// ServerTLS negotiates TLS with the cluster's servers (sessions and cancels); nil: plain.
 	ServerTLS ServerTLS
+	// ProxyProtocol, when non-nil, makes every connection start with a PROXY protocol header
+	// (v1 or v2) from a trusted network, read within Startup before anything else (SSLRequest,
+	// TLS ClientHello, passthrough); its client address is the one pgfront shows and logs.
+	ProxyProtocol *ProxyProtocol
+}
+
+// ProxyProtocol is a route's PROXY protocol setting.
+type ProxyProtocol struct {
+	// Trusted are the source networks allowed to connect and send the header; a connection
+	// from elsewhere is refused, and so is one from a trusted network without a header.
+	Trusted []netip.Prefix
+}
+
+// trusts reports whether a connection from addr may send a PROXY protocol header.
+func (p *ProxyProtocol) trusts(addr netip.Addr) bool {
+	addr = addr.Unmap()
+	for _, n := range p.Trusted {
+		if n.Contains(addr) {
+			return true
+		}
+	}
+	return false
 }
 
 // Options configure a Frontend.

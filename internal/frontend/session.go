@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -18,6 +19,7 @@ import (
 	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/pgwire"
+	"github.com/pgfront/pgfront/internal/proxyhdr"
 	"github.com/pgfront/pgfront/internal/relay"
 	"github.com/pgfront/pgfront/internal/tlsconf"
 )
@@ -25,11 +27,12 @@ import (
 // session is one client connection, from accept to close. Its goroutine (serveSession) owns
 // the client conn and, once dialled, the server conn, until relay takes both over.
 type session struct {
-	id         uint64
-	f          *Frontend
-	route      *Route
-	client     net.Conn
-	clientAddr string
+	id     uint64
+	f      *Frontend
+	route  *Route
+	client net.Conn
+	// peerAddr is the client socket's peer address: the client's own, or a load balancer's.
+	peerAddr string
 	// keepAliveSet: the listener gave the client conn the current keepalive options.
 	keepAliveSet bool
 	start        time.Time
@@ -57,6 +60,9 @@ type session struct {
 		// user, database and application_name from the StartupMessage, for the log line and
 		// admin views.
 		user, database, appName string
+		// clientAddr is the client's address as shown and logged: peerAddr, or the address a
+		// PROXY protocol header carried (set once, before the StartupMessage is read).
+		clientAddr string
 	}
 }
 
@@ -68,11 +74,12 @@ func (f *Frontend) newSession(r *Route, c net.Conn, keepAliveSet bool) *session 
 		f:            f,
 		route:        r,
 		client:       c,
-		clientAddr:   c.RemoteAddr().String(),
+		peerAddr:     c.RemoteAddr().String(),
 		start:        time.Now(),
 		ctx:          ctx,
 		cancel:       cancel,
 	}
+	s.mu.clientAddr = s.peerAddr
 	f.registry.Add(s)
 	f.events.SessionAccepted(r.Name)
 	// A session accepted while Shutdown/Close began may have missed their snapshot of the
@@ -189,13 +196,17 @@ func (s *session) close(o outcome) {
 
 // ended is the session's end record.
 func (s *session) ended(o outcome) Ended {
-	e := Ended{ID: s.id, Server: o.server, Client: s.clientAddr, Cause: o.cause, Refused: o.refused,
+	e := Ended{ID: s.id, Server: o.server, Cause: o.cause, Refused: o.refused,
 		Started: s.start, Duration: time.Since(s.start), Queued: o.queued, FromClient: o.fromClient,
 		FromServer: o.toSrv, TLSResult: o.tlsResult, Cancels: int(s.cancels.Load()),
 		CancelResult: o.cancelResult, CancelFor: o.cancelFor}
 	s.mu.Lock()
 	e.Route, e.User, e.Database, e.ApplicationName = s.route.Name, s.mu.user, s.mu.database, s.mu.appName
 	e.TLS, e.Fallback = s.mu.tls, s.mu.fallback
+	e.Client = s.mu.clientAddr
+	if e.Client != s.peerAddr {
+		e.Via = s.peerAddr
+	}
 	s.mu.Unlock()
 	if o.err != nil {
 		e.Err = o.err.Error()
@@ -237,6 +248,11 @@ func (s *session) run() (o outcome, relaying bool) {
 		}
 	}
 	_ = s.client.SetDeadline(time.Now().Add(r.Startup))
+	if r.ProxyProtocol != nil {
+		if o, ok := s.readProxyHeader(r.ProxyProtocol); !ok {
+			return o, false
+		}
+	}
 	pkt, blind, o, ok := s.readStartup()
 	if !ok {
 		return o, false
@@ -340,6 +356,65 @@ func (s *session) readStartup() (pkt *pgwire.FirstPacket, blind []byte, o outcom
 			}
 		}
 	}
+}
+
+// readProxyHeader reads the PROXY protocol header a trusted load balancer sends first, within
+// the startup deadline already set, and takes the client address it carries. A connection from
+// an untrusted network is refused: closed without a word when it sends a header (a balancer
+// pgfront does not trust), else told with a FATAL. So is a trusted connection without a header
+// (pgfront cannot tell a client that bypassed the balancer from the balancer's own), and one
+// whose header is malformed. ok is false when the session is over.
+func (s *session) readProxyHeader(pp *ProxyProtocol) (o outcome, ok bool) {
+	r := s.route
+	peer := peerIP(s.client.RemoteAddr())
+	if !pp.trusts(peer) {
+		err := &boundError{fmt.Sprintf("PROXY protocol: source %s is not in route %q's proxy_protocol.trusted", s.peerAddr, r.Name), nil}
+		if b, rerr := readByte(s.client); rerr == nil && proxyhdr.Starts(b) {
+			return outcome{cause: relay.CauseDenied, refused: true, err: err}, false
+		}
+		return s.refuse(relay.CauseDenied, pgwire.CodeInvalidAuthorization,
+			fmt.Sprintf("pgfront route %q accepts connections only through its trusted load balancers", r.Name),
+			"", err), false
+	}
+	h, err := proxyhdr.Read(s.client)
+	var he *proxyhdr.Error
+	switch {
+	case err == nil:
+	case s.stoppedCause() != relay.CauseNone:
+		return s.refuseStopped(s.stoppedCause(), nil), false
+	case errors.Is(err, proxyhdr.ErrNoHeader):
+		return s.refuse(relay.CauseDenied, pgwire.CodeInvalidAuthorization,
+			fmt.Sprintf("pgfront route %q expects a PROXY protocol header from its load balancer", r.Name),
+			"Connect through the load balancer, not to pgfront directly.",
+			&boundError{fmt.Sprintf("PROXY protocol: no header from trusted source %s", s.peerAddr), err}), false
+	case errors.As(err, &he):
+		return s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation, "invalid PROXY protocol header", "",
+			fmt.Errorf("PROXY protocol from %s: %w", s.peerAddr, err)), false
+	case netx.IsTimeout(err):
+		return s.refuse(relay.CauseStartupTimeout, pgwire.CodeProtocolViolation,
+			"incomplete PROXY protocol header: timed out", "pgfront allows timeouts.startup for the header and the startup packet.",
+			&boundError{fmt.Sprintf("no complete PROXY protocol header within timeouts.startup (%s)", r.Startup), err}), false
+	case errors.Is(err, io.EOF):
+		return outcome{cause: relay.CauseClientEOF}, false // closed before sending anything (port probe)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return outcome{cause: relay.CauseProtocolError, err: fmt.Errorf("PROXY protocol from %s: incomplete header", s.peerAddr)}, false
+	default:
+		return outcome{cause: relay.CauseClientReset, err: err}, false
+	}
+	if h.Source.IsValid() { // else LOCAL or UNKNOWN: the balancer's own connection
+		s.mu.Lock()
+		s.mu.clientAddr = h.Source.String()
+		s.mu.Unlock()
+	}
+	return outcome{}, true
+}
+
+// peerIP is a socket peer's IP address; the zero Addr (trusted by no network) for others.
+func peerIP(a net.Addr) netip.Addr {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.AddrPort().Addr().Unmap()
+	}
+	return netip.Addr{}
 }
 
 // startupFailed classifies an error reading the first packets.
