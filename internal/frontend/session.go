@@ -29,7 +29,7 @@ type session struct {
 	route      *Route
 	client     net.Conn
 	clientAddr string
-	// keepAliveSet: the listener gave the client conn the current keepalive options.
+	// keepAliveSet: the listener gave the client conn the route's keepalive options.
 	keepAliveSet bool
 	start        time.Time
 	phase        atomic.Uint32 // a Phase
@@ -256,7 +256,7 @@ func (s *session) refuse(cause relay.Cause, code, msg, hint string, err error) o
 func (s *session) run() (o outcome, relaying bool) {
 	r := s.route
 	if tc, ok := s.client.(*net.TCPConn); ok {
-		ka := s.f.tcp.Load().ka
+		ka := r.ClientTCP
 		if s.keepAliveSet {
 			_ = ka.ApplyUserTimeout(tc)
 		} else {
@@ -403,7 +403,7 @@ func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 	r := s.route
 	ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
 	defer cancel()
-	c, err := s.f.dialer().DialContext(ctx, "tcp", srv.Addr)
+	c, err := r.ServerTCP.Dialer(0).DialContext(ctx, "tcp", srv.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -478,7 +478,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	}
 	opts.OnBackendKey = func(k pgwire.CancelKey) { s.f.registry.SetKey(s, k) }
 	addr, serverTLS := srv.Addr, r.ServerTLS
-	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(addr, serverTLS, k) }
+	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(r.ServerTCP, addr, serverTLS, k) }
 	if r.Select.Role == cluster.RolePrimary {
 		opts.FenceStandby = true
 		opts.OnStandby = func() { s.f.fence(r.Cluster, srv) }
