@@ -84,7 +84,6 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 	fe, err := frontend.New(frontend.Options{
 		Admission:     a.adm,
 		Global:        a.global,
-		KeepAlive:     keepAlive(cfg),
 		Logger:        logger,
 		Listen:        func(route, addr string) (net.Listener, error) { return a.claim("route", route, addr), nil },
 		OnFence:       a.checkNow,

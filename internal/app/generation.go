@@ -174,6 +174,8 @@ func (a *App) buildRoute(g *generation, rc *config.Route) (*frontend.Route, erro
 		Startup:        t.Startup.D(),
 		Connect:        t.Connect.D(),
 		Queue:          t.Queue.D(),
+		ClientTCP:      keepAlive(rc.TCP.Client),
+		ServerTCP:      keepAlive(rc.TCP.Server),
 		Relay: relay.Options{
 			ClientIdle:        t.ClientIdle.D(),
 			IdleInTransaction: t.IdleInTransaction.D(),
@@ -225,7 +227,6 @@ func (a *App) apply(g *generation, bind bool) ([]string, error) {
 			}
 		}
 	}
-	a.frontend.SetKeepAlive(keepAlive(g.cfg))
 	var removedRoutes []string
 	if bind {
 		var err error
@@ -370,12 +371,13 @@ func (a *App) trackListeners(old, g *generation) {
 	}
 }
 
-func keepAlive(cfg *config.Config) netx.KeepAlive {
+// keepAlive is one side of a route's tcp settings as socket options.
+func keepAlive(s config.TCPSide) netx.KeepAlive {
 	return netx.KeepAlive{
-		Idle:        cfg.TCP.KeepaliveIdle.D(),
-		Interval:    cfg.TCP.KeepaliveInterval.D(),
-		Count:       cfg.TCP.KeepaliveCount,
-		UserTimeout: cfg.TCP.UserTimeout.D(),
+		Idle:        s.KeepaliveIdle.D(),
+		Interval:    s.KeepaliveInterval.D(),
+		Count:       s.KeepaliveCount,
+		UserTimeout: s.UserTimeout.D(),
 	}
 }
 

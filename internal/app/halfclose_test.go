@@ -350,8 +350,8 @@ type hcClient struct {
 	serverPort uint16 // pgfront's server-side local port
 }
 
-// hcDial logs in as postgres (trust) through route and learns the session's backend pid and
-// server-side port; it checks that pgfront holds both sockets of the session.
+// hcDial connects to route and logs in (hcLogin); it checks that pgfront holds both sockets of
+// the session.
 func hcDial(t *testing.T, e *env, route string) *hcClient {
 	t.Helper()
 	raw, err := net.DialTCP("tcp", nil, e.addr(route))
@@ -359,6 +359,18 @@ func hcDial(t *testing.T, e *env, route string) *hcClient {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = raw.Close() })
+	c := hcLogin(t, e, raw)
+	socks := c.sockets()
+	if len(socks) != 2 || socks[0].State != netx.TCPEstablished || socks[1].State != netx.TCPEstablished {
+		t.Fatalf("pgfront's sockets for a fresh session: %v, want 2 ESTABLISHED", socks)
+	}
+	return c
+}
+
+// hcLogin logs in as postgres (trust) on raw, a connection to a route the caller owns, and
+// learns the session's backend pid and the backend's view of its client port.
+func hcLogin(t *testing.T, e *env, raw *net.TCPConn) *hcClient {
+	t.Helper()
 	_ = raw.SetDeadline(time.Now().Add(20 * time.Second)) // login may queue under maxconn
 	var conn net.Conn = raw
 	if e.clientTLS != nil {
@@ -396,11 +408,6 @@ func hcDial(t *testing.T, e *env, route string) *hcClient {
 	}
 	c.serverPort = uint16(port)
 	_ = conn.SetDeadline(time.Time{})
-
-	socks := c.sockets()
-	if len(socks) != 2 || socks[0].State != netx.TCPEstablished || socks[1].State != netx.TCPEstablished {
-		t.Fatalf("pgfront's sockets for a fresh session: %v, want 2 ESTABLISHED", socks)
-	}
 	return c
 }
 

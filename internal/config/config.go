@@ -240,19 +240,94 @@ type Shutdown struct {
 	Grace Duration `json:"grace"`
 }
 
-// TCP holds socket options applied to both client and server sockets.
+// TCP is how pgfront notices a peer that vanished without FIN or RST (a pod whose network was
+// torn down, a machine that lost power): TCP keepalive finds it while the connection is idle,
+// TCP_USER_TIMEOUT while data waits for its acknowledgement. Client sockets (accepted) and
+// server sockets (dialled) are set separately. In the file, the four keys directly under tcp
+// set both sides at once; tcp.client and tcp.server set one side and win over them. A route's
+// own tcp section overrides the global one key by key, the same way. With the defaults a
+// vanished peer is given up within 13s whatever its session is doing (TCPSide.VanishBound).
 type TCP struct {
-	// KeepaliveIdle is TCP_KEEPIDLE. Default 30s; 0 = keepalive off.
-	// Whole seconds, at most 32767s (the kernel's unit and limit).
+	Client TCPSide `json:"client"`
+	Server TCPSide `json:"server"`
+}
+
+// TCPSide is the dead-peer detection of one side's sockets.
+type TCPSide struct {
+	// KeepaliveIdle is TCP_KEEPIDLE: how long a connection may be silent before the first
+	// probe. Default 5s; 0 = keepalive off. Whole seconds, at most 32767s (the kernel's unit
+	// and limit).
 	KeepaliveIdle Duration `json:"keepalive_idle"`
-	// KeepaliveInterval is TCP_KEEPINTVL. Default 10s; must be > 0 when
-	// keepalive is on. Whole seconds, at most 32767s.
+	// KeepaliveInterval is TCP_KEEPINTVL, between unanswered probes. Default 2s; must be > 0
+	// when keepalive is on. Whole seconds, at most 32767s.
 	KeepaliveInterval Duration `json:"keepalive_interval"`
-	// KeepaliveCount is TCP_KEEPCNT. Default 3; 1..127 when keepalive is on,
-	// 0 only when it is off.
+	// KeepaliveCount is TCP_KEEPCNT: unanswered probes before the connection is dropped, when
+	// UserTimeout is 0 (with a user timeout the kernel drops it once that much time has passed
+	// since the peer was last heard, at a probe). Default 4; 1..127 when keepalive is on, 0
+	// only when it is off.
 	KeepaliveCount int `json:"keepalive_count"`
-	// UserTimeout is TCP_USER_TIMEOUT. Default 60s; 0 = kernel default (off).
+	// UserTimeout is TCP_USER_TIMEOUT: how long sent data may stay unacknowledged, and how long
+	// the peer's receive window may stay closed, before the connection is dropped; with
+	// keepalive, also the bound on unanswered probes. Default 13s; 0 = the kernel's (data is
+	// retransmitted for about 15 minutes). Note that it ends a live client that stops reading
+	// a result for that long too (the kernel cannot tell it from a vanished one).
 	UserTimeout Duration `json:"user_timeout"`
+}
+
+// tcpField is one TCPSide field and its YAML key: a duration or a count.
+type tcpField struct {
+	key string
+	dur *Duration
+	num *int
+}
+
+// fields lists s's fields with their YAML keys, in schema order.
+func (s *TCPSide) fields() []tcpField {
+	return []tcpField{
+		{key: "keepalive_idle", dur: &s.KeepaliveIdle},
+		{key: "keepalive_interval", dur: &s.KeepaliveInterval},
+		{key: "keepalive_count", num: &s.KeepaliveCount},
+		{key: "user_timeout", dur: &s.UserTimeout},
+	}
+}
+
+// copyFrom sets f's value to g's (the same field of another TCPSide).
+func (f tcpField) copyFrom(g tcpField) {
+	if f.dur != nil {
+		*f.dur = *g.dur
+	} else {
+		*f.num = *g.num
+	}
+}
+
+// sides lists t's sides with their YAML keys.
+func (t *TCP) sides() []struct {
+	key  string
+	side *TCPSide
+} {
+	return []struct {
+		key  string
+		side *TCPSide
+	}{{"client", &t.Client}, {"server", &t.Server}}
+}
+
+// VanishBound is how long a peer that vanished (no FIN, no RST, no answer of any kind) can hold
+// its session with these settings before the kernel gives up on it: the longer of the idle
+// case (keepalive: the first probe after KeepaliveIdle of silence, then one every
+// KeepaliveInterval until UserTimeout has passed since the peer was last heard, or until
+// KeepaliveCount probes went unanswered when UserTimeout is 0) and the busy case (data or a
+// closed window waiting: UserTimeout). ok is false when nothing bounds it: keepalive off (an
+// idle session waits for ever), or UserTimeout off (the kernel retransmits for about 15
+// minutes, per net.ipv4.tcp_retries2).
+func (s TCPSide) VanishBound() (bound time.Duration, ok bool) {
+	idle, intvl, ut := s.KeepaliveIdle.D(), s.KeepaliveInterval.D(), s.UserTimeout.D()
+	if idle <= 0 || ut <= 0 {
+		return 0, false
+	}
+	// The kernel checks at each probe time idle + k*intvl (k >= 1, a probe already out)
+	// whether the silence has reached the user timeout.
+	k := max(1, (ut-idle+intvl-1)/intvl)
+	return max(idle+k*intvl, ut), true
 }
 
 // Timeouts bound every state of a session. The global set gives the
@@ -450,6 +525,10 @@ type Route struct {
 	// Timeouts are fully resolved: the global timeouts with this route's
 	// overrides applied.
 	Timeouts Timeouts `json:"timeouts"`
+	// TCP is fully resolved too: the global tcp section with this route's
+	// overrides applied (its client side applies to the route's clients,
+	// its server side to the connections it dials).
+	TCP TCP `json:"tcp"`
 	// MaxLag bounds how far behind a replica may be to serve this route.
 	// Replica routes only; zero = no bound.
 	MaxLag MaxLag `json:"max_lag"`

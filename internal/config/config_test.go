@@ -103,12 +103,16 @@ func TestExample(t *testing.T) {
 	}
 	roTimeouts := global
 	roTimeouts.ClientIdle = d("30m")
+	side := TCPSide{KeepaliveIdle: d("5s"), KeepaliveInterval: d("2s"), KeepaliveCount: 4, UserTimeout: d("13s")}
+	tcp := TCP{Client: side, Server: side}
+	roTCP := tcp
+	roTCP.Client.UserTimeout = d("45s")
 	want := &Config{
 		Log:      Log{Format: "text", Level: "info"},
 		MaxConn:  10000,
 		MaxQueue: 1000,
 		Shutdown: Shutdown{Grace: d("30s")},
-		TCP:      TCP{KeepaliveIdle: d("30s"), KeepaliveInterval: d("10s"), KeepaliveCount: 3, UserTimeout: d("60s")},
+		TCP:      tcp,
 		Timeouts: global,
 		Clusters: map[string]*Cluster{"main": {Name: "main",
 			Servers: []*Server{
@@ -122,9 +126,9 @@ func TestExample(t *testing.T) {
 		}},
 		Routes: map[string]*Route{
 			"rw": {Name: "rw", Listen: "127.0.0.1:6432", Cluster: "main", Role: "primary", Balance: "first",
-				OnClientFin: "abort", MaxConn: 0, ConnectRetries: 2, Timeouts: global, TLS: RouteTLS{Mode: "disable"}},
+				OnClientFin: "abort", MaxConn: 0, ConnectRetries: 2, Timeouts: global, TCP: tcp, TLS: RouteTLS{Mode: "disable"}},
 			"ro": {Name: "ro", Listen: "127.0.0.1:6433", Cluster: "main", Role: "replica", Balance: "roundrobin",
-				OnClientFin: "abort", MaxConn: 0, ConnectRetries: 2, Timeouts: roTimeouts,
+				OnClientFin: "abort", MaxConn: 0, ConnectRetries: 2, Timeouts: roTimeouts, TCP: roTCP,
 				MaxLag: MaxLag{Bytes: 16 << 20, Time: d("30s")}, Fallback: "primary", TLS: RouteTLS{Mode: "disable"}},
 		},
 		Admin: Admin{Listen: "127.0.0.1:9187"},
@@ -198,7 +202,7 @@ func TestDefaults(t *testing.T) {
 		}
 	}
 	r := c.Routes["rw"]
-	if r.Balance != "first" || r.OnClientFin != "abort" || r.ConnectRetries != 2 || r.MaxConn != 0 || r.Timeouts != c.Timeouts ||
+	if r.Balance != "first" || r.OnClientFin != "abort" || r.ConnectRetries != 2 || r.MaxConn != 0 || r.Timeouts != c.Timeouts || r.TCP != c.TCP ||
 		r.MaxLag != (MaxLag{}) || r.Fallback != "" {
 		t.Errorf("route defaults: %+v", *r)
 	}
@@ -248,8 +252,8 @@ timeouts: {queue: 0, client_idle: 0s}
 ` + edit(t, "        role: replica\n", "        role: replica\n        weight: 0\n    health: {jitter: 0}\n") + "    connect_retries: 0\n" +
 		"  ro:\n    listen: :0\n    cluster: main\n    role: replica\n    max_lag: {bytes: 0, time: 0}\n"
 	c, _ := mustParse(t, src)
-	if c.MaxConn != 0 || c.MaxQueue != 0 || c.Shutdown.Grace != 0 || c.TCP.KeepaliveIdle != 0 ||
-		c.TCP.KeepaliveCount != 0 || c.TCP.UserTimeout != 0 || c.Timeouts.Queue != 0 || c.Timeouts.ClientIdle != 0 {
+	if c.MaxConn != 0 || c.MaxQueue != 0 || c.Shutdown.Grace != 0 || c.TCP.Client.KeepaliveIdle != 0 ||
+		c.TCP.Server.KeepaliveCount != 0 || c.TCP.Client.UserTimeout != 0 || c.Timeouts.Queue != 0 || c.Timeouts.ClientIdle != 0 {
 		t.Errorf("zeros not kept: %s", dump(c))
 	}
 	if w := c.Clusters["main"].Servers[1].Weight; w != 0 {
@@ -265,7 +269,7 @@ timeouts: {queue: 0, client_idle: 0s}
 		t.Errorf("route: %+v", *r)
 	}
 	// The neighbours still get their defaults.
-	if c.TCP.KeepaliveInterval != d("10s") || c.Timeouts.IdleInTransaction != d("10m") {
+	if c.TCP.Server.KeepaliveInterval != d("2s") || c.Timeouts.IdleInTransaction != d("10m") {
 		t.Errorf("defaults lost: %s", dump(c))
 	}
 }
@@ -703,10 +707,12 @@ func TestLint(t *testing.T) {
 			[]want{{"mode: passthrough", "routes.rw.tls.mode", "passthrough relays TLS sessions blind, encrypted end to end: for those sessions pgfront cannot route cancel requests"}}},
 		{"terminate is quiet", base + "    tls:\n      mode: terminate\n      cert_file: /c\n      key_file: /k\n", nil},
 		{"idle unbounded without keepalive", "tcp:\n  keepalive_idle: 0\ntimeouts:\n  client_idle: 0\n  idle_in_transaction: 0\n" + base,
-			[]want{{"client_idle", "timeouts.client_idle", "idle sessions are unbounded"}}},
+			[]want{{"keepalive_idle", "tcp.keepalive_idle", "a client or server that vanishes without FIN or RST"},
+				{"client_idle", "timeouts.client_idle", "idle sessions are unbounded"}}},
 		{"idle off but keepalive on is fine", "timeouts:\n  client_idle: 0\n  idle_in_transaction: 0\n" + base, nil},
 		{"route idle unbounded without keepalive", "tcp:\n  keepalive_idle: 0\n" + base + "    timeouts:\n      idle_in_transaction: 0s\n      client_idle: 0s\n",
-			[]want{{"client_idle: 0s", "routes.rw.timeouts.client_idle", "idle sessions are unbounded"}}},
+			[]want{{"keepalive_idle", "tcp.keepalive_idle", "keepalive is off"},
+				{"client_idle: 0s", "routes.rw.timeouts.client_idle", "idle sessions are unbounded"}}},
 		{"long FIN bounds", "timeouts:\n  client_fin: 2m\n" + base + "    timeouts:\n      server_fin: 90s\n",
 			[]want{{"client_fin", "timeouts.client_fin", "client_fin is 2m: FIN bounds should be seconds"},
 				{"server_fin", "routes.rw.timeouts.server_fin", "server_fin is 1m30s: FIN bounds should be seconds"}}},

@@ -213,14 +213,7 @@ func (d *decoder) config(root ast.Node) *Config {
 		{"shutdown", func(n ast.Node, p string) {
 			d.mapping(n, p, []field{{"grace", d.duration(&c.Shutdown.Grace)}})
 		}},
-		{"tcp", func(n ast.Node, p string) {
-			d.mapping(n, p, []field{
-				{"keepalive_idle", d.duration(&c.TCP.KeepaliveIdle)},
-				{"keepalive_interval", d.duration(&c.TCP.KeepaliveInterval)},
-				{"keepalive_count", d.int(&c.TCP.KeepaliveCount)},
-				{"user_timeout", d.duration(&c.TCP.UserTimeout)},
-			})
-		}},
+		{"tcp", d.tcp(&c.TCP)},
 		{"timeouts", d.timeouts(&c.Timeouts)},
 		{"admin", func(n ast.Node, p string) {
 			d.mapping(n, p, []field{
@@ -255,6 +248,46 @@ func (d *decoder) timeouts(t *Timeouts) func(ast.Node, string) {
 		}
 		d.mapping(n, path, fs)
 	}
+}
+
+// tcp decodes a tcp section (global or a route's): the keys directly under it set both sides,
+// unless that side's own key is set too, before or after it in the file.
+func (d *decoder) tcp(t *TCP) func(ast.Node, string) {
+	return func(n ast.Node, path string) {
+		var fs []field
+		for i, f := range (&TCPSide{}).fields() {
+			fs = append(fs, field{f.key, func(n ast.Node, p string) {
+				var both TCPSide
+				bf := both.fields()[i]
+				d.tcpField(bf)(n, p)
+				if !d.meta.isSet(p) {
+					return
+				}
+				for _, sd := range t.sides() {
+					if !d.meta.isSet(join(path, sd.key+"."+f.key)) {
+						sd.side.fields()[i].copyFrom(bf)
+					}
+				}
+			}})
+		}
+		for _, sd := range t.sides() {
+			fs = append(fs, field{sd.key, func(n ast.Node, p string) {
+				var sfs []field
+				for _, f := range sd.side.fields() {
+					sfs = append(sfs, field{f.key, d.tcpField(f)})
+				}
+				d.mapping(n, p, sfs)
+			}})
+		}
+		d.mapping(n, path, fs)
+	}
+}
+
+func (d *decoder) tcpField(f tcpField) func(ast.Node, string) {
+	if f.dur != nil {
+		return d.duration(f.dur)
+	}
+	return d.int(f.num)
 }
 
 func (d *decoder) clusters(n ast.Node, path string) map[string]*Cluster {
@@ -331,6 +364,7 @@ func (d *decoder) routes(n ast.Node, path string) map[string]*Route {
 			{"on_client_fin", d.str(&r.OnClientFin)},
 			{"connect_retries", d.int(&r.ConnectRetries)},
 			{"timeouts", d.timeouts(&r.Timeouts)},
+			{"tcp", d.tcp(&r.TCP)},
 			{"max_lag", func(n ast.Node, p string) {
 				d.mapping(n, p, []field{
 					{"bytes", d.size(&r.MaxLag.Bytes)},

@@ -26,6 +26,16 @@ var defaultTimeouts = Timeouts{
 	ServerFin:         Duration(5 * time.Second),
 }
 
+// defaultTCPSide is both sides' tcp settings when the file sets nothing: a peer that vanishes
+// is given up within 13s whatever its session is doing (see TCPSide.VanishBound), at the cost
+// of one keepalive probe and its answer per idle socket every 5s.
+var defaultTCPSide = TCPSide{
+	KeepaliveIdle:     Duration(5 * time.Second),
+	KeepaliveInterval: Duration(2 * time.Second),
+	KeepaliveCount:    4,
+	UserTimeout:       Duration(13 * time.Second),
+}
+
 // defaultHealth is a cluster's health section when the file sets nothing.
 // The password sources have no default.
 var defaultHealth = Health{
@@ -67,10 +77,8 @@ func applyDefaults(c *Config, isSet func(path string) bool) {
 	num(&c.MaxConn, "maxconn", defaultMaxConn)
 	num(&c.MaxQueue, "max_queue", defaultMaxQueue)
 	dur(&c.Shutdown.Grace, "shutdown.grace", 30*time.Second)
-	dur(&c.TCP.KeepaliveIdle, "tcp.keepalive_idle", 30*time.Second)
-	dur(&c.TCP.KeepaliveInterval, "tcp.keepalive_interval", 10*time.Second)
-	num(&c.TCP.KeepaliveCount, "tcp.keepalive_count", 3)
-	dur(&c.TCP.UserTimeout, "tcp.user_timeout", 60*time.Second)
+	defTCP := TCP{Client: defaultTCPSide, Server: defaultTCPSide}
+	resolveTCP(&c.TCP, &defTCP, "tcp", isSet)
 	str(&c.Admin.Listen, "admin.listen", DefaultAdminListen)
 	dur(&c.Alerts.SampleInterval, "alerts.sample_interval", 5*time.Second)
 	num(&c.Alerts.CloseWait, "alerts.close_wait", 50)
@@ -133,5 +141,26 @@ func applyDefaults(c *Config, isSet func(path string) bool) {
 		for i, f := range r.Timeouts.fields() {
 			dur(f.ptr, p+".timeouts."+f.key, global[i].ptr.D())
 		}
+		resolveTCP(&r.TCP, &c.TCP, p+".tcp", isSet)
 	}
+}
+
+// resolveTCP gives every field of t that the section at path (tcp, or a route's) does not set,
+// neither for its side nor for both, the value it has in from (the defaults, or the resolved
+// global section).
+func resolveTCP(t, from *TCP, path string, isSet func(string) bool) {
+	fromSides := from.sides()
+	for i, sd := range t.sides() {
+		fromFields := fromSides[i].side.fields()
+		for j, f := range sd.side.fields() {
+			if !tcpSet(isSet, path, sd.key, f.key) {
+				f.copyFrom(fromFields[j])
+			}
+		}
+	}
+}
+
+// tcpSet reports whether the tcp section at path sets key for side, itself or for both sides.
+func tcpSet(isSet func(string) bool, path, side, key string) bool {
+	return isSet(path+"."+side+"."+key) || isSet(path+"."+key)
 }

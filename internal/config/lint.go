@@ -9,6 +9,10 @@ import (
 // finLongBound is where a FIN timeout stops looking like "a few seconds".
 const finLongBound = time.Minute
 
+// vanishWarnBound is how long a peer that vanished without FIN or RST may hold a session
+// before the tcp settings that allow it are worth a warning.
+const vanishWarnBound = time.Minute
+
 // loudIdleBound: a half-close trap whose only other bound is longer than
 // this (or absent) is the one that took HAProxy setups down.
 const loudIdleBound = 30 * time.Minute
@@ -23,7 +27,8 @@ type linter struct {
 // lint returns the warnings for a valid config, in file order.
 func lint(c *Config, m *meta, file string) []Warning {
 	l := &linter{c: c, m: m, file: file}
-	l.timeouts("timeouts", c.Timeouts, func(string) bool { return true })
+	l.timeouts("timeouts", c.Timeouts, c.TCP.Client, func(string) bool { return true })
+	l.tcp("tcp", c.TCP, func(string) bool { return true })
 	for _, name := range m.inFileOrder("clusters", c.ClusterNames()) {
 		l.cluster(c.Clusters[name])
 	}
@@ -32,7 +37,8 @@ func lint(c *Config, m *meta, file string) []Warning {
 		p := "routes." + name
 		// A route is judged on its own only for the checks that read a
 		// timeout it overrides; inherited values were judged globally.
-		l.timeouts(p+".timeouts", r.Timeouts, func(key string) bool { return m.isSet(p + ".timeouts." + key) })
+		l.timeouts(p+".timeouts", r.Timeouts, r.TCP.Client, func(key string) bool { return m.isSet(p + ".timeouts." + key) })
+		l.tcp(p+".tcp", r.TCP, func(side string) bool { return tcpSideSet(m, p+".tcp", side) })
 		l.route(r)
 	}
 	sort.SliceStable(l.out, func(i, j int) bool { return l.out[i].Line < l.out[j].Line })
@@ -55,7 +61,7 @@ func anySet(own func(string) bool, keys ...string) bool {
 
 // timeouts checks one set of timeouts (global, or a route's resolved ones);
 // own reports which keys this scope itself sets.
-func (l *linter) timeouts(prefix string, t Timeouts, own func(key string) bool) {
+func (l *linter) timeouts(prefix string, t Timeouts, client TCPSide, own func(key string) bool) {
 	// The client side of a half-closed session (server gone, client silent)
 	// is bounded, without client_fin, only by the client idle timeouts, and
 	// both must be on for that bound to hold in every transaction state.
@@ -81,8 +87,57 @@ func (l *linter) timeouts(prefix string, t Timeouts, own func(key string) bool) 
 		}
 	}
 
-	if t.ClientIdle == 0 && t.IdleInTransaction == 0 && l.c.TCP.KeepaliveIdle == 0 && anySet(own, "client_idle", "idle_in_transaction") {
-		l.warn(prefix+".client_idle", "client_idle and idle_in_transaction are both 0 (off) and TCP keepalive is off (tcp.keepalive_idle: 0): idle sessions are unbounded, and a client that vanished without a FIN holds its maxconn slot forever")
+	if t.ClientIdle == 0 && t.IdleInTransaction == 0 && client.KeepaliveIdle == 0 && anySet(own, "client_idle", "idle_in_transaction") {
+		l.warn(prefix+".client_idle", "client_idle and idle_in_transaction are both 0 (off) and the clients' TCP keepalive is off (keepalive_idle: 0): idle sessions are unbounded, and a client that vanished without a FIN holds its maxconn slot forever")
+	}
+}
+
+// tcp warns when a tcp section (global, or a route's on the sides judge names: the sides it
+// sets anything of) lets a vanished peer hold a session longer than vanishWarnBound. When both
+// sides are too long for the same reason, set by the same key, that is one warning.
+func (l *linter) tcp(path string, t TCP, judge func(side string) bool) {
+	type finding struct{ who, path, why string }
+	var found []finding
+	for _, sd := range t.sides() {
+		if !judge(sd.key) {
+			continue
+		}
+		s := *sd.side
+		bound, ok := s.VanishBound()
+		if ok && bound <= vanishWarnBound {
+			continue
+		}
+		key := "keepalive_idle"
+		var why string
+		switch {
+		case s.KeepaliveIdle == 0:
+			why = "keepalive is off (keepalive_idle 0), so nothing notices while the session is idle or waits for a query: it is held for ever"
+		case s.UserTimeout == 0:
+			key = "user_timeout"
+			why = "user_timeout is 0 (off), so while data waits for its acknowledgement (a query, a result, a closed receive window) the kernel retransmits for about 15 minutes"
+		default:
+			if s.UserTimeout.D() > vanishWarnBound {
+				key = "user_timeout"
+			}
+			why = fmt.Sprintf("keepalive (keepalive_idle %s, keepalive_interval %s) and user_timeout (%s) give up on it only after %s", s.KeepaliveIdle, s.KeepaliveInterval, s.UserTimeout, Duration(bound))
+		}
+		f := finding{who: sd.key, path: tcpPath(l.m, path, sd.key, key), why: why}
+		if n := len(found); n > 0 && found[n-1].path == f.path && found[n-1].why == f.why {
+			found[n-1].who = "client or server"
+			continue
+		}
+		found = append(found, f)
+	}
+	for _, f := range found {
+		holds := "its session, its backend (and the locks its transaction holds) and a maxconn slot"
+		switch f.who {
+		case "server":
+			holds = "its clients' sessions and maxconn slots"
+		case "client or server":
+			holds = "a session, its backend (and the locks its transaction holds) and a maxconn slot"
+		}
+		l.warn(f.path, "a %s that vanishes without FIN or RST (its network torn down, its machine gone) can hold %s for more than a minute: %s; "+
+			"keep it under a minute (the defaults give up within 13s: keepalive_idle 5s, keepalive_interval 2s, user_timeout 13s)", f.who, holds, f.why)
 	}
 }
 

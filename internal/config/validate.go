@@ -43,7 +43,7 @@ func validate(c *Config, m *meta, ps *problems) {
 	v.oneOf("log.level", c.Log.Level, "debug", "info", "warn", "error")
 	v.nonNegative("maxconn", c.MaxConn)
 	v.nonNegative("max_queue", c.MaxQueue)
-	v.tcp()
+	v.tcp("tcp", c.TCP, func(string) bool { return true })
 	v.positive("timeouts.startup", c.Timeouts.Startup)
 	v.positive("timeouts.connect", c.Timeouts.Connect)
 
@@ -129,22 +129,61 @@ func (v *validator) bad(path, format string, args ...any) {
 	v.ps.add(v.m.line(path), path, format, args...)
 }
 
-func (v *validator) tcp() {
-	t := v.c.TCP
-	if t.KeepaliveIdle == 0 {
-		if t.KeepaliveCount < 0 || t.KeepaliveCount > maxKeepaliveCount {
-			v.bad("tcp.keepalive_count", "must be from 0 to %d, not %d", maxKeepaliveCount, t.KeepaliveCount)
+// tcp checks a tcp section's resolved sides: the global one (path "tcp"), or a route's, on the
+// sides judge names (a side a route sets nothing of was checked globally).
+func (v *validator) tcp(path string, t TCP, judge func(side string) bool) {
+	for _, sd := range t.sides() {
+		if !judge(sd.key) {
+			continue
 		}
-	} else {
-		v.keepaliveSeconds("tcp.keepalive_idle", t.KeepaliveIdle)
-		v.keepaliveSeconds("tcp.keepalive_interval", t.KeepaliveInterval)
-		if t.KeepaliveCount < 1 || t.KeepaliveCount > maxKeepaliveCount {
-			v.bad("tcp.keepalive_count", "must be from 1 to %d while keepalive is on (tcp.keepalive_idle > 0), not %d", maxKeepaliveCount, t.KeepaliveCount)
+		s := *sd.side
+		at := func(key string) string { return tcpPath(v.m, path, sd.key, key) }
+		if s.KeepaliveIdle == 0 {
+			if s.KeepaliveCount < 0 || s.KeepaliveCount > maxKeepaliveCount {
+				v.bad(at("keepalive_count"), "must be from 0 to %d, not %d", maxKeepaliveCount, s.KeepaliveCount)
+			}
+		} else {
+			v.keepaliveSeconds(at("keepalive_idle"), s.KeepaliveIdle)
+			v.keepaliveSeconds(at("keepalive_interval"), s.KeepaliveInterval)
+			if s.KeepaliveCount < 1 || s.KeepaliveCount > maxKeepaliveCount {
+				v.bad(at("keepalive_count"), "must be from 1 to %d while keepalive is on (keepalive_idle > 0), not %d", maxKeepaliveCount, s.KeepaliveCount)
+			}
+		}
+		if s.UserTimeout.D() > maxUserTimeout {
+			v.bad(at("user_timeout"), "must be at most %s", Duration(maxUserTimeout.Truncate(time.Second)))
 		}
 	}
-	if t.UserTimeout.D() > maxUserTimeout {
-		v.bad("tcp.user_timeout", "must be at most %s", Duration(maxUserTimeout.Truncate(time.Second)))
+}
+
+// tcpPath is where a finding about key of side in the tcp section at path is reported: that
+// side's key if the file sets it, else the key for both sides if set. A value defaulted or
+// inherited is reported as the side's key when the section sets anything for that side alone,
+// else as the key for both sides (so both sides' findings are one); either path's line is its
+// nearest enclosing node's.
+func tcpPath(m *meta, path, side, key string) string {
+	own, both := path+"."+side+"."+key, path+"."+key
+	switch {
+	case m.isSet(own):
+		return own
+	case m.isSet(both):
+		return both
 	}
+	for _, f := range (&TCPSide{}).fields() {
+		if m.isSet(path + "." + side + "." + f.key) {
+			return own
+		}
+	}
+	return both
+}
+
+// tcpSideSet reports whether the tcp section at path sets any key of side (for it or for both).
+func tcpSideSet(m *meta, path, side string) bool {
+	for _, f := range (&TCPSide{}).fields() {
+		if tcpSet(m.isSet, path, side, f.key) {
+			return true
+		}
+	}
+	return false
 }
 
 // keepaliveSeconds checks a keepalive time the kernel takes in whole
@@ -152,7 +191,7 @@ func (v *validator) tcp() {
 func (v *validator) keepaliveSeconds(path string, d Duration) {
 	switch {
 	case d <= 0:
-		v.bad(path, "must be greater than 0 while keepalive is on (tcp.keepalive_idle > 0)")
+		v.bad(path, "must be greater than 0 while keepalive is on (keepalive_idle > 0)")
 	case d.D()%time.Second != 0:
 		v.bad(path, "must be whole seconds (the kernel counts keepalive in seconds), not %s", d)
 	case d.D() > maxKeepaliveSecs*time.Second:
@@ -354,6 +393,7 @@ func (v *validator) route(r *Route, listens map[string][]listenAddr) {
 	v.oneOf(p+".balance", r.Balance, "first", "roundrobin", "leastconn")
 	v.oneOf(p+".on_client_fin", r.OnClientFin, "abort", "forward")
 	v.nonNegative(p+".maxconn", r.MaxConn)
+	v.tcp(p+".tcp", r.TCP, func(side string) bool { return tcpSideSet(v.m, p+".tcp", side) })
 	if r.ConnectRetries < 0 || r.ConnectRetries > maxConnectRetries {
 		v.bad(p+".connect_retries", "must be from 0 to %d, not %d", maxConnectRetries, r.ConnectRetries)
 	}

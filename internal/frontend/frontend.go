@@ -44,6 +44,10 @@ type Route struct {
 	Startup time.Duration // first packet; and, separately, the login
 	Connect time.Duration // per connection attempt
 	Queue   time.Duration // wait for a maxconn slot; 0 = refuse at once
+	// ClientTCP and ServerTCP find a peer that vanished without FIN or RST: keepalive and
+	// TCP_USER_TIMEOUT of the route's client sockets, and of the sockets it dials to servers
+	// (sessions and their cancel requests).
+	ClientTCP, ServerTCP netx.KeepAlive
 	// Relay holds the established session's bounds (idle, FIN) and on_client_fin.
 	Relay relay.Options
 
@@ -81,10 +85,9 @@ type Options struct {
 	Routes    []*Route
 	Admission *admission.Controller
 	Global    *admission.Limit // the global maxconn
-	KeepAlive netx.KeepAlive   // applied to client and server sockets; SetKeepAlive changes it
 	Logger    *slog.Logger
 	// Listen opens a route's listener; nil (or a nil listener returned) means a TCP listener
-	// on addr whose accepted conns get the keepalive options. The app passes one that claims a
+	// on addr whose accepted conns get the route's client keepalive. The app passes one that claims a
 	// listener handed over by a previous pgfront process.
 	Listen func(route, addr string) (net.Listener, error)
 	// OnFence is told when a primary route's session found srv to be a standby (the server is
@@ -107,7 +110,6 @@ type Frontend struct {
 	log      *slog.Logger
 	registry *cluster.Registry[*session]
 	events   Events
-	tcp      atomic.Pointer[tcpSettings]
 
 	ctx    context.Context // cancelled by Close: ends waits and dials
 	cancel context.CancelFunc
@@ -132,20 +134,15 @@ type Frontend struct {
 	}
 }
 
-// tcpSettings are the keepalive options of new sockets and the dialer that applies them.
-type tcpSettings struct {
-	ka     netx.KeepAlive
-	dialer *net.Dialer
-}
-
 // listener is one bound listen address and the route it serves now. A reload that keeps the
 // address keeps the listener (no connection is refused) and swaps the route new clients get.
 type listener struct {
 	addr  string // as configured
 	ln    net.Listener
 	route atomic.Pointer[Route]
-	// ka is the keepalive its accepted conns already have from the listen configuration
-	// (nil: none; sessions apply every option themselves).
+	// ka is the keepalive its accepted conns already have from the listen configuration (the
+	// client keepalive of the route it was opened for; nil: none). A session whose route asks
+	// for other options applies them all itself.
 	ka *netx.KeepAlive
 }
 
@@ -172,7 +169,6 @@ func New(opts Options) (*Frontend, error) {
 	}
 	f.mu.listeners = make(map[string]*listener)
 	f.mu.clusters = make(map[*cluster.Cluster]func())
-	f.SetKeepAlive(opts.KeepAlive)
 	if p, err := relay.NewParker(); err == nil {
 		f.parker = p
 	} else {
@@ -181,17 +177,11 @@ func New(opts Options) (*Frontend, error) {
 	return f, nil
 }
 
-// SetKeepAlive sets the keepalive options of sockets accepted or dialled from now on.
-func (f *Frontend) SetKeepAlive(k netx.KeepAlive) {
-	f.tcp.Store(&tcpSettings{ka: k, dialer: k.Dialer(0)})
-}
-
-func (f *Frontend) dialer() *net.Dialer { return f.tcp.Load().dialer }
-
 // listen binds one route's listener.
-func (f *Frontend) listen(route, addr string) (*listener, error) {
+func (f *Frontend) listen(r *Route) (*listener, error) {
+	addr := r.Listen
 	if f.opts.Listen != nil {
-		ln, err := f.opts.Listen(route, addr)
+		ln, err := f.opts.Listen(r.Name, addr)
 		if err != nil {
 			return nil, err
 		}
@@ -199,7 +189,7 @@ func (f *Frontend) listen(route, addr string) (*listener, error) {
 			return &listener{addr: addr, ln: ln}, nil
 		}
 	}
-	ka := f.tcp.Load().ka
+	ka := r.ClientTCP
 	lc := ka.ListenConfig() // accepted conns get the keepalive options at accept
 	ln, err := lc.Listen(context.Background(), "tcp", addr)
 	if err != nil {
@@ -320,7 +310,7 @@ func (f *Frontend) Apply(routes []*Route) (removed []string, err error) {
 	for _, r := range routes {
 		l := old[listenKey(r)]
 		if l == nil {
-			if l, err = f.listen(r.Name, r.Listen); err != nil {
+			if l, err = f.listen(r); err != nil {
 				for _, o := range opened {
 					_ = o.ln.Close()
 				}
@@ -473,7 +463,7 @@ func (f *Frontend) acceptLoop(l *listener) {
 			continue
 		}
 		backoff = 0
-		s := f.newSession(r, c, l.ka != nil && *l.ka == f.tcp.Load().ka)
+		s := f.newSession(r, c, l.ka != nil && *l.ka == r.ClientTCP)
 		f.sessions.Add(1)
 		go f.serveSession(s)
 	}

@@ -33,7 +33,7 @@ type session struct {
 	client net.Conn
 	// peerAddr is the client socket's peer address: the client's own, or a load balancer's.
 	peerAddr string
-	// keepAliveSet: the listener gave the client conn the current keepalive options.
+	// keepAliveSet: the listener gave the client conn the route's keepalive options.
 	keepAliveSet bool
 	start        time.Time
 	phase        atomic.Uint32 // a Phase
@@ -240,7 +240,7 @@ func (s *session) refuse(cause relay.Cause, code, msg, hint string, err error) o
 func (s *session) run() (o outcome, relaying bool) {
 	r := s.route
 	if tc, ok := s.client.(*net.TCPConn); ok {
-		ka := s.f.tcp.Load().ka
+		ka := r.ClientTCP
 		if s.keepAliveSet {
 			_ = ka.ApplyUserTimeout(tc)
 		} else {
@@ -456,7 +456,7 @@ func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 	r := s.route
 	ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
 	defer cancel()
-	c, err := s.f.dialer().DialContext(ctx, "tcp", srv.Addr)
+	c, err := r.ServerTCP.Dialer(0).DialContext(ctx, "tcp", srv.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -531,7 +531,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	}
 	opts.OnBackendKey = func(k pgwire.CancelKey) { s.f.registry.SetKey(s, k) }
 	addr, serverTLS := srv.Addr, r.ServerTLS
-	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(addr, serverTLS, k) }
+	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(r.ServerTCP, addr, serverTLS, k) }
 	if r.Select.Role == cluster.RolePrimary {
 		opts.FenceStandby = true
 		opts.OnStandby = func() { s.f.fence(r.Cluster, srv) }

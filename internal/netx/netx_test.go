@@ -160,7 +160,7 @@ func classes(err error) string {
 	for _, c := range []struct {
 		name string
 		is   func(error) bool
-	}{{"reset", IsReset}, {"timeout", IsTimeout}, {"deadpeer", IsDeadPeer}, {"closed", IsClosed}, {"eof", IsEOF}} {
+	}{{"reset", IsReset}, {"timeout", IsTimeout}, {"unreachable", IsUnreachable}, {"closed", IsClosed}, {"eof", IsEOF}} {
 		if c.is(err) {
 			if s != "" {
 				s += ","
@@ -233,19 +233,101 @@ func TestErrorClasses(t *testing.T) {
 			t.Errorf("accept on closed listener: %v classified %q, want closed", err, got)
 		}
 	})
-	t.Run("dead peer", func(t *testing.T) {
-		// A peer given up by keepalive or TCP_USER_TIMEOUT cannot be produced on loopback
-		// (the peer always answers); this is the error a read then returns.
-		err := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", syscall.ETIMEDOUT)}
-		if got := classes(err); got != "timeout,deadpeer" {
-			t.Errorf("ETIMEDOUT classified %q, want timeout,deadpeer", got)
+	t.Run("unreachable", func(t *testing.T) {
+		// The errors the kernel gives when it drops a connection whose peer stopped answering
+		// (keepalive, TCP_USER_TIMEOUT), or when the network has no way to it. They are not
+		// timeouts of pgfront's own, although ETIMEDOUT's Timeout() is true.
+		for _, errno := range []syscall.Errno{syscall.ETIMEDOUT, syscall.EHOSTUNREACH, syscall.ENETUNREACH} {
+			err := &net.OpError{Op: "read", Net: "tcp", Err: os.NewSyscallError("read", errno)}
+			if got := classes(err); got != "unreachable" {
+				t.Errorf("%v classified %q, want unreachable", errno, got)
+			}
 		}
+		// The real thing on loopback: TestAborted.
 	})
 	t.Run("nil and others", func(t *testing.T) {
 		for _, err := range []error{nil, errors.New("other"), syscall.ECONNREFUSED} {
 			if got := classes(err); got != "" {
 				t.Errorf("%v classified %q, want none", err, got)
 			}
+		}
+	})
+}
+
+// zeroWindowTimeout makes the kernel drop a loopback connection as it drops one whose peer
+// vanished: the receiving end never reads, so the sender's data waits behind a zero window,
+// and the sender's TCP_USER_TIMEOUT (1s) gives up on it. (Since Linux 5.11 that bound counts
+// from the first zero-window probe whether or not the probes are answered, which is what makes
+// this reproducible without a real network to cut.) It returns the sender and the error its
+// write met.
+func zeroWindowTimeout(t *testing.T) (*net.TCPConn, error) {
+	t.Helper()
+	receiver, sender := pair(t, listen(t))
+	if err := receiver.SetReadBuffer(4096); err != nil {
+		t.Fatal(err)
+	}
+	if err := (KeepAlive{UserTimeout: time.Second}).ApplyUserTimeout(sender); err != nil {
+		t.Fatal(err)
+	}
+	if err := sender.SetWriteDeadline(time.Now().Add(30 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	chunk := make([]byte, 64<<10)
+	for {
+		if _, err := sender.Write(chunk); err != nil {
+			return sender, err
+		}
+	}
+}
+
+// TestAborted: when the kernel drops a connection, the ETIMEDOUT goes to one call; the next read
+// sees EOF, and Aborted tells it apart from a FIN.
+func TestAborted(t *testing.T) {
+	sender, err := zeroWindowTimeout(t)
+	if got := classes(err); got != "unreachable" || !errors.Is(err, syscall.ETIMEDOUT) {
+		t.Fatalf("write to a peer given up by TCP_USER_TIMEOUT: %v classified %q, want unreachable (ETIMEDOUT)", err, got)
+	}
+	n, err := sender.Read(make([]byte, 8))
+	if n != 0 || err != io.EOF {
+		t.Fatalf("read after the write took the error: %d, %v; want EOF", n, err)
+	}
+	if !Aborted(sender) {
+		t.Error("Aborted after the kernel dropped the connection = false")
+	}
+
+	ln := listen(t)
+	t.Run("fin", func(t *testing.T) {
+		client, server := pair(t, ln)
+		server.Close()
+		if _, err := client.Read(make([]byte, 8)); err != io.EOF {
+			t.Fatalf("read after FIN: %v", err)
+		}
+		if Aborted(client) {
+			t.Error("Aborted after a FIN = true")
+		}
+	})
+	t.Run("reset", func(t *testing.T) {
+		client, server := pair(t, ln)
+		if err := server.SetLinger(0); err != nil {
+			t.Fatal(err)
+		}
+		server.Close()
+		if _, err := client.Read(make([]byte, 8)); !IsReset(err) {
+			t.Fatalf("first read after RST: %v", err)
+		}
+		if _, err := client.Read(make([]byte, 8)); err != io.EOF {
+			t.Fatalf("second read after RST: %v", err)
+		}
+		if !Aborted(client) {
+			t.Error("Aborted after a reset = false")
+		}
+	})
+	t.Run("no socket", func(t *testing.T) {
+		a, b := net.Pipe()
+		defer a.Close()
+		defer b.Close()
+		if Aborted(a) {
+			t.Error("Aborted on a pipe = true")
 		}
 	})
 }

@@ -30,6 +30,8 @@ const (
 	CauseShutdown                       // pgfront is shutting down
 	CauseClientReset                    // client connection reset or write failed
 	CauseServerReset                    // server connection reset or lost
+	CauseClientUnreachable              // client stopped answering: keepalive or TCP_USER_TIMEOUT gave up on it (no FIN, no RST)
+	CauseServerUnreachable              // server stopped answering: keepalive or TCP_USER_TIMEOUT gave up on it (no FIN, no RST)
 	CauseProtocolError                  // malformed or unexpected protocol bytes from the client
 	CauseDenied                         // refused by policy (unsupported request)
 	CauseCancelRequest                  // the connection carried a CancelRequest, now forwarded or dropped
@@ -62,6 +64,8 @@ var causeNames = [numCauses]string{
 	CauseShutdown:                 "shutdown",
 	CauseClientReset:              "client_reset",
 	CauseServerReset:              "server_reset",
+	CauseClientUnreachable:        "client_unreachable",
+	CauseServerUnreachable:        "server_unreachable",
 	CauseProtocolError:            "protocol_error",
 	CauseDenied:                   "denied",
 	CauseCancelRequest:            "cancel_request",
@@ -86,6 +90,10 @@ func AllCauses() []Cause {
 	return out
 }
 
+// serverGone reports whether c means the server connection is unusable (reset, lost, stopped
+// answering): no cancel request and no Terminate are sent to it.
+func (c Cause) serverGone() bool { return c == CauseServerReset || c == CauseServerUnreachable }
+
 // clientError is what the client is told when pgfront ends its session for cause c, or nil when
 // the client already knows (it closed, or the server's own error was forwarded).
 func (c Cause) clientError() []byte {
@@ -100,6 +108,8 @@ func (c Cause) clientError() []byte {
 		return fatalStartup
 	case CauseServerReset:
 		return fatalServerLost
+	case CauseServerUnreachable:
+		return fatalServerUnreachable
 	case CauseServerDown:
 		return fatalServerDown
 	case CauseRoleChanged:
@@ -134,6 +144,9 @@ var (
 		"canceling authentication due to timeout", "pgfront allows timeouts.startup for the startup and login.")
 	fatalServerLost = pgwire.Fatal(pgwire.CodeConnectionFailure,
 		"connection to server lost", "The PostgreSQL server closed or reset the connection; reconnect.")
+	fatalServerUnreachable = pgwire.Fatal(pgwire.CodeConnectionFailure,
+		"connection to server lost: server unreachable (it stopped answering without closing the connection)",
+		"pgfront gave up on the PostgreSQL server after its TCP keepalive and user timeout (tcp.server); reconnect.")
 	fatalServerDown = pgwire.Fatal(pgwire.CodeAdminShutdown,
 		"terminating connection because the server is down or in maintenance", "Reconnect: pgfront routes new sessions to a healthy server.")
 	fatalRoleChanged = pgwire.Fatal(pgwire.CodeAdminShutdown,

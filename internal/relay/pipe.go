@@ -32,6 +32,9 @@ type Pipe struct {
 	last                   atomic.Int64 // unix nanoseconds of the last byte either way
 	running                atomic.Int32
 	onEnd                  func(Result)
+	// writing[i] is set while a copier writes to the client (0) or the server (1), and until
+	// the end it calls when that write fails: see Session.abortedBy.
+	writing [2]atomic.Bool
 
 	// mu guards the ending state; deadlines change only under it after checking cause.
 	mu struct {
@@ -88,12 +91,16 @@ func (p *Pipe) copy(fromClient bool) {
 			if p.opts.Observer != nil {
 				p.opts.Observer.Relayed(fromClient, n)
 			}
+			w := &p.writing[side(!fromClient)]
+			w.Store(true)
 			_, werr := write((*buf)[:n])
 			putBuf(buf)
 			if werr != nil {
 				p.failed(!fromClient, werr)
+				w.Store(false)
 				return
 			}
+			w.Store(false)
 		} else if buf != nil {
 			putBuf(buf)
 		}
@@ -104,8 +111,27 @@ func (p *Pipe) copy(fromClient bool) {
 	}
 }
 
+// side indexes Pipe.writing: 0 for the client, 1 for the server.
+func side(client bool) int {
+	if client {
+		return 0
+	}
+	return 1
+}
+
 // readFailed decides what a failed read of one side means.
 func (p *Pipe) readFailed(fromClient bool, src, dst net.Conn, err error) {
+	if netx.IsEOF(err) && p.writing[side(fromClient)].Load() {
+		// An EOF on a connection the kernel aborted, whose error the write in progress took
+		// (see Session.abortedBy): that write's copier ends the pipe with the right cause.
+		// pgfront shut down its sending to src only after the other side's FIN.
+		p.mu.Lock()
+		halfClosed := (fromClient && p.mu.serverEOF) || (!fromClient && p.mu.clientEOF)
+		p.mu.Unlock()
+		if !halfClosed && netx.Aborted(src) {
+			return
+		}
+	}
 	switch {
 	case netx.IsEOF(err):
 		p.mu.Lock()
@@ -227,9 +253,9 @@ func (p *Pipe) awaitOtherClose(fromClient bool, err error) bool {
 // failed ends the pipe after an error on the client's (client true) or the server's side.
 func (p *Pipe) failed(client bool, err error) {
 	if client {
-		p.end(CauseClientReset, err)
+		p.end(clientLost(err), err)
 	} else {
-		p.end(CauseServerReset, err)
+		p.end(serverLost(err), err)
 	}
 }
 

@@ -128,6 +128,12 @@ type Session struct {
 	running atomic.Int32 // copiers still running
 	onEnd   func(Result)
 
+	// writingClient / writingServer are set by the copier writing to that side for the length
+	// of the write (and of the end it calls when the write fails). The other copier, reading
+	// the same side, uses them to tell who met the error of an aborted connection (see
+	// abortedBy).
+	writingClient, writingServer atomic.Bool
+
 	// mu guards the session state shared by the copiers and by End/Drain. Every deadline
 	// change happens under mu after checking cause, so an ending session's "deadline in the
 	// past" can never be overwritten.
@@ -459,7 +465,7 @@ func (s *Session) end(cause Cause, err error) {
 	s.mu.cause = cause
 	s.mu.err = err
 	s.mu.cancel = !s.idleLocked() && !s.mu.login && s.mu.haveKey && !s.mu.serverEOF &&
-		cause != CauseClientTerminate && cause != CauseServerReset
+		cause != CauseClientTerminate && !cause.serverGone()
 	// No drain after the cancel when server_fin was already waited, nor at shutdown: pgfront's
 	// stop must not take server_fin beyond its grace, so the cancel goes out and the server
 	// connection is reset (the backend's next write fails).
@@ -480,7 +486,7 @@ func (s *Session) finish() Result {
 	s.mu.Lock()
 	cause, err := s.mu.cause, s.mu.err
 	serverEOF, idle := s.mu.serverEOF, s.idleLocked() && !s.mu.login
-	clientGone := s.mu.clientDead || cause == CauseClientReset
+	clientGone := s.mu.clientDead || cause == CauseClientReset || cause == CauseClientUnreachable
 	cancel, aborting, key := s.mu.cancel, s.mu.aborting, s.mu.key
 	s.mu.Unlock()
 
@@ -511,7 +517,7 @@ func (s *Session) finish() Result {
 		idle = s.drainServer()
 	}
 	// A clean goodbye keeps "unexpected EOF" noise out of the server log.
-	if !serverEOF && idle && s.frontendScan.AtBoundary() && cause != CauseClientTerminate && cause != CauseServerReset {
+	if !serverEOF && idle && s.frontendScan.AtBoundary() && cause != CauseClientTerminate && !cause.serverGone() {
 		_ = s.server.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
 		_, _ = s.server.Write(terminateMsg)
 	}
@@ -656,15 +662,21 @@ func (s *Session) relayFromClient(h *frontendHandler, p []byte) bool {
 	if s.opts.Observer != nil {
 		s.opts.Observer.Relayed(true, len(p))
 	}
+	s.writingServer.Store(true)
 	if _, err := s.writeServer(p); err != nil {
 		s.serverFailed(err)
+		s.writingServer.Store(false) // after end: see abortedBy
 		return false
 	}
+	s.writingServer.Store(false)
 	return true
 }
 
 // clientReadFailed decides what a failed client read means.
 func (s *Session) clientReadFailed(err error, terminated bool) {
+	if netx.IsEOF(err) && !terminated && s.abortedBy(&s.writingClient, s.client, func() bool { return s.mu.serverEOF }) {
+		return
+	}
 	switch {
 	case netx.IsEOF(err):
 		s.mu.Lock()
@@ -730,8 +742,42 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 		s.mu.Lock()
 		s.mu.clientDead = true
 		s.mu.Unlock()
-		s.end(CauseClientReset, err)
+		s.end(clientLost(err), err)
 	}
+}
+
+// abortedBy reports whether a read of one side that returned EOF met not the peer's FIN but a
+// connection the kernel aborted (reset, or keepalive / TCP_USER_TIMEOUT gave up) whose error a
+// write to that side, in progress on the other copier, took: the error goes to one system call
+// only. That write's copier ends the session with the cause the error names (a reader guessing
+// would race it), so the reader just returns. writing is the side's write flag; halfClosed
+// (called under mu) reports whether pgfront shut down its own sending to that side, after which
+// a FIN leaves the socket CLOSED too.
+func (s *Session) abortedBy(writing *atomic.Bool, c net.Conn, halfClosed func() bool) bool {
+	if !writing.Load() {
+		return false
+	}
+	s.mu.Lock()
+	hc := halfClosed()
+	s.mu.Unlock()
+	return !hc && netx.Aborted(c)
+}
+
+// clientLost is the cause for a client connection that failed other than by EOF or one of
+// pgfront's own deadlines.
+func clientLost(err error) Cause {
+	if netx.IsUnreachable(err) {
+		return CauseClientUnreachable
+	}
+	return CauseClientReset
+}
+
+// serverLost is clientLost for the server connection.
+func serverLost(err error) Cause {
+	if netx.IsUnreachable(err) {
+		return CauseServerUnreachable
+	}
+	return CauseServerReset
 }
 
 // serverFailed classifies a failed write to the server.
@@ -740,7 +786,7 @@ func (s *Session) serverFailed(err error) {
 		s.end(CauseServerIdleTimeout, err) // only reachable when end already ran
 		return
 	}
-	s.end(CauseServerReset, err)
+	s.end(serverLost(err), err)
 }
 
 // frontendHandler counts what the client sends in one chunk.
@@ -811,14 +857,17 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 		s.opts.Observer.Relayed(false, len(p))
 	}
 	s.clientAtBoundary = false
+	s.writingClient.Store(true)
 	if _, err := s.writeClient(p); err != nil {
 		s.mu.Lock()
 		ending := s.mu.cause != CauseNone
 		s.mu.clientDead = !ending
 		s.mu.Unlock()
-		s.end(CauseClientReset, err)
+		s.end(clientLost(err), err)
+		s.writingClient.Store(false) // after end: see abortedBy
 		return false
 	}
+	s.writingClient.Store(false)
 	s.clientAtBoundary = s.backendScan.AtBoundary()
 	if s.opts.ServerIdle > 0 {
 		s.mu.Lock()
@@ -846,11 +895,14 @@ func (s *Session) serverReadFailed(err error) {
 		if netx.IsEOF(err) {
 			s.end(CauseServerEOF, nil)
 		} else {
-			s.end(CauseServerReset, err)
+			s.end(serverLost(err), err)
 		}
 		return
 	}
 	s.mu.Unlock()
+	if netx.IsEOF(err) && s.abortedBy(&s.writingServer, s.server, func() bool { return s.mu.finArmed }) {
+		return
+	}
 	switch {
 	case netx.IsEOF(err):
 		s.mu.Lock()
@@ -901,7 +953,7 @@ func (s *Session) serverReadFailed(err error) {
 			s.end(CauseClientTerminate, nil)
 			return
 		}
-		s.end(CauseServerReset, err)
+		s.end(serverLost(err), err)
 	}
 }
 
