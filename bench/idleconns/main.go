@@ -5,6 +5,8 @@
 //	idleconns server  -listen 127.0.0.1:16500
 //	idleconns clients -addr 127.0.0.1:16501 -n 10000
 //
+// Neither side sends TCP keepalive probes of its own.
+//
 // server is a scripted PostgreSQL peer: it answers each StartupMessage with
 // AuthenticationOk, ParameterStatus, BackendKeyData and ReadyForQuery('I'),
 // then holds the connection idle until the peer sends Terminate or goes away.
@@ -82,7 +84,9 @@ func serverCmd(args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	ln, err := net.Listen("tcp", *listen)
+	// No keepalive of its own (Go's default is 15s): the proxy's probes are all a
+	// measurement of them sees (bench/keepalive.sh).
+	ln, err := (&net.ListenConfig{KeepAlive: -1}).Listen(context.Background(), "tcp", *listen)
 	if err != nil {
 		return fmt.Errorf("listening: %w", err)
 	}
@@ -251,7 +255,7 @@ func clientsCmd(args []string) error {
 // startSession connects and logs in, returning the idle connection once the
 // server said ReadyForQuery. The caller owns the returned conn.
 func startSession(addr, user string, timeout time.Duration) (_ net.Conn, retErr error) {
-	c, err := net.DialTimeout("tcp", addr, timeout)
+	c, err := (&net.Dialer{Timeout: timeout, KeepAlive: -1}).Dial("tcp", addr) // no keepalive: see serverCmd
 	if err != nil {
 		return nil, fmt.Errorf("dialing %s: %w", addr, err)
 	}

@@ -40,8 +40,8 @@ const vanishSlack = 5 * time.Second
 // vanishCase is one state a session can be in when its peer vanishes.
 type vanishCase struct {
 	name string
-	// enter brings c's session into the state, on server p.
-	enter func(t *testing.T, p *pgtest.Server, c *hcClient)
+	// enter brings c's session through e into the state, on server p.
+	enter func(t *testing.T, e *env, p *pgtest.Server, c *hcClient)
 }
 
 // bigResult is a query whose result takes far longer to send than any test runs, streamed from
@@ -49,17 +49,25 @@ type vanishCase struct {
 const bigResult = "SELECT repeat('x', 1000), generate_series(1, 100000000)"
 
 var vanishCases = []vanishCase{
-	{"idle", func(*testing.T, *pgtest.Server, *hcClient) {}},
-	{"idle_in_transaction", func(t *testing.T, _ *pgtest.Server, c *hcClient) {
+	{"idle", func(t *testing.T, e *env, _ *pgtest.Server, _ *hcClient) { waitParked(t, e) }},
+	{"idle_in_transaction", func(t *testing.T, e *env, _ *pgtest.Server, c *hcClient) {
 		c.query("BEGIN")
 		c.query("INSERT INTO vanish VALUES ('uncommitted')")
 		c.query("SELECT pg_advisory_xact_lock(13)")
+		waitParked(t, e)
 	}},
-	{"running_query", func(t *testing.T, p *pgtest.Server, c *hcClient) {
+	{"running_query", func(t *testing.T, _ *env, p *pgtest.Server, c *hcClient) {
 		c.send(&pgproto3.Query{String: "SELECT pg_sleep(60)"})
 		hcWaitSleeping(t, p, c.pid)
 	}},
 	{"receiving_result", nil}, // per side: see the tests
+}
+
+// waitParked waits until the session is idle long enough to be parked (its sockets watched by
+// the parker, no goroutine reading them): where an idle pool's sessions spend their time.
+func waitParked(t *testing.T, e *env) {
+	t.Helper()
+	waitFor(t, 10*time.Second, "the idle session parked", func() bool { return e.app.Frontend().Parked() == 1 })
 }
 
 // vanishSetup creates the table the transactions write to.
@@ -108,7 +116,7 @@ routes:
 			t.Cleanup(func() { _ = raw.SetLinger(0); _ = raw.Close() })
 			c := hcLogin(t, e, raw)
 			if tc.enter != nil {
-				tc.enter(t, p, c)
+				tc.enter(t, e, p, c)
 			} else {
 				// The client asks for a large result and stops reading it: pgfront's writes to
 				// it block, so pgfront stops reading the server, whose backend then waits to
@@ -182,7 +190,7 @@ routes:
 
 			var reading chan error
 			if tc.enter != nil {
-				tc.enter(t, p, c)
+				tc.enter(t, e, p, c)
 			} else {
 				// The client reads a large result as fast as it comes; the server vanishes in
 				// the middle of it.
