@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"time"
 
 	"github.com/pgfront/pgfront/internal/cluster"
-	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/pgwire"
 )
 
@@ -55,29 +55,29 @@ func (f *Frontend) cancelLocal(key pgwire.CancelKey) (*session, *cluster.Server,
 		return nil, nil, errUnknownCancelKey
 	}
 	s.mu.Lock()
-	srv, serverTLS, ka := s.mu.server, s.route.ServerTLS, s.route.ServerTCP
+	srv, serverTLS, d := s.mu.server, s.route.ServerTLS, s.route.dialer()
 	s.mu.Unlock()
 	if srv == nil {
 		return nil, nil, errUnknownCancelKey
 	}
-	if err := f.sendCancel(ka, srv.Addr, serverTLS, key); err != nil {
+	if err := f.sendCancel(d, srv.Addr, serverTLS, key); err != nil {
 		return s, srv, err
 	}
 	s.cancels.Add(1)
 	return s, srv, nil
 }
 
-// sendCancel delivers a CancelRequest for key to the server at addr, on a connection with ka's
-// socket options (the route's server side), and waits (bounded) for the server to close the
+// sendCancel delivers a CancelRequest for key to the server at addr, dialled by d (the route's
+// server-side socket options), and waits (bounded) for the server to close the
 // connection, as PostgreSQL does once it has signalled the backend.
 //
 // Its context is not the frontend's: Close and a shutdown's grace running out cancel that one
 // just before they end the sessions, and those are the cancels that must still go out, or the
 // backends go on running queries for clients that are gone. cancelTimeout bounds it instead.
-func (f *Frontend) sendCancel(ka netx.KeepAlive, addr string, serverTLS ServerTLS, key pgwire.CancelKey) error {
+func (f *Frontend) sendCancel(d *net.Dialer, addr string, serverTLS ServerTLS, key pgwire.CancelKey) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 	defer cancel()
-	c, err := ka.Dialer(0).DialContext(ctx, "tcp", addr)
+	c, err := d.DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return fmt.Errorf("connecting to %s for a cancel request: %w", addr, err)
 	}

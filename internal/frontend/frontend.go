@@ -48,6 +48,9 @@ type Route struct {
 	// TCP_USER_TIMEOUT of the route's client sockets, and of the sockets it dials to servers
 	// (sessions and their cancel requests).
 	ClientTCP, ServerTCP netx.KeepAlive
+	// serverDialer dials with ServerTCP; Apply builds it once per route, so a session's
+	// connect costs no dialer of its own.
+	serverDialer *net.Dialer
 	// Relay holds the established session's bounds (idle, FIN) and on_client_fin.
 	Relay relay.Options
 
@@ -322,6 +325,9 @@ func (f *Frontend) Apply(routes []*Route) (removed []string, err error) {
 	}
 	names := make(map[string]bool, len(routes))
 	for _, r := range routes {
+		for _, rr := range append([]*Route{r}, sniRoutes(r)...) {
+			rr.serverDialer = rr.ServerTCP.Dialer(0)
+		}
 		names[r.Name] = true
 		next[listenKey(r)].route.Store(r)
 	}
@@ -354,6 +360,14 @@ func (f *Frontend) Apply(routes []*Route) (removed []string, err error) {
 	}
 	f.opts.Admission.Recheck()
 	return removed, nil
+}
+
+// dialer dials r's servers with its ServerTCP options.
+func (r *Route) dialer() *net.Dialer {
+	if r.serverDialer != nil {
+		return r.serverDialer
+	}
+	return r.ServerTCP.Dialer(0) // a route not applied (yet): tests that start sessions by hand
 }
 
 // listenKey identifies a route's listener across reloads: its listen address as configured, or

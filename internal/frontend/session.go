@@ -456,7 +456,7 @@ func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 	r := s.route
 	ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
 	defer cancel()
-	c, err := r.ServerTCP.Dialer(0).DialContext(ctx, "tcp", srv.Addr)
+	c, err := r.dialer().DialContext(ctx, "tcp", srv.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -531,7 +531,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	}
 	opts.OnBackendKey = func(k pgwire.CancelKey) { s.f.registry.SetKey(s, k) }
 	addr, serverTLS := srv.Addr, r.ServerTLS
-	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(r.ServerTCP, addr, serverTLS, k) }
+	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(r.dialer(), addr, serverTLS, k) }
 	if r.Select.Role == cluster.RolePrimary {
 		opts.FenceStandby = true
 		opts.OnStandby = func() { s.f.fence(r.Cluster, srv) }
