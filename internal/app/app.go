@@ -63,9 +63,6 @@ type App struct {
 	draining atomic.Pointer[string]
 }
 
-// now is the clock of reload timestamps.
-func (a *App) now() time.Time { return time.Now() }
-
 // New builds every component from cfg. Nothing listens until Start.
 func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 	a := &App{log: logger, adm: admission.New(cfg.MaxQueue), routeLimits: make(map[string]*admission.Limit),

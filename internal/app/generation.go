@@ -8,6 +8,7 @@ import (
 	"maps"
 	"net"
 	"slices"
+	"time"
 
 	"github.com/pgfront/pgfront/internal/admin"
 	"github.com/pgfront/pgfront/internal/admission"
@@ -331,7 +332,7 @@ func (a *App) apply(g *generation, bind bool) ([]string, error) {
 	a.certs = g.certs
 	a.gen = g
 	if old != nil { // the start's generation went to observe.New
-		a.metrics.ConfigApplied(g.n, g.hash, a.now())
+		a.metrics.ConfigApplied(g.n, g.hash, time.Now())
 	}
 	return changes, nil
 }

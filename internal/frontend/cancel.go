@@ -18,9 +18,6 @@ const cancelTimeout = 5 * time.Second
 // errUnknownCancelKey is a CancelRequest naming no live session; it is dropped and counted.
 var errUnknownCancelKey = errors.New("cancel request for an unknown backend key dropped")
 
-// ErrUnknownCancelKey is CancelSession's error when no session has the key.
-var ErrUnknownCancelKey = errUnknownCancelKey
-
 // CancelRequest results (pgfront_cancel_requests_total, the cancel request log line).
 const (
 	cancelForwarded  = "forwarded"
@@ -29,7 +26,7 @@ const (
 )
 
 // CancelSession sends a CancelRequest for key to the server of this frontend's session with
-// that backend key; ErrUnknownCancelKey when there is none.
+// that backend key; an error when there is none or the cancel could not be sent.
 func (f *Frontend) CancelSession(key pgwire.CancelKey) error {
 	_, _, err := f.cancelLocal(key)
 	return err
