@@ -178,6 +178,23 @@ func (c *Cluster) OnChange(fn ChangeFunc) (unsubscribe func()) {
 	}
 }
 
+// SetLeader records what an authoritative role source (Patroni's DCS) says: the server named
+// name holds the leader key ("" = no server does: an election is in progress). known false
+// means there is no such source or it lost its view (a broken watch): every server goes back
+// to LeaderUnknown and node checks alone decide.
+func (c *Cluster) SetLeader(name string, known bool) {
+	for _, srv := range c.Servers() {
+		l := LeaderUnknown
+		if known {
+			l = LeaderNo
+			if srv.Name == name {
+				l = LeaderYes
+			}
+		}
+		c.Modify(srv, func(st *State) { st.Leader = l })
+	}
+}
+
 // Update replaces srv's state with st; see Modify.
 func (c *Cluster) Update(srv *Server, st State) { c.Modify(srv, func(cur *State) { *cur = st }) }
 
@@ -203,6 +220,8 @@ func (c *Cluster) Modify(srv *Server, fn func(*State)) {
 	}
 	old := srv.state.Swap(&st)
 	changed := old.Up != st.Up || old.Role != st.Role || old.Admin != st.Admin || old.Fenced != st.Fenced ||
+		old.Leader != st.Leader || old.SplitBrain != st.SplitBrain || old.NoLoadBalance != st.NoLoadBalance ||
+		old.SyncStandby != st.SyncStandby ||
 		old.LagBytes != st.LagBytes || old.LagSeconds != st.LagSeconds
 	var callbacks []callback
 	if changed {

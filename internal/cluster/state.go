@@ -35,6 +35,16 @@ type State struct {
 	LagSeconds float64 // replica: seconds behind; -1 unknown
 	Admin      Admin
 	Fenced     bool // a session saw in_hot_standby=on: not a primary until a check says so
+	// Leader is what an authoritative role source (Patroni's DCS) says of this server;
+	// LeaderUnknown when there is none or it is not current (see Cluster.SetLeader).
+	Leader Leadership
+	// SplitBrain: this server claims to be primary while another one does too and no
+	// authoritative role source decides between them (computed by the cluster).
+	SplitBrain bool
+	// NoLoadBalance is Patroni's noloadbalance tag: the node stays out of replica routes.
+	NoLoadBalance bool
+	// SyncStandby: Patroni reports the node as a synchronous standby.
+	SyncStandby bool
 
 	LastCheck     time.Time
 	CheckDuration time.Duration
@@ -42,6 +52,26 @@ type State struct {
 	// TLSVerifyFailed: the last check failed because the server's TLS certificate did not
 	// verify (server_tls verify-ca / verify-full), a configuration problem, not an outage.
 	TLSVerifyFailed bool
+}
+
+// Leadership is an authoritative role source's view of one server.
+type Leadership uint8
+
+// Leaderships.
+const (
+	LeaderUnknown Leadership = iota // no authoritative source, or its view is not current
+	LeaderYes                       // the server holds the leader key
+	LeaderNo                        // another server, or none (an election), holds it
+)
+
+func (l Leadership) String() string {
+	switch l {
+	case LeaderYes:
+		return "leader"
+	case LeaderNo:
+		return "not_leader"
+	}
+	return "unknown"
 }
 
 // Lagging reports whether a replica's lag exceeds the bounds (0 = no bound). Unknown lag
