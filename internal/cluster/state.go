@@ -102,25 +102,32 @@ func (sel Selector) Eligible(st State) bool {
 	}
 	switch sel.Role {
 	case RolePrimary:
-		return st.Role == RolePrimary && !st.Fenced
+		return st.writable()
 	case RoleReplica:
 		return st.Role == RoleReplica && !st.Lagging(sel.MaxLagBytes, sel.MaxLagTime)
 	}
 	return true
 }
 
+// writable reports whether a primary route may send writes to a server in state st: it is a
+// primary no session found in recovery, that no authoritative role source says has lost the
+// leader key, and that does not share the primary role with another server undecided.
+func (st State) writable() bool {
+	return st.Role == RolePrimary && !st.Fenced && st.Leader != LeaderNo && !st.SplitBrain
+}
+
 // Keeps reports whether a session of the route may stay on a server now in state st; a
 // session that started there under fallback stays while the server is a healthy primary.
 func (sel Selector) Keeps(st State, fallback bool) bool {
 	if fallback {
-		return st.Up && st.Admin != AdminMaint && st.Role == RolePrimary
+		return st.Up && st.Admin != AdminMaint && st.writable()
 	}
 	if !st.Up || st.Admin == AdminMaint {
 		return false
 	}
 	switch sel.Role {
 	case RolePrimary:
-		return st.Role == RolePrimary && !st.Fenced
+		return st.writable()
 	case RoleReplica:
 		return st.Role == RoleReplica && !st.Lagging(sel.MaxLagBytes, sel.MaxLagTime)
 	}

@@ -14,6 +14,9 @@ func TestSelectorSelect(t *testing.T) {
 	down := State{Up: false, Role: RolePrimary}
 	drained := State{Up: true, Role: RoleReplica, Admin: AdminDrain}
 	fenced := State{Up: true, Role: RolePrimary, Fenced: true}
+	leader := State{Up: true, Role: RolePrimary, Leader: LeaderYes}
+	notLeader := State{Up: true, Role: RolePrimary, Leader: LeaderNo}
+	split := State{Up: true, Role: RolePrimary, SplitBrain: true}
 
 	tests := []struct {
 		name         string
@@ -25,6 +28,9 @@ func TestSelectorSelect(t *testing.T) {
 		{"primary route takes the primary only", Selector{Role: RolePrimary}, []State{replica, primary, replica}, []int{1}, false},
 		{"no primary during failover", Selector{Role: RolePrimary}, []State{replica, down}, nil, false},
 		{"fenced primary excluded", Selector{Role: RolePrimary}, []State{fenced, primary}, []int{1}, false},
+		{"the DCS leader, not another primary", Selector{Role: RolePrimary}, []State{notLeader, leader}, []int{1}, false},
+		{"no primary while primaries are split", Selector{Role: RolePrimary}, []State{split, split}, nil, false},
+		{"no fallback to a primary without the leader key", Selector{Role: RoleReplica, FallbackPrimary: true}, []State{notLeader}, nil, false},
 		{"replica route takes replicas", Selector{Role: RoleReplica}, []State{primary, replica, replica}, []int{1, 2}, false},
 		{"byte lag bound", Selector{Role: RoleReplica, MaxLagBytes: 1 << 20}, []State{replica, lagging}, []int{0}, false},
 		{"time lag bound", Selector{Role: RoleReplica, MaxLagTime: time.Minute}, []State{lagging, replica}, []int{1}, false},
@@ -57,6 +63,12 @@ func TestSelectorKeeps(t *testing.T) {
 	if prim.Keeps(State{Up: true, Role: RolePrimary, Admin: AdminMaint}, false) {
 		t.Fatal("maintenance keeps sessions")
 	}
+	if prim.Keeps(State{Up: true, Role: RolePrimary, Leader: LeaderNo}, false) {
+		t.Fatal("a primary that lost the leader key keeps write sessions")
+	}
+	if prim.Keeps(State{Up: true, Role: RolePrimary, SplitBrain: true}, false) {
+		t.Fatal("a primary in a split brain keeps write sessions")
+	}
 	rep := Selector{Role: RoleReplica, MaxLagBytes: 10}
 	if rep.Keeps(State{Up: true, Role: RoleReplica, LagBytes: 11}, false) {
 		t.Fatal("a replica over the lag bound keeps sessions")
@@ -66,6 +78,26 @@ func TestSelectorKeeps(t *testing.T) {
 	}
 	if rep.Keeps(State{Up: true, Role: RoleReplica}, true) {
 		t.Fatal("a fallback session stays on a server that is no longer the primary")
+	}
+}
+
+func TestSetLeader(t *testing.T) {
+	a := NewServer("c", "a", "x:1", RolePrimary, 1, nil)
+	b := NewServer("c", "b", "x:2", RolePrimary, 1, nil)
+	c := NewCluster("c", []*Server{a, b}, false)
+	var told int
+	c.OnChange(func(*Server, State, State) { told++ })
+	c.SetLeader("b", true)
+	if a.State().Leader != LeaderNo || b.State().Leader != LeaderYes || told != 2 {
+		t.Fatalf("leader b: a=%v b=%v told=%d", a.State().Leader, b.State().Leader, told)
+	}
+	c.SetLeader("", true)
+	if a.State().Leader != LeaderNo || b.State().Leader != LeaderNo {
+		t.Fatalf("election: a=%v b=%v", a.State().Leader, b.State().Leader)
+	}
+	c.SetLeader("", false)
+	if a.State().Leader != LeaderUnknown || b.State().Leader != LeaderUnknown {
+		t.Fatalf("source lost: a=%v b=%v", a.State().Leader, b.State().Leader)
 	}
 }
 
