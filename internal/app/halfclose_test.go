@@ -128,6 +128,29 @@ func halfCloseMatrix(t *testing.T, p *pgtest.Server, start func(t *testing.T, ro
 		hcNewClientWorks(t, e, "rw")
 	})
 
+	// (b') Scenario (b) under maxconn: the silent client's session holds its socket for
+	// client_fin (30s here) but not its maxconn slot, which is freed once the server's FATAL
+	// and FIN were passed on: the next client gets in long before client_fin and before its
+	// own queue wait (10s) runs out, and the silent client still finds the FATAL.
+	t.Run("server_terminated_slot_freed_before_client_fin", func(t *testing.T) {
+		e := start(t, "maxconn: 1\ntimeouts:\n  client_fin: 30s\n  queue: 10s\n")
+		c := hcDial(t, e, "rw")
+
+		start := time.Now()
+		hcTerminateBackend(t, p, c.pid)
+		hcNewClientWorks(t, e, "rw")
+		if took := time.Since(start); took > 8*time.Second {
+			t.Fatalf("next client admitted %s after the backend was terminated; its slot was held", took)
+		}
+		msgs := c.readToEOF()
+		if len(msgs) != 1 {
+			t.Fatalf("silent client read %v, want the server's FATAL then EOF", msgs)
+		}
+		if er := msgs[0].errorResponse(t); er.Severity != "FATAL" || er.Code != "57P01" {
+			t.Fatalf("forwarded error: %s %s %q, want FATAL 57P01", er.Severity, er.Code, er.Message)
+		}
+	})
+
 	// (c) An idle client half-closes: abort mode ends the session at once, says goodbye to
 	// the server, and sends the client nothing but its own FIN.
 	t.Run("abort_idle_client_fin", func(t *testing.T) {
@@ -185,7 +208,9 @@ func halfCloseMatrix(t *testing.T, p *pgtest.Server, start func(t *testing.T, ro
 		if d := res.at.Sub(start); d > 4*time.Second {
 			t.Fatalf("queued client admitted %s after the backend was terminated, want within 4s", d)
 		}
-		hcWaitNoSockets(t, b, time.Now(), time.Second)
+		// The slot was freed with the server's FIN; the silent client's socket stays until
+		// client_fin (1s).
+		hcWaitNoSockets(t, b, start, 4*time.Second)
 		hcWaitBackendGone(t, p, b.pid, start, 4*time.Second)
 		hcWantCause(t, e, b.local(), "client_fin_timeout")
 		closeConn(res.conn)

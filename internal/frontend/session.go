@@ -539,6 +539,10 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	if s.f.opts.OnConnectFail != nil {
 		opts.OnUnavailable = func() { s.f.opts.OnConnectFail(srv) }
 	}
+	// Scenario (b): the server closed and its FATAL went to a client that stays silent. The
+	// client may keep its socket for client_fin (counted as half-closed), but not a maxconn
+	// slot another client could use now. Release is idempotent: relayEnded's is then a no-op.
+	opts.OnServerClosed = e.ticket.Release
 	opts.Observer = s.f.events.SessionObserver(r.Name, srv)
 	rs := relay.New(s.client, server, opts)
 

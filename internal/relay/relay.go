@@ -67,6 +67,12 @@ type Options struct {
 	// OnUnavailable, if set, is called when the server refused the login with 57P03 before
 	// the client saw anything (the session is then retryable elsewhere).
 	OnUnavailable func()
+	// OnServerClosed, if set, is called once when the server closed first and its last
+	// words (usually a FATAL) and FIN were passed to a client that has not closed yet: the
+	// session no longer uses a server and only waits up to ClientFin for the client to
+	// close, so the caller can free what it holds for a live session (its maxconn slot).
+	// Called on the server copier; it must not block.
+	OnServerClosed func()
 
 	// Parker, if set, takes the session's sockets once it has been idle for ParkAfter, so an
 	// idle session holds no goroutine (see Parker).
@@ -931,7 +937,11 @@ func (s *Session) serverReadFailed(err error) {
 		} else {
 			_ = s.client.SetReadDeadline(time.Time{})
 		}
+		loggedIn := !s.mu.login // a login the server ended may still be retried elsewhere
 		s.mu.Unlock()
+		if s.opts.OnServerClosed != nil && loggedIn {
+			s.opts.OnServerClosed()
+		}
 	case netx.IsTimeout(err):
 		s.mu.Lock()
 		cause := CauseServerIdleTimeout
