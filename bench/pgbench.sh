@@ -10,7 +10,8 @@
 #   1. pgbench -S (select-only) TPS, average latency and proxy CPU per 1,000 transactions
 #      at 1, 16 and 64 clients; targets interleaved, order rotated each round;
 #   2. pgbench -S -C (a new connection per transaction): TPS and proxy CPU per 1,000;
-#   3. proxy resident memory per idle session at 1,000 and 10,000 sessions, against a
+#   3. COPY ... TO STDOUT of BENCH_COPY_MB MiB through each target: throughput and proxy CPU;
+#   4. proxy resident memory per idle session at 1,000 and 10,000 sessions, against a
 #      scripted PostgreSQL peer (bench/idleconns), a fresh proxy process per measurement.
 # The table goes to stdout, progress to stderr. Everything it started is stopped and its
 # temp dir removed on exit, error or Ctrl-C. See bench/README.md for what each figure means.
@@ -22,6 +23,7 @@
 #   BENCH_CHURN_CLIENTS=8   clients for the -C (connection churn) runs
 #   BENCH_SCALE=10          pgbench scale factor
 #   BENCH_WARMUP=3          seconds of unmeasured select-only load per target before round 1
+#   BENCH_COPY_MB=1024      size of the COPY TO STDOUT result per run (0 skips the COPY test)
 #   BENCH_IDLE="1000 10000" idle session counts (0 or "" skips the memory test)
 #   BENCH_IDLE_SETTLE=2     seconds between the last idle session's login and the RSS reading;
 #                           150 lets Go's periodic GC (every 2 min) and scavenger return the
@@ -36,6 +38,7 @@ BENCH_CLIENTS=${BENCH_CLIENTS:-"1 16 64"}
 BENCH_CHURN_CLIENTS=${BENCH_CHURN_CLIENTS:-8}
 BENCH_SCALE=${BENCH_SCALE:-10}
 BENCH_WARMUP=${BENCH_WARMUP:-3}
+BENCH_COPY_MB=${BENCH_COPY_MB:-1024}
 BENCH_IDLE=${BENCH_IDLE-"1000 10000"}
 BENCH_IDLE_SETTLE=${BENCH_IDLE_SETTLE:-2}
 BENCH_PORT_BASE=${BENCH_PORT_BASE:-25432}
@@ -279,6 +282,38 @@ for ((r = 1; r <= BENCH_ROUNDS; r++)); do
 	for t in "${order[@]}"; do run_pgbench churn "$t" "$BENCH_CHURN_CLIENTS" "$BENCH_SECONDS" "$r"; done
 done
 
+# ---------------------------------------------------------------- COPY TO STDOUT
+
+COPY_RESULTS=$TMP/copy.tsv # target round bytes seconds cpu_ticks
+: >"$COPY_RESULTS"
+PSQL=$PGBIN/psql
+[ -x "$PSQL" ] || PSQL=$(command -v psql) || die "psql not found"
+
+# run_copy target round: one COPY of BENCH_COPY_MB MiB (rows of 1 KiB) to /dev/null.
+run_copy() {
+	local target=$1 round=$2 port pid c0=0 c1=0 t0 t1 rows bytes
+	port=$(target_port "$target")
+	pid=$(target_pid "$target")
+	rows=$((BENCH_COPY_MB * 1024))
+	[ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+	t0=$(date +%s.%N)
+	bytes=$("$PSQL" -X -q -h "$HOST" -p "$port" -U "$PGUSER_NAME" -d postgres \
+		-c "COPY (SELECT repeat('x', 1023) FROM generate_series(1, $rows)) TO STDOUT" | wc -c) ||
+		die "COPY through $target failed"
+	t1=$(date +%s.%N)
+	[ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+	printf '%s\t%s\t%s\t%s\t%s\n' "$target" "$round" "$bytes" "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$((c1 - c0))" >>"$COPY_RESULTS"
+	log "round $round copy $target: $bytes bytes in $(awk -v a="$t0" -v b="$t1" 'BEGIN{printf "%.2f", b-a}') s, proxy cpu $((c1 - c0)) ticks"
+}
+
+if ((BENCH_COPY_MB > 0)); then
+	for ((r = 1; r <= BENCH_ROUNDS; r++)); do
+		order=()
+		for ((i = 0; i < ${#TARGETS[@]}; i++)); do order+=("${TARGETS[$(((i + r - 1) % ${#TARGETS[@]}))]}"); done
+		for t in "${order[@]}"; do run_copy "$t" "$r"; done
+	done
+fi
+
 stop_pid "$PGFRONT_PID"
 stop_pid "$HAPROXY_PID"
 
@@ -377,6 +412,26 @@ END {
 	header("Connection churn (pgbench -S -C: a new connection per transaction; lat includes the connection)")
 	row("churn", churn)
 }' "$RESULTS"
+
+if [ -s "$COPY_RESULTS" ]; then
+	echo
+	echo "COPY (SELECT 1 KiB rows) TO STDOUT, $BENCH_COPY_MB MiB per run into /dev/null: MiB/s mean over rounds (min-max), proxy CPU ms per GiB"
+	echo "   target |   MiB/s (  min -   max) | x direct | proxy CPU ms/GiB"
+	echo "----------+-------------------------+----------+-----------------"
+	awk -F'\t' -v tck="$CLK_TCK" '
+	{ t = $1; r = $3 / 1048576 / $4; n[t]++; sum[t] += r; if (!(t in lo) || r < lo[t]) lo[t] = r; if (!(t in hi) || r > hi[t]) hi[t] = r
+	  bytes[t] += $3; cpu[t] += $5 }
+	END {
+		split("direct pgfront haproxy", ts, " ")
+		d = n["direct"] ? sum["direct"] / n["direct"] : 0
+		for (i = 1; i <= 3; i++) {
+			t = ts[i]; if (!n[t]) continue
+			m = sum[t] / n[t]
+			c = (t == "direct") ? "-" : sprintf("%.0f", cpu[t] / tck * 1000 / (bytes[t] / 1073741824))
+			printf "%9s | %7.0f (%5.0f - %5.0f) | %8s | %15s\n", t, m, lo[t], hi[t], (d > 0 ? sprintf("%.2f", m / d) : "-"), c
+		}
+	}' "$COPY_RESULTS"
+fi
 
 if [ -s "$IDLE_RESULTS" ]; then
 	echo
