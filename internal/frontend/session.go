@@ -172,14 +172,23 @@ type outcome struct {
 	tlsResult         string // why the client's TLS handshake failed
 	cancelResult      string // a CancelRequest's result
 	cancelFor         uint64 // the session a CancelRequest was for
+	// runClient, for a relaying session, is its client copier when the goroutine that set
+	// the session up is to run it (relay.Session.Begin); nil when the relay has its own.
+	runClient func()
 }
 
 // serveSession runs one client connection to its end.
 func (f *Frontend) serveSession(s *session) {
-	if o, relaying := s.run(); !relaying {
+	o, relaying := s.run()
+	switch {
+	case !relaying:
 		s.close(o)
+	case o.runClient != nil:
+		// This goroutine becomes the client copier: one goroutine fewer per session. It
+		// returns when the copier does; an idle session's copiers exit (parked).
+		o.runClient()
 	}
-	// Relaying: the relay's copiers own the session now and end it (relayEnded); this
+	// Otherwise the relay's copiers own the session now and end it (relayEnded); this
 	// goroutine, with the deep stack of the start-up, exits.
 }
 
@@ -500,11 +509,11 @@ func (e *establishing) connect(s *session) (outcome, bool) {
 		o.queued = e.queued
 		return o, false
 	}
-	if o, ok := s.startRelay(e, srv, server); !ok {
+	o, ok = s.startRelay(e, srv, server)
+	if !ok {
 		e.ticket.Release()
-		return o, false
 	}
-	return outcome{}, true
+	return o, ok
 }
 
 // maxRetries bounds how many servers that refused it one session may be moved away from.
@@ -563,7 +572,13 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 		rs.Drain(draining)
 	}
 	e.pick.shrink() // before Start: once started, a retry may use the picker at any moment
-	rs.Start(func(res relay.Result) { s.relayEnded(e, srv, res) })
+	onEnd := func(res relay.Result) { s.relayEnded(e, srv, res) }
+	if opts.Parker != nil {
+		// A parked session's copiers exit, so the caller's grown stack is not kept while the
+		// session idles: the caller runs the client copier itself.
+		return outcome{runClient: rs.Begin(onEnd)}, true
+	}
+	rs.Start(onEnd) // TLS: the copiers never park, so they start on small fresh stacks
 	return outcome{}, true
 }
 
@@ -624,8 +639,11 @@ func (s *session) retryElsewhere(e *establishing, bad *cluster.Server, cause rel
 		s.close(o)
 		return
 	}
-	if o, relaying := e.connect(s); !relaying {
+	switch o, relaying := e.connect(s); {
+	case !relaying:
 		s.close(o)
+	case o.runClient != nil:
+		o.runClient()
 	}
 }
 

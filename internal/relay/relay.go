@@ -217,6 +217,16 @@ func (s *Session) Run() Result {
 // fence, the client handed back). The caller's goroutine is free to exit: an idle session is
 // just its two parked copiers, whose stacks stay small because they start fresh.
 func (s *Session) Start(onEnd func(Result)) {
+	runClient := s.Begin(onEnd)
+	go runClient()
+}
+
+// Begin is Start without the client copier's goroutine: it starts the server copier and
+// returns the client copier for the caller to run on its own goroutine, which saves a
+// goroutine (and the growth of a fresh stack) per session. runClient returns when the copier
+// does (the session ended, or it parked); onEnd runs as with Start. Meant for sessions with
+// a Parker, whose idle copiers exit, so the caller's deeper stack is not kept while idle.
+func (s *Session) Begin(onEnd func(Result)) (runClient func()) {
 	s.mu.Lock()
 	if !s.opts.LoginDeadline.IsZero() {
 		_ = s.client.SetReadDeadline(s.opts.LoginDeadline)
@@ -226,7 +236,7 @@ func (s *Session) Start(onEnd func(Result)) {
 	s.onEnd = onEnd
 	s.running.Store(2)
 	go s.serverToClient()
-	go s.clientToServerMain()
+	return s.clientToServerMain
 }
 
 // copierDone runs as each copier returns; the last one finishes the session.
