@@ -40,7 +40,7 @@ var (
 	famBytes             = family("pgfront_bytes_total", "counter", "Bytes relayed, by direction (client_to_server, server_to_client).", "route", "direction")
 	famQueries           = family("pgfront_queries_total", "counter", "Queries answered: one per ReadyForQuery after the login.", "route", "cluster", "server")
 	famTransactions      = family("pgfront_transactions_total", "counter", "Transactions ended: ReadyForQuery back to idle ('I'), explicit or implicit.", "route", "cluster", "server")
-	famCancels           = family("pgfront_cancel_requests_total", "counter", "CancelRequests received, by result (forwarded, unknown_key, failed).", "result")
+	famCancels           = family("pgfront_cancel_requests_total", "counter", "CancelRequests received on a route, by result: forwarded (to the server of a session here or of the draining predecessor), peer (the peer instance holding the session took it), fallback (no instance owns the key: sent to the route's eligible servers), unknown_key (dropped: no owner and no fallback), rate_limited (dropped: the route's fallback budget is spent), failed.", "route", "result")
 	famTransitions       = family("pgfront_server_transitions_total", "counter", "Server health and role transitions, by new state (up, down, primary, replica, unknown).", "cluster", "server", "to")
 	famAlertsRaised      = family("pgfront_alerts_raised_total", "counter", "Times a built-in alert became active.", "alert")
 	famSocketSamples     = family("pgfront_socket_samples_total", "counter", "Kernel socket-state samples, by result (ok, error).", "result")

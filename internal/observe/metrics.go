@@ -214,9 +214,6 @@ func New(opts Options) *Metrics {
 	m.recent.init(recentSize)
 	m.topo.Store(&topology{})
 	m.topoMu.unsubscribe = make(map[*cluster.Cluster]func())
-	for _, c := range []string{"forwarded", "unknown_key", "failed"} {
-		m.cancels.WithLabelValues(c)
-	}
 	for _, r := range []string{"ok", "error"} {
 		m.samples.WithLabelValues(r)
 	}
@@ -308,7 +305,17 @@ func (m *Metrics) QueueWaited(route string, d time.Duration) {
 }
 
 // CancelRequest implements frontend.Events.
-func (m *Metrics) CancelRequest(result string) { m.cancels.WithLabelValues(result).Inc() }
+// Like SessionEnded, a request on a route no longer in the topology is not counted.
+func (m *Metrics) CancelRequest(route, result string) {
+	rm := m.topo.Load().routes[route]
+	if rm == nil {
+		return
+	}
+	m.cancels.WithLabelValues(route, result).Inc()
+	if rm.removed.Load() {
+		m.cancels.DeleteLabelValues(route, result)
+	}
+}
 
 // TLSHandshake implements frontend.Events. Like SessionEnded, a handshake on a route no longer
 // in the topology is not counted.
