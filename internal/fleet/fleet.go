@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"strings"
@@ -61,7 +62,8 @@ type Fleet struct {
 
 	mu struct {
 		sync.Mutex
-		peers []*peer // guarded; each peer's tag is atomic
+		sources map[string][]Peer // the peers each source feeds
+		peers   []*peer           // their union; each peer's tag is atomic
 	}
 
 	// Counters: peer requests dropped over the in-flight bound (sent, received), and
@@ -123,23 +125,37 @@ func (f *Fleet) Tag() byte { return f.state.Load().keys.Tag() }
 // Issue fills secret with a new cancel secret for process id pid (see Keys.Issue).
 func (f *Fleet) Issue(pid uint32, secret []byte) { f.state.Load().keys.Issue(pid, secret) }
 
-// SetPeers replaces the peers (a reload, or discovery). Peers kept by address keep the tag
-// they answered with.
-func (f *Fleet) SetPeers(peers []Peer) {
+// SetPeers replaces the peers one source feeds ("config" for the static list, a discovery's
+// own name for what it finds): the peer set is the union of every source's, by address. Peers
+// kept by address and name keep the tag they answered with.
+func (f *Fleet) SetPeers(source string, peers []Peer) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
-	next := make([]*peer, 0, len(peers))
-	for _, p := range peers {
-		if i := slices.IndexFunc(f.mu.peers, func(o *peer) bool { return o.Addr == p.Addr && o.Name == p.Name }); i >= 0 {
-			next = append(next, f.mu.peers[i])
-			continue
+	if f.mu.sources == nil {
+		f.mu.sources = make(map[string][]Peer)
+	}
+	if len(peers) == 0 {
+		delete(f.mu.sources, source)
+	} else {
+		f.mu.sources[source] = slices.Clone(peers)
+	}
+	var next []*peer
+	for _, src := range slices.Sorted(maps.Keys(f.mu.sources)) {
+		for _, p := range f.mu.sources[src] {
+			if slices.ContainsFunc(next, func(o *peer) bool { return o.Addr == p.Addr }) {
+				continue
+			}
+			if i := slices.IndexFunc(f.mu.peers, func(o *peer) bool { return o.Addr == p.Addr && o.Name == p.Name }); i >= 0 {
+				next = append(next, f.mu.peers[i])
+				continue
+			}
+			np := &peer{Peer: p, url: peerURL(p.Addr)}
+			np.tag.Store(-1)
+			if p.Name != "" {
+				np.tag.Store(int32(TagOf(p.Name)))
+			}
+			next = append(next, np)
 		}
-		np := &peer{Peer: p, url: peerURL(p.Addr)}
-		np.tag.Store(-1)
-		if p.Name != "" {
-			np.tag.Store(int32(TagOf(p.Name)))
-		}
-		next = append(next, np)
 	}
 	f.mu.peers = next
 }

@@ -5,7 +5,7 @@
 //
 //	f := fleet.New(fleet.Options{Logger: log})
 //	f.Configure(secret, "pgfront-a")         // from the config's fleet section
-//	f.SetPeers([]fleet.Peer{{Addr: "10.0.0.2:9187"}})
+//	f.SetPeers("config", []fleet.Peer{{Addr: "10.0.0.2:9187"}})
 //	f.Issue(pid, secret)                     // relay: the client's BackendKeyData
 //	peer, ok := f.Forward(key, "rw")         // a CancelRequest no local session has
 //	mux.Handle("POST /api/v1/peer/cancel", f.Handler(cancelLocal)) // on the admin listener
@@ -90,27 +90,31 @@ func (k *Keys) Owner(key pgwire.CancelKey) (tag byte, ok bool) {
 
 // permute is the keyed 32-bit permutation (inverse: its inverse), tweaked by pid.
 func (k *Keys) permute(pid, x uint32, inverse bool) uint32 {
+	// One scratch block for every round: what goes through the cipher.Block interface
+	// escapes, so it is allocated once per key, not once per round.
+	buf := new([32]byte)
 	l, r := uint16(x>>16), uint16(x)
 	if !inverse {
 		for i := range feistelRounds {
-			l, r = r, l^k.round(i, pid, r)
+			l, r = r, l^k.round(buf, i, pid, r)
 		}
 	} else {
 		for i := feistelRounds - 1; i >= 0; i-- {
-			l, r = r^k.round(i, pid, l), l
+			l, r = r^k.round(buf, i, pid, l), l
 		}
 	}
 	return uint32(l)<<16 | uint32(r)
 }
 
 // round is the Feistel round function: 16 bits of AES over (round, pid, half).
-func (k *Keys) round(i int, pid uint32, half uint16) uint16 {
-	var in, out [16]byte
+func (k *Keys) round(buf *[32]byte, i int, pid uint32, half uint16) uint16 {
+	in, out := buf[:16], buf[16:]
+	clear(in)
 	in[0] = byte(i)
 	binary.BigEndian.PutUint32(in[1:], pid)
 	binary.BigEndian.PutUint16(in[5:], half)
-	k.block.Encrypt(out[:], in[:])
-	return binary.BigEndian.Uint16(out[:])
+	k.block.Encrypt(out, in)
+	return binary.BigEndian.Uint16(out)
 }
 
 // derive is a key for one purpose from the fleet secret.
