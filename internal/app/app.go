@@ -220,6 +220,9 @@ func (a *App) Registry() *prometheus.Registry { return a.registry }
 // Addr is the bound address of a route.
 func (a *App) Addr(route string) net.Addr { return a.frontend.Addr(route) }
 
+// Fleet is this instance's fleet: its cancel keys and peers (a discovery feeds SetPeers).
+func (a *App) Fleet() *fleet.Fleet { return a.fleet }
+
 // Frontend exposes the running frontend (tests and, later, the admin API read it).
 func (a *App) Frontend() *frontend.Frontend { return a.frontend }
 

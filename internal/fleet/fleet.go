@@ -114,7 +114,7 @@ func (f *Fleet) Configure(secret []byte, name string) {
 	}
 	st := &state{keys: NewKeys(secret, name)}
 	if secret != nil {
-		st.authKey = derive(secret, "pgfront peer channel")
+		st.authKey = PeerKey(secret)
 	}
 	f.state.Store(st)
 }

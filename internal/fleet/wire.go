@@ -64,6 +64,9 @@ var (
 	ErrBadRequest = errors.New("peer request: malformed")
 )
 
+// PeerKey is the key that authenticates the peer channel, derived from the fleet secret.
+func PeerKey(secret []byte) []byte { return derive(secret, "pgfront peer channel") }
+
 // EncodeRequest returns the body and the two authentication headers of req, signed at now.
 func EncodeRequest(authKey []byte, req Request, now time.Time) (body []byte, ts, sig string) {
 	body, _ = json.Marshal(wireRequest{PID: req.Key.ProcessID, Secret: []byte(req.Key.Secret), Route: req.Route})
