@@ -75,12 +75,13 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 	a.sockets = sockmon.New(sockmon.Options{})
 	a.fleet = fleet.New(fleet.Options{Logger: logger})
 	a.metrics = observe.New(observe.Options{
-		Registerer: a.registry,
-		MaxConn:    cfg.MaxConn,
-		Sockets:    a.sockets,
-		Interval:   cfg.Alerts.SampleInterval.D(),
-		Logger:     logger,
-		ConfigHash: configHash(cfg),
+		Registerer:   a.registry,
+		MaxConn:      cfg.MaxConn,
+		Sockets:      a.sockets,
+		Interval:     cfg.Alerts.SampleInterval.D(),
+		Logger:       logger,
+		ConfigHash:   configHash(cfg),
+		PeerCounters: a.fleet.Counters,
 	})
 	fe, err := frontend.New(frontend.Options{
 		Admission:     a.adm,

@@ -194,3 +194,51 @@ func FuzzOwner(f *testing.F) {
 		}
 	})
 }
+
+// TestInFlightBound: peer requests beyond the in-flight bound are dropped and counted, on the
+// sending side and on the receiving side, instead of piling up.
+func TestInFlightBound(t *testing.T) {
+	release := make(chan struct{})
+	entered := make(chan struct{}, 4)
+	recv := New(Options{MaxInFlight: 1})
+	recv.Configure(testSecret, "b")
+	srv := httptest.NewServer(recv.Handler(func(Request) bool {
+		entered <- struct{}{}
+		<-release
+		return false
+	}))
+	defer srv.Close()
+
+	// Receiving side: one request held, the next refused with 503 and counted.
+	send := New(Options{MaxInFlight: 2})
+	send.Configure(testSecret, "a")
+	send.SetPeers("config", []Peer{{Addr: srv.URL}})
+	done := make(chan error, 1)
+	go func() {
+		_, _, err := send.Forward(pgwire.CancelKey{ProcessID: 1, Secret: "abcd"}, "rw")
+		done <- err
+	}()
+	<-entered
+	if _, ok, err := send.Forward(pgwire.CancelKey{ProcessID: 2, Secret: "abcd"}, "rw"); ok || err == nil {
+		t.Fatalf("second Forward while the receiver is full = %v, %v", ok, err)
+	}
+	if c := recv.Counters(); c.DroppedIn != 1 {
+		t.Fatalf("receiver dropped %d, want 1", c.DroppedIn)
+	}
+
+	// Sending side: with one slot taken by the held request, a sender bounded to 1 drops.
+	one := New(Options{MaxInFlight: 1})
+	one.Configure(testSecret, "a")
+	one.SetPeers("config", []Peer{{Addr: srv.URL}})
+	one.out <- struct{}{} // the slot is in use
+	if _, ok, err := one.Forward(pgwire.CancelKey{ProcessID: 3, Secret: "abcd"}, "rw"); ok || !errors.Is(err, ErrNoPeer) {
+		t.Fatalf("Forward over the sending bound = %v, %v", ok, err)
+	}
+	<-one.out
+	if c := one.Counters(); c.DroppedOut != 1 {
+		t.Fatalf("sender dropped %d, want 1", c.DroppedOut)
+	}
+	close(release)
+	<-done
+	send.client.CloseIdleConnections()
+}
