@@ -98,10 +98,11 @@ func TestKeysDistribution(t *testing.T) {
 	}
 }
 
-// TestTagOf: tags are stable and spread.
+// TestTagOf: tags are fixed across versions (the instances of a fleet in the middle of an
+// upgrade run two versions that must agree) and spread.
 func TestTagOf(t *testing.T) {
-	if TagOf("a") != TagOf("a") {
-		t.Fatal("TagOf is not stable")
+	if a, b := TagOf("pgfront-a"), TagOf(""); a != 123 || b != 124 {
+		t.Fatalf("TagOf changed: %d, %d", a, b)
 	}
 	seen := map[byte]bool{}
 	for i := range 64 {
@@ -118,5 +119,18 @@ func BenchmarkIssue(b *testing.B) {
 	b.ReportAllocs()
 	for i := 0; b.Loop(); i++ {
 		k.Issue(uint32(i), secret)
+	}
+}
+
+// TestKeysVector: the permutation is fixed for a given fleet secret, so instances of two
+// pgfront versions in one fleet (an upgrade) read each other's tags.
+func TestKeysVector(t *testing.T) {
+	k := NewKeys(testSecret, "x")
+	if y := k.permute(42, 0x7b000001, false); y != 0x79294066 {
+		t.Fatalf("permute(42, 0x7b000001) = %#x, want 0x79294066", y)
+	}
+	tag, ok := k.Owner(pgwire.CancelKey{ProcessID: 42, Secret: "\x79\x29\x40\x66"})
+	if !ok || tag != 0x7b {
+		t.Fatalf("Owner = %#x, %v; want 0x7b", tag, ok)
 	}
 }
