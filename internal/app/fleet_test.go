@@ -301,3 +301,42 @@ func TestFleetPeerChannelAuth(t *testing.T) {
 		t.Errorf("refused peer requests counted %d, want 3", c.Refused)
 	}
 }
+
+// TestFleetReload: a reload applies the fleet section: peers, secret and fallback rate; a
+// secret too short fails the reload, naming its length but never its bytes.
+func TestFleetReload(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	e := startProxyFile(t, oneServerConfig(p, "", ""))
+	junk := pgwire.CancelKey{ProcessID: 77, Secret: "junk"}
+	if line := logLine(t, e.logs, `msg="cancel request"`, sendCancelTo(t, e.addr("rw").String(), junk)); logAttr(line, "result") != "fallback" {
+		t.Fatalf("before the reload: %s", line)
+	}
+
+	secret := fleetSecretFile(t)
+	changes := e.reload(t, oneServerConfig(p, "", fleetYAML(secret, "pgfront-a", "10.0.0.2:9187")+"  cancel_fallback_rate: 0\n"))
+	if !strings.Contains(strings.Join(changes, "\n"), "fleet: changed") {
+		t.Errorf("changes %v do not mention the fleet", changes)
+	}
+	if peers := e.app.Fleet().Peers(); len(peers) != 1 || peers[0].Addr != "10.0.0.2:9187" {
+		t.Fatalf("peers after the reload: %v", peers)
+	}
+	if tag := e.app.Fleet().Tag(); tag != fleet.TagOf("pgfront-a") {
+		t.Fatalf("tag after the reload %d, want pgfront-a's", tag)
+	}
+	// Nobody owns the key, the peer is not reachable or does not have it, and there is no
+	// fallback any more: dropped.
+	e.app.Fleet().SetPeers("config", nil)
+	if line := logLine(t, e.logs, `msg="cancel request"`, sendCancelTo(t, e.addr("rw").String(), junk)); logAttr(line, "result") != "unknown_key" {
+		t.Fatalf("after the reload: %s", line)
+	}
+
+	short := filepath.Join(t.TempDir(), "short.key")
+	if err := os.WriteFile(short, []byte("sixteen-byte-key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.write(t, oneServerConfig(p, "", fleetYAML(short, "pgfront-a")))
+	_, err := e.app.Reload()
+	if err == nil || !strings.Contains(err.Error(), "fleet.secret: 16 bytes") || strings.Contains(err.Error(), "sixteen") {
+		t.Fatalf("reload with a short secret: %v", err)
+	}
+}
