@@ -208,8 +208,9 @@ func TestFleetOwnerDownFallback(t *testing.T) {
 	client := sendCancelTo(t, b.addr("rw").String(), keyOf(direct))
 	waitCancelled(t, s, 10*time.Second)
 	line := logLine(t, b.logs, `msg="cancel request"`, client)
-	if logAttr(line, "result") != "fallback" || logAttr(line, "server") != "c/pg" || logAttr(line, "servers") != "1" {
-		t.Fatalf("cancel request line: %s", line)
+	if logAttr(line, "result") != "fallback" || logAttr(line, "server") != "c/pg" || logAttr(line, "servers") != "1" ||
+		!strings.Contains(logAttr(line, "err"), deadAddr) {
+		t.Fatalf("cancel request line (want the fallback, and the peer that could not be asked): %s", line)
 	}
 }
 

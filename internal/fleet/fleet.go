@@ -191,19 +191,20 @@ func (f *Fleet) Counters() Counters {
 	return Counters{DroppedOut: f.droppedOut.Load(), DroppedIn: f.droppedIn.Load(), Refused: f.refused.Load()}
 }
 
-// ErrNoPeer: no peer could be asked (none has the key's tag, the channel is closed, or every
-// request was dropped over the in-flight bound or failed).
+// ErrNoPeer: peers that may own the key could not be asked (every request was dropped over
+// the in-flight bound, or failed).
 var ErrNoPeer = errors.New("no peer could be asked")
 
 // Forward offers a CancelRequest no session here has to the peers whose tag is the key's
 // owner tag (and those whose tag is not known yet), all at once, within ForwardTimeout. It
-// returns the peer that had the session, or ok false: every peer asked answered unknown (err
-// nil), or none could be asked or answer (err says why). It blocks its caller (a cancel
+// returns the peer that had the session, or ok false: there was no peer to ask (no fleet
+// secret, no peer with that tag) or every peer asked answered unknown (err nil), or the peers
+// could not be asked or did not answer (err says why). It blocks its caller (a cancel
 // connection's own goroutine) for at most ForwardTimeout.
 func (f *Fleet) Forward(key pgwire.CancelKey, route string) (peerAddr string, ok bool, err error) {
 	st := f.state.Load()
 	if st.authKey == nil {
-		return "", false, ErrNoPeer
+		return "", false, nil
 	}
 	tag, tagged := st.keys.Owner(key)
 	f.mu.Lock()
@@ -215,7 +216,7 @@ func (f *Fleet) Forward(key pgwire.CancelKey, route string) (peerAddr string, ok
 	}
 	f.mu.Unlock()
 	if len(targets) == 0 {
-		return "", false, ErrNoPeer
+		return "", false, nil
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), ForwardTimeout)
 	defer cancel()

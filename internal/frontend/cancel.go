@@ -91,8 +91,8 @@ func (f *Frontend) routeCancel(r *Route, key pgwire.CancelKey) cancelRouted {
 		peerErr = err
 	}
 	out := f.fallbackCancel(r, key)
-	if out.err == nil && peerErr != nil && out.result != cancelFallback {
-		out.err = peerErr
+	if out.err == nil && peerErr != nil {
+		out.err = peerErr // why the owner was not asked: the line says so
 	}
 	return out
 }
