@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/pgfront/pgfront/internal/pgwire"
 )
 
@@ -66,6 +68,10 @@ type Fleet struct {
 		peers   []*peer           // their union; each peer's tag is atomic
 	}
 
+	// refusalLog limits the refused-request log lines (a flood of forged requests must not
+	// flood the log); every refusal is counted regardless.
+	refusalLog *rate.Limiter
+
 	// Counters: peer requests dropped over the in-flight bound (sent, received), and
 	// received requests refused (authentication or decoding).
 	droppedOut, droppedIn, refused atomic.Uint64
@@ -90,7 +96,13 @@ func New(opts Options) *Fleet {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: ForwardTimeout}
+		// No keep-alive: cancels are rare, and an idle connection would be a goroutine with no
+		// owner to stop it. No HTTP proxy from the environment: peers are reached directly.
+		opts.Client = &http.Client{Timeout: ForwardTimeout, Transport: &http.Transport{
+			DisableKeepAlives:      true,
+			TLSHandshakeTimeout:    ForwardTimeout,
+			MaxResponseHeaderBytes: 16 << 10,
+		}}
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
@@ -98,7 +110,7 @@ func New(opts Options) *Fleet {
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	f := &Fleet{log: opts.Logger, client: opts.Client, now: opts.Now,
+	f := &Fleet{log: opts.Logger, client: opts.Client, now: opts.Now, refusalLog: rate.NewLimiter(1, 5),
 		out: make(chan struct{}, opts.MaxInFlight), in: make(chan struct{}, opts.MaxInFlight)}
 	f.state.Store(&state{keys: NewKeys(nil, "")})
 	return f
@@ -316,8 +328,10 @@ func (f *Fleet) Handler(local func(req Request) bool) http.Handler {
 		st := f.state.Load()
 		req, err := DecodeRequest(st.authKey, r.Header.Get(HeaderTimestamp), r.Header.Get(HeaderSignature), body, f.now())
 		if err != nil {
-			f.refused.Add(1)
-			f.log.Warn("peer cancel request refused", "from", r.RemoteAddr, "err", err)
+			n := f.refused.Add(1)
+			if f.refusalLog.Allow() {
+				f.log.Warn("peer cancel request refused", "from", r.RemoteAddr, "err", err, "refused_total", n)
+			}
 			code := http.StatusForbidden
 			if errors.Is(err, ErrBadRequest) {
 				code = http.StatusBadRequest
