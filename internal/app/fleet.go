@@ -1,11 +1,16 @@
 package app
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"log/slog"
 	"os"
+	"time"
 
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/fleet"
+	"github.com/pgfront/pgfront/internal/frontend"
 )
 
 // minFleetSecret is the shortest fleet secret accepted: it keys the cancel keys' permutation
@@ -39,15 +44,23 @@ func buildFleet(g *generation, fc config.Fleet) error {
 // this process, or of the draining predecessor it took over from (a peer restarted for an
 // upgrade still owns its old sessions' keys). It never asks the peers back: no loops.
 func (a *App) peerCancel(req fleet.Request) bool {
+	start := time.Now()
 	err := a.frontend.CancelSession(req.Key)
-	result := "forwarded"
+	result, level := "forwarded", slog.LevelInfo
 	switch {
 	case err == nil:
+	case !errors.Is(err, frontend.ErrUnknownCancelKey):
+		result, level = "failed", slog.LevelWarn // the session is here; its server did not take the cancel
 	case a.forwardCancel(req.Key):
 		result = "forwarded_predecessor"
 	default:
-		result = "unknown"
+		result, err = "unknown", nil
 	}
-	a.log.Info("peer cancel request", "route", req.Route, "result", result)
-	return result != "unknown"
+	attrs := []slog.Attr{slog.String("route", req.Route), slog.String("result", result), slog.String("from", req.From),
+		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000)}
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	a.log.LogAttrs(context.Background(), level, "peer cancel request", attrs...)
+	return result == "forwarded" || result == "forwarded_predecessor"
 }

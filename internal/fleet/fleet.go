@@ -339,6 +339,7 @@ func (f *Fleet) Handler(local func(req Request) bool) http.Handler {
 			http.Error(w, http.StatusText(code), code)
 			return
 		}
+		req.From = r.RemoteAddr
 		a := Answer{Result: AnswerUnknown, Tag: int(st.keys.Tag())}
 		if local(req) {
 			a.Result = AnswerForwarded

@@ -34,6 +34,8 @@ const (
 type Request struct {
 	Key   pgwire.CancelKey
 	Route string // the route the client sent it to, for the owner's log line
+	// From is the sending peer's address as the receiver saw it (not sent: Handler sets it).
+	From string
 }
 
 // wireRequest is Request's JSON form.

@@ -18,8 +18,8 @@ import (
 // cancelTimeout bounds a whole cancel exchange with a server (connect, write, wait for close).
 const cancelTimeout = 5 * time.Second
 
-// errUnknownCancelKey is a CancelRequest naming no live session here.
-var errUnknownCancelKey = errors.New("cancel request for an unknown backend key")
+// ErrUnknownCancelKey is CancelSession's error for a key no live session here has.
+var ErrUnknownCancelKey = errors.New("cancel request for an unknown backend key")
 
 // CancelRequest results (pgfront_cancel_requests_total, the cancel request log line).
 const (
@@ -76,7 +76,7 @@ func (f *Frontend) routeCancel(r *Route, key pgwire.CancelKey) cancelRouted {
 	switch {
 	case err == nil:
 		return cancelRouted{result: cancelForwarded, target: s, server: srv}
-	case !errors.Is(err, errUnknownCancelKey):
+	case !errors.Is(err, ErrUnknownCancelKey):
 		return cancelRouted{result: cancelFailed, target: s, server: srv, err: err}
 	}
 	if f.opts.ForwardCancel != nil && f.opts.ForwardCancel(key) {
@@ -160,13 +160,13 @@ func (f *Frontend) fallbackLimiter(r *Route) *rate.Limiter {
 func (f *Frontend) cancelLocal(key pgwire.CancelKey) (*session, *cluster.Server, error) {
 	s, serverKey, ok := f.registry.Lookup(key)
 	if !ok {
-		return nil, nil, errUnknownCancelKey
+		return nil, nil, ErrUnknownCancelKey
 	}
 	s.mu.Lock()
 	srv, serverTLS, d := s.mu.server, s.route.ServerTLS, s.route.dialer()
 	s.mu.Unlock()
 	if srv == nil {
-		return nil, nil, errUnknownCancelKey
+		return nil, nil, ErrUnknownCancelKey
 	}
 	if err := f.sendCancel(d, srv.Addr, serverTLS, serverKey); err != nil {
 		return s, srv, err

@@ -467,7 +467,9 @@ func (f *Frontend) Serve() {
 // Sessions is the number of sessions open now, from accept to close.
 func (f *Frontend) Sessions() int { return f.registry.Len() }
 
-// UnknownCancels is how many CancelRequests named no live session (dropped).
+// UnknownCancels is how many CancelRequests (from clients, peers or a successor process)
+// named no live session here; a client's is then offered to the draining predecessor, the
+// peers and the fallback.
 func (f *Frontend) UnknownCancels() uint64 { return f.registry.UnknownCancels() }
 
 // acceptLoop accepts clients of l's route until its listener is closed. Temporary errors (out
