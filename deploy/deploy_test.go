@@ -72,7 +72,7 @@ var (
 	familyLabelValues = map[string]map[string][]string{
 		"pgfront_sockets":               {"state": socketStates},
 		"pgfront_server_admin_state":    {"state": {"ready", "drain", "maint"}},
-		"pgfront_cancel_requests_total": {"result": {"forwarded", "unknown_key", "failed"}},
+		"pgfront_cancel_requests_total": {"result": frontend.CancelResults()},
 		"pgfront_socket_samples_total":  {"result": {"ok", "error"}},
 		"pgfront_config_reloads_total":  {"result": {"success", "failure"}},
 		"pgfront_tls_handshakes_total":  {"result": frontend.TLSResults()},

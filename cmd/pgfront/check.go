@@ -71,6 +71,9 @@ func checkCmd(args []string, out, _ io.Writer) error {
 	if adminUnset {
 		built.Admin.AdminTokenEnv = ""
 	}
+	if preflight.FleetSecretUnset(cfg, nil) {
+		built.Fleet.SecretEnv = ""
+	}
 	a, err := app.New(&built, app.NewLogger("text", "error", io.Discard))
 	if err != nil {
 		return err

@@ -16,8 +16,12 @@ import (
 
 // routes builds the server's handler: the mux with every endpoint behind its scope, JSON
 // 404/405 for what the mux does not serve, bounded bodies, and cross-origin protection.
-func (s *Listener) routes(gatherer prometheus.Gatherer) http.Handler {
+func (s *Listener) routes(gatherer prometheus.Gatherer, peerCancel http.Handler) http.Handler {
 	mux := http.NewServeMux()
+	if peerCancel != nil {
+		// The fleet's peers authenticate with the fleet secret, not a bearer token.
+		mux.Handle("POST /api/v1/peer/cancel", peerCancel)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 		if why := s.backend.NotReady(); why != "" {

@@ -43,6 +43,10 @@ type Options struct {
 	Gatherer prometheus.Gatherer
 	// Logger gets the audit log and the listener's errors; nil discards them.
 	Logger *slog.Logger
+	// PeerCancel, if set, serves POST /api/v1/peer/cancel: CancelRequests forwarded by the
+	// other pgfront instances of a fleet. It authenticates requests itself (an HMAC under the
+	// fleet secret), so the bearer tokens do not apply to it.
+	PeerCancel http.Handler
 }
 
 // Listener is the admin HTTP listener (not "Server": api.go's Server is the JSON view of a
@@ -88,7 +92,7 @@ func New(opts Options) (*Listener, error) {
 		listenAddr: opts.Listen,
 	}
 	s.SetTokens(opts.ReadToken, opts.AdminToken)
-	s.handler = s.routes(gatherer)
+	s.handler = s.routes(gatherer, opts.PeerCancel)
 	s.http = &http.Server{
 		Handler:           s.handler,
 		ReadHeaderTimeout: readHeaderTimeout,

@@ -24,6 +24,7 @@ import (
 	"github.com/pgfront/pgfront/internal/admission"
 	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/config"
+	"github.com/pgfront/pgfront/internal/fleet"
 	"github.com/pgfront/pgfront/internal/frontend"
 	"github.com/pgfront/pgfront/internal/handover"
 	"github.com/pgfront/pgfront/internal/observe"
@@ -41,6 +42,8 @@ type App struct {
 	registry *prometheus.Registry
 	metrics  *observe.Metrics
 	sockets  *sockmon.Monitor
+	// fleet issues the cancel keys clients see and forwards cancels to peer instances.
+	fleet *fleet.Fleet
 
 	// reloadMu serializes builds and applies (start, reloads): one generation at a time. The
 	// fields below it are owned by whoever holds it.
@@ -70,13 +73,15 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 	a.global = a.adm.NewLimit("global", cfg.MaxConn)
 	a.registry = prometheus.NewRegistry()
 	a.sockets = sockmon.New(sockmon.Options{})
+	a.fleet = fleet.New(fleet.Options{Logger: logger})
 	a.metrics = observe.New(observe.Options{
-		Registerer: a.registry,
-		MaxConn:    cfg.MaxConn,
-		Sockets:    a.sockets,
-		Interval:   cfg.Alerts.SampleInterval.D(),
-		Logger:     logger,
-		ConfigHash: configHash(cfg),
+		Registerer:   a.registry,
+		MaxConn:      cfg.MaxConn,
+		Sockets:      a.sockets,
+		Interval:     cfg.Alerts.SampleInterval.D(),
+		Logger:       logger,
+		ConfigHash:   configHash(cfg),
+		PeerCounters: a.fleet.Counters,
 	})
 	fe, err := frontend.New(frontend.Options{
 		Admission:     a.adm,
@@ -87,6 +92,8 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 		OnConnectFail: a.checkNow,
 		Events:        a.metrics,
 		ForwardCancel: a.forwardCancel,
+		PeerCancel:    a.fleet.Forward,
+		IssueKey:      a.fleet.Issue,
 	})
 	if err != nil {
 		return nil, err
@@ -213,6 +220,9 @@ func (a *App) Registry() *prometheus.Registry { return a.registry }
 
 // Addr is the bound address of a route.
 func (a *App) Addr(route string) net.Addr { return a.frontend.Addr(route) }
+
+// Fleet is this instance's fleet: its cancel keys and peers (a discovery feeds SetPeers).
+func (a *App) Fleet() *fleet.Fleet { return a.fleet }
 
 // Frontend exposes the running frontend (tests and, later, the admin API read it).
 func (a *App) Frontend() *frontend.Frontend { return a.frontend }

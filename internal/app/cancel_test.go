@@ -73,7 +73,8 @@ routes:
 		}
 	})
 
-	// An unknown key (A's pid with a wrong secret) is dropped, counted, and cancels nothing.
+	// An unknown key (A's pid with a wrong secret) is counted and cancels nothing: no session
+	// has it, so it goes as received to the route's servers (the fallback), which ignore it.
 	for _, s := range sessions {
 		s.start(t)
 	}
@@ -89,7 +90,7 @@ routes:
 	for _, s := range sessions {
 		s.stillRunning(t)
 	}
-	if line := logLine(t, e.logs, `msg="cancel request"`, c.LocalAddr().String()); logAttr(line, "result") != "unknown_key" ||
+	if line := logLine(t, e.logs, `msg="cancel request"`, c.LocalAddr().String()); logAttr(line, "result") != "fallback" || logAttr(line, "servers") != "2" ||
 		logAttr(line, "level") != "INFO" || logAttr(line, "duration_ms") == "" {
 		t.Fatalf("unknown cancel logged as %s", line)
 	}

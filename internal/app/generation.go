@@ -15,6 +15,7 @@ import (
 	"github.com/pgfront/pgfront/internal/balance"
 	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/config"
+	"github.com/pgfront/pgfront/internal/fleet"
 	"github.com/pgfront/pgfront/internal/frontend"
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/observe"
@@ -43,6 +44,10 @@ type generation struct {
 	routeCerts map[string]*tlsconf.Server // the same, by route (metrics)
 	readToken  []byte
 	adminToken []byte
+	// The fleet: the shared secret (nil: none), this instance's name and the static peers.
+	fleetSecret []byte
+	fleetName   string
+	peers       []fleet.Peer
 	// retired: servers of the running generation the config no longer lists (or moved).
 	retired map[*cluster.Server]bool
 }
@@ -81,6 +86,9 @@ func (a *App) build(cfg *config.Config) (*generation, error) {
 		return nil, err
 	}
 	if g.adminToken, err = readToken("admin.admin_token", cfg.Admin.AdminTokenFile, cfg.Admin.AdminTokenEnv); err != nil {
+		return nil, err
+	}
+	if err := buildFleet(g, cfg.Fleet); err != nil {
 		return nil, err
 	}
 
@@ -185,7 +193,9 @@ func (a *App) buildRoute(g *generation, rc *config.Route) (*frontend.Route, erro
 			ServerFin:         t.ServerFin.D(),
 			OnClientFin:       fin,
 		},
-		ServerTLS: serverTLSFor(g.serverTLS, rc.Cluster),
+		ServerTLS:           serverTLSFor(g.serverTLS, rc.Cluster),
+		CancelFallbackRate:  g.cfg.Fleet.CancelFallbackRate,
+		CancelFallbackBurst: g.cfg.Fleet.CancelFallbackBurst,
 	}
 	if pp := rc.ProxyProtocol; pp != nil {
 		r.ProxyProtocol = &frontend.ProxyProtocol{Trusted: slices.Clone(pp.Trusted)}
@@ -248,6 +258,8 @@ func (a *App) apply(g *generation, bind bool) ([]string, error) {
 		a.adm.SetMax(l, g.cfg.Routes[name].MaxConn)
 	}
 	a.routeLimits = g.routeLimit
+	a.fleet.Configure(g.fleetSecret, g.fleetName)
+	a.fleet.SetPeers("config", g.peers)
 	if ls, ok := a.log.Handler().(*logSwitch); ok {
 		ls.set(g.cfg.Log.Format, g.cfg.Log.Level)
 	}
@@ -446,6 +458,7 @@ func settingChanges(old, cfg *config.Config, note func(string, ...any)) {
 		{"timeouts", old.Timeouts, cfg.Timeouts},
 		{"admin", old.Admin, cfg.Admin},
 		{"alerts", old.Alerts, cfg.Alerts},
+		{"fleet", old.Fleet, cfg.Fleet},
 	}
 	for _, p := range pairs {
 		if !sameJSON(p.before, p.after) {

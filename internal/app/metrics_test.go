@@ -236,7 +236,7 @@ func TestMetricsQueueRefusalsAndCancels(t *testing.T) {
 	conn.Close()
 	e.waitMetric(5*time.Second, 1, "pgfront_refusals_total", "route", "rw", "reason", "protocol_error")
 
-	// A CancelRequest for a key nobody holds.
+	// A CancelRequest for a key nobody holds: sent on to the route's server (the fallback).
 	conn, err = net.Dial("tcp", e.addr("rw").String())
 	if err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func TestMetricsQueueRefusalsAndCancels(t *testing.T) {
 	_, _ = conn.Write(pgwire.EncodeCancelRequest(pgwire.CancelKey{ProcessID: 1, Secret: "\x01\x02\x03\x04"}))
 	_, _ = io.ReadAll(conn)
 	conn.Close()
-	e.waitMetric(5*time.Second, 1, "pgfront_cancel_requests_total", "result", "unknown_key")
+	e.waitMetric(5*time.Second, 1, "pgfront_cancel_requests_total", "route", "rw", "result", "fallback")
 	// The request is counted before its connection's end is: wait for the end too.
 	e.waitMetric(5*time.Second, 1, "pgfront_sessions_ended_total", "route", "rw", "cause", "cancel_request")
 

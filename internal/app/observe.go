@@ -22,6 +22,7 @@ func (a *App) newAdmin(listen string, g *generation) (*admin.Listener, error) {
 		Backend:    &adminBackend{a: a},
 		Gatherer:   a.registry,
 		Logger:     a.log,
+		PeerCancel: a.fleet.Handler(a.peerCancel),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("admin listener: %w", err)

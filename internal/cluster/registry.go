@@ -23,15 +23,16 @@ type Registry[S interface {
 	mu struct {
 		sync.Mutex
 		sessions map[S]keyEntry
-		keys     map[pgwire.CancelKey]S // backend key -> session
+		keys     map[pgwire.CancelKey]S // client-facing backend key -> session
 	}
 	unknownCancels atomic.Uint64
 }
 
-// keyEntry is the backend key a session's server announced, if any.
+// keyEntry is the backend key a session's client got (key) and the one its server announced
+// (server), if any.
 type keyEntry struct {
-	key  pgwire.CancelKey
-	have bool
+	key, server pgwire.CancelKey
+	have        bool
 }
 
 // NewRegistry returns an empty registry.
@@ -68,27 +69,32 @@ func (r *Registry[S]) forgetKeyLocked(s S) {
 	}
 }
 
-// SetKey records the backend key of a session's server, replacing an earlier one (a session
-// retried on another server).
-func (r *Registry[S]) SetKey(s S, key pgwire.CancelKey) {
+// SetKey records the backend key a session's client got (client) and the one its server
+// announced (server; they differ when pgfront issues its own secrets), replacing an earlier
+// one (a session retried on another server).
+func (r *Registry[S]) SetKey(s S, server, client pgwire.CancelKey) {
 	r.mu.Lock()
 	if _, live := r.mu.sessions[s]; live {
 		r.forgetKeyLocked(s)
-		r.mu.sessions[s] = keyEntry{key: key, have: true}
-		r.mu.keys[key] = s
+		r.mu.sessions[s] = keyEntry{key: client, server: server, have: true}
+		r.mu.keys[client] = s
 	}
 	r.mu.Unlock()
 }
 
-// Lookup finds the session whose server announced key. A miss is counted.
-func (r *Registry[S]) Lookup(key pgwire.CancelKey) (S, bool) {
+// Lookup finds the session whose client got key, and the key its server announced, which a
+// cancel for it must carry. A miss is counted.
+func (r *Registry[S]) Lookup(key pgwire.CancelKey) (s S, server pgwire.CancelKey, ok bool) {
 	r.mu.Lock()
-	s, ok := r.mu.keys[key]
+	s, ok = r.mu.keys[key]
+	if ok {
+		server = r.mu.sessions[s].server
+	}
 	r.mu.Unlock()
 	if !ok {
 		r.unknownCancels.Add(1)
 	}
-	return s, ok
+	return s, server, ok
 }
 
 // UnknownCancels is how many cancel requests named no live session.

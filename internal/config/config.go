@@ -182,6 +182,8 @@ type Config struct {
 	Admin Admin `json:"admin"`
 	// Alerts configures the built-in alerts and the socket-state sample.
 	Alerts Alerts `json:"alerts"`
+	// Fleet makes several instances one for cancel requests (see Fleet).
+	Fleet Fleet `json:"fleet"`
 	// Path is the file the config was loaded from ("" when parsed from bytes).
 	Path string `json:"path,omitempty"`
 }

@@ -134,7 +134,8 @@ func TestExample(t *testing.T) {
 		Admin: Admin{Listen: "127.0.0.1:9187"},
 		Alerts: Alerts{SampleInterval: d("5s"), CloseWait: 50, FinWait2: 50, HalfClosedAge: d("30s"),
 			Queue: 100, FDUsage: 0.8},
-		Path: "testdata/example.yaml",
+		Fleet: Fleet{CancelFallbackRate: 10, CancelFallbackBurst: 20},
+		Path:  "testdata/example.yaml",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Errorf("example decoded as\n%s\nwant\n%s", dump(c), dump(want))

@@ -234,6 +234,7 @@ func (d *decoder) config(root ast.Node) *Config {
 				{"fd_usage", d.float(&c.Alerts.FDUsage)},
 			})
 		}},
+		{"fleet", d.fleet(&c.Fleet)},
 		{"clusters", func(n ast.Node, p string) { c.Clusters = d.clusters(n, p) }},
 		{"routes", func(n ast.Node, p string) { c.Routes = d.routes(n, p) }},
 	})

@@ -80,6 +80,10 @@ func applyDefaults(c *Config, isSet func(path string) bool) {
 	defTCP := TCP{Client: defaultTCPSide, Server: defaultTCPSide}
 	resolveTCP(&c.TCP, &defTCP, "tcp", isSet)
 	str(&c.Admin.Listen, "admin.listen", DefaultAdminListen)
+	if !isSet("fleet.cancel_fallback_rate") {
+		c.Fleet.CancelFallbackRate = defaultCancelFallbackRate
+	}
+	num(&c.Fleet.CancelFallbackBurst, "fleet.cancel_fallback_burst", defaultCancelFallbackBurst)
 	dur(&c.Alerts.SampleInterval, "alerts.sample_interval", 5*time.Second)
 	num(&c.Alerts.CloseWait, "alerts.close_wait", 50)
 	num(&c.Alerts.FinWait2, "alerts.fin_wait2", 50)

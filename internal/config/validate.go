@@ -63,6 +63,7 @@ func validate(c *Config, m *meta, ps *problems) {
 	}
 	v.admin(listens)
 	v.alerts()
+	v.fleet()
 }
 
 // admin checks the admin listener: off loopback it needs a token, and it must not take a

@@ -6,7 +6,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"sync"
 	"time"
+
+	"golang.org/x/time/rate"
 
 	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/pgwire"
@@ -15,49 +18,157 @@ import (
 // cancelTimeout bounds a whole cancel exchange with a server (connect, write, wait for close).
 const cancelTimeout = 5 * time.Second
 
-// errUnknownCancelKey is a CancelRequest naming no live session; it is dropped and counted.
-var errUnknownCancelKey = errors.New("cancel request for an unknown backend key dropped")
+// ErrUnknownCancelKey is CancelSession's error for a key no live session here has.
+var ErrUnknownCancelKey = errors.New("cancel request for an unknown backend key")
 
 // CancelRequest results (pgfront_cancel_requests_total, the cancel request log line).
 const (
-	cancelForwarded  = "forwarded"
+	// cancelForwarded: sent to the server of the session with that key, here or in the
+	// draining process this one took over from (via=predecessor).
+	cancelForwarded = "forwarded"
+	// cancelPeer: the peer instance that holds the session took it (peer=).
+	cancelPeer = "peer"
+	// cancelFallback: no instance owns the key (a passthrough session's, or its owner is
+	// down): sent as received to every eligible server of the route it arrived on; the one
+	// whose backend has that key, if any, cancels.
+	cancelFallback = "fallback"
+	// cancelUnknownKey: dropped, no instance owns the key and there is no fallback (off, or
+	// no eligible server).
 	cancelUnknownKey = "unknown_key"
-	cancelFailed     = "failed"
+	// cancelRateLimited: dropped, no instance owns the key and the route's fallback budget
+	// (fleet.cancel_fallback_rate) is spent.
+	cancelRateLimited = "rate_limited"
+	// cancelFailed: the session was found, the cancel could not be sent to its server.
+	cancelFailed = "failed"
 )
 
-// CancelSession sends a CancelRequest for key to the server of this frontend's session with
-// that backend key; an error when there is none or the cancel could not be sent.
+// CancelResults are the values of a CancelRequest's result, for the metric's documentation.
+func CancelResults() []string {
+	return []string{cancelForwarded, cancelPeer, cancelFallback, cancelUnknownKey, cancelRateLimited, cancelFailed}
+}
+
+// CancelSession sends a CancelRequest for key to the server of this frontend's session whose
+// client got that key; an error when there is none or the cancel could not be sent. It never
+// asks anyone else (a peer's or a draining predecessor's request lands here).
 func (f *Frontend) CancelSession(key pgwire.CancelKey) error {
 	_, _, err := f.cancelLocal(key)
 	return err
 }
 
-// forwardCancel routes a client's CancelRequest to the server holding the session with that
-// backend key, and nowhere else. It returns that session and server (nil for an unknown key);
-// a forwarded cancel counts against the session (its client cancelled a query). A key no
-// session here has goes to Options.ForwardCancel (the sessions of a previous pgfront process
-// still draining after a hand-over).
-func (f *Frontend) forwardCancel(key pgwire.CancelKey) (*session, *cluster.Server, error) {
-	s, srv, err := f.cancelLocal(key)
-	if errors.Is(err, errUnknownCancelKey) && f.opts.ForwardCancel != nil && f.opts.ForwardCancel(key) {
-		return nil, nil, nil
-	}
-	return s, srv, err
+// cancelRouted is where a client's CancelRequest went.
+type cancelRouted struct {
+	result  string
+	target  *session        // the session here whose query it cancelled
+	server  *cluster.Server // its server
+	peer    string          // the peer that took it
+	via     string          // "predecessor" when the draining predecessor took it
+	servers int             // fallback: the servers it was sent to
+	err     error
 }
 
-// cancelLocal cancels the query of this frontend's session with key.
+// routeCancel routes a CancelRequest that arrived on route r, in this order: the session here
+// whose client got that key; the draining predecessor (Options.ForwardCancel); the peer
+// instances whose tag the key carries (Options.PeerCancel); and, when nobody owns it, the
+// route's eligible servers, within the route's fallback rate. It runs on the cancel
+// connection's own goroutine and is bounded by the timeouts of each step.
+func (f *Frontend) routeCancel(r *Route, key pgwire.CancelKey) cancelRouted {
+	s, srv, err := f.cancelLocal(key)
+	switch {
+	case err == nil:
+		return cancelRouted{result: cancelForwarded, target: s, server: srv}
+	case !errors.Is(err, ErrUnknownCancelKey):
+		return cancelRouted{result: cancelFailed, target: s, server: srv, err: err}
+	}
+	if f.opts.ForwardCancel != nil && f.opts.ForwardCancel(key) {
+		return cancelRouted{result: cancelForwarded, via: "predecessor"}
+	}
+	var peerErr error
+	if f.opts.PeerCancel != nil {
+		peer, ok, err := f.opts.PeerCancel(key, r.Name)
+		if ok {
+			return cancelRouted{result: cancelPeer, peer: peer}
+		}
+		peerErr = err
+	}
+	out := f.fallbackCancel(r, key)
+	if out.err == nil && peerErr != nil {
+		out.err = peerErr // why the owner was not asked: the line says so
+	}
+	return out
+}
+
+// fallbackCancel sends key, as received, to every eligible server of r, if r's fallback
+// budget allows (one token per CancelRequest).
+func (f *Frontend) fallbackCancel(r *Route, key pgwire.CancelKey) cancelRouted {
+	lim := f.fallbackLimiter(r)
+	if lim == nil {
+		return cancelRouted{result: cancelUnknownKey}
+	}
+	servers := r.Cluster.Servers()
+	states := r.Cluster.States(nil, servers)
+	idx, _ := r.Select.Select(nil, states)
+	if len(idx) == 0 {
+		return cancelRouted{result: cancelUnknownKey, err: fmt.Errorf("no %s server of cluster %q for a fallback cancel", r.Select.Role, r.Cluster.Name)}
+	}
+	if !lim.Allow() {
+		return cancelRouted{result: cancelRateLimited}
+	}
+	d := r.dialer()
+	var wg sync.WaitGroup
+	errs := make([]error, len(idx))
+	for j, i := range idx {
+		wg.Add(1)
+		go func() { // one server's slowness must not hold up the others
+			defer wg.Done()
+			errs[j] = f.sendCancel(d, servers[i].Addr, r.ServerTLS, key)
+		}()
+	}
+	wg.Wait()
+	out := cancelRouted{result: cancelFallback, servers: len(idx), err: errors.Join(errs...)}
+	if len(idx) == 1 {
+		out.server = servers[idx[0]]
+	}
+	return out
+}
+
+// fallbackLimiter is route r's fallback token bucket (kept across reloads by route name); nil
+// when r has no fallback.
+func (f *Frontend) fallbackLimiter(r *Route) *rate.Limiter {
+	if r.CancelFallbackRate <= 0 {
+		return nil
+	}
+	burst := max(r.CancelFallbackBurst, 1)
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.mu.fallback == nil {
+		f.mu.fallback = make(map[string]*rate.Limiter)
+	}
+	lim := f.mu.fallback[r.Name]
+	switch {
+	case lim == nil:
+		lim = rate.NewLimiter(rate.Limit(r.CancelFallbackRate), burst)
+		f.mu.fallback[r.Name] = lim
+	case lim.Limit() != rate.Limit(r.CancelFallbackRate) || lim.Burst() != burst:
+		lim.SetLimit(rate.Limit(r.CancelFallbackRate))
+		lim.SetBurst(burst)
+	}
+	return lim
+}
+
+// cancelLocal cancels the query of this frontend's session whose client got key, sending its
+// server the key the server announced.
 func (f *Frontend) cancelLocal(key pgwire.CancelKey) (*session, *cluster.Server, error) {
-	s, ok := f.registry.Lookup(key)
+	s, serverKey, ok := f.registry.Lookup(key)
 	if !ok {
-		return nil, nil, errUnknownCancelKey
+		return nil, nil, ErrUnknownCancelKey
 	}
 	s.mu.Lock()
 	srv, serverTLS, d := s.mu.server, s.route.ServerTLS, s.route.dialer()
 	s.mu.Unlock()
 	if srv == nil {
-		return nil, nil, errUnknownCancelKey
+		return nil, nil, ErrUnknownCancelKey
 	}
-	if err := f.sendCancel(d, srv.Addr, serverTLS, key); err != nil {
+	if err := f.sendCancel(d, srv.Addr, serverTLS, serverKey); err != nil {
 		return s, srv, err
 	}
 	s.cancels.Add(1)

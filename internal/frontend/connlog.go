@@ -190,6 +190,15 @@ func cancelAttrs(e *Ended) []slog.Attr {
 	if e.CancelFor != 0 {
 		attrs = append(attrs, slog.Uint64("cancelled_session", e.CancelFor))
 	}
+	if e.CancelPeer != "" {
+		attrs = append(attrs, slog.String("peer", e.CancelPeer))
+	}
+	if e.CancelVia != "" {
+		attrs = append(attrs, slog.String("via", e.CancelVia))
+	}
+	if e.CancelServers > 0 {
+		attrs = append(attrs, slog.Int("servers", e.CancelServers))
+	}
 	attrs = append(attrs, slog.Float64("duration_ms", millis(e.Duration)))
 	if e.Err != "" {
 		attrs = append(attrs, slog.String("err", e.Err))

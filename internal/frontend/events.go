@@ -20,9 +20,9 @@ type Events interface {
 	QueueChanged(route string, delta int)
 	// QueueWaited is called with how long a client waited, admitted or not.
 	QueueWaited(route string, d time.Duration)
-	// CancelRequest is called per CancelRequest received: "forwarded", "unknown_key" or
-	// "failed".
-	CancelRequest(result string)
+	// CancelRequest is called per CancelRequest received on route, with its result (one of
+	// CancelResults).
+	CancelRequest(route, result string)
 	// TLSHandshake is called per TLS handshake with a client of route: result is "ok" or why
 	// it failed (one of TLSResults).
 	TLSHandshake(route, result string)
@@ -68,10 +68,16 @@ type Ended struct {
 	// SQLState is the server's SQLSTATE when it refused the login (cause login_failed).
 	SQLState string
 	// CancelResult is set for a connection that carried a CancelRequest (cause
-	// cancel_request): forwarded, unknown_key or failed; Server is then the server the cancel
-	// was for, and CancelFor the session whose query it cancelled (0: none found).
-	CancelResult string
-	CancelFor    uint64
+	// cancel_request): one of CancelResults; Server is then the server the cancel was for
+	// (the only one of a fallback), and CancelFor the session here whose query it cancelled
+	// (0: none here). CancelPeer is the peer instance that took it, CancelVia "predecessor"
+	// when the draining process this one took over from did, CancelServers how many servers a
+	// fallback sent it to.
+	CancelResult  string
+	CancelFor     uint64
+	CancelPeer    string
+	CancelVia     string
+	CancelServers int
 }
 
 // noEvents is the Events used when Options.Events is nil.
@@ -81,7 +87,7 @@ func (noEvents) SessionAccepted(string)                                 {}
 func (noEvents) SessionEnded(Ended)                                     {}
 func (noEvents) QueueChanged(string, int)                               {}
 func (noEvents) QueueWaited(string, time.Duration)                      {}
-func (noEvents) CancelRequest(string)                                   {}
+func (noEvents) CancelRequest(string, string)                           {}
 func (noEvents) TLSHandshake(string, string)                            {}
 func (noEvents) SessionObserver(string, *cluster.Server) relay.Observer { return nil }
 func (noEvents) ServerConn(string, *cluster.Server, net.Conn)           {}

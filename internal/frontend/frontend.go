@@ -23,6 +23,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/time/rate"
+
 	"github.com/pgfront/pgfront/internal/admission"
 	"github.com/pgfront/pgfront/internal/balance"
 	"github.com/pgfront/pgfront/internal/cluster"
@@ -58,6 +60,11 @@ type Route struct {
 	TLS RouteTLS
 	// ServerTLS negotiates TLS with the cluster's servers (sessions and cancels); nil: plain.
 	ServerTLS ServerTLS
+	// CancelFallbackRate is how many CancelRequests per second no instance owns may be sent
+	// to the route's servers (each to all eligible ones), with bursts of CancelFallbackBurst;
+	// 0: none (such requests are dropped). The budget is kept across reloads by route name.
+	CancelFallbackRate  float64
+	CancelFallbackBurst int
 	// ProxyProtocol, when non-nil, makes every connection start with a PROXY protocol header
 	// (v1 or v2) from a trusted network, read within Startup before anything else (SSLRequest,
 	// TLS ClientHello, passthrough); its client address is the one pgfront shows and logs.
@@ -105,6 +112,15 @@ type Options struct {
 	// whether it was delivered elsewhere (to a previous process draining after an upgrade).
 	// May be nil.
 	ForwardCancel func(key pgwire.CancelKey) bool
+	// PeerCancel is offered a CancelRequest whose key neither a session here nor
+	// ForwardCancel took, with the route it arrived on; it asks the peer instances that may
+	// own the key and returns the one that took it (ok), or why none could be asked (err).
+	// It blocks for its own bound (a second). May be nil.
+	PeerCancel func(key pgwire.CancelKey, route string) (peer string, ok bool, err error)
+	// IssueKey, if set, issues the secret of the backend key each client sees instead of its
+	// server's (see relay.Options.IssueKey); cancels are then looked up by the issued key and
+	// sent with the server's. Must be cheap and never block.
+	IssueKey func(pid uint32, secret []byte)
 }
 
 // Frontend serves every route. Its methods are safe for concurrent use.
@@ -134,6 +150,7 @@ type Frontend struct {
 		hard      bool                        // every session is being ended now (Close, or the grace is over)
 		clusters  map[*cluster.Cluster]func() // OnChange subscriptions, until wait
 		retire    []*time.Timer               // forced ends of retired sessions after their grace
+		fallback  map[string]*rate.Limiter    // cancel fallback budget by route name
 	}
 }
 
@@ -450,7 +467,9 @@ func (f *Frontend) Serve() {
 // Sessions is the number of sessions open now, from accept to close.
 func (f *Frontend) Sessions() int { return f.registry.Len() }
 
-// UnknownCancels is how many CancelRequests named no live session (dropped).
+// UnknownCancels is how many CancelRequests (from clients, peers or a successor process)
+// named no live session here; a client's is then offered to the draining predecessor, the
+// peers and the fallback.
 func (f *Frontend) UnknownCancels() uint64 { return f.registry.UnknownCancels() }
 
 // acceptLoop accepts clients of l's route until its listener is closed. Temporary errors (out

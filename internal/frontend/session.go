@@ -172,6 +172,9 @@ type outcome struct {
 	tlsResult         string // why the client's TLS handshake failed
 	cancelResult      string // a CancelRequest's result
 	cancelFor         uint64 // the session a CancelRequest was for
+	cancelPeer        string // the peer that took a CancelRequest
+	cancelVia         string // "predecessor": the draining predecessor took it
+	cancelServers     int    // fallback: the servers a CancelRequest was sent to
 	// runClient, for a relaying session, is its client copier when the goroutine that set
 	// the session up is to run it (relay.Session.Begin); nil when the relay has its own.
 	runClient func()
@@ -208,7 +211,8 @@ func (s *session) ended(o outcome) Ended {
 	e := Ended{ID: s.id, Server: o.server, Cause: o.cause, Refused: o.refused,
 		Started: s.start, Duration: time.Since(s.start), Queued: o.queued, FromClient: o.fromClient,
 		FromServer: o.toSrv, TLSResult: o.tlsResult, Cancels: int(s.cancels.Load()),
-		CancelResult: o.cancelResult, CancelFor: o.cancelFor}
+		CancelResult: o.cancelResult, CancelFor: o.cancelFor, CancelPeer: o.cancelPeer, CancelVia: o.cancelVia,
+		CancelServers: o.cancelServers}
 	s.mu.Lock()
 	e.Route, e.User, e.Database, e.ApplicationName = s.route.Name, s.mu.user, s.mu.database, s.mu.appName
 	e.TLS, e.Fallback = s.mu.tls, s.mu.fallback
@@ -324,18 +328,13 @@ func (s *session) readStartup() (pkt *pgwire.FirstPacket, blind []byte, o outcom
 		case pgwire.KindStartup:
 			return pkt, nil, outcome{}, true
 		case pgwire.KindCancel:
-			target, srv, err := s.f.forwardCancel(pkt.Cancel)
-			o := outcome{cause: relay.CauseCancelRequest, server: srv, err: err, cancelResult: cancelForwarded}
-			if target != nil {
-				o.cancelFor = target.id
+			c := s.f.routeCancel(r, pkt.Cancel)
+			o := outcome{cause: relay.CauseCancelRequest, server: c.server, err: c.err, cancelResult: c.result,
+				cancelPeer: c.peer, cancelVia: c.via, cancelServers: c.servers}
+			if c.target != nil {
+				o.cancelFor = c.target.id
 			}
-			switch {
-			case errors.Is(err, errUnknownCancelKey):
-				o.cancelResult, o.err = cancelUnknownKey, nil // the result says it all
-			case err != nil:
-				o.cancelResult = cancelFailed
-			}
-			s.f.events.CancelRequest(o.cancelResult)
+			s.f.events.CancelRequest(r.Name, o.cancelResult)
 			return nil, nil, o, false
 		case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
 			done := &sslDone
@@ -538,7 +537,8 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 		// bytes the socket no longer shows, so TLS sessions keep their goroutines.
 		opts.Parker, opts.ParkAfter = s.f.parker, parkAfter
 	}
-	opts.OnBackendKey = func(k pgwire.CancelKey) { s.f.registry.SetKey(s, k) }
+	opts.OnBackendKey = func(server, client pgwire.CancelKey) { s.f.registry.SetKey(s, server, client) }
+	opts.IssueKey = s.f.opts.IssueKey
 	addr, serverTLS := srv.Addr, r.ServerTLS
 	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(r.dialer(), addr, serverTLS, k) }
 	if r.Select.Role == cluster.RolePrimary {

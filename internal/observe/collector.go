@@ -6,6 +6,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/fleet"
 	"github.com/pgfront/pgfront/internal/frontend"
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/sockmon"
@@ -21,7 +22,7 @@ var pullFamilies = []*Family{
 	famRouteSessions, famRouteMaxConn, famMaxConn, famParked, famIdleInTx, famHalfClosed, famHalfClosedAge,
 	famServerSessions, famServerUp, famServerRole, famServerAdmin, famServerFenced, famServerLagBytes,
 	famServerLagSecs, famServerLastCheck, famSockets, famSampleDuration, famSampleTime, famAlertThreshold,
-	famConfigLastSuccess, famConfigInfo, famConfigGeneration, famTLSCertExpiry,
+	famConfigLastSuccess, famConfigInfo, famConfigGeneration, famTLSCertExpiry, famPeerProblems,
 }
 
 var pullDescs = func() map[*Family]*prometheus.Desc {
@@ -45,6 +46,16 @@ func (c *pullCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 	topo := m.topo.Load()
 	gauge(famMaxConn, float64(topo.maxConn))
+	var pc fleet.Counters
+	if m.peers != nil {
+		pc = m.peers()
+	}
+	for _, p := range []struct {
+		name string
+		n    uint64
+	}{{"dropped_sending", pc.DroppedOut}, {"dropped_receiving", pc.DroppedIn}, {"refused", pc.Refused}} {
+		ch <- prometheus.MustNewConstMetric(pullDescs[famPeerProblems], prometheus.CounterValue, float64(p.n), p.name)
+	}
 	for _, a := range m.alerts.list {
 		gauge(famAlertThreshold, m.alerts.threshold(a.name), a.name)
 	}

@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/fleet"
 	"github.com/pgfront/pgfront/internal/frontend"
 	"github.com/pgfront/pgfront/internal/relay"
 	"github.com/pgfront/pgfront/internal/sockmon"
@@ -73,6 +74,8 @@ type Options struct {
 	// FDs reports open file descriptors and their limit; nil reads /proc/self/fd and
 	// RLIMIT_NOFILE. (A seam for tests.)
 	FDs func() (open, limit int, err error)
+	// PeerCounters reads the fleet's peer channel counters; nil: none (all zero).
+	PeerCounters func() fleet.Counters
 }
 
 // defaultInterval is the sample interval when none is given.
@@ -84,6 +87,7 @@ type Metrics struct {
 	log     *slog.Logger
 	sockets *sockmon.Monitor
 	fds     func() (open, limit int, err error)
+	peers   func() fleet.Counters
 
 	// topo is the current routes and servers with their pre-labelled collectors. The hot path
 	// reads it with one atomic load; SetTopology replaces it (copy-on-write), never modifies it.
@@ -191,6 +195,7 @@ func New(opts Options) *Metrics {
 		log:             opts.Logger,
 		sockets:         opts.Sockets,
 		fds:             opts.FDs,
+		peers:           opts.PeerCounters,
 		accepted:        famSessionsTotal.counterVec(),
 		queued:          famQueued.gaugeVec(),
 		queueWait:       famQueueWait.histogramVec(waitBuckets),
@@ -214,9 +219,6 @@ func New(opts Options) *Metrics {
 	m.recent.init(recentSize)
 	m.topo.Store(&topology{})
 	m.topoMu.unsubscribe = make(map[*cluster.Cluster]func())
-	for _, c := range []string{"forwarded", "unknown_key", "failed"} {
-		m.cancels.WithLabelValues(c)
-	}
 	for _, r := range []string{"ok", "error"} {
 		m.samples.WithLabelValues(r)
 	}
@@ -308,7 +310,17 @@ func (m *Metrics) QueueWaited(route string, d time.Duration) {
 }
 
 // CancelRequest implements frontend.Events.
-func (m *Metrics) CancelRequest(result string) { m.cancels.WithLabelValues(result).Inc() }
+// Like SessionEnded, a request on a route no longer in the topology is not counted.
+func (m *Metrics) CancelRequest(route, result string) {
+	rm := m.topo.Load().routes[route]
+	if rm == nil {
+		return
+	}
+	m.cancels.WithLabelValues(route, result).Inc()
+	if rm.removed.Load() {
+		m.cancels.DeleteLabelValues(route, result)
+	}
+}
 
 // TLSHandshake implements frontend.Events. Like SessionEnded, a handshake on a route no longer
 // in the topology is not counted.

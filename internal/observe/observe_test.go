@@ -167,7 +167,7 @@ func TestFamiliesMatchRegistry(t *testing.T) {
 	m.QueueChanged("rw", 1)
 	m.QueueWaited("rw", time.Millisecond)
 	m.SessionEnded(frontend.Ended{Route: "rw", Cause: relay.CauseMaxConn, Refused: true})
-	m.CancelRequest("forwarded")
+	m.CancelRequest("rw", "forwarded")
 	m.TLSHandshake("rw", frontend.TLSResultOK)
 	o := m.SessionObserver("rw", f.srv)
 	o.Relayed(true, 10)

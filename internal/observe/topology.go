@@ -85,6 +85,9 @@ func (m *Metrics) SetTopology(routes []Route, clusters []*cluster.Cluster, maxCo
 		}
 		t.routes[r.Name] = rm
 		t.order = append(t.order, Route{Name: r.Name, MaxConn: r.MaxConn, Certificate: r.Certificate})
+		for _, res := range frontend.CancelResults() {
+			m.cancels.WithLabelValues(r.Name, res)
+		}
 		if r.Certificate != nil {
 			for _, res := range frontend.TLSResults() {
 				m.tlsHandshakes.WithLabelValues(r.Name, res)
@@ -151,7 +154,7 @@ func (m *Metrics) deleteRemoved(old, t *topology) {
 		}
 		rm.removed.Store(true)
 		for _, v := range []partialDeleter{m.accepted, m.queued, m.queueWait, m.bytes, m.queries, m.txs,
-			m.queryDur, m.txDur, m.ended, m.refusals, m.tlsHandshakes} {
+			m.queryDur, m.txDur, m.ended, m.refusals, m.tlsHandshakes, m.cancels} {
 			v.DeletePartialMatch(prometheus.Labels{"route": name})
 		}
 	}

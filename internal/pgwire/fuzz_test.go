@@ -225,3 +225,44 @@ func FuzzScanner(f *testing.F) {
 		}
 	})
 }
+
+// FuzzKeyRewrite: a rewriting scanner changes the same bytes however the stream is chunked,
+// and only BackendKeyData secrets (the bytes a plain scanner's 'K' bodies hold past the pid).
+func FuzzKeyRewrite(f *testing.F) {
+	key := encode(f, &pgproto3.BackendKeyData{ProcessID: 7, SecretKey: []byte{1, 2, 3, 4}})
+	f.Add(append(slices.Clone(key), header('Z', 5)...), uint(3))
+	f.Add(encode(f, &pgproto3.BackendKeyData{ProcessID: 9, SecretKey: make([]byte, 32)}), uint(11))
+	f.Add(header('K', 7), uint(2))
+	f.Fuzz(func(t *testing.T, data []byte, at uint) {
+		at %= uint(len(data)) + 1
+		run := func(chunks ...[]byte) ([]byte, error) {
+			sc := NewBackendScanner('K')
+			sc.SetKeyRewrite(func(pid uint32, secret []byte) {
+				for i := range secret {
+					secret[i] = byte(pid) ^ byte(i) ^ 0x5a
+				}
+			})
+			var out []byte
+			for _, c := range chunks {
+				c = slices.Clone(c)
+				err := sc.Feed(c, nopHandler{})
+				out = append(out, c...)
+				if err != nil {
+					return out, err
+				}
+			}
+			return out, nil
+		}
+		one, err1 := run(data)
+		two, err2 := run(data[:at], data[at:])
+		if (err1 == nil) != (err2 == nil) {
+			t.Fatalf("errors differ: %v / %v", err1, err2)
+		}
+		if err1 == nil && !bytes.Equal(one, two) {
+			t.Fatalf("one chunk\n%x\ntwo chunks at %d\n%x", one, at, two)
+		}
+		if err1 == nil && len(one) != len(data) {
+			t.Fatalf("length changed: %d -> %d", len(data), len(one))
+		}
+	})
+}

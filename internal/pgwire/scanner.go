@@ -37,6 +37,56 @@ type Scanner struct {
 	capturing bool
 	capture   []byte // wanted body so far; nil while a too-long body is skipped
 	tooLong   bool
+	// key rewrites BackendKeyData secrets in the fed bytes; nil: off (SetKeyRewrite).
+	key *keyRewrite
+}
+
+// keyRewrite is the state of SetKeyRewrite, allocated only by scanners that rewrite.
+type keyRewrite struct {
+	issue   func(pid uint32, secret []byte)
+	bodyLen uint32 // of the BackendKeyData being scanned
+	secret  []byte // its replacement secret, once its process id is known; nil before
+}
+
+// SetKeyRewrite makes the scanner replace the secret key of every BackendKeyData ('K') it
+// scans, in the very bytes fed to it: Feed modifies p in place, so the caller forwards the
+// replacement, whatever chunks the message arrives in. issue is called once per message, as
+// soon as its process id is known (before any secret byte passes), to fill secret (as long as
+// the server's) with the replacement. Body still gets the server's own secret; IssuedSecret
+// gives the replacement. Needs 'K' among the wanted types.
+func (s *Scanner) SetKeyRewrite(issue func(pid uint32, secret []byte)) {
+	s.key = &keyRewrite{issue: issue}
+}
+
+// IssuedSecret is the replacement secret of the BackendKeyData whose Body is being handled
+// (valid during Body only); nil when the scanner does not rewrite or the message was invalid.
+func (s *Scanner) IssuedSecret() []byte {
+	if s.key == nil {
+		return nil
+	}
+	return s.key.secret
+}
+
+// rewriteKey replaces the secret bytes in seg, the part of the BackendKeyData body from body
+// offset at (already captured, so the process id is known once 4 bytes are).
+func (s *Scanner) rewriteKey(seg []byte, at int) {
+	k := s.key
+	n := int(k.bodyLen) - 4 // the secret's length
+	if n < 4 || n > maxSecretLen {
+		return // invalid: left alone, and Body refuses it
+	}
+	if k.secret == nil {
+		if len(s.capture) < 4 {
+			return // still in the process id
+		}
+		k.secret = make([]byte, n)
+		k.issue(binary.BigEndian.Uint32(s.capture), k.secret)
+	}
+	for j := range seg {
+		if off := at + j; off >= 4 {
+			seg[j] = k.secret[off-4]
+		}
+	}
 }
 
 // frontendTypes are the message types a client may send after startup.
@@ -79,7 +129,11 @@ func (s *Scanner) Feed(p []byte, h Handler) error {
 			}
 			if s.capturing && !s.tooLong {
 				if len(s.capture)+int(n) <= maxCapture {
+					at := len(s.capture)
 					s.capture = append(s.capture, p[:n]...)
+					if s.typ == 'K' && s.key != nil {
+						s.rewriteKey(p[:n], at)
+					}
 				} else {
 					s.tooLong = true
 				}
@@ -125,6 +179,9 @@ func (s *Scanner) startMessage(typ byte, length uint32, h Handler) error {
 	s.remaining = length - 4
 	if err := h.Header(typ, length); err != nil {
 		return err
+	}
+	if typ == 'K' && s.key != nil {
+		s.key.bodyLen, s.key.secret = s.remaining, nil
 	}
 	if s.want.has(typ) {
 		s.capturing = true

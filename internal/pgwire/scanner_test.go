@@ -515,3 +515,67 @@ func TestScannerEmptyWantedBody(t *testing.T) {
 		checkEvents(t, events, []event{{typ: 'X', length: 4}, {body: true, typ: 'X'}})
 	}
 }
+
+// TestScannerKeyRewrite: a BackendKeyData's secret is replaced in the fed bytes whatever
+// chunks the stream arrives in (split inside the header, the process id or the secret), for
+// 4-byte and protocol 3.2 secrets; Body gets the server's secret, IssuedSecret the new one,
+// and every other byte passes unchanged.
+func TestScannerKeyRewrite(t *testing.T) {
+	for _, secretLen := range []int{4, 32} {
+		server := bytes.Repeat([]byte{0xAA}, secretLen)
+		var stream []byte
+		stream = append(stream, 'R', 0, 0, 0, 8, 0, 0, 0, 0) // AuthenticationOk
+		key := (&pgproto3.BackendKeyData{ProcessID: 0x01020304, SecretKey: server})
+		stream, _ = key.Encode(stream)
+		stream = append(stream, 'Z', 0, 0, 0, 5, 'I')
+		kAt := 9
+		for split1 := 1; split1 < len(stream); split1++ {
+			for split2 := split1; split2 < len(stream); split2++ {
+				var issuedPID uint32
+				calls := 0
+				sc := NewBackendScanner('K', 'Z')
+				sc.SetKeyRewrite(func(pid uint32, secret []byte) {
+					calls++
+					issuedPID = pid
+					for i := range secret {
+						secret[i] = byte(0x10 + i)
+					}
+				})
+				h := &keyRecorder{sc: sc}
+				buf := slices.Clone(stream)
+				for _, chunk := range [][]byte{buf[:split1], buf[split1:split2], buf[split2:]} {
+					if err := sc.Feed(chunk, h); err != nil {
+						t.Fatal(err)
+					}
+				}
+				if calls != 1 || issuedPID != 0x01020304 {
+					t.Fatalf("len %d split %d/%d: issue called %d times, pid %#x", secretLen, split1, split2, calls, issuedPID)
+				}
+				want := slices.Clone(stream)
+				for i := range secretLen {
+					want[kAt+9+i] = byte(0x10 + i)
+				}
+				if !bytes.Equal(buf, want) {
+					t.Fatalf("len %d split %d/%d: forwarded\n%x\nwant\n%x", secretLen, split1, split2, buf, want)
+				}
+				if !bytes.Equal(h.body[4:], server) || !bytes.Equal(h.issued, want[kAt+9:kAt+9+secretLen]) {
+					t.Fatalf("len %d split %d/%d: Body got secret %x, issued %x", secretLen, split1, split2, h.body[4:], h.issued)
+				}
+			}
+		}
+	}
+}
+
+// keyRecorder keeps the BackendKeyData body and the issued secret.
+type keyRecorder struct {
+	sc           *Scanner
+	body, issued []byte
+}
+
+func (r *keyRecorder) Header(byte, uint32) error { return nil }
+func (r *keyRecorder) Body(typ byte, body []byte) error {
+	if typ == 'K' {
+		r.body, r.issued = slices.Clone(body), slices.Clone(r.sc.IssuedSecret())
+	}
+	return nil
+}

@@ -177,9 +177,12 @@ func EncodeCancelRequest(key CancelKey) []byte {
 	return append(b, key.Secret...)
 }
 
+// maxSecretLen is the longest cancel secret key protocol 3.2 allows.
+const maxSecretLen = 256
+
 // ParseBackendKeyData decodes a BackendKeyData body (the bytes after type and length).
 func ParseBackendKeyData(body []byte) (CancelKey, bool) {
-	if len(body) < 8 || len(body) > 4+256 {
+	if len(body) < 8 || len(body) > 4+maxSecretLen {
 		return CancelKey{}, false
 	}
 	return CancelKey{ProcessID: binary.BigEndian.Uint32(body), Secret: string(body[4:])}, true

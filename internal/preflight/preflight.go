@@ -193,6 +193,28 @@ func (c *checker) environment() {
 			c.warn("admin."+t.key, "environment variable %s is set but empty: pgfront run refuses an empty token", t.env)
 		}
 	}
+	if env := c.cfg.Fleet.SecretEnv; env != "" {
+		switch v, ok := c.opts.LookupEnv(env); {
+		case !ok:
+			c.warn("fleet.secret_env", "environment variable %s is not set here: pgfront run refuses to start without it (set it where pgfront runs)", env)
+		case len(strings.TrimSpace(v)) < 32:
+			c.warn("fleet.secret_env", "environment variable %s holds fewer than 32 bytes: pgfront run refuses so short a fleet secret", env)
+		}
+	}
+}
+
+// FleetSecretUnset reports whether the fleet secret variable cfg reads is missing or empty
+// here (nil lookupEnv = os.LookupEnv): Run warns about it, and a check that builds the config
+// should leave it out rather than fail on it.
+func FleetSecretUnset(cfg *config.Config, lookupEnv func(string) (string, bool)) bool {
+	if lookupEnv == nil {
+		lookupEnv = os.LookupEnv
+	}
+	if cfg.Fleet.SecretEnv == "" {
+		return false
+	}
+	v, ok := lookupEnv(cfg.Fleet.SecretEnv)
+	return !ok || isSpace(v)
 }
 
 // UnsetEnv returns the names of the admin token variables cfg reads that lookupEnv does not

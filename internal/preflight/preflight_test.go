@@ -189,6 +189,41 @@ routes:
 	}
 }
 
+// TestFleetSecretEnvironment: a fleet secret variable that is missing or too short here is
+// warned about, and FleetSecretUnset lets check build the config without it.
+func TestFleetSecretEnvironment(t *testing.T) {
+	cfg, src := load(t, t.TempDir(), `
+admin:
+  listen: "127.0.0.1:0"
+fleet:
+  secret_env: PGF_FLEET
+clusters:
+  a:
+    servers: [{name: pg1, address: "127.0.0.1:5432"}]
+routes:
+  rw: {listen: "127.0.0.1:0", cluster: a, role: primary}
+`)
+	for _, tc := range []struct {
+		env   map[string]string
+		want  []finding
+		unset bool
+	}{
+		{map[string]string{}, []finding{{5, "fleet.secret_env", "environment variable PGF_FLEET is not set here"}}, true},
+		{map[string]string{"PGF_FLEET": "short"}, []finding{{5, "fleet.secret_env", "fewer than 32 bytes"}}, false},
+		{map[string]string{"PGF_FLEET": strings.Repeat("k", 32)}, nil, false},
+	} {
+		lookupEnv := func(k string) (string, bool) { v, ok := tc.env[k]; return v, ok }
+		warnings, err := Run(context.Background(), cfg, src, Options{LookupHost: noNetwork(t), LookupEnv: lookupEnv})
+		if err != nil {
+			t.Fatal(err)
+		}
+		want(t, "warning", findings(warnings), tc.want...)
+		if got := FleetSecretUnset(cfg, lookupEnv); got != tc.unset {
+			t.Errorf("env %v: FleetSecretUnset = %v", tc.env, got)
+		}
+	}
+}
+
 // certFiles are the files of one certificate test.
 type certFiles struct {
 	dir                           string

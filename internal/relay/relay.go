@@ -52,8 +52,13 @@ type Options struct {
 	FatalWriteTimeout time.Duration
 
 	// OnBackendKey is called (from the server copier) with the key the server announced in
-	// BackendKeyData, so cancels can be routed to this session. May be nil.
-	OnBackendKey func(pgwire.CancelKey)
+	// BackendKeyData and the key the client got instead (client equals server when IssueKey
+	// is nil), so cancels can be routed to this session. May be nil.
+	OnBackendKey func(server, client pgwire.CancelKey)
+	// IssueKey, if set, replaces the secret of the server's BackendKeyData before the client
+	// sees it (the process id stays the server's): it fills secret, as long as the server's,
+	// for process id pid. Called from the server copier; must not block.
+	IssueKey func(pid uint32, secret []byte)
 	// Cancel sends a CancelRequest for key to this session's server. Called when the session
 	// ends during a query, on the session's own goroutine once the client is told and closed
 	// (never on End's caller's), so it may block for its own bound. May be nil.
@@ -198,6 +203,9 @@ func New(client, server net.Conn, opts Options) *Session {
 		backendScan:      pgwire.NewBackendScanner('K', 'Z', 'S', 'E'),
 		frontendScan:     pgwire.NewFrontendScanner(),
 		clientAtBoundary: true,
+	}
+	if opts.IssueKey != nil {
+		s.backendScan.SetKeyRewrite(opts.IssueKey)
 	}
 	s.mu.login = true
 	s.mu.sent = 1 // the StartupMessage already forwarded ends with a ReadyForQuery
@@ -992,11 +1000,15 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 		if !ok {
 			return &pgwire.ProtocolError{Msg: "invalid BackendKeyData from server"}
 		}
+		client := key
+		if issued := s.backendScan.IssuedSecret(); issued != nil {
+			client.Secret = string(issued)
+		}
 		s.mu.Lock()
-		s.mu.key, s.mu.haveKey = key, true
+		s.mu.key, s.mu.haveKey = key, true // the server's: what a cancel must carry
 		s.mu.Unlock()
 		if s.opts.OnBackendKey != nil {
-			s.opts.OnBackendKey(key)
+			s.opts.OnBackendKey(key, client)
 		}
 	case 'S':
 		if s.opts.FenceStandby && isHotStandby(body) && s.inLogin() {

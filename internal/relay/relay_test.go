@@ -684,3 +684,56 @@ func TestServerResetAfterTerminate(t *testing.T) {
 		t.Fatalf("result %+v, want client_terminate", r)
 	}
 }
+
+// TestIssuedKey: with IssueKey, the client gets the server's process id with the issued
+// secret (a protocol 3.2 length here: 32 bytes), OnBackendKey gets both keys, and the cancel
+// of an aborted query carries the server's own key.
+func TestIssuedKey(t *testing.T) {
+	serverSecret := bytes.Repeat([]byte{0xAB}, 32)
+	var mu sync.Mutex
+	var gotServer, gotClient pgwire.CancelKey
+	h := newHarness(t, Options{
+		ServerFin: 10 * time.Second,
+		IssueKey: func(pid uint32, secret []byte) {
+			for i := range secret {
+				secret[i] = byte(pid) + byte(i)
+			}
+		},
+		OnBackendKey: func(server, client pgwire.CancelKey) {
+			mu.Lock()
+			gotServer, gotClient = server, client
+			mu.Unlock()
+		},
+	})
+	h.serverSend(&pgproto3.AuthenticationOk{}, &pgproto3.BackendKeyData{ProcessID: 42, SecretKey: serverSecret},
+		&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	expectClient[*pgproto3.AuthenticationOk](h)
+	k := expectClient[*pgproto3.BackendKeyData](h)
+	issued := make([]byte, 32)
+	for i := range issued {
+		issued[i] = 42 + byte(i)
+	}
+	if k.ProcessID != 42 || !bytes.Equal(k.SecretKey, issued) {
+		t.Fatalf("client got key %d/%x, want 42/%x", k.ProcessID, k.SecretKey, issued)
+	}
+	expectClient[*pgproto3.ReadyForQuery](h)
+	mu.Lock()
+	if gotServer != (pgwire.CancelKey{ProcessID: 42, Secret: string(serverSecret)}) ||
+		gotClient != (pgwire.CancelKey{ProcessID: 42, Secret: string(issued)}) {
+		t.Fatalf("OnBackendKey(%v, %v)", gotServer, gotClient)
+	}
+	mu.Unlock()
+
+	h.clientSend(&pgproto3.Query{String: "SELECT pg_sleep(60)"})
+	expectServer[*pgproto3.Query](h)
+	if err := h.client.CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	h.waitCancels(1)
+	h.mu.Lock()
+	got := h.cancels[0]
+	h.mu.Unlock()
+	if got.Secret != string(serverSecret) {
+		t.Fatalf("abort cancel carried secret %x, want the server's", got.Secret)
+	}
+}

@@ -1,0 +1,66 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"time"
+
+	"github.com/pgfront/pgfront/internal/config"
+	"github.com/pgfront/pgfront/internal/fleet"
+	"github.com/pgfront/pgfront/internal/frontend"
+)
+
+// minFleetSecret is the shortest fleet secret accepted: it keys the cancel keys' permutation
+// and authenticates the peer channel.
+const minFleetSecret = 32
+
+// buildFleet reads the fleet secret and resolves the instance name and static peers into g.
+func buildFleet(g *generation, fc config.Fleet) error {
+	secret, err := readToken("fleet.secret", fc.SecretFile, fc.SecretEnv)
+	if err != nil {
+		return err
+	}
+	if secret != nil && len(secret) < minFleetSecret {
+		// The length only: the secret itself is never logged.
+		return fmt.Errorf("fleet.secret: %d bytes; at least %d are required", len(secret), minFleetSecret)
+	}
+	g.fleetSecret = secret
+	g.fleetName = fc.Name
+	if g.fleetName == "" {
+		if g.fleetName, err = os.Hostname(); err != nil {
+			return fmt.Errorf("fleet.name: no name given and the host name is unknown: %w", err)
+		}
+	}
+	for _, p := range fc.Peers {
+		g.peers = append(g.peers, fleet.Peer{Addr: p})
+	}
+	return nil
+}
+
+// peerCancel is the admin listener's answer to a peer's forwarded CancelRequest: a session of
+// this process, or of the draining predecessor it took over from (a peer restarted for an
+// upgrade still owns its old sessions' keys). It never asks the peers back: no loops.
+func (a *App) peerCancel(req fleet.Request) bool {
+	start := time.Now()
+	err := a.frontend.CancelSession(req.Key)
+	result, level := "forwarded", slog.LevelInfo
+	switch {
+	case err == nil:
+	case !errors.Is(err, frontend.ErrUnknownCancelKey):
+		result, level = "failed", slog.LevelWarn // the session is here; its server did not take the cancel
+	case a.forwardCancel(req.Key):
+		result = "forwarded_predecessor"
+	default:
+		result, err = "unknown", nil
+	}
+	attrs := []slog.Attr{slog.String("route", req.Route), slog.String("result", result), slog.String("from", req.From),
+		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000)}
+	if err != nil {
+		attrs = append(attrs, slog.String("err", err.Error()))
+	}
+	a.log.LogAttrs(context.Background(), level, "peer cancel request", attrs...)
+	return result == "forwarded" || result == "forwarded_predecessor"
+}
