@@ -84,7 +84,7 @@ func wantPgError(t *testing.T, err error, code, msg string) {
 
 func TestAdminAPI(t *testing.T) {
 	p := pgtest.NewPrimary(t, nil)
-	cfg := strings.Replace(oneServerConfig(p, "timeouts:\n  queue: 1s\n", ""), "    servers:",
+	cfg := strings.Replace(oneServerConfig(p, "timeouts:\n  queue: 1s\n  failover_wait: 1s\n", ""), "    servers:",
 		"    health:\n      interval: 500ms\n      fast_interval: 100ms\n      timeout: 400ms\n      password: s3cret-pw\n    servers:", 1)
 	e := startProxy(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)

@@ -175,6 +175,7 @@ func (a *App) buildRoute(g *generation, rc *config.Route) (*frontend.Route, erro
 		Startup:        t.Startup.D(),
 		Connect:        t.Connect.D(),
 		Queue:          t.Queue.D(),
+		FailoverWait:   t.FailoverWait.D(),
 		ClientTCP:      keepAlive(rc.TCP.Client),
 		ServerTCP:      keepAlive(rc.TCP.Server),
 		Relay: relay.Options{

@@ -98,7 +98,7 @@ func TestExample(t *testing.T) {
 	}
 
 	global := Timeouts{
-		Startup: d("10s"), Connect: d("3s"), Queue: d("5s"), ClientIdle: d("1h"),
+		Startup: d("10s"), Connect: d("3s"), Queue: d("5s"), FailoverWait: d("35s"), ClientIdle: d("1h"),
 		IdleInTransaction: d("10m"), ServerIdle: 0, ClientFin: d("5s"), ServerFin: d("5s"),
 	}
 	roTimeouts := global
