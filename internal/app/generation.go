@@ -261,6 +261,7 @@ func (a *App) apply(g *generation, bind bool) ([]string, error) {
 			a.adm.SetMax(srv.Limit, sc.MaxConn)
 		}
 		plan.cl.SetKeepSessions(plan.cfg.OnMarkedDown == "keep")
+		plan.cl.SetStaticRoles(plan.cfg.Health.StaticRoles())
 		if plan.isNew {
 			if old != nil {
 				note("cluster %s: added (%d servers)", name, len(plan.servers))

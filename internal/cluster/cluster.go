@@ -104,6 +104,9 @@ type Cluster struct {
 	// keepSessions is on_marked_down: keep. False (the default) ends a route's sessions on a
 	// server that leaves the route's role.
 	keepSessions atomic.Bool
+	// staticRoles: the roles come from the config, not from the servers (tcp or no checks), so
+	// two primaries are the operator's word, not a split brain. Guarded by w.mu for writes.
+	staticRoles atomic.Bool
 
 	w watchers
 }
@@ -149,6 +152,16 @@ func (c *Cluster) SetServers(servers []*Server) {
 	close(c.w.mu.changed)
 	c.w.mu.changed = make(chan struct{})
 	c.notifyLocked(changes) // closes again when a split brain changed: harmless
+}
+
+// SetStaticRoles says whether the servers' roles come from the config rather than from checks
+// that ask the servers; only roles the servers claim themselves can be a split brain. Setting it
+// recomputes the split brain at once.
+func (c *Cluster) SetStaticRoles(static bool) {
+	c.w.mu.Lock()
+	c.staticRoles.Store(static)
+	changes := c.markSplitBrainLocked(nil)
+	c.notifyLocked(changes)
 }
 
 // KeepSessions reports on_marked_down: keep.
@@ -285,7 +298,7 @@ func (st State) claimsPrimary() bool {
 
 // markSplitBrainLocked sets SplitBrain on every server that claims to be primary while
 // another one does too and no authoritative role source decides (none of them holds the
-// leader key), and clears it everywhere else. The changes it makes are appended to changes.
+// leader key), and clears it everywhere else (and everywhere with static roles). The changes it makes are appended to changes.
 // c.w.mu is held: Modify is the only writer of server states.
 func (c *Cluster) markSplitBrainLocked(changes []change) []change {
 	servers := c.Servers()
@@ -296,7 +309,7 @@ func (c *Cluster) markSplitBrainLocked(changes []change) []change {
 			decided = decided || st.Leader == LeaderYes
 		}
 	}
-	split := claims > 1 && !decided
+	split := claims > 1 && !decided && !c.staticRoles.Load()
 	for _, srv := range servers {
 		cur := stateOf(srv)
 		want := split && cur.claimsPrimary()

@@ -157,3 +157,24 @@ func TestSplitBrainLeaderDecides(t *testing.T) {
 		t.Error("a primary is eligible during an election")
 	}
 }
+
+// TestSplitBrainNotWithStaticRoles: roles from the config (tcp checks) are the operator's word,
+// so two configured primaries are no split brain.
+func TestSplitBrainNotWithStaticRoles(t *testing.T) {
+	cl, rec := newTestCluster(t, "a", "b")
+	setRole(cl, "a", RolePrimary)
+	setRole(cl, "b", RolePrimary)
+	rec.take()
+	cl.SetStaticRoles(true)
+	if got, want := rec.take(), []string{"a:off", "b:off"}; !slices.Equal(got, want) {
+		t.Errorf("static roles: callbacks %v, want %v", got, want)
+	}
+	cl.Modify(cl.Server("a"), func(st *State) { st.Up = true })
+	if len(cl.SplitBrain()) != 0 {
+		t.Errorf("static roles: split brain %v", names(cl.SplitBrain()))
+	}
+	cl.SetStaticRoles(false)
+	if got, want := rec.take(), []string{"a:on", "b:on"}; !slices.Equal(got, want) {
+		t.Errorf("roles learned again: callbacks %v, want %v", got, want)
+	}
+}

@@ -229,8 +229,9 @@ func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
 		case st.Admin == cluster.AdminDrain:
 			rs.Drain(relay.CauseServerDown)
 		case route.Select.Keeps(st, fallback):
-		case st.SplitBrain:
-			// Even with on_marked_down: keep: no more writes may land on either primary.
+		case st.SplitBrain && (fallback || route.Select.Role == cluster.RolePrimary):
+			// A session placed to write ends even with on_marked_down: keep: no more writes
+			// may land on either primary.
 			rs.End(relay.CauseSplitBrain)
 		case route.Cluster.KeepSessions():
 		case !st.Up:
