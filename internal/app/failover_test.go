@@ -626,3 +626,55 @@ ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts:
 		}
 	}
 }
+
+// TestFailoverWaitOutlastsQueue: with the default timeouts, a primary-route client that arrives
+// when there is no primary waits longer than timeouts.queue (5s) — a Patroni election takes
+// ttl 30s — and is served by the server promoted 6s later.
+func TestFailoverWaitOutlastsQueue(t *testing.T) {
+	p, r := pgtest.NewPrimaryReplica(t)
+	e := startProxy(t, pairConfig(p, r, fastHealth, "", `
+rw: {listen: "127.0.0.1:0", cluster: c, role: primary}
+`))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	expectOn(t, ctx, mustDial(t, ctx, e, "rw"), p.Port, false)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitStateLog(t, e, 5*time.Second, "p", "up=false")
+
+	type served struct {
+		pl  placement
+		err error
+	}
+	waiter := make(chan served, 1)
+	arrived := time.Now()
+	go func() {
+		c, err := dialRoute(ctx, e, "rw")
+		if err != nil {
+			waiter <- served{err: err}
+			return
+		}
+		defer c.Close(context.Background())
+		pl, err := where(ctx, c)
+		waiter <- served{pl: pl, err: err}
+	}()
+	// The failover outlasts timeouts.queue: the client must still be waiting after 6s.
+	select {
+	case w := <-waiter:
+		t.Fatalf("the client gave up after %v (%+v); want it to wait timeouts.failover_wait (35s)", time.Since(arrived), w)
+	case <-time.After(6 * time.Second):
+	}
+	if err := r.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case w := <-waiter:
+		if w.err != nil || w.pl != (placement{port: r.Port}) {
+			t.Fatalf("the client waiting through the failover: %v on %v, want served by the promoted server", w.err, w.pl)
+		}
+		t.Logf("served %v after arriving", time.Since(arrived).Round(time.Millisecond))
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting client was not served within 20s of the promotion")
+	}
+}
