@@ -168,6 +168,7 @@ func (a *App) buildRoute(g *generation, rc *config.Route) (*frontend.Route, erro
 			MaxLagBytes:     int64(rc.MaxLag.Bytes),
 			MaxLagTime:      rc.MaxLag.Time.D(),
 			FallbackPrimary: rc.Fallback == "primary",
+			SyncStandbyOnly: rc.SyncStandbyOnly,
 		},
 		Balancer:       balance.New(policy),
 		Limit:          limit,

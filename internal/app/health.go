@@ -55,6 +55,7 @@ func (r *clusterReporter) ReportStatus(target string, st health.Status) {
 		}
 		s.LSN = st.LSN
 		s.LagSeconds = st.LagSeconds
+		s.NoLoadBalance, s.SyncStandby = st.NoLoadBalance, st.SyncStandby
 		s.LastCheck = st.LastCheck
 		s.CheckDuration = st.CheckDuration
 		s.LastErr = st.LastErr

@@ -546,6 +546,11 @@ type Route struct {
 	// qualifies: "primary" (default) or "none" (refuse). "" on routes of
 	// other roles.
 	Fallback string `json:"fallback"`
+	// SyncStandbyOnly keeps a replica route to synchronous standbys (as
+	// Patroni reports them), for reads that must see every committed
+	// write. Replica routes of clusters with health.check patroni only.
+	// Default false. Fallback to the primary still applies.
+	SyncStandbyOnly bool `json:"sync_standby_only"`
 	// TLS is what the route offers clients that ask for TLS.
 	TLS RouteTLS `json:"tls"`
 	// ProxyProtocol, when present, makes every connection to the route start

@@ -567,6 +567,9 @@ func TestProblems(t *testing.T) {
 		{"max_lag and fallback on non-replica routes", base + "    max_lag: {time: 1s}\n  all:\n    listen: :0\n    cluster: main\n    role: any\n    fallback: none\n",
 			[]want{{"max_lag", "routes.rw.max_lag", "applies only to replica routes (this route's role is primary)"},
 				{"fallback", "routes.all.fallback", "applies only to replica routes (this route's role is any)"}}},
+		{"sync_standby_only needs patroni, and a replica route", base + roRoute + "    sync_standby_only: true\n  rw2:\n    listen: :0\n    cluster: main\n    role: primary\n    sync_standby_only: true # rw2\n",
+			[]want{{"sync_standby_only", "routes.ro.sync_standby_only", "needs health.check patroni in cluster \"main\""},
+				{"true # rw2", "routes.rw2.sync_standby_only", "applies only to replica routes (this route's role is primary)"}}},
 		{"bad fallback", base + roRoute + "    fallback: any\n",
 			[]want{{"fallback", "routes.ro.fallback", `must be primary or none, not "any"`}}},
 		{"bad lag sizes and time", base + roRoute + "    max_lag:\n      bytes: 16mb\n      time: -1s\n" +
