@@ -275,7 +275,7 @@ func addrPortOf(t *testing.T, s string) netip.AddrPort {
 // TestCtl drives a real pgfront with `pgfront ctl`.
 func TestCtl(t *testing.T) {
 	p := pgtest.NewPrimary(t, nil)
-	e := startProxy(t, oneServerConfig(p, "", ""))
+	e := startProxy(t, oneServerConfig(p, "timeouts: {failover_wait: 1s}", ""))
 	c := e.connect("rw")
 	s := e.sessionOf(c)
 	addr := "http://" + e.app.AdminAddr().String()
