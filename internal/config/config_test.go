@@ -684,6 +684,10 @@ func TestLint(t *testing.T) {
 		want []want
 	}{
 		{"example-like base is clean", base, nil},
+		{"a patroni cluster's primary route refusing mid-election", strings.ReplaceAll(withHealth("      check: patroni\n"), "        role: ", "        patroni: 127.0.0.1:8008\n        # ") +
+			"    timeouts:\n      failover_wait: 10s\n",
+			[]want{{"failover_wait: 10s", "routes.rw.timeouts.failover_wait", "failover_wait is 10s on route rw, shorter than a default Patroni election (ttl 30s)"}}},
+		{"the default failover_wait waits out a patroni election", strings.ReplaceAll(withHealth("      check: patroni\n"), "        role: ", "        patroni: 127.0.0.1:8008\n        # "), nil},
 		{"global client_fin off with long idle is loud", "timeouts:\n  client_fin: 0s\n" + base,
 			[]want{{"client_fin", "timeouts.client_fin", "DANGER: client_fin is 0 (off)"}}},
 		{"client_fin off names the trap and the bound", "timeouts:\n  client_idle: 10m\n  idle_in_transaction: 5m\n  client_fin: 0s\n" + base,
