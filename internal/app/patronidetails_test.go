@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgfront/pgfront/internal/admin"
 	"github.com/pgfront/pgfront/internal/pgtest"
 )
 
@@ -95,8 +96,9 @@ routes:
 `, pgP.Addr(), rest["p"], pgA.Addr(), rest["a"], pgB.Addr(), rest["b"]))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	waitStateLog(t, e, 5*time.Second, "a", "role=replica")
-	waitStateLog(t, e, 5*time.Second, "b", "role=replica")
+	waitServers(t, e, "a a sync standby, b tagged noloadbalance", func(s map[string]admin.Server) bool {
+		return s["a"].Role == "replica" && s["a"].SyncStandby && s["a"].LagSeconds > 0 && s["b"].Role == "replica" && s["b"].NoLoadBalance
+	})
 
 	// onlyOn dials route n times (round robin would alternate) and fails unless every session
 	// runs on port.
@@ -131,27 +133,30 @@ routes:
 	// b loses its tag and becomes the synchronous standby; a is no longer one.
 	nodes["a"].set(func(n *scriptedNode) { n.syncStb = false })
 	nodes["b"].set(func(n *scriptedNode) { n.noLB, n.syncStb = false, true })
-	waitFor(t, 5*time.Second, "the sync-only route to reach b", func() bool {
-		c, err := dialRoute(ctx, e, "sync")
-		if err != nil {
-			return false
-		}
-		defer c.Close(ctx)
-		pl, err := where(ctx, c)
-		return err == nil && pl.port == pgB.Port
+	waitServers(t, e, "a no longer a sync standby, b one and untagged", func(s map[string]admin.Server) bool {
+		return !s["a"].SyncStandby && s["b"].SyncStandby && !s["b"].NoLoadBalance
 	})
 	onlyOn("sync", pgB.Port)
 	onlyOn("ro", pgB.Port)
 
 	// No synchronous standby: the sync-only route with fallback primary uses the primary.
 	nodes["b"].set(func(n *scriptedNode) { n.syncStb = false })
-	waitFor(t, 5*time.Second, "the sync-only route to fall back to the primary", func() bool {
-		c, err := dialRoute(ctx, e, "rofb")
-		if err != nil {
-			return false
+	waitServers(t, e, "b no longer a sync standby", func(s map[string]admin.Server) bool { return !s["b"].SyncStandby })
+	onlyOn("rofb", pgP.Port)
+}
+
+// waitServers waits until the admin API's servers of cluster c (by name) satisfy cond.
+func waitServers(t *testing.T, e *env, what string, cond func(map[string]admin.Server) bool) {
+	t.Helper()
+	waitFor(t, 5*time.Second, what, func() bool {
+		var list []admin.Server
+		if code := e.api("GET", "/api/v1/servers", "", nil, &list); code != 200 {
+			t.Fatalf("GET servers: %d", code)
 		}
-		defer c.Close(ctx)
-		pl, err := where(ctx, c)
-		return err == nil && pl.port == pgP.Port
+		byName := map[string]admin.Server{}
+		for _, s := range list {
+			byName[s.Name] = s
+		}
+		return cond(byName)
 	})
 }
