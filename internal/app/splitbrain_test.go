@@ -19,7 +19,7 @@ import (
 // TestSplitBrainStopsWrites: a second primary appears next to the first. The session on the
 // first ends (FATAL 57P03, cause split_brain), a new primary-route client waits
 // timeouts.failover_wait and is refused with 57P03 naming both servers, the gauge and the log
-// say so. When one primary stops, a client waiting meanwhile is served by the other and the
+// say so, and checks run at fast_interval. When one primary stops, a client waiting meanwhile is served by the other and the
 // gauge goes back to 0.
 func TestSplitBrainStopsWrites(t *testing.T) {
 	a := pgtest.NewPrimary(t, nil)
@@ -30,14 +30,14 @@ func TestSplitBrainStopsWrites(t *testing.T) {
 	e := startProxy(t, fmt.Sprintf(`
 clusters:
   c:
-    health: %s
+    health: {check: postgres, interval: 2s, fast_interval: 100ms, timeout: 250ms, rise: 1, fall: 1, jitter: 0}
     servers:
       - {name: a, address: %s}
       - {name: b, address: %s}
 routes:
   rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {failover_wait: 1s}}
   rwwait: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {failover_wait: 30s}}
-`, fastHealth, a.Addr(), b.Addr()))
+`, a.Addr(), b.Addr()))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
 	waitStateLog(t, e, 5*time.Second, "a", "role=primary", "up=true")
@@ -65,6 +65,13 @@ routes:
 	if lines := logLines(e, "level=WARN", "split brain: servers c/a and c/b both claim to be primary"); len(lines) != 1 {
 		t.Errorf("split brain WARN lines: %q, want one", lines)
 	}
+
+	// Checks run at fast_interval (100ms), not interval (2s), while the split brain lasts.
+	seen := map[float64]bool{}
+	waitFor(t, 1500*time.Millisecond, "five checks of a within 1.5s (fast_interval)", func() bool {
+		seen[e.value("pgfront_server_last_check_timestamp_seconds", "cluster", "c", "server", "a")] = true
+		return len(seen) >= 5
+	})
 
 	refused, took := expectRefused(t, ctx, e, "rw", "57P03")
 	if !strings.Contains(refused.Message, "servers c/a and c/b both claim to be primary") {
