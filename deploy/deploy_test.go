@@ -947,6 +947,7 @@ func TestRulesContent(t *testing.T) {
 		{"PgfrontBuiltinAlert", "", ""},
 		{"PgfrontServerDown", "1m", ""},
 		{"PgfrontNoPrimary", "30s", "critical"},
+		{"PgfrontSplitBrain", "10s", "critical"},
 		{"PgfrontRefusals", "5m", "warning"},
 		{"PgfrontSocketSampleFailing", "", ""},
 		{"PgfrontConfigReloadFailed", "", "warning"},
@@ -971,7 +972,7 @@ func TestRulesContent(t *testing.T) {
 
 	// Alerts that only make sense with a given label on their output.
 	for alert, label := range map[string]string{
-		"PgfrontBuiltinAlert": "alert", "PgfrontNoPrimary": "cluster", "PgfrontRefusals": "reason",
+		"PgfrontBuiltinAlert": "alert", "PgfrontNoPrimary": "cluster", "PgfrontSplitBrain": "cluster", "PgfrontRefusals": "reason",
 		"PgfrontServerDown": "server", "PgfrontTLSCertificateExpiry": "route",
 	} {
 		e, err := c.parser.ParseExpr(rules[alert].Expr)

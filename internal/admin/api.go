@@ -87,18 +87,25 @@ type Route struct {
 
 // Server is one PostgreSQL server as pgfront sees it.
 type Server struct {
-	Cluster    string    `json:"cluster"`
-	Name       string    `json:"name"`
-	Address    string    `json:"address"`
-	Role       string    `json:"role"` // primary, replica, unknown
-	Up         bool      `json:"up"`
-	Admin      string    `json:"admin"` // ready, drain, maint
-	Fenced     bool      `json:"fenced"`
-	LagBytes   int64     `json:"lag_bytes"`   // -1 unknown
-	LagSeconds float64   `json:"lag_seconds"` // -1 unknown
-	Sessions   int       `json:"sessions"`    // relayed now
-	MaxConn    int       `json:"maxconn"`     // 0 = unlimited
-	LastCheck  time.Time `json:"last_check"`  // zero: never checked
+	Cluster string `json:"cluster"`
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Role    string `json:"role"` // primary, replica, unknown
+	Up      bool   `json:"up"`
+	Admin   string `json:"admin"` // ready, drain, maint
+	Fenced  bool   `json:"fenced"`
+	// SplitBrain: the server claims to be primary while another does too, undecided; primary
+	// routes use neither.
+	SplitBrain bool `json:"split_brain"`
+	// NoLoadBalance and SyncStandby are what Patroni says (tag noloadbalance; a synchronous
+	// standby).
+	NoLoadBalance bool      `json:"noloadbalance"`
+	SyncStandby   bool      `json:"sync_standby"`
+	LagBytes      int64     `json:"lag_bytes"`   // -1 unknown
+	LagSeconds    float64   `json:"lag_seconds"` // -1 unknown
+	Sessions      int       `json:"sessions"`    // relayed now
+	MaxConn       int       `json:"maxconn"`     // 0 = unlimited
+	LastCheck     time.Time `json:"last_check"`  // zero: never checked
 	// CheckMillis is how long the last health check took.
 	CheckMillis float64 `json:"check_ms"`
 	LastError   string  `json:"last_error,omitempty"`

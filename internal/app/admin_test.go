@@ -84,7 +84,7 @@ func wantPgError(t *testing.T, err error, code, msg string) {
 
 func TestAdminAPI(t *testing.T) {
 	p := pgtest.NewPrimary(t, nil)
-	cfg := strings.Replace(oneServerConfig(p, "timeouts:\n  queue: 1s\n", ""), "    servers:",
+	cfg := strings.Replace(oneServerConfig(p, "timeouts:\n  queue: 1s\n  failover_wait: 1s\n", ""), "    servers:",
 		"    health:\n      interval: 500ms\n      fast_interval: 100ms\n      timeout: 400ms\n      password: s3cret-pw\n    servers:", 1)
 	e := startProxy(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -275,7 +275,7 @@ func addrPortOf(t *testing.T, s string) netip.AddrPort {
 // TestCtl drives a real pgfront with `pgfront ctl`.
 func TestCtl(t *testing.T) {
 	p := pgtest.NewPrimary(t, nil)
-	e := startProxy(t, oneServerConfig(p, "", ""))
+	e := startProxy(t, oneServerConfig(p, "timeouts: {failover_wait: 1s}", ""))
 	c := e.connect("rw")
 	s := e.sessionOf(c)
 	addr := "http://" + e.app.AdminAddr().String()

@@ -18,13 +18,15 @@ import (
 // sent to pgfront's listener reaches the server of the session whose key it carries, never
 // the balancer's next pick, and cancels that session's query only. Cancelling A, A, B, B
 // makes a cancel that followed the roundrobin miss at least once. An unknown key is dropped
-// and counted.
+// and counted. Both servers are primaries by the config (check: none): with checks that ask
+// the servers, two primaries would be a split brain and the route would use neither.
 func TestCancelRoutedToSessionServer(t *testing.T) {
 	p1 := pgtest.NewPrimary(t, nil)
 	p2 := pgtest.NewPrimary(t, nil)
 	e := startProxy(t, fmt.Sprintf(`
 clusters:
   c:
+    health: {check: none}
     servers:
       - name: a
         address: %s

@@ -61,7 +61,7 @@ routes:
 }
 
 // TestClientLeavesWhileWaitingAfterFailedConnect: a client whose connect was refused waits
-// (timeouts.queue, 30s here) for a server to appear, and is watched meanwhile as in the first
+// (timeouts.failover_wait, 30s here) for a server to appear, and is watched meanwhile as in the first
 // queue wait: one that closes ends its session at once (client_eof) instead of being held and
 // then connected for nobody; one that speaks out of turn gets FATAL 08P01.
 func TestClientLeavesWhileWaitingAfterFailedConnect(t *testing.T) {
@@ -99,7 +99,7 @@ clusters:
     servers:
       - {name: s, address: %s, role: primary}
 routes:
-  rw: {listen: "127.0.0.1:0", cluster: c, role: primary, connect_retries: 1, timeouts: {queue: 30s}}
+  rw: {listen: "127.0.0.1:0", cluster: c, role: primary, connect_retries: 1, timeouts: {failover_wait: 30s}}
 `, why, srv.Addr())
 }
 

@@ -43,7 +43,7 @@ routes:
 }
 
 // routeDSN is a connection string to a route without libpq's connect_timeout, so a client can
-// wait in pgfront's queue as long as the route's timeouts.queue allows.
+// wait in pgfront's queue as long as the route's timeouts.failover_wait allows.
 func routeDSN(e *env, route string) string {
 	a := e.addr(route)
 	return fmt.Sprintf("host=%s port=%d user=postgres dbname=postgres sslmode=disable", a.IP, a.Port)
@@ -201,8 +201,8 @@ func waitSessions(t *testing.T, e *env, n int) {
 func TestFailoverLearnsRoles(t *testing.T) {
 	p, r := pgtest.NewPrimaryReplica(t)
 	e := startProxy(t, pairConfig(p, r, fastHealth, "", `
-rw: {listen: "127.0.0.1:0", cluster: c, role: primary, balance: first, timeouts: {queue: 10s}}
-ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts: {queue: 10s}}
+rw: {listen: "127.0.0.1:0", cluster: c, role: primary, balance: first, timeouts: {failover_wait: 10s}}
+ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts: {failover_wait: 10s}}
 `))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -222,8 +222,8 @@ ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts:
 func TestFailoverPromote(t *testing.T) {
 	p, r := pgtest.NewPrimaryReplica(t)
 	e := startProxy(t, pairConfig(p, r, fastHealth, "", `
-rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {queue: 20s}}
-ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts: {queue: 20s}}
+rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {failover_wait: 20s}}
+ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts: {failover_wait: 20s}}
 `))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -315,12 +315,12 @@ ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts:
 // TestFailoverConnectBeforeDownSeen: a primary-route client that arrives after the primary
 // stopped but before a check noticed is sent to the dead primary; its connect is refused. No
 // other primary exists yet: like any client in the failover window it should wait
-// (timeouts.queue: 20s) and be served once the promotion is seen, not be refused with 08006.
+// (timeouts.failover_wait: 20s) and be served once the promotion is seen, not be refused with 08006.
 func TestFailoverConnectBeforeDownSeen(t *testing.T) {
 	p, r := pgtest.NewPrimaryReplica(t)
 	// Checks 2s apart without jitter: the client arrives well before the next check of p.
 	e := startProxy(t, pairConfig(p, r, `{check: postgres, interval: 2s, fast_interval: 100ms, timeout: 1s, rise: 1, fall: 1, jitter: 0}`, "", `
-rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {queue: 20s}}
+rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {failover_wait: 20s}}
 `))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -366,7 +366,7 @@ rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {queue: 20s}}
 }
 
 // TestFailoverNoPrimary: with the only primary stopped, a primary-route client waits
-// timeouts.queue (1s) for one to appear, then gets FATAL 57P03, cause no_server.
+// timeouts.failover_wait (1s) for one to appear, then gets FATAL 57P03, cause no_server.
 func TestFailoverNoPrimary(t *testing.T) {
 	p := pgtest.NewPrimary(t, nil)
 	e := startProxy(t, fmt.Sprintf(`
@@ -376,7 +376,7 @@ clusters:
     servers:
       - {name: p, address: %s}
 routes:
-  rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {queue: 1s}}
+  rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {failover_wait: 1s}}
 `, fastHealth, p.Addr()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -392,7 +392,7 @@ routes:
 		t.Fatalf("refusal message %q", pgErr.Message)
 	}
 	if took < 900*time.Millisecond || took > 3*time.Second {
-		t.Fatalf("refused after %v, want after timeouts.queue (1s)", took)
+		t.Fatalf("refused after %v, want after timeouts.failover_wait (1s)", took)
 	}
 	t.Logf("refused after %v", took.Round(time.Millisecond))
 	waitFor(t, 5*time.Second, "an end record with cause no_server", func() bool {
@@ -407,8 +407,8 @@ routes:
 func TestFailoverReplicaLag(t *testing.T) {
 	p, r := pgtest.NewPrimaryReplica(t)
 	e := startProxy(t, pairConfig(p, r, fastHealth, "", `
-ro: {listen: "127.0.0.1:0", cluster: c, role: replica, max_lag: {bytes: 1MB}, fallback: none, timeouts: {queue: 1s}}
-rofb: {listen: "127.0.0.1:0", cluster: c, role: replica, max_lag: {bytes: 1MB}, fallback: primary, timeouts: {queue: 1s}}
+ro: {listen: "127.0.0.1:0", cluster: c, role: replica, max_lag: {bytes: 1MB}, fallback: none, timeouts: {failover_wait: 1s}}
+rofb: {listen: "127.0.0.1:0", cluster: c, role: replica, max_lag: {bytes: 1MB}, fallback: primary, timeouts: {failover_wait: 1s}}
 `))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
@@ -490,7 +490,7 @@ rofb: {listen: "127.0.0.1:0", cluster: c, role: replica, max_lag: {bytes: 1MB}, 
 func TestFailoverKeepSessions(t *testing.T) {
 	p, r := pgtest.NewPrimaryReplica(t)
 	e := startProxy(t, pairConfig(p, r, fastHealth, "on_marked_down: keep", `
-ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts: {queue: 10s}}
+ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts: {failover_wait: 10s}}
 `))
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -522,7 +522,7 @@ clusters:
       - {name: fake, address: %s, role: primary}
       - {name: real, address: %s, role: primary}
 routes:
-  rw: {listen: "127.0.0.1:0", cluster: c, role: primary, balance: first, timeouts: {queue: 5s}}
+  rw: {listen: "127.0.0.1:0", cluster: c, role: primary, balance: first, timeouts: {failover_wait: 5s}}
 `, r.Addr(), p.Addr()))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
@@ -568,8 +568,8 @@ func TestFailoverMonitorSCRAM(t *testing.T) {
 		return fmt.Sprintf(`{check: postgres, interval: 300ms, fast_interval: 100ms, timeout: 250ms, rise: 1, fall: 1, user: mon, password_file: %q}`, file)
 	}
 	routes := `
-rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {queue: 1s}}
-ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts: {queue: 1s}}
+rw: {listen: "127.0.0.1:0", cluster: c, role: primary, timeouts: {failover_wait: 1s}}
+ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts: {failover_wait: 1s}}
 `
 	// The replica must have replayed the role before its checks can log in.
 	waitFor(t, 10*time.Second, "the role mon on the replica", func() bool {
@@ -624,5 +624,57 @@ ro: {listen: "127.0.0.1:0", cluster: c, role: replica, fallback: none, timeouts:
 		if strings.Contains(e.logs.String(), pw) || strings.Contains(eb.logs.String(), pw) {
 			t.Errorf("a password appears in pgfront's log")
 		}
+	}
+}
+
+// TestFailoverWaitOutlastsQueue: with the default timeouts, a primary-route client that arrives
+// when there is no primary waits longer than timeouts.queue (5s) — a Patroni election takes
+// ttl 30s — and is served by the server promoted 6s later.
+func TestFailoverWaitOutlastsQueue(t *testing.T) {
+	p, r := pgtest.NewPrimaryReplica(t)
+	e := startProxy(t, pairConfig(p, r, fastHealth, "", `
+rw: {listen: "127.0.0.1:0", cluster: c, role: primary}
+`))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	expectOn(t, ctx, mustDial(t, ctx, e, "rw"), p.Port, false)
+	if err := p.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	waitStateLog(t, e, 5*time.Second, "p", "up=false")
+
+	type served struct {
+		pl  placement
+		err error
+	}
+	waiter := make(chan served, 1)
+	arrived := time.Now()
+	go func() {
+		c, err := dialRoute(ctx, e, "rw")
+		if err != nil {
+			waiter <- served{err: err}
+			return
+		}
+		defer c.Close(context.Background())
+		pl, err := where(ctx, c)
+		waiter <- served{pl: pl, err: err}
+	}()
+	// The failover outlasts timeouts.queue: the client must still be waiting after 6s.
+	select {
+	case w := <-waiter:
+		t.Fatalf("the client gave up after %v (%+v); want it to wait timeouts.failover_wait (35s)", time.Since(arrived), w)
+	case <-time.After(6 * time.Second):
+	}
+	if err := r.Promote(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case w := <-waiter:
+		if w.err != nil || w.pl != (placement{port: r.Port}) {
+			t.Fatalf("the client waiting through the failover: %v on %v, want served by the promoted server", w.err, w.pl)
+		}
+		t.Logf("served %v after arriving", time.Since(arrived).Round(time.Millisecond))
+	case <-time.After(20 * time.Second):
+		t.Fatal("the waiting client was not served within 20s of the promotion")
 	}
 }

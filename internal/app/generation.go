@@ -176,6 +176,7 @@ func (a *App) buildRoute(g *generation, rc *config.Route) (*frontend.Route, erro
 			MaxLagBytes:     int64(rc.MaxLag.Bytes),
 			MaxLagTime:      rc.MaxLag.Time.D(),
 			FallbackPrimary: rc.Fallback == "primary",
+			SyncStandbyOnly: rc.SyncStandbyOnly,
 		},
 		Balancer:       balance.New(policy),
 		Limit:          limit,
@@ -183,6 +184,7 @@ func (a *App) buildRoute(g *generation, rc *config.Route) (*frontend.Route, erro
 		Startup:        t.Startup.D(),
 		Connect:        t.Connect.D(),
 		Queue:          t.Queue.D(),
+		FailoverWait:   t.FailoverWait.D(),
 		ClientTCP:      keepAlive(rc.TCP.Client),
 		ServerTCP:      keepAlive(rc.TCP.Server),
 		Relay: relay.Options{
@@ -272,6 +274,7 @@ func (a *App) apply(g *generation, bind bool) ([]string, error) {
 			a.adm.SetMax(srv.Limit, sc.MaxConn)
 		}
 		plan.cl.SetKeepSessions(plan.cfg.OnMarkedDown == "keep")
+		plan.cl.SetStaticRoles(plan.cfg.Health.StaticRoles())
 		if plan.isNew {
 			if old != nil {
 				note("cluster %s: added (%d servers)", name, len(plan.servers))

@@ -55,6 +55,7 @@ func (r *clusterReporter) ReportStatus(target string, st health.Status) {
 		}
 		s.LSN = st.LSN
 		s.LagSeconds = st.LagSeconds
+		s.NoLoadBalance, s.SyncStandby = st.NoLoadBalance, st.SyncStandby
 		s.LastCheck = st.LastCheck
 		s.CheckDuration = st.CheckDuration
 		s.LastErr = st.LastErr
@@ -63,8 +64,9 @@ func (r *clusterReporter) ReportStatus(target string, st health.Status) {
 	if r.monitor == nil || static {
 		return
 	}
-	// No primary (a failover in progress): check everyone at the fast interval so the new
-	// primary is seen within fast_interval, not interval.
+	// No usable primary (a failover in progress, or a split brain): check everyone at the
+	// fast interval so the new primary, or the end of the split brain, is seen within
+	// fast_interval, not interval.
 	if r.hasPrimary() {
 		r.monitor.Relax()
 	} else {

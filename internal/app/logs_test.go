@@ -201,7 +201,7 @@ func TestNoServerBecauseTLSVerificationFailed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := strings.Replace(oneServerConfig(p, "timeouts:\n  queue: 500ms\n", ""), "    servers:", fmt.Sprintf(
+	cfg := strings.Replace(oneServerConfig(p, "timeouts:\n  queue: 500ms\n  failover_wait: 500ms\n", ""), "    servers:", fmt.Sprintf(
 		"    server_tls: {mode: verify-full, ca_file: %s}\n    health: {check: postgres, interval: 300ms, fast_interval: 100ms, timeout: 250ms, fall: 1}\n    servers:",
 		otherFile), 1)
 	cfg = strings.Replace(cfg, "        role: primary\n", "", 1)

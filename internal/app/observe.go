@@ -148,7 +148,8 @@ func (b *adminBackend) Servers() []admin.Server {
 			st := srv.State()
 			out = append(out, admin.Server{
 				Cluster: srv.Cluster, Name: srv.Name, Address: srv.Addr, Role: st.Role.String(), Up: st.Up,
-				Admin: st.Admin.String(), Fenced: st.Fenced, LagBytes: st.LagBytes, LagSeconds: st.LagSeconds,
+				Admin: st.Admin.String(), Fenced: st.Fenced, SplitBrain: st.SplitBrain,
+				NoLoadBalance: st.NoLoadBalance, SyncStandby: st.SyncStandby, LagBytes: st.LagBytes, LagSeconds: st.LagSeconds,
 				Sessions: srv.Active(), MaxConn: srv.Limit.Max(), LastCheck: st.LastCheck,
 				CheckMillis: float64(st.CheckDuration.Microseconds()) / 1000, LastError: st.LastErr,
 			})

@@ -204,8 +204,8 @@ clusters:
     servers:
 %s
 routes:
-  rw: {listen: "127.0.0.1:0", cluster: pc, role: primary, timeouts: {queue: 45s}}
-  ro: {listen: "127.0.0.1:0", cluster: pc, role: replica, fallback: none, timeouts: {queue: 10s}}
+  rw: {listen: "127.0.0.1:0", cluster: pc, role: primary, timeouts: {failover_wait: 45s}}
+  ro: {listen: "127.0.0.1:0", cluster: pc, role: replica, fallback: none, timeouts: {failover_wait: 10s}}
 `, servers.String()))
 
 	// Roles: rw reaches the leader, ro a replica.

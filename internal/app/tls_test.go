@@ -516,7 +516,7 @@ func TestServerTLSVerificationFailures(t *testing.T) {
 			if tc.mode != "require" {
 				serverTLS += "      ca_file: " + f.caFile + "\n"
 			}
-			cfg := strings.Replace(oneServerConfig(tc.p, "timeouts:\n  queue: 1s\nconnect_retries: 0\n", ""), "    servers:",
+			cfg := strings.Replace(oneServerConfig(tc.p, "timeouts:\n  queue: 1s\n  failover_wait: 1s\nconnect_retries: 0\n", ""), "    servers:",
 				serverTLS+"    health: {check: none}\n    servers:", 1)
 			e := startProxy(t, cfg)
 			ctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)

@@ -104,6 +104,9 @@ type Cluster struct {
 	// keepSessions is on_marked_down: keep. False (the default) ends a route's sessions on a
 	// server that leaves the route's role.
 	keepSessions atomic.Bool
+	// staticRoles: the roles come from the config, not from the servers (tcp or no checks), so
+	// two primaries are the operator's word, not a split brain. Guarded by w.mu for writes.
+	staticRoles atomic.Bool
 
 	w watchers
 }
@@ -134,11 +137,31 @@ func (c *Cluster) Server(name string) *Server {
 // for a server of the cluster looks again. Servers left out are the caller's to drain.
 func (c *Cluster) SetServers(servers []*Server) {
 	servers = slices.Clone(servers)
-	c.servers.Store(&servers)
 	c.w.mu.Lock()
+	var changes []change
+	for _, srv := range c.Servers() { // a server that leaves is in no split brain
+		if st := stateOf(srv); st.SplitBrain && !slices.Contains(servers, srv) {
+			next := st
+			next.SplitBrain = false
+			srv.state.Store(&next)
+			changes = append(changes, change{srv, st, next})
+		}
+	}
+	c.servers.Store(&servers)
+	changes = c.markSplitBrainLocked(changes) // a server that left may have been one of two primaries
 	close(c.w.mu.changed)
 	c.w.mu.changed = make(chan struct{})
-	c.w.mu.Unlock()
+	c.notifyLocked(changes) // closes again when a split brain changed: harmless
+}
+
+// SetStaticRoles says whether the servers' roles come from the config rather than from checks
+// that ask the servers; only roles the servers claim themselves can be a split brain. Setting it
+// recomputes the split brain at once.
+func (c *Cluster) SetStaticRoles(static bool) {
+	c.w.mu.Lock()
+	c.staticRoles.Store(static)
+	changes := c.markSplitBrainLocked(nil)
+	c.notifyLocked(changes)
 }
 
 // KeepSessions reports on_marked_down: keep.
@@ -202,7 +225,8 @@ func (c *Cluster) Update(srv *Server, st State) { c.Modify(srv, func(cur *State)
 // replica's byte lag against the cluster's latest primary position. The read-modify-write is
 // atomic, so the health monitor and an administrator never lose each other's changes. If
 // anything a route decides on changed, the waiters and callbacks are told (callbacks outside
-// the lock).
+// the lock). Under the same lock it recomputes the split brain over all servers (see
+// State.SplitBrain): a change there is told for each server it affects, on this goroutine.
 func (c *Cluster) Modify(srv *Server, fn func(*State)) {
 	c.w.mu.Lock()
 	st := *srv.state.Load()
@@ -218,19 +242,100 @@ func (c *Cluster) Modify(srv *Server, fn func(*State)) {
 	default:
 		st.LagBytes = -1
 	}
-	old := srv.state.Swap(&st)
-	changed := old.Up != st.Up || old.Role != st.Role || old.Admin != st.Admin || old.Fenced != st.Fenced ||
+	// SplitBrain is computed below over all servers, never set by fn; a server no longer in
+	// the list (a reload removed it) is in no split brain.
+	st.SplitBrain = stateOf(srv).SplitBrain && slices.Contains(c.Servers(), srv)
+	prev := srv.state.Swap(&st)
+	changes := []change{{srv, *prev, st}}
+	if !routingChanged(*prev, st) {
+		changes = changes[:0]
+	}
+	changes = c.markSplitBrainLocked(changes)
+	c.notifyLocked(changes)
+}
+
+// stateOf returns srv's current state.
+func stateOf(srv *Server) State { return *srv.state.Load() }
+
+// change is one server's state change, told to the callbacks outside the lock.
+type change struct {
+	srv      *Server
+	old, new State
+}
+
+// routingChanged reports whether anything a route or a log line decides on differs.
+func routingChanged(old, st State) bool {
+	return old.Up != st.Up || old.Role != st.Role || old.Admin != st.Admin || old.Fenced != st.Fenced ||
 		old.Leader != st.Leader || old.SplitBrain != st.SplitBrain || old.NoLoadBalance != st.NoLoadBalance ||
 		old.SyncStandby != st.SyncStandby ||
 		old.LagBytes != st.LagBytes || old.LagSeconds != st.LagSeconds
+}
+
+// notifyLocked wakes the waiters when anything changed and calls the callbacks, after
+// unlocking c.w.mu (which the caller holds).
+func (c *Cluster) notifyLocked(changes []change) {
 	var callbacks []callback
-	if changed {
+	if len(changes) > 0 {
 		close(c.w.mu.changed)
 		c.w.mu.changed = make(chan struct{})
 		callbacks = c.w.mu.callbacks
 	}
 	c.w.mu.Unlock()
-	for _, cb := range callbacks {
-		cb.fn(srv, *old, st)
+	for _, ch := range changes {
+		for _, cb := range callbacks {
+			cb.fn(ch.srv, ch.old, ch.new)
+		}
 	}
+}
+
+// claimsPrimary reports whether a server in state st takes part in deciding a split brain:
+// it is up, a check says it is a primary, no session found it in recovery, an administrator
+// has not taken it out (drain or maint: an operator resolves a split brain that way) and no
+// authoritative role source says it lost the leader key.
+func (st State) claimsPrimary() bool {
+	return st.Up && st.Role == RolePrimary && !st.Fenced && st.Admin == AdminReady && st.Leader != LeaderNo
+}
+
+// markSplitBrainLocked sets SplitBrain on every server that claims to be primary while
+// another one does too and no authoritative role source decides (none of them holds the
+// leader key), and clears it everywhere else (and everywhere with static roles). The changes it makes are appended to changes.
+// c.w.mu is held: Modify is the only writer of server states.
+func (c *Cluster) markSplitBrainLocked(changes []change) []change {
+	servers := c.Servers()
+	claims, decided := 0, false
+	for _, srv := range servers {
+		if st := stateOf(srv); st.claimsPrimary() {
+			claims++
+			decided = decided || st.Leader == LeaderYes
+		}
+	}
+	split := claims > 1 && !decided && !c.staticRoles.Load()
+	for _, srv := range servers {
+		cur := stateOf(srv)
+		want := split && cur.claimsPrimary()
+		if cur.SplitBrain == want {
+			continue
+		}
+		st := cur
+		st.SplitBrain = want
+		srv.state.Store(&st)
+		if i := slices.IndexFunc(changes, func(ch change) bool { return ch.srv == srv }); i >= 0 {
+			changes[i].new = st
+		} else {
+			changes = append(changes, change{srv, cur, st})
+		}
+	}
+	return changes
+}
+
+// SplitBrain returns the servers now in a split brain (see State.SplitBrain), in cluster
+// order; none when there is none.
+func (c *Cluster) SplitBrain() []*Server {
+	var out []*Server
+	for _, srv := range c.Servers() {
+		if srv.State().SplitBrain {
+			out = append(out, srv)
+		}
+	}
+	return out
 }

@@ -92,6 +92,7 @@ type Selector struct {
 	MaxLagBytes     int64         // replica routes: 0 = no bound
 	MaxLagTime      time.Duration // replica routes: 0 = no bound
 	FallbackPrimary bool          // replica routes: use the primary when no replica qualifies
+	SyncStandbyOnly bool          // replica routes: only replicas Patroni reports as synchronous standbys
 }
 
 // Eligible reports whether a server in state st may take new sessions of the route, not
@@ -104,9 +105,17 @@ func (sel Selector) Eligible(st State) bool {
 	case RolePrimary:
 		return st.writable()
 	case RoleReplica:
-		return st.Role == RoleReplica && !st.Lagging(sel.MaxLagBytes, sel.MaxLagTime)
+		return sel.replicaQualifies(st)
 	}
 	return true
+}
+
+// replicaQualifies reports whether a server in state st may serve a replica route: a replica
+// within the lag bounds, not tagged noloadbalance in Patroni, and a synchronous standby if the
+// route asks for one.
+func (sel Selector) replicaQualifies(st State) bool {
+	return st.Role == RoleReplica && !st.Lagging(sel.MaxLagBytes, sel.MaxLagTime) && !st.NoLoadBalance &&
+		(!sel.SyncStandbyOnly || st.SyncStandby)
 }
 
 // writable reports whether a primary route may send writes to a server in state st: it is a
@@ -129,7 +138,7 @@ func (sel Selector) Keeps(st State, fallback bool) bool {
 	case RolePrimary:
 		return st.writable()
 	case RoleReplica:
-		return st.Role == RoleReplica && !st.Lagging(sel.MaxLagBytes, sel.MaxLagTime)
+		return sel.replicaQualifies(st)
 	}
 	return true
 }

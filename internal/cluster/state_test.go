@@ -133,3 +133,40 @@ func TestClusterModifyComputesLagAndNotifies(t *testing.T) {
 		t.Fatalf("callbacks %v", got)
 	}
 }
+
+// TestSelectorPatroniDetails: Patroni's noloadbalance tag keeps a replica out of replica routes
+// (the fallback primary is unaffected), and a sync-only route takes synchronous standbys only.
+func TestSelectorPatroniDetails(t *testing.T) {
+	primary := State{Up: true, Role: RolePrimary, NoLoadBalance: true}
+	replica := State{Up: true, Role: RoleReplica, LagBytes: 0, LagSeconds: 0}
+	noLB := State{Up: true, Role: RoleReplica, NoLoadBalance: true}
+	sync := State{Up: true, Role: RoleReplica, SyncStandby: true}
+	syncNoLB := State{Up: true, Role: RoleReplica, SyncStandby: true, NoLoadBalance: true}
+	tests := []struct {
+		name         string
+		sel          Selector
+		states       []State
+		want         []int
+		wantFallback bool
+	}{
+		{"noloadbalance out of a replica route", Selector{Role: RoleReplica}, []State{noLB, replica}, []int{1}, false},
+		{"noloadbalance stays on the primary route", Selector{Role: RolePrimary}, []State{primary, noLB}, []int{0}, false},
+		{"fallback primary tagged noloadbalance", Selector{Role: RoleReplica, FallbackPrimary: true}, []State{noLB, primary}, []int{1}, true},
+		{"sync only", Selector{Role: RoleReplica, SyncStandbyOnly: true}, []State{replica, sync, noLB}, []int{1}, false},
+		{"sync only, tagged noloadbalance", Selector{Role: RoleReplica, SyncStandbyOnly: true}, []State{syncNoLB, replica}, nil, false},
+		{"sync only falls back", Selector{Role: RoleReplica, SyncStandbyOnly: true, FallbackPrimary: true}, []State{replica, primary}, []int{1}, true},
+		{"any route ignores the tag", Selector{Role: RoleAny}, []State{noLB}, []int{0}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, fb := tt.sel.Select(nil, tt.states)
+			if !slices.Equal(got, tt.want) || fb != tt.wantFallback {
+				t.Errorf("Select = %v, %v; want %v, %v", got, fb, tt.want, tt.wantFallback)
+			}
+		})
+	}
+	sel := Selector{Role: RoleReplica, SyncStandbyOnly: true}
+	if !sel.Keeps(sync, false) || sel.Keeps(replica, false) || sel.Keeps(syncNoLB, false) {
+		t.Error("Keeps: a sync-only route keeps sessions only on untagged synchronous standbys")
+	}
+}

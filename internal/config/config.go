@@ -343,6 +343,15 @@ type Timeouts struct {
 	// Queue is the longest wait for a slot under maxconn. Default 5s;
 	// 0 = refuse at once.
 	Queue Duration `json:"queue"`
+	// FailoverWait is the longest wait, counted from the client's arrival,
+	// for the route to have a server at all (a failover, a split brain):
+	// then FATAL 57P03. Default 35s, so a client waits out a default
+	// Patroni election (ttl 30s, then loop_wait) instead of being refused
+	// mid-failover; 0 = refuse at once. Separate from Queue (the wait for a
+	// slot once there is a server); neither is part of Startup. A client
+	// waits at most the longer of the two, and is watched throughout (one
+	// that leaves is gone from the wait at once).
+	FailoverWait Duration `json:"failover_wait"`
 	// ClientIdle bounds client silence while no transaction is open.
 	// Default 1h; 0 = off.
 	ClientIdle Duration `json:"client_idle"`
@@ -374,6 +383,7 @@ func (t *Timeouts) fields() []timeoutField {
 		{"startup", &t.Startup},
 		{"connect", &t.Connect},
 		{"queue", &t.Queue},
+		{"failover_wait", &t.FailoverWait},
 		{"client_idle", &t.ClientIdle},
 		{"idle_in_transaction", &t.IdleInTransaction},
 		{"server_idle", &t.ServerIdle},
@@ -538,6 +548,11 @@ type Route struct {
 	// qualifies: "primary" (default) or "none" (refuse). "" on routes of
 	// other roles.
 	Fallback string `json:"fallback"`
+	// SyncStandbyOnly keeps a replica route to synchronous standbys (as
+	// Patroni reports them), for reads that must see every committed
+	// write. Replica routes of clusters with health.check patroni only.
+	// Default false. Fallback to the primary still applies.
+	SyncStandbyOnly bool `json:"sync_standby_only"`
 	// TLS is what the route offers clients that ask for TLS.
 	TLS RouteTLS `json:"tls"`
 	// ProxyProtocol, when present, makes every connection to the route start

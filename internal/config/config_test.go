@@ -98,7 +98,7 @@ func TestExample(t *testing.T) {
 	}
 
 	global := Timeouts{
-		Startup: d("10s"), Connect: d("3s"), Queue: d("5s"), ClientIdle: d("1h"),
+		Startup: d("10s"), Connect: d("3s"), Queue: d("5s"), FailoverWait: d("35s"), ClientIdle: d("1h"),
 		IdleInTransaction: d("10m"), ServerIdle: 0, ClientFin: d("5s"), ServerFin: d("5s"),
 	}
 	roTimeouts := global
@@ -568,6 +568,9 @@ func TestProblems(t *testing.T) {
 		{"max_lag and fallback on non-replica routes", base + "    max_lag: {time: 1s}\n  all:\n    listen: :0\n    cluster: main\n    role: any\n    fallback: none\n",
 			[]want{{"max_lag", "routes.rw.max_lag", "applies only to replica routes (this route's role is primary)"},
 				{"fallback", "routes.all.fallback", "applies only to replica routes (this route's role is any)"}}},
+		{"sync_standby_only needs patroni, and a replica route", base + roRoute + "    sync_standby_only: true\n  rw2:\n    listen: :0\n    cluster: main\n    role: primary\n    sync_standby_only: true # rw2\n",
+			[]want{{"sync_standby_only", "routes.ro.sync_standby_only", "needs health.check patroni in cluster \"main\""},
+				{"true # rw2", "routes.rw2.sync_standby_only", "applies only to replica routes (this route's role is primary)"}}},
 		{"bad fallback", base + roRoute + "    fallback: any\n",
 			[]want{{"fallback", "routes.ro.fallback", `must be primary or none, not "any"`}}},
 		{"bad lag sizes and time", base + roRoute + "    max_lag:\n      bytes: 16mb\n      time: -1s\n" +
@@ -682,6 +685,10 @@ func TestLint(t *testing.T) {
 		want []want
 	}{
 		{"example-like base is clean", base, nil},
+		{"a patroni cluster's primary route refusing mid-election", strings.ReplaceAll(withHealth("      check: patroni\n"), "        role: ", "        patroni: 127.0.0.1:8008\n        # ") +
+			"    timeouts:\n      failover_wait: 10s\n",
+			[]want{{"failover_wait: 10s", "routes.rw.timeouts.failover_wait", "failover_wait is 10s on route rw, shorter than a default Patroni election (ttl 30s)"}}},
+		{"the default failover_wait waits out a patroni election", strings.ReplaceAll(withHealth("      check: patroni\n"), "        role: ", "        patroni: 127.0.0.1:8008\n        # "), nil},
 		{"global client_fin off with long idle is loud", "timeouts:\n  client_fin: 0s\n" + base,
 			[]want{{"client_fin", "timeouts.client_fin", "DANGER: client_fin is 0 (off)"}}},
 		{"client_fin off names the trap and the bound", "timeouts:\n  client_idle: 10m\n  idle_in_transaction: 5m\n  client_fin: 0s\n" + base,

@@ -373,6 +373,7 @@ func (d *decoder) routes(n ast.Node, path string) map[string]*Route {
 				})
 			}},
 			{"fallback", d.str(&r.Fallback)},
+			{"sync_standby_only", d.bool(&r.SyncStandbyOnly)},
 			{"tls", func(n ast.Node, p string) {
 				t := &r.TLS
 				d.mapping(n, p, []field{

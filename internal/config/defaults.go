@@ -19,6 +19,7 @@ var defaultTimeouts = Timeouts{
 	Startup:           Duration(10 * time.Second),
 	Connect:           Duration(3 * time.Second),
 	Queue:             Duration(5 * time.Second),
+	FailoverWait:      Duration(35 * time.Second),
 	ClientIdle:        Duration(time.Hour),
 	IdleInTransaction: Duration(10 * time.Minute),
 	ServerIdle:        0,

@@ -165,6 +165,7 @@ func (l *linter) route(r *Route) {
 		l.warn(p+".on_client_fin", "on_client_fin is forward and server_fin is 0 (off): after a client half-closes, nothing bounds the wait for the server to close, and the session holds its maxconn slot until it does; set server_fin or use on_client_fin: abort")
 	}
 	cl := l.c.Clusters[r.Cluster]
+	l.failoverWait(r, cl)
 	// Learned roles can change at any time: only a static role can be
 	// missing for good.
 	if cl == nil || !cl.Health.StaticRoles() {
@@ -182,6 +183,25 @@ func (l *linter) route(r *Route) {
 		}
 	}
 	l.warn(p+".role", "cluster %q has no server with role %s: this route has nowhere to send clients", r.Cluster, r.Role)
+}
+
+// patroniElection is how long a default Patroni election takes at least: the leader key's
+// ttl.
+const patroniElection = 30 * time.Second
+
+// failoverWait warns when a primary route of a Patroni cluster refuses clients before a
+// default election can have ended. It points at the route's own failover_wait, or at the
+// global one it inherits.
+func (l *linter) failoverWait(r *Route, cl *Cluster) {
+	if cl == nil || cl.Health.Check != "patroni" || r.Role != "primary" || r.Timeouts.FailoverWait.D() >= patroniElection {
+		return
+	}
+	path := "routes." + r.Name + ".timeouts.failover_wait"
+	if _, own := l.m.lines[path]; !own {
+		path = "timeouts.failover_wait"
+	}
+	l.warn(path, "failover_wait is %s on route %s, shorter than a default Patroni election (ttl 30s): clients that arrive when the leader fails are refused with 57P03 before a new one can be elected; the default 35s waits it out",
+		r.Timeouts.FailoverWait, r.Name)
 }
 
 func (l *linter) cluster(cl *Cluster) {

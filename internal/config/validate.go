@@ -402,8 +402,12 @@ func (v *validator) route(r *Route, listens map[string][]listenAddr) {
 	switch r.Role {
 	case "replica":
 		v.oneOf(p+".fallback", r.Fallback, "primary", "none")
+		if cl := v.c.Clusters[r.Cluster]; r.SyncStandbyOnly && cl != nil && cl.Health.Check != "patroni" {
+			v.bad(p+".sync_standby_only", "needs health.check patroni in cluster %q (only Patroni says which replicas are synchronous standbys; with check %s the route would never have a server)",
+				r.Cluster, cl.Health.Check)
+		}
 	case "primary", "any":
-		for _, k := range []string{"max_lag", "fallback"} {
+		for _, k := range []string{"max_lag", "fallback", "sync_standby_only"} {
 			if _, ok := v.m.lines[p+"."+k]; ok {
 				v.bad(p+"."+k, "applies only to replica routes (this route's role is %s)", r.Role)
 			}

@@ -69,7 +69,10 @@ func printServers(w io.Writer, body []byte, now time.Time) error {
 			health = "up"
 		}
 		fenced := ""
-		if s.Fenced {
+		switch {
+		case s.SplitBrain:
+			fenced = "split_brain"
+		case s.Fenced:
 			fenced = "fenced"
 		}
 		lag, lagS := "?", "?"

@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +47,9 @@ type Route struct {
 	Startup time.Duration // first packet; and, separately, the login
 	Connect time.Duration // per connection attempt
 	Queue   time.Duration // wait for a maxconn slot; 0 = refuse at once
+	// FailoverWait bounds the wait, from the client's arrival, while the route has no eligible
+	// server at all (a failover, a split brain); 0 = refuse at once.
+	FailoverWait time.Duration
 	// ClientTCP and ServerTCP find a peer that vanished without FIN or RST: keepalive and
 	// TCP_USER_TIMEOUT of the route's client sockets, and of the sockets it dials to servers
 	// (sessions and their cancel requests).
@@ -142,7 +146,12 @@ type Frontend struct {
 	lines *connLog // one line per client connection
 
 	applyMu sync.Mutex // serializes Apply: one reload at a time
-	mu      struct {
+	// split guards the split brain each cluster was last logged with (by cluster name; "" none).
+	split struct {
+		sync.Mutex
+		last map[string]string
+	}
+	mu struct {
 		sync.Mutex
 		listeners map[string]*listener        // by listenKey
 		serving   bool                        // Serve ran: new listeners start accepting at once
@@ -236,7 +245,12 @@ func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
 			rs.End(relay.CauseServerDown)
 		case st.Admin == cluster.AdminDrain:
 			rs.Drain(relay.CauseServerDown)
-		case route.Select.Keeps(st, fallback) || route.Cluster.KeepSessions():
+		case route.Select.Keeps(st, fallback):
+		case st.SplitBrain && (fallback || route.Select.Role == cluster.RolePrimary):
+			// A session placed to write ends even with on_marked_down: keep: no more writes
+			// may land on either primary.
+			rs.End(relay.CauseSplitBrain)
+		case route.Cluster.KeepSessions():
 		case !st.Up:
 			rs.End(relay.CauseServerDown)
 		default:
@@ -244,6 +258,75 @@ func (f *Frontend) serverChanged(srv *cluster.Server, old, st cluster.State) {
 		}
 	}
 	f.logStateChange(srv, old, st)
+	if old.SplitBrain != st.SplitBrain {
+		f.logSplitBrain(srv.Cluster, f.clusterOf(srv))
+	}
+}
+
+// clusterOf returns the cluster srv belongs to among the routes' clusters, or nil.
+func (f *Frontend) clusterOf(srv *cluster.Server) *cluster.Cluster {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	for cl := range f.mu.clusters {
+		if cl.Name == srv.Cluster {
+			return cl
+		}
+	}
+	return nil
+}
+
+// logSplitBrain writes one WARN line when a split brain of cluster name begins (or its servers
+// change) and one INFO line when it ends. Callbacks of one change arrive once per server and
+// may interleave with another change's, so it reads the cluster's state now and compares it
+// with what it last logged.
+func (f *Frontend) logSplitBrain(name string, cl *cluster.Cluster) {
+	var now []*cluster.Server
+	if cl != nil {
+		now = cl.SplitBrain()
+	}
+	desc := splitBrainClaim(now)
+	f.split.Lock()
+	defer f.split.Unlock()
+	if f.split.last == nil {
+		f.split.last = make(map[string]string)
+	}
+	was := f.split.last[name]
+	if was == desc {
+		return
+	}
+	f.split.last[name] = desc
+	if desc == "" {
+		f.log.Info("split brain over: at most one server claims to be primary", "cluster", name, "was", was)
+		return
+	}
+	f.log.Warn("split brain: "+desc+"; primary routes refuse new sessions and end the existing ones",
+		"cluster", name)
+}
+
+// splitBrainClaim says who is in a split brain: "servers main/a and main/b both claim to be
+// primary"; "" for none.
+func splitBrainClaim(servers []*cluster.Server) string {
+	if len(servers) == 0 {
+		return ""
+	}
+	var b strings.Builder
+	b.WriteString("servers ")
+	for i, srv := range servers {
+		switch {
+		case i == 0:
+		case i == len(servers)-1:
+			b.WriteString(" and ")
+		default:
+			b.WriteString(", ")
+		}
+		b.WriteString(srv.FullName())
+	}
+	if len(servers) == 2 {
+		b.WriteString(" both claim to be primary")
+	} else {
+		b.WriteString(" all claim to be primary")
+	}
+	return b.String()
 }
 
 // logStateChange writes the one line of a server's state change, whoever made it (a health

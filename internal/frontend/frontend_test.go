@@ -91,7 +91,7 @@ func newTestFrontend(t testing.TB, serverAddr string) *Frontend {
 	r := &Route{
 		Name: "rw", Listen: "127.0.0.1:0", Cluster: cluster.NewCluster("c", []*cluster.Server{srv}, false),
 		Select: cluster.Selector{Role: cluster.RolePrimary}, Balancer: balance.New(balance.First), Limit: adm.NewLimit("rw", 0),
-		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second,
+		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second, FailoverWait: time.Second,
 		Relay: relay.Options{ClientIdle: time.Hour, ClientFin: time.Second, ServerFin: time.Second},
 	}
 	f, err := New(Options{Routes: []*Route{r}, Admission: adm, Global: adm.NewLimit("global", 0),
@@ -220,7 +220,7 @@ func TestLoginRefusedMovesToNextServer(t *testing.T) {
 	r := &Route{
 		Name: "rw", Listen: "127.0.0.1:0", Cluster: cluster.NewCluster("c", srvs, false),
 		Select: cluster.Selector{Role: cluster.RolePrimary}, Balancer: balance.New(balance.First), Limit: adm.NewLimit("rw", 0),
-		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second,
+		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second, FailoverWait: time.Second,
 	}
 	f, err := New(Options{Routes: []*Route{r}, Admission: adm, Global: adm.NewLimit("global", 0),
 		Logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -83,7 +83,7 @@ func newLoggedFrontend(t *testing.T, serverAddr string, adjust func(r *Route, ad
 	l.r = &Route{
 		Name: "rw", Listen: "127.0.0.1:0", Cluster: cluster.NewCluster("c", []*cluster.Server{l.srv}, false),
 		Select: cluster.Selector{Role: cluster.RolePrimary}, Balancer: balance.New(balance.First), Limit: adm.NewLimit("rw", 0),
-		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second,
+		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second, FailoverWait: time.Second,
 		Relay: relay.Options{ClientIdle: time.Hour, ClientFin: time.Second, ServerFin: time.Second},
 	}
 	if adjust != nil {

@@ -607,7 +607,7 @@ func (s *session) relayEnded(e *establishing, srv *cluster.Server, res relay.Res
 
 // retryElsewhere moves a session whose server was a standby (on a primary route) or refused
 // the login (57P03: shutting down in a failover) to another server, waiting for one within
-// timeouts.queue when none is eligible yet.
+// timeouts.failover_wait when none is eligible yet.
 func (s *session) retryElsewhere(e *establishing, bad *cluster.Server, cause relay.Cause) {
 	r := s.route
 	e.pick.exclude(bad)
@@ -618,8 +618,8 @@ func (s *session) retryElsewhere(e *establishing, bad *cluster.Server, cause rel
 	if e.retries > maxRetries {
 		err = fmt.Errorf("%d servers refused the session (%s); pgfront tries at most %d", e.retries, cause, maxRetries+1)
 	} else if err = s.rechoose(e.pick, e.ticket); err != nil && !errors.Is(err, errClientLeft) && !errors.Is(err, errClientSpoke) {
-		err = &boundError{fmt.Sprintf("%s refused the session (%s) and no other server of route %q was available within timeouts.queue (%s)",
-			bad.FullName(), cause, r.Name, r.Queue), err}
+		err = &boundError{fmt.Sprintf("%s refused the session (%s) and no other server of route %q was available within timeouts.failover_wait (%s)",
+			bad.FullName(), cause, r.Name, r.FailoverWait), err}
 	}
 	if err != nil {
 		if o, ok := s.clientOutcome(err); ok && s.stoppedCause() == relay.CauseNone {
@@ -723,38 +723,37 @@ func (s *session) admit(p *picker) (*admission.Ticket, time.Duration, outcome, b
 	return t, waited, o, ok
 }
 
-// errNoServer means no server of the route's role appeared within timeouts.queue.
-var errNoServer = errors.New("no eligible server appeared within timeouts.queue")
+// errNoServer means no server of the route's role appeared within timeouts.failover_wait;
+// errNoSlot that every slot was taken and timeouts.queue is 0.
+var (
+	errNoServer = errors.New("no eligible server appeared within timeouts.failover_wait")
+	errNoSlot   = errors.New("no free connection slot, and timeouts.queue is 0 (no wait)")
+)
 
-// wait queues for the slots admit could not take at once. When the route has no eligible
-// server at all (a failover in progress, say), it waits for the cluster to change instead,
-// bounded by the same timeouts.queue.
+// wait queues for the slots admit could not take at once, for at most timeouts.queue. While
+// the route has no eligible server at all (a failover in progress, a split brain), it waits
+// for the cluster to change instead, until timeouts.failover_wait after it began. The whole
+// wait ends by the longer of the two, and when the client leaves or speaks.
 func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, outcome, bool) {
 	r := s.route
-	adm := s.f.opts.Admission
-	if r.Queue <= 0 {
-		if len(p.choices()) == 0 {
-			return nil, s.refuseNoServer(nil), false
-		}
-		return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already",
-			"The connection limit is reached and timeouts.queue is 0: pgfront does not queue.",
-			errors.New("no free connection slot, and timeouts.queue is 0 (no wait)")), false
-	}
-	ctx, cancel := context.WithTimeout(s.ctx, r.Queue)
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(s.ctx, max(r.Queue, r.FailoverWait))
 	defer cancel()
+	failover, failoverCancel := context.WithDeadline(ctx, start.Add(r.FailoverWait))
+	defer failoverCancel()
 	watch := watchClient(s.client, cancel)
 	var t *admission.Ticket
 	var err error
 	for {
 		changed := r.Cluster.Changed() // taken before looking, so no change is missed
-		t, err = adm.Acquire(ctx, fixed, p.choices)
+		t, err = s.acquire(ctx, p, fixed)
 		if !errors.Is(err, admission.ErrNoCandidates) {
 			break
 		}
 		select {
 		case <-changed:
 			continue
-		case <-ctx.Done():
+		case <-failover.Done():
 			err = errNoServer
 		}
 		break
@@ -776,6 +775,9 @@ func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, 
 		return nil, o, false
 	case errors.Is(err, errNoServer), errors.Is(err, admission.ErrNoCandidates):
 		return nil, s.refuseNoServer(err), false
+	case errors.Is(err, errNoSlot):
+		return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already",
+			"The connection limit is reached and timeouts.queue is 0: pgfront does not queue.", err), false
 	case errors.Is(err, admission.ErrQueueFull):
 		return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already",
 			"pgfront's connection limit is reached and its wait queue is full.",
@@ -788,14 +790,33 @@ func (s *session) wait(p *picker, fixed []*admission.Limit) (*admission.Ticket, 
 	return nil, s.refuse(relay.CauseMaxConn, pgwire.CodeTooManyConnections, "sorry, too many clients already", "", err), false
 }
 
+// acquire is one try of wait: the slots now or within timeouts.queue (never past ctx), or
+// ErrNoCandidates at once when the route has no eligible server.
+func (s *session) acquire(ctx context.Context, p *picker, fixed []*admission.Limit) (*admission.Ticket, error) {
+	adm := s.f.opts.Admission
+	if s.route.Queue <= 0 {
+		if t, ok := adm.TryAcquire(fixed, p.choices); ok {
+			return t, nil
+		}
+		if len(p.choices()) == 0 {
+			return nil, admission.ErrNoCandidates
+		}
+		return nil, errNoSlot
+	}
+	qctx, cancel := context.WithTimeout(ctx, s.route.Queue)
+	defer cancel()
+	return adm.Acquire(qctx, fixed, p.choices)
+}
+
 // refuseNoServer tells the client the route has no server of its role, and why when pgfront
-// knows: every server failed TLS verification is a configuration problem, not a failover.
+// knows: every server failed TLS verification is a configuration problem, not a failover; two
+// servers that both claim to be primary are a split brain.
 func (s *session) refuseNoServer(err error) outcome {
 	r := s.route
 	msg := fmt.Sprintf("no %s server available for route %q", r.Select.Role, r.Name)
-	why := fmt.Sprintf("no %s server of cluster %q within timeouts.queue (%s)", r.Select.Role, r.Cluster.Name, r.Queue)
-	if r.Queue <= 0 {
-		why = fmt.Sprintf("no %s server of cluster %q, and timeouts.queue is 0 (no wait)", r.Select.Role, r.Cluster.Name)
+	why := fmt.Sprintf("no %s server of cluster %q within timeouts.failover_wait (%s)", r.Select.Role, r.Cluster.Name, r.FailoverWait)
+	if r.FailoverWait <= 0 {
+		why = fmt.Sprintf("no %s server of cluster %q, and timeouts.failover_wait is 0 (no wait)", r.Select.Role, r.Cluster.Name)
 	}
 	if srv, st, ok := everyServerFailedTLS(r.Cluster); ok {
 		return s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow, msg+": every server failed TLS verification",
@@ -803,8 +824,15 @@ func (s *session) refuseNoServer(err error) outcome {
 				"this is a certificate or configuration problem, not a failover. See pgfront's log.", r.Cluster.Name),
 			&boundError{fmt.Sprintf("%s: every server failed TLS verification (%s: %s)", why, srv.FullName(), st.LastErr), err})
 	}
+	if split := r.Cluster.SplitBrain(); len(split) > 0 && r.Select.Role != cluster.RoleAny {
+		claim := splitBrainClaim(split)
+		return s.refuse(relay.CauseSplitBrain, pgwire.CodeCannotConnectNow, msg+": split brain: "+claim,
+			fmt.Sprintf("pgfront routes no writes while more than one server of cluster %q claims to be primary and nothing decides "+
+				"between them; it waited %s (timeouts.failover_wait). Stop or demote one of them.", r.Cluster.Name, r.FailoverWait),
+			&boundError{fmt.Sprintf("%s: split brain: %s", why, claim), err})
+	}
 	return s.refuse(relay.CauseNoServer, pgwire.CodeCannotConnectNow, msg,
-		fmt.Sprintf("pgfront waited %s (timeouts.queue) for one to appear in cluster %q; a failover may be in progress.", r.Queue, r.Cluster.Name),
+		fmt.Sprintf("pgfront waited %s (timeouts.failover_wait) for one to appear in cluster %q; a failover may be in progress.", r.FailoverWait, r.Cluster.Name),
 		&boundError{why, err})
 }
 
@@ -904,11 +932,11 @@ func (s *session) connectError(err error) error {
 
 // rechoose moves the ticket to another eligible server. With none left (the failed server was
 // the only primary: a failover is starting), it waits for the cluster to change, bounded by
-// timeouts.queue, like a client that arrives during the failover. The client is watched as in
+// timeouts.failover_wait, like a client that arrives during the failover. The client is watched as in
 // wait: errClientLeft if it closes meanwhile (a switchover must not hold, then connect, clients
 // that are gone), errClientSpoke if it sends bytes out of turn.
 func (s *session) rechoose(p *picker, t *admission.Ticket) error {
-	ctx, cancel := context.WithTimeout(s.ctx, s.route.Queue)
+	ctx, cancel := context.WithTimeout(s.ctx, s.route.FailoverWait)
 	defer cancel()
 	watch := watchClient(s.client, cancel)
 	err := s.rechooseWatched(ctx, p, t)
@@ -940,7 +968,7 @@ func (s *session) clientOutcome(err error) (o outcome, ok bool) {
 	return outcome{}, false
 }
 
-// rechooseWatched is rechoose's loop, ended by ctx (timeouts.queue, or the client watch).
+// rechooseWatched is rechoose's loop, ended by ctx (timeouts.failover_wait, or the client watch).
 func (s *session) rechooseWatched(ctx context.Context, p *picker, t *admission.Ticket) error {
 	r := s.route
 	for {

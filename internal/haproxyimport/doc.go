@@ -35,6 +35,9 @@
 //     as in HAProxy, timeout connect) gives queue, client-fin and server-fin give client_fin
 //     and server_fin. A 0 means "no timeout" in HAProxy; in pgfront 0 is "off" for the idle and
 //     FIN bounds, so those carry over, while connect and queue keep pgfront's defaults.
+//     timeout queue is the wait for a slot only: the wait for a server of the route's role
+//     during a failover (pgfront's failover_wait, default 35s) has no HAProxy counterpart
+//     (HAProxy refuses at once when every server is down) and keeps its default.
 //
 // Everything else is listed as not mapped, with the reason. Malformed input (an unknown
 // section, a keyword outside any section, a server without an address, a bad time such as

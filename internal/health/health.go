@@ -66,13 +66,16 @@ func (r Role) String() string {
 
 // Observation is what one check saw.
 type Observation struct {
-	OK         bool          // the check succeeded (server reachable and answering)
-	Role       Role          // RoleUnknown for tcp checks
-	LSN        uint64        // primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn(); 0 unknown
-	LagSeconds float64       // replica: seconds behind (0 when replay caught up with receive); -1 unknown
-	InRecovery bool          // postgres: pg_is_in_recovery(); patroni: the role is a replica's
-	Err        error         // why OK is false
-	Duration   time.Duration // how long the check took
+	OK         bool    // the check succeeded (server reachable and answering)
+	Role       Role    // RoleUnknown for tcp checks
+	LSN        uint64  // primary: pg_current_wal_lsn(); replica: pg_last_wal_replay_lsn(); 0 unknown
+	LagSeconds float64 // replica: seconds behind (0 when replay caught up with receive); -1 unknown
+	InRecovery bool    // postgres: pg_is_in_recovery(); patroni: the role is a replica's
+	// NoLoadBalance and SyncStandby are what Patroni says of the node (false for other
+	// checks): its noloadbalance tag, and that it is a synchronous standby.
+	NoLoadBalance, SyncStandby bool
+	Err                        error         // why OK is false
+	Duration                   time.Duration // how long the check took
 }
 
 // failed is the Observation of a check that did not succeed.
@@ -93,13 +96,15 @@ type Checker interface {
 
 // Status is a server's health as the monitor last decided it.
 type Status struct {
-	Up            bool
-	Role          Role    // learned role (RoleUnknown until a check says)
-	LSN           uint64  // from the last successful check; 0 unknown
-	LagSeconds    float64 // from the last successful check; -1 unknown
-	LastCheck     time.Time
-	LastErr       string // "" when the last check succeeded
-	CheckDuration time.Duration
+	Up         bool
+	Role       Role    // learned role (RoleUnknown until a check says)
+	LSN        uint64  // from the last successful check; 0 unknown
+	LagSeconds float64 // from the last successful check; -1 unknown
+	// NoLoadBalance and SyncStandby: from the last successful check (Patroni only).
+	NoLoadBalance, SyncStandby bool
+	LastCheck                  time.Time
+	LastErr                    string // "" when the last check succeeded
+	CheckDuration              time.Duration
 	// TLSVerifyFailed: the last check failed because the server's TLS certificate did not
 	// verify (sslmode verify-ca or verify-full).
 	TLSVerifyFailed bool

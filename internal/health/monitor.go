@@ -541,6 +541,7 @@ func (m *Monitor) decide(l *loop, tu *tuning, obs Observation) (fast bool) {
 	prevRole := st.Role
 	if obs.OK {
 		st.Role, st.LSN, st.LagSeconds = obs.Role, obs.LSN, obs.LagSeconds
+		st.NoLoadBalance, st.SyncStandby = obs.NoLoadBalance, obs.SyncStandby
 	}
 	roleChanged := !first && st.Role != prevRole
 

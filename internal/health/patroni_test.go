@@ -32,6 +32,29 @@ const (
 	patroniDemoted       = `{"state": "running", "role": "demoted"}`
 )
 
+// patroniNow is the checkers' clock in these tests: 90s after the replayed_timestamp of
+// patroniReplicaBehind.
+var patroniNow = time.Date(2023, 5, 1, 10, 1, 30, 0, time.UTC)
+
+// More answers: Patroni details routes use.
+const (
+	// A replica tagged noloadbalance (a JSON true) that is a synchronous standby (3.x form),
+	// 2.5s behind (Python's str() of a datetime in another time zone).
+	patroniSyncNoLB = `{"state": "running", "role": "replica", "sync_standby": true,
+		"xlog": {"received_location": 300, "replayed_location": 200, "replayed_timestamp": "2023-05-01 12:01:27.500000+02:00", "paused": false},
+		"tags": {"noloadbalance": true, "nofailover": false}}`
+	// The role form of a synchronous standby, the tag as a string, and an ISO 8601 timestamp
+	// that is ahead of pgfront's clock (skew): lag 0, never negative.
+	patroniSyncRole = `{"state": "running", "role": "sync_standby", "tags": {"noloadbalance": "on"},
+		"xlog": {"received_location": 300, "replayed_location": 200, "replayed_timestamp": "2023-05-01T10:02:00Z"}}`
+	// Tags that do not say noloadbalance.
+	patroniTagsOff = `{"state": "running", "role": "replica", "tags": {"noloadbalance": "false", "clonefrom": true},
+		"xlog": {"received_location": 5, "replayed_location": 5}}`
+	// An unparsable timestamp: lag unknown.
+	patroniBadTimestamp = `{"state": "running", "role": "replica", "tags": {"noloadbalance": {"x": 1}},
+		"xlog": {"received_location": 300, "replayed_location": 200, "replayed_timestamp": "yesterday"}}`
+)
+
 type answer struct {
 	code int
 	body string
@@ -78,7 +101,7 @@ func startPatroni(t *testing.T, f *fakePatroni) *PatroniChecker {
 	t.Helper()
 	srv := httptest.NewServer(f)
 	t.Cleanup(srv.Close)
-	c := NewPatroni(PatroniOptions{URL: srv.URL + "/"})
+	c := NewPatroni(PatroniOptions{URL: srv.URL + "/", Now: func() time.Time { return patroniNow }})
 	t.Cleanup(func() { _ = c.Close() })
 	return c
 }
@@ -104,8 +127,16 @@ func TestPatroni(t *testing.T) {
 			Observation{OK: true, Role: RolePrimary, LSN: 100663296}, "", []string{"/patroni"}},
 		{"replica", map[string]answer{"/patroni": ok200(patroniReplica)},
 			Observation{OK: true, Role: RoleReplica, InRecovery: true, LSN: 67109208}, "", []string{"/patroni"}},
-		{"replica behind", map[string]answer{"/patroni": ok200(patroniReplicaBehind)},
-			Observation{OK: true, Role: RoleReplica, InRecovery: true, LSN: 100, LagSeconds: -1}, "", []string{"/patroni"}},
+		{"replica behind: lag from replayed_timestamp", map[string]answer{"/patroni": ok200(patroniReplicaBehind)},
+			Observation{OK: true, Role: RoleReplica, InRecovery: true, LSN: 100, LagSeconds: 90}, "", []string{"/patroni"}},
+		{"sync standby tagged noloadbalance", map[string]answer{"/patroni": ok200(patroniSyncNoLB)},
+			Observation{OK: true, Role: RoleReplica, InRecovery: true, LSN: 200, LagSeconds: 2.5, NoLoadBalance: true, SyncStandby: true}, "", []string{"/patroni"}},
+		{"sync_standby role, string tag, clock skew", map[string]answer{"/patroni": ok200(patroniSyncRole)},
+			Observation{OK: true, Role: RoleReplica, InRecovery: true, LSN: 200, LagSeconds: 0, NoLoadBalance: true, SyncStandby: true}, "", []string{"/patroni"}},
+		{"tags without noloadbalance", map[string]answer{"/patroni": ok200(patroniTagsOff)},
+			Observation{OK: true, Role: RoleReplica, InRecovery: true, LSN: 5}, "", []string{"/patroni"}},
+		{"unparsable timestamp and odd tag", map[string]answer{"/patroni": ok200(patroniBadTimestamp)},
+			Observation{OK: true, Role: RoleReplica, InRecovery: true, LSN: 200, LagSeconds: -1}, "", []string{"/patroni"}},
 		{"standby leader", map[string]answer{"/patroni": ok200(patroniStandbyLeader)},
 			Observation{OK: true, Role: RoleReplica, InRecovery: true, LSN: 5}, "", []string{"/patroni"}},
 		{"demoted", map[string]answer{"/patroni": ok200(patroniDemoted)},
@@ -215,7 +246,7 @@ func TestPatroniHugeBody(t *testing.T) {
 }
 
 func FuzzParsePatroni(f *testing.F) {
-	for _, s := range []string{patroniMaster, patroniPrimary, patroniReplica, patroniReplicaBehind,
+	for _, s := range []string{patroniMaster, patroniPrimary, patroniReplica, patroniReplicaBehind, patroniSyncNoLB, patroniSyncRole,
 		patroniStandbyLeader, patroniStopped, patroniStarting, patroniDemoted, "", "{}", `{"state": 1}`,
 		`{"state": "running", "role": "primary", "xlog": {"location": -1}}`,
 		`{"state": "running", "role": "replica", "xlog": {"replayed_location": 18446744073709551615}}`} {
@@ -226,12 +257,15 @@ func FuzzParsePatroni(f *testing.F) {
 		if err != nil {
 			return
 		}
-		obs, err := st.observation()
+		obs, err := st.observation(patroniNow)
 		if (err == nil) != (st.State == "running") || obs.OK != (err == nil) {
 			t.Fatalf("state %q: obs %+v err %v", st.State, obs, err)
 		}
 		if obs.OK && obs.Role == RolePrimary && obs.LagSeconds != 0 {
 			t.Fatalf("primary with lag %v", obs.LagSeconds)
+		}
+		if obs.LagSeconds < 0 && obs.LagSeconds != -1 {
+			t.Fatalf("negative lag %v", obs.LagSeconds)
 		}
 	})
 }

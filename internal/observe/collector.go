@@ -20,7 +20,7 @@ type pullCollector struct {
 
 var pullFamilies = []*Family{
 	famRouteSessions, famRouteMaxConn, famMaxConn, famParked, famIdleInTx, famHalfClosed, famHalfClosedAge,
-	famServerSessions, famServerUp, famServerRole, famServerAdmin, famServerFenced, famServerLagBytes,
+	famServerSessions, famServerUp, famServerRole, famServerAdmin, famServerFenced, famSplitBrain, famServerLagBytes,
 	famServerLagSecs, famServerLastCheck, famSockets, famSampleDuration, famSampleTime, famAlertThreshold,
 	famConfigLastSuccess, famConfigInfo, famConfigGeneration, famTLSCertExpiry, famPeerProblems,
 }
@@ -89,6 +89,7 @@ func (c *pullCollector) Collect(ch chan<- prometheus.Metric) {
 	}
 
 	for _, cl := range topo.clusters {
+		gauge(famSplitBrain, boolValue(len(cl.SplitBrain()) > 0), cl.Name)
 		for _, srv := range cl.Servers() {
 			st := srv.State()
 			cn, sn := srv.Cluster, srv.Name

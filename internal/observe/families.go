@@ -59,6 +59,7 @@ var (
 	famServerRole        = family("pgfront_server_role", "gauge", "1 for the server's current role (primary, replica, unknown).", "cluster", "server", "role")
 	famServerAdmin       = family("pgfront_server_admin_state", "gauge", "1 for the server's administrative state (ready, drain, maint).", "cluster", "server", "state")
 	famServerFenced      = family("pgfront_server_fenced", "gauge", "1 while a session found the server in recovery and no check has cleared it.", "cluster", "server")
+	famSplitBrain        = family("pgfront_split_brain", "gauge", "1 while two or more servers of the cluster claim to be primary and no authoritative role source decides: primary routes refuse new sessions.", "cluster")
 	famServerLagBytes    = family("pgfront_server_lag_bytes", "gauge", "Replica WAL lag behind the cluster's primary, in bytes (absent when unknown).", "cluster", "server")
 	famServerLagSecs     = family("pgfront_server_lag_seconds", "gauge", "Replica replay lag in seconds (absent when unknown).", "cluster", "server")
 	famServerLastCheck   = family("pgfront_server_last_check_timestamp_seconds", "gauge", "Unix time of the server's last health check.", "cluster", "server")

@@ -38,6 +38,7 @@ const (
 	CauseTLSError                       // the client's TLS handshake failed
 	CauseRemoved                        // a config reload removed the session's route or server
 	CauseLoginFailed                    // the server refused the login (its ErrorResponse was forwarded)
+	CauseSplitBrain                     // the server claims to be primary while another does too, undecided
 	numCauses
 )
 
@@ -72,6 +73,7 @@ var causeNames = [numCauses]string{
 	CauseTLSError:                 "tls_error",
 	CauseRemoved:                  "removed",
 	CauseLoginFailed:              "login_failed",
+	CauseSplitBrain:               "split_brain",
 }
 
 func (c Cause) String() string {
@@ -114,6 +116,8 @@ func (c Cause) clientError() []byte {
 		return fatalServerDown
 	case CauseRoleChanged:
 		return fatalRoleChanged
+	case CauseSplitBrain:
+		return fatalSplitBrain
 	case CauseFencedStandby:
 		return fatalFenced
 	case CauseServerUnavailable:
@@ -152,6 +156,9 @@ var (
 	fatalRoleChanged = pgwire.Fatal(pgwire.CodeAdminShutdown,
 		"terminating connection because the server changed role (primary changed, or replica lagging); reconnect",
 		"Reconnect: pgfront routes new sessions to a server of the route's role.")
+	fatalSplitBrain = pgwire.Fatal(pgwire.CodeCannotConnectNow,
+		"terminating connection because another server also claims to be primary (split brain); pgfront stops writes to both",
+		"Reconnect later: pgfront routes new sessions again once one primary remains.")
 	fatalFenced = pgwire.Fatal(pgwire.CodeCannotConnectNow,
 		"the server is a standby (in_hot_standby = on); pgfront does not route writes to it",
 		"Reconnect: pgfront has marked the server and routes new sessions to the primary.")

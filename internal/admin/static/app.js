@@ -140,7 +140,7 @@
         s.cluster + "/" + s.name, s.address, s.role,
         { t: s.up ? "up" : "down", c: s.up ? "up" : "down" },
         { t: s.admin, c: s.admin === "ready" ? "" : "warn" },
-        { t: s.fenced ? "fenced" : "", c: s.fenced ? "warn" : "" },
+        { t: s.split_brain ? "split brain" : s.fenced ? "fenced" : "", c: s.split_brain || s.fenced ? "warn" : "" },
         { t: s.lag_bytes < 0 ? "?" : size(s.lag_bytes), c: "n" },
         { t: s.lag_seconds < 0 ? "?" : s.lag_seconds.toFixed(1), c: "n" },
         { t: limit(s.sessions, s.maxconn), c: "n" },
