@@ -62,8 +62,10 @@ type Overview struct {
 
 	Routes  []Route  `json:"routes"`
 	Servers []Server `json:"servers"`
-	Sockets Sockets  `json:"sockets"`
-	Alerts  []Alert  `json:"alerts"` // every configured alert, active or not
+	// DCS is each cluster's DCS role source (clusters with a dcs section).
+	DCS     []DCS   `json:"dcs"`
+	Sockets Sockets `json:"sockets"`
+	Alerts  []Alert `json:"alerts"` // every configured alert, active or not
 	// LiveSessions are the newest open sessions (at most 200), newest first.
 	LiveSessions []Session `json:"live_sessions"`
 	// Recent are the latest ended sessions (at most 100), newest first.
@@ -87,13 +89,16 @@ type Route struct {
 
 // Server is one PostgreSQL server as pgfront sees it.
 type Server struct {
-	Cluster    string    `json:"cluster"`
-	Name       string    `json:"name"`
-	Address    string    `json:"address"`
-	Role       string    `json:"role"` // primary, replica, unknown
-	Up         bool      `json:"up"`
-	Admin      string    `json:"admin"` // ready, drain, maint
-	Fenced     bool      `json:"fenced"`
+	Cluster string `json:"cluster"`
+	Name    string `json:"name"`
+	Address string `json:"address"`
+	Role    string `json:"role"` // primary, replica, unknown
+	Up      bool   `json:"up"`
+	Admin   string `json:"admin"` // ready, drain, maint
+	Fenced  bool   `json:"fenced"`
+	// Leader is what the cluster's DCS says of the server: leader, not_leader, or unknown
+	// (no DCS role source, or its view is not current).
+	Leader     string    `json:"leader"`
 	LagBytes   int64     `json:"lag_bytes"`   // -1 unknown
 	LagSeconds float64   `json:"lag_seconds"` // -1 unknown
 	Sessions   int       `json:"sessions"`    // relayed now
@@ -102,6 +107,20 @@ type Server struct {
 	// CheckMillis is how long the last health check took.
 	CheckMillis float64 `json:"check_ms"`
 	LastError   string  `json:"last_error,omitempty"`
+}
+
+// DCS is one cluster's DCS role source (Patroni's etcd).
+type DCS struct {
+	Cluster string `json:"cluster"`
+	Prefix  string `json:"prefix"` // the watched keys: /<namespace>/<scope>/
+	// Up: the watch is current. False: etcd does not answer or the watch broke, and node
+	// checks alone decide roles.
+	Up            bool      `json:"up"`
+	Since         time.Time `json:"since"`  // of the last change of Up
+	Leader        string    `json:"leader"` // member holding the leader key; "" none (or not Up)
+	Members       []string  `json:"members"`
+	LeaderChanges uint64    `json:"leader_changes"`
+	LastError     string    `json:"last_error,omitempty"`
 }
 
 // Session is one open client session.
