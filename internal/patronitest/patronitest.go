@@ -128,6 +128,7 @@ type Cluster struct {
 		sync.Mutex
 		etcd    *process
 		nodes   map[*Node]*process // running Patroni namespaces
+		paused  map[*Node][]int    // PausePatroni: the stopped pids
 		removed bool               // Cleanup ran
 	}
 }
@@ -566,6 +567,7 @@ func (c *Cluster) KillNode(n *Node) error {
 		return fmt.Errorf("killing %s: not running", n.Name)
 	}
 	delete(c.mu.nodes, n)
+	delete(c.mu.paused, n) // SIGKILL ends stopped processes too
 	if err := p.killNamespace(); err != nil {
 		return fmt.Errorf("killing %s: %w", n.Name, err)
 	}
