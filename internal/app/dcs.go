@@ -89,9 +89,26 @@ func buildDCS(cc *config.Cluster) (*dcsPlan, error) {
 
 // clusterDCS is the running DCS role source of one cluster.
 type clusterDCS struct {
-	key string
-	w   *dcs.Watcher
-	src *dcsSource
+	key     string
+	w       *dcs.Watcher
+	src     *dcsSource
+	started bool // guarded by reloadMu
+}
+
+// start starts the watcher and the confirmation loop.
+func (d *clusterDCS) start() {
+	d.started = true
+	go d.src.confirmLoop()
+	d.w.Start()
+}
+
+// stop stops them; the watcher's callback is not called after it returns.
+func (d *clusterDCS) stop() {
+	d.w.Stop()
+	close(d.src.stop)
+	if d.started {
+		<-d.src.confirmDone
+	}
 }
 
 // dcsSource turns one cluster's DCS views into server states. onView runs on the watcher's
@@ -107,6 +124,12 @@ type dcsSource struct {
 	// members' servers change.
 	fromMembers atomic.Bool
 	rebuild     func()
+
+	// confirm is told (never blocking) the server that newly holds the leader key while its
+	// member key does not say primary yet; confirmLoop checks it until a check does.
+	confirm     chan string
+	stop        chan struct{} // closed by stopDCS: confirmLoop returns
+	confirmDone chan struct{}
 
 	// applyMu serialises applying views: the watcher's and reapply's.
 	applyMu sync.Mutex
@@ -212,6 +235,9 @@ func (s *dcsSource) apply(v dcs.View) {
 		})
 	}
 	s.setPrimary(newPrimary)
+	if leaderChanged && leaderServer != "" && newPrimary != leaderServer {
+		s.confirmLeader(leaderServer)
+	}
 	if mon := s.monitor.Load(); mon != nil && leaderChanged {
 		// The node checks confirm (and learn lag) at once rather than at their interval.
 		for _, srv := range servers {
@@ -226,6 +252,67 @@ func (s *dcsSource) apply(v dcs.View) {
 		s.mu.Unlock()
 		if changed && s.rebuild != nil {
 			s.rebuild()
+		}
+	}
+}
+
+// Confirmation of a new leader: Patroni takes the leader key, then promotes, and rewrites its
+// member key (role master) only at its next loop (loop_wait later). Meanwhile the new leader's
+// node check is asked again every confirmEvery, for at most confirmFor, until it reports the
+// server a primary: pgfront's share of the write gap stays within a check's duration.
+const (
+	confirmEvery = 20 * time.Millisecond
+	confirmFor   = 30 * time.Second
+)
+
+// confirmLoop is the source's goroutine from start to stopDCS: it asks for checks of a new
+// leader until one says primary, the key moves on, or confirmFor passes.
+func (s *dcsSource) confirmLoop() {
+	defer close(s.confirmDone)
+	var target string
+	var until time.Time
+	t := time.NewTicker(confirmEvery)
+	defer t.Stop()
+	for {
+		var tick <-chan time.Time
+		if target != "" {
+			tick = t.C
+		}
+		select {
+		case <-s.stop:
+			return
+		case name := <-s.confirm:
+			target, until = name, time.Now().Add(confirmFor)
+			t.Reset(confirmEvery)
+		case now := <-tick:
+			srv := s.cl.Server(target)
+			if srv == nil || now.After(until) {
+				target = ""
+				continue
+			}
+			st := srv.State()
+			if st.Leader != cluster.LeaderYes || st.Role == cluster.RolePrimary && !st.Fenced {
+				target = ""
+				continue
+			}
+			if mon := s.monitor.Load(); mon != nil {
+				mon.CheckNow(targetName(s.cl.Name, target))
+			}
+		}
+	}
+}
+
+// confirmLeader hands name to confirmLoop without blocking; a name still pending is replaced.
+func (s *dcsSource) confirmLeader(name string) {
+	for {
+		select {
+		case s.confirm <- name:
+			return
+		default:
+		}
+		select {
+		case <-s.confirm:
+		default:
 		}
 	}
 }
@@ -354,7 +441,8 @@ func (a *App) applyDCS(plan *clusterPlan, note func(string, ...any)) {
 	if p == nil {
 		return
 	}
-	src := &dcsSource{cl: plan.cl, log: a.log.With("cluster", plan.cl.Name), metrics: a.metrics, rebuild: a.signalRebuild}
+	src := &dcsSource{cl: plan.cl, log: a.log.With("cluster", plan.cl.Name), metrics: a.metrics, rebuild: a.signalRebuild,
+		confirm: make(chan string, 1), stop: make(chan struct{}), confirmDone: make(chan struct{})}
 	src.monitor.Store(mon)
 	src.fromMembers.Store(p.fromMembers)
 	opts := p.opts
@@ -368,7 +456,7 @@ func (a *App) applyDCS(plan *clusterPlan, note func(string, ...any)) {
 	a.dcs[plan.cl] = &clusterDCS{key: p.key, w: w, src: src}
 	a.metrics.DCSUp(plan.cl.Name, false)
 	if a.running {
-		w.Start()
+		a.dcs[plan.cl].start()
 	}
 	if a.gen != nil {
 		note("cluster %s: dcs role source on %s", plan.cl.Name, w.Prefix())
@@ -382,7 +470,7 @@ func (a *App) stopDCS(cl *cluster.Cluster) {
 	if d == nil {
 		return
 	}
-	d.w.Stop()
+	d.stop()
 	delete(a.dcs, cl)
 	cl.SetLeader("", false)
 	a.metrics.DCSRemoved(cl.Name)
@@ -427,7 +515,7 @@ func (a *App) rebuildLoop() {
 // startDCS starts every DCS watcher and the rebuild loop (Start). reloadMu is held.
 func (a *App) startDCS() {
 	for _, d := range a.dcs {
-		d.w.Start()
+		d.start()
 	}
 	a.rebuildStarted = true
 	go a.rebuildLoop()
