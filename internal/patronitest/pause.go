@@ -23,7 +23,7 @@ func (c *Cluster) PausePatroni(n *Node) error {
 	switch {
 	case p == nil:
 		return fmt.Errorf("pausing %s: not running", n.Name)
-	case c.mu.paused[n] != nil:
+	case c.isPaused(n):
 		return fmt.Errorf("pausing %s: already paused", n.Name)
 	}
 	root := onlyChild(p.cmd.Process.Pid)
@@ -39,10 +39,7 @@ func (c *Cluster) PausePatroni(n *Node) error {
 			return fmt.Errorf("pausing %s: pid %d: %w", n.Name, pid, err)
 		}
 	}
-	if c.mu.paused == nil {
-		c.mu.paused = make(map[*Node][]int)
-	}
-	c.mu.paused[n] = pids
+	c.setPaused(n, pids)
 	c.logf("patronitest: %s: Patroni paused (pids %v), PostgreSQL runs on", n.Name, pids)
 	return nil
 }
@@ -51,11 +48,13 @@ func (c *Cluster) PausePatroni(n *Node) error {
 func (c *Cluster) ResumePatroni(n *Node) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	pids := c.mu.paused[n]
+	c.paused.Lock()
+	pids := c.paused.m[n]
+	c.paused.Unlock()
 	if pids == nil {
 		return fmt.Errorf("resuming %s: not paused", n.Name)
 	}
-	delete(c.mu.paused, n)
+	c.setPaused(n, nil)
 	var errs []error
 	for _, pid := range pids {
 		if err := unix.Kill(pid, unix.SIGCONT); err != nil && !errors.Is(err, unix.ESRCH) {
@@ -109,4 +108,24 @@ func children(pid int) []int {
 		}
 	}
 	return out
+}
+
+func (c *Cluster) isPaused(n *Node) bool {
+	c.paused.Lock()
+	defer c.paused.Unlock()
+	return c.paused.m[n] != nil
+}
+
+// setPaused records n's stopped pids; nil forgets them.
+func (c *Cluster) setPaused(n *Node, pids []int) {
+	c.paused.Lock()
+	defer c.paused.Unlock()
+	if pids == nil {
+		delete(c.paused.m, n)
+		return
+	}
+	if c.paused.m == nil {
+		c.paused.m = make(map[*Node][]int)
+	}
+	c.paused.m[n] = pids
 }
