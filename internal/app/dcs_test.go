@@ -273,3 +273,131 @@ func queryOn(ctx context.Context, n *patronitest.Node, sql string) (string, erro
 	}
 	return string(res.Rows[0][0]), nil
 }
+
+// TestDCSEtcdLost: when etcd stops answering, pgfront says so (admin API, metric) and node
+// checks alone decide (the leadership becomes unknown; writes still reach the primary); when
+// etcd is back it follows the key again.
+func TestDCSEtcdLost(t *testing.T) {
+	pc := patronitest.New(t, patronitest.Options{Nodes: 2})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	e := startProxy(t, dcsConfig(pc, "{check: postgres, user: postgres, interval: 500ms, fast_interval: 200ms, timeout: 400ms, rise: 1, fall: 1}", true))
+	leader, err := pc.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the DCS view", func() bool {
+		d := dcsState(t, e)
+		return d.Up && d.Leader == leader.Name && serverLeader(t, e, leader.Name).Leader == "leader"
+	})
+	if got, ok := e.metric("pgfront_dcs_up", "cluster", "pc"); !ok || got != 1 {
+		t.Errorf("pgfront_dcs_up = %v (%v), want 1", got, ok)
+	}
+	if err := pc.StopEtcd(); err != nil {
+		t.Fatal(err)
+	}
+	lost := time.Now()
+	waitFor(t, 10*time.Second, "the DCS view lost", func() bool { return !dcsState(t, e).Up })
+	t.Logf("view lost %v after etcd stopped", time.Since(lost).Round(time.Millisecond))
+	d := dcsState(t, e)
+	if d.LastError == "" {
+		t.Errorf("no error shown: %+v", d)
+	}
+	for _, n := range pc.Nodes {
+		if s := serverLeader(t, e, n.Name); s.Leader != "unknown" {
+			t.Errorf("%s: leader %q with etcd gone, want unknown", n.Name, s.Leader)
+		}
+	}
+	if got, ok := e.metric("pgfront_dcs_up", "cluster", "pc"); !ok || got != 0 {
+		t.Errorf("pgfront_dcs_up = %v (%v), want 0", got, ok)
+	}
+	if n := strings.Count(e.logs.String(), "dcs: no current view"); n != 1 {
+		t.Errorf("%d WARN lines for one loss, want 1", n)
+	}
+	// Node checks decide: the primary (Patroni has not demoted it yet: ttl 10 s) takes writes.
+	rw := mustDial(t, ctx, e, "rw")
+	expectOn(t, ctx, rw, leader.PGPort, false)
+	_ = rw.Close(ctx)
+
+	if err := pc.StartEtcd(ctx); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the DCS view again", func() bool {
+		d := dcsState(t, e)
+		if !d.Up || d.Leader == "" {
+			return false
+		}
+		return serverLeader(t, e, d.Leader).Leader == "leader"
+	})
+}
+
+// TestDCSServersFromMembers: a cluster with no servers in the file gets Patroni's members as
+// servers, and a member that goes away leaves.
+func TestDCSServersFromMembers(t *testing.T) {
+	pc := patronitest.New(t, patronitest.Options{})
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	// One server listed (with a weight of its own), the others from the members.
+	first := pc.Nodes[0]
+	e := startProxy(t, fmt.Sprintf(`
+clusters:
+  pc:
+    health: {check: postgres, user: postgres, interval: 500ms, fast_interval: 200ms, timeout: 400ms, rise: 1, fall: 1}
+    dcs:
+      etcd: {hosts: [%q], namespace: %q, scope: %s}
+      servers_from_members: true
+    servers:
+      - {name: %s, address: %s, weight: 3}
+routes:
+  rw: {listen: "127.0.0.1:0", cluster: pc, role: primary, timeouts: {queue: 30s}}
+`, pc.EtcdAddr(), pc.Namespace, pc.Scope, first.Name, first.PGAddr()))
+	leader, err := pc.Leader(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	servers := func() map[string]admin.Server {
+		var list []admin.Server
+		if code := e.api("GET", "/api/v1/servers", "", nil, &list); code != 200 {
+			t.Fatalf("GET servers: %d", code)
+		}
+		out := map[string]admin.Server{}
+		for _, s := range list {
+			out[s.Name] = s
+		}
+		return out
+	}
+	waitFor(t, 15*time.Second, "every member a server", func() bool {
+		ss := servers()
+		if len(ss) != len(pc.Nodes) {
+			return false
+		}
+		for _, n := range pc.Nodes {
+			if ss[n.Name].Address != n.PGAddr() {
+				return false
+			}
+		}
+		return ss[leader.Name].Leader == "leader" && ss[leader.Name].Role == "primary"
+	})
+	rw := mustDial(t, ctx, e, "rw")
+	expectOn(t, ctx, rw, leader.PGPort, false)
+	_ = rw.Close(ctx)
+
+	// A replica that is not in the file goes away: its member key expires, it leaves.
+	var gone *patronitest.Node
+	for _, n := range pc.Nodes {
+		if n != leader && n != first {
+			gone = n
+			break
+		}
+	}
+	if err := pc.KillNode(gone); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 40*time.Second, gone.Name+" removed", func() bool {
+		_, ok := servers()[gone.Name]
+		return !ok
+	})
+	if _, ok := servers()[first.Name]; !ok {
+		t.Errorf("the listed server %s left with the member's change", first.Name)
+	}
+}

@@ -1,6 +1,7 @@
 package patronitest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -128,4 +129,42 @@ func (c *Cluster) setPaused(n *Node, pids []int) {
 		c.paused.m = make(map[*Node][]int)
 	}
 	c.paused.m[n] = pids
+}
+
+// StopEtcd kills the cluster's etcd (the DCS becomes unreachable: Patroni keeps its roles for
+// a while, then demotes a leader it cannot renew). StartEtcd brings it back on the same port
+// and data.
+func (c *Cluster) StopEtcd() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	p := c.mu.etcd
+	if p == nil {
+		return errors.New("stopping etcd: not running")
+	}
+	c.mu.etcd = nil
+	if err := p.kill(); err != nil {
+		return fmt.Errorf("stopping etcd: %w", err)
+	}
+	c.logf("patronitest: etcd stopped")
+	return nil
+}
+
+// StartEtcd starts etcd again after StopEtcd and waits until it is healthy.
+func (c *Cluster) StartEtcd(ctx context.Context) error {
+	c.mu.Lock()
+	running, removed := c.mu.etcd != nil, c.mu.removed
+	c.mu.Unlock()
+	switch {
+	case removed:
+		return errors.New("starting etcd: cluster removed by Cleanup")
+	case running:
+		return errors.New("starting etcd: already running")
+	}
+	ctx, cancel := context.WithTimeout(ctx, startTimeout)
+	defer cancel()
+	if err := c.startEtcd(ctx); err != nil {
+		return err
+	}
+	c.logf("patronitest: etcd started again")
+	return nil
 }
