@@ -7,6 +7,8 @@ package app_test
 import (
 	"context"
 	"fmt"
+	"net"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -399,5 +401,75 @@ routes:
 	})
 	if _, ok := servers()[first.Name]; !ok {
 		t.Errorf("the listed server %s left with the member's change", first.Name)
+	}
+}
+
+// TestReloadDCS: a reload adds a cluster's dcs section (a watcher starts), changes it (the
+// watcher is replaced) and removes it (stopped: no source, no series).
+func TestReloadDCS(t *testing.T) {
+	// An "etcd" that accepts and hangs up: the source exists and says it has no view.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() { // ends when ln closes
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	cfg := func(dcs string) string {
+		return `
+clusters:
+  c:
+    health: {check: none}
+` + dcs + `    servers:
+      - {name: pg, address: "127.0.0.1:5432", role: primary}
+routes:
+  rw: {listen: "127.0.0.1:0", cluster: c, role: primary}
+`
+	}
+	fe := startProxyFile(t, cfg(""))
+	overview := func() admin.Overview {
+		var ov admin.Overview
+		if code := fe.api("GET", "/api/v1/overview", "", nil, &ov); code != 200 {
+			t.Fatalf("GET overview: %d", code)
+		}
+		return ov
+	}
+	if ov := overview(); len(ov.DCS) != 0 {
+		t.Fatalf("dcs before: %+v", ov.DCS)
+	}
+	changes := fe.reload(t, cfg(fmt.Sprintf("    dcs: {etcd: {hosts: [%q], scope: pg}}\n", ln.Addr())))
+	if !slices.Contains(changes, "cluster c: dcs role source on /service/pg/") {
+		t.Errorf("changes %q", changes)
+	}
+	waitFor(t, 10*time.Second, "the source's error", func() bool {
+		ov := overview()
+		return len(ov.DCS) == 1 && !ov.DCS[0].Up && ov.DCS[0].LastError != "" && ov.DCS[0].Prefix == "/service/pg/"
+	})
+	if v, ok := fe.metric("pgfront_dcs_up", "cluster", "c"); !ok || v != 0 {
+		t.Errorf("pgfront_dcs_up = %v %v, want 0", v, ok)
+	}
+	changes = fe.reload(t, cfg(fmt.Sprintf("    dcs: {etcd: {hosts: [%q], scope: other, namespace: /db}}\n", ln.Addr())))
+	if !slices.Contains(changes, "cluster c: dcs role source on /db/other/") {
+		t.Errorf("changes %q", changes)
+	}
+	if ov := overview(); len(ov.DCS) != 1 || ov.DCS[0].Prefix != "/db/other/" {
+		t.Errorf("dcs after the change: %+v", ov.DCS)
+	}
+	changes = fe.reload(t, cfg(""))
+	if !slices.Contains(changes, "cluster c: dcs role source off (node checks decide)") {
+		t.Errorf("changes %q", changes)
+	}
+	if ov := overview(); len(ov.DCS) != 0 {
+		t.Errorf("dcs after removal: %+v", ov.DCS)
+	}
+	if _, ok := fe.metric("pgfront_dcs_up", "cluster", "c"); ok {
+		t.Error("pgfront_dcs_up still exported")
 	}
 }
