@@ -239,7 +239,9 @@ func (s *dcsSource) apply(v dcs.View) {
 		s.confirmLeader(leaderServer)
 	}
 	if mon := s.monitor.Load(); mon != nil && leaderChanged {
-		// The node checks confirm (and learn lag) at once rather than at their interval.
+		// The node checks confirm (and learn lag) at once rather than at their interval, and
+		// at the fast interval while the failover settles.
+		mon.Hurry(hurryFor)
 		for _, srv := range servers {
 			mon.CheckNow(targetName(name, srv.Name))
 		}
