@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"os"
 	"sort"
 
 	"github.com/pgfront/pgfront/internal/app"
@@ -70,6 +72,18 @@ func checkCmd(args []string, out, _ io.Writer) error {
 	}
 	if adminUnset {
 		built.Admin.AdminTokenEnv = ""
+	}
+	// The same for an etcd password variable of a dcs section (warned about by preflight).
+	built.Clusters = maps.Clone(cfg.Clusters)
+	for name, cl := range built.Clusters {
+		if d := cl.DCS; d != nil && d.Etcd.PasswordEnv != "" {
+			if _, ok := os.LookupEnv(d.Etcd.PasswordEnv); !ok {
+				c, dc := *cl, *d
+				dc.Etcd.PasswordEnv = ""
+				c.DCS = &dc
+				built.Clusters[name] = &c
+			}
+		}
 	}
 	a, err := app.New(&built, app.NewLogger("text", "error", io.Discard))
 	if err != nil {
