@@ -176,13 +176,7 @@ func (w *Watcher) run() {
 	defer close(w.done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { // ends with run: cancel() in the defer above, or Stop
-		select {
-		case <-w.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	go cancelOnStop(w.stop, ctx, cancel) // ends with run (cancel above) or at Stop
 	var cli *clientv3.Client
 	for {
 		var err error
@@ -285,6 +279,15 @@ func (w *Watcher) probe(ctx context.Context, cli *clientv3.Client, end context.C
 			end(fmt.Errorf("etcd not answering: %w", err))
 			return
 		}
+	}
+}
+
+// cancelOnStop cancels ctx when stop closes; it returns then or when ctx ends otherwise.
+func cancelOnStop(stop <-chan struct{}, ctx context.Context, cancel context.CancelFunc) {
+	select {
+	case <-stop:
+		cancel()
+	case <-ctx.Done():
 	}
 }
 

@@ -92,13 +92,7 @@ func (p *Peers) run() {
 	defer close(p.done)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	go func() { // ends with run (cancel above) or at Stop
-		select {
-		case <-p.stop:
-			cancel()
-		case <-ctx.Done():
-		}
-	}()
+	go cancelOnStop(p.stop, ctx, cancel) // ends with run (cancel above) or at Stop
 	var cli *clientv3.Client
 	p.known = true
 	for {
