@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
 func TestParseMember(t *testing.T) {
@@ -186,5 +188,52 @@ func TestWatchUnreachable(t *testing.T) {
 	w.Stop()
 	if len(vs) != 0 {
 		t.Errorf("%d more reports of the same loss", len(vs))
+	}
+}
+
+// TestWatchAuth: with etcd's authentication on, the watcher logs in with its username and
+// password; without them it has no view.
+func TestWatchAuth(t *testing.T) {
+	e := startEtcd(t)
+	cli := e.Client()
+	ctx := context.Background()
+	if _, err := cli.Put(ctx, "/service/pg/leader", "node1"); err != nil {
+		t.Fatal(err)
+	}
+	for _, step := range []func() error{
+		func() error { _, err := cli.UserAdd(ctx, "root", "rootpw"); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "root", "root"); return err },
+		func() error { _, err := cli.RoleAdd(ctx, "pgfront"); return err },
+		func() error {
+			_, err := cli.RoleGrantPermission(ctx, "pgfront", "/service/pg/", clientv3.GetPrefixRangeEnd("/service/pg/"), clientv3.PermissionType(clientv3.PermRead))
+			return err
+		},
+		func() error { _, err := cli.UserAdd(ctx, "pgfront", "s3cret"); return err },
+		func() error { _, err := cli.UserGrantRole(ctx, "pgfront", "pgfront"); return err },
+		func() error { _, err := cli.AuthEnable(ctx); return err },
+	} {
+		if err := step(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	watch := func(user, pw string) View {
+		vs := make(views, 100)
+		w, err := New(Options{Endpoints: []string{e.Endpoint()}, Scope: "pg", Username: user, Password: pw,
+			OnView: vs.onView, DialTimeout: 500 * time.Millisecond})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w.Start()
+		defer w.Stop()
+		return vs.next(t, "a report", func(View) bool { return true })
+	}
+	if v := watch("pgfront", "s3cret"); !v.Known || v.Leader != "node1" {
+		t.Errorf("with the password: %+v", v)
+	}
+	if v := watch("pgfront", "wrong"); v.Known {
+		t.Errorf("with a wrong password: %+v", v)
+	}
+	if v := watch("", ""); v.Known {
+		t.Errorf("without credentials: %+v", v)
 	}
 }
