@@ -2,6 +2,7 @@ package dcs
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"os"
 	"os/exec"
@@ -20,23 +21,37 @@ type testEtcd struct {
 	bin, dir string
 	cmd      *exec.Cmd
 	done     chan struct{}
+	// With TLS: etcd's extra flags, and the client's config (Client uses it).
+	tlsArgs   []string
+	clientTLS *tls.Config
 }
 
 // startEtcd starts an etcd, or skips the test when there is none.
-func startEtcd(t testing.TB) *testEtcd {
+func startEtcd(t testing.TB) *testEtcd { return startEtcdTLS(t, nil, nil) }
+
+// startEtcdTLS starts an etcd serving TLS with tlsArgs (nil: plain); clientTLS is how its
+// tests' clients connect.
+func startEtcdTLS(t testing.TB, tlsArgs []string, clientTLS *tls.Config) *testEtcd {
 	t.Helper()
 	bin, err := exec.LookPath("etcd")
 	if err != nil {
 		t.Skip("etcd not installed (the CI installs it):", err)
 	}
-	e := &testEtcd{t: t, bin: bin, dir: t.TempDir()}
+	e := &testEtcd{t: t, bin: bin, dir: t.TempDir(), tlsArgs: tlsArgs, clientTLS: clientTLS}
 	e.Start()
 	t.Cleanup(e.Stop)
 	return e
 }
 
 // Endpoint is the client endpoint.
-func (e *testEtcd) Endpoint() string { return "unix://" + filepath.Join(e.dir, "client.sock") + ":0" }
+func (e *testEtcd) Endpoint() string { return e.scheme() + "://" + filepath.Join(e.dir, "client.sock") + ":0" }
+
+func (e *testEtcd) scheme() string {
+	if e.tlsArgs != nil {
+		return "unixs"
+	}
+	return "unix"
+}
 
 // Start starts etcd and waits until it answers.
 func (e *testEtcd) Start() {
@@ -48,9 +63,11 @@ func (e *testEtcd) Start() {
 	}
 	defer log.Close()
 	peer := "unix://peer.sock:0"
-	cmd := exec.Command(e.bin, "--name=e1", "--data-dir=data",
-		"--listen-client-urls=unix://client.sock:0", "--advertise-client-urls=unix://client.sock:0",
-		"--listen-peer-urls="+peer, "--initial-advertise-peer-urls="+peer, "--initial-cluster=e1="+peer)
+	client := e.scheme() + "://client.sock:0"
+	args := append([]string{"--name=e1", "--data-dir=data",
+		"--listen-client-urls=" + client, "--advertise-client-urls=" + client,
+		"--listen-peer-urls=" + peer, "--initial-advertise-peer-urls=" + peer, "--initial-cluster=e1=" + peer}, e.tlsArgs...)
+	cmd := exec.Command(e.bin, args...)
 	cmd.Dir = e.dir
 	cmd.Stdout, cmd.Stderr = log, log
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH")}
@@ -102,7 +119,7 @@ func (e *testEtcd) Stop() {
 
 // Client returns a client closed at the end of the test.
 func (e *testEtcd) Client() *clientv3.Client {
-	cli, err := clientv3.New(ClientConfig(context.Background(), Options{Endpoints: []string{e.Endpoint()}}))
+	cli, err := clientv3.New(ClientConfig(context.Background(), Options{Endpoints: []string{e.Endpoint()}, TLS: e.clientTLS}))
 	if err != nil {
 		e.t.Fatal(err)
 	}
