@@ -44,7 +44,9 @@ func startEtcdTLS(t testing.TB, tlsArgs []string, clientTLS *tls.Config) *testEt
 }
 
 // Endpoint is the client endpoint.
-func (e *testEtcd) Endpoint() string { return e.scheme() + "://" + filepath.Join(e.dir, "client.sock") + ":0" }
+func (e *testEtcd) Endpoint() string {
+	return e.scheme() + "://" + filepath.Join(e.dir, "client.sock") + ":0"
+}
 
 func (e *testEtcd) scheme() string {
 	if e.tlsArgs != nil {
