@@ -18,12 +18,15 @@
 #   BENCH_RUNS=1            runs in a row, each with a fresh cluster and fresh proxies
 #   BENCH_PORT_BASE=26432   pgfront listens on this loopback port, haproxy on the next
 #   BENCH_KEEP=0            1 = keep each run's work dir (its path is printed on stderr)
+#   BENCH_DCS=0             1 = pgfront follows Patroni's leader key from etcd (clusters.X.dcs)
+#                           and the report splits the write gap into Patroni's and pgfront's share
 #   HAPROXY=/usr/sbin/haproxy
 set -euo pipefail
 
 BENCH_RUNS=${BENCH_RUNS:-1}
 BENCH_PORT_BASE=${BENCH_PORT_BASE:-26432}
 BENCH_KEEP=${BENCH_KEEP:-0}
+BENCH_DCS=${BENCH_DCS:-0}
 HAPROXY=${HAPROXY:-/usr/sbin/haproxy}
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -55,6 +58,7 @@ log "building pgfront and bench/failover"
 
 args=(-pgfront "$TMP/pgfront" -haproxy "$HAPROXY" -port-base "$BENCH_PORT_BASE")
 [[ $BENCH_KEEP == 1 ]] && args+=(-keep)
+[[ $BENCH_DCS == 1 ]] && args+=(-dcs)
 
 for ((run = 1; run <= BENCH_RUNS; run++)); do
 	if ((BENCH_RUNS > 1)); then

@@ -73,6 +73,7 @@ type options struct {
 	settle   time.Duration
 	maxWait  time.Duration
 	keep     bool
+	dcs      bool // pgfront's dcs role source, and the split of the gap it makes measurable
 }
 
 func main() {
@@ -84,6 +85,7 @@ func main() {
 	flag.DurationVar(&o.settle, "settle", 5*time.Second, "failure-free writes to the new leader that end a scenario")
 	flag.DurationVar(&o.maxWait, "max", 60*time.Second, "bound of a scenario, from its event")
 	flag.BoolVar(&o.keep, "keep", false, "keep the work dir: configs, pgfront and haproxy logs, Patroni logs, attempts.csv")
+	flag.BoolVar(&o.dcs, "dcs", false, "pgfront follows Patroni's leader key from etcd (clusters.X.dcs); report pgfront's own share of the gap")
 	flag.Parse()
 	if err := patronitest.Available(); err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -110,6 +112,7 @@ type bench struct {
 	byPort  map[int]*patronitest.Node
 	writers map[string]*writer
 	tl      *timeline
+	dcs     *dcsTimeline // -dcs: the leader key from the bench's own watch
 	procs   []*child
 	pgfLog  string
 	haLog   string
@@ -192,6 +195,13 @@ func run(ctx context.Context, o options) (retErr error) {
 	etcdKey := c.Namespace + c.Scope + "/leader"
 	wg.Add(1)
 	go func() { defer wg.Done(); pollLeader(runCtx, c, etcdKey, b.tl) }()
+	if o.dcs {
+		if b.dcs, err = watchDCS(runCtx, c, etcdKey, &wg); err != nil {
+			stopRun()
+			wg.Wait()
+			return err
+		}
+	}
 	for name, addr := range map[string]string{proxyPgfront: pgfAddr, proxyHAProxy: haAddr} {
 		w := &writer{name: name, addr: addr}
 		b.writers[name] = w
@@ -238,6 +248,9 @@ func run(ctx context.Context, o options) (retErr error) {
 		b.writeCSV(filepath.Join(dir, "attempts.csv"))
 	}
 	b.report(os.Stdout, scs, missing)
+	if o.dcs {
+		b.reportDCS(os.Stdout, scs)
+	}
 	return nil
 }
 
@@ -291,7 +304,11 @@ func (b *bench) startPgfront(ctx context.Context) (string, error) {
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(b.o.portBase))
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "log: {format: json, level: info}\ntimeouts: {queue: 30s}\nclusters:\n  patroni:\n")
-	fmt.Fprintf(&cfg, "    health: %s\n    servers:\n", pgfrontHealth)
+	fmt.Fprintf(&cfg, "    health: %s\n", pgfrontHealth)
+	if b.o.dcs {
+		fmt.Fprintf(&cfg, "    dcs: {etcd: {hosts: [%q], namespace: %q, scope: %q}}\n", b.cluster.EtcdAddr(), b.cluster.Namespace, b.cluster.Scope)
+	}
+	fmt.Fprintf(&cfg, "    servers:\n")
 	for _, n := range b.cluster.Nodes {
 		fmt.Fprintf(&cfg, "      - {name: %s, address: %q, patroni: %q}\n", n.Name, n.PGAddr(), n.RESTAddr())
 	}

@@ -5,6 +5,8 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
+	"os"
 	"sort"
 
 	"github.com/pgfront/pgfront/internal/app"
@@ -73,6 +75,18 @@ func checkCmd(args []string, out, _ io.Writer) error {
 	}
 	if preflight.FleetSecretUnset(cfg, nil) {
 		built.Fleet.SecretEnv = ""
+	}
+	// The same for an etcd password variable of a dcs section (warned about by preflight).
+	built.Clusters = maps.Clone(cfg.Clusters)
+	for name, cl := range built.Clusters {
+		if d := cl.DCS; d != nil && d.Etcd.PasswordEnv != "" {
+			if _, ok := os.LookupEnv(d.Etcd.PasswordEnv); !ok {
+				c, dc := *cl, *d
+				dc.Etcd.PasswordEnv = ""
+				c.DCS = &dc
+				built.Clusters[name] = &c
+			}
+		}
 	}
 	a, err := app.New(&built, app.NewLogger("text", "error", io.Discard))
 	if err != nil {

@@ -85,3 +85,33 @@ func TestCheckYAMLSyntax(t *testing.T) {
 		t.Errorf("stderr %q, want %q... with a hint", r.stderr, want)
 	}
 }
+
+// TestCheckDCS: an etcd password variable not set here and an etcd that does not answer are
+// warnings (run may have both), not failures.
+func TestCheckDCS(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PGFRONT_TEST_UNSET_ETCD", "")
+	os.Unsetenv("PGFRONT_TEST_UNSET_ETCD")
+	// 192.0.2.0/24 is TEST-NET-1 (RFC 5737): never reachable; the dial fails or times out.
+	path := filepath.Join(dir, "dcs.yaml")
+	os.WriteFile(path, []byte(`clusters:
+  c:
+    dcs:
+      etcd: {hosts: ["192.0.2.1:2379"], scope: pg, username: u, password_env: PGFRONT_TEST_UNSET_ETCD}
+    servers:
+      - {name: a, address: 127.0.0.1:5432}
+routes:
+  rw: {listen: 127.0.0.1:0, cluster: c, role: primary}
+`), 0o600)
+	r := call("check", "-c", path)
+	r.want(t, 0)
+	for _, want := range []string{
+		"clusters.c.dcs.etcd.password_env: environment variable PGFRONT_TEST_UNSET_ETCD is not set here",
+		"clusters.c.dcs.etcd.hosts[0]: etcd at 192.0.2.1:2379 does not accept connections from here",
+		path + ": OK (1 routes, 1 clusters, 2 warnings)",
+	} {
+		if !strings.Contains(r.stdout, want) {
+			t.Errorf("check output lacks %q:\n%s", want, r.stdout)
+		}
+	}
+}

@@ -62,8 +62,10 @@ type Overview struct {
 
 	Routes  []Route  `json:"routes"`
 	Servers []Server `json:"servers"`
-	Sockets Sockets  `json:"sockets"`
-	Alerts  []Alert  `json:"alerts"` // every configured alert, active or not
+	// DCS is each cluster's DCS role source (clusters with a dcs section).
+	DCS     []DCS   `json:"dcs"`
+	Sockets Sockets `json:"sockets"`
+	Alerts  []Alert `json:"alerts"` // every configured alert, active or not
 	// LiveSessions are the newest open sessions (at most 200), newest first.
 	LiveSessions []Session `json:"live_sessions"`
 	// Recent are the latest ended sessions (at most 100), newest first.
@@ -99,16 +101,33 @@ type Server struct {
 	SplitBrain bool `json:"split_brain"`
 	// NoLoadBalance and SyncStandby are what Patroni says (tag noloadbalance; a synchronous
 	// standby).
-	NoLoadBalance bool      `json:"noloadbalance"`
-	SyncStandby   bool      `json:"sync_standby"`
-	LagBytes      int64     `json:"lag_bytes"`   // -1 unknown
-	LagSeconds    float64   `json:"lag_seconds"` // -1 unknown
-	Sessions      int       `json:"sessions"`    // relayed now
-	MaxConn       int       `json:"maxconn"`     // 0 = unlimited
-	LastCheck     time.Time `json:"last_check"`  // zero: never checked
+	NoLoadBalance bool `json:"noloadbalance"`
+	SyncStandby   bool `json:"sync_standby"`
+	// Leader is what the cluster's DCS says of the server: leader, not_leader, or unknown
+	// (no DCS role source, or its view is not current).
+	Leader     string    `json:"leader"`
+	LagBytes   int64     `json:"lag_bytes"`   // -1 unknown
+	LagSeconds float64   `json:"lag_seconds"` // -1 unknown
+	Sessions   int       `json:"sessions"`    // relayed now
+	MaxConn    int       `json:"maxconn"`     // 0 = unlimited
+	LastCheck  time.Time `json:"last_check"`  // zero: never checked
 	// CheckMillis is how long the last health check took.
 	CheckMillis float64 `json:"check_ms"`
 	LastError   string  `json:"last_error,omitempty"`
+}
+
+// DCS is one cluster's DCS role source (Patroni's etcd).
+type DCS struct {
+	Cluster string `json:"cluster"`
+	Prefix  string `json:"prefix"` // the watched keys: /<namespace>/<scope>/
+	// Up: the watch is current. False: etcd does not answer or the watch broke, and node
+	// checks alone decide roles.
+	Up            bool      `json:"up"`
+	Since         time.Time `json:"since"`  // of the last change of Up
+	Leader        string    `json:"leader"` // member holding the leader key; "" none (or not Up)
+	Members       []string  `json:"members"`
+	LeaderChanges uint64    `json:"leader_changes"`
+	LastError     string    `json:"last_error,omitempty"`
 }
 
 // Session is one open client session.

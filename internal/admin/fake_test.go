@@ -40,10 +40,12 @@ func newFakeBackend() *fakeBackend {
 				Balance: "first", Sessions: 1, MaxConn: 50, Total: 12}},
 			Servers: []Server{
 				{Cluster: "main", Name: "pg1", Address: "10.0.0.1:5432", Role: "primary", Up: true,
-					Admin: "ready", LagBytes: 0, LagSeconds: 0, Sessions: 1, LastCheck: t0.Add(-2 * time.Second), CheckMillis: 1.5},
+					Admin: "ready", Leader: "leader", LagBytes: 0, LagSeconds: 0, Sessions: 1, LastCheck: t0.Add(-2 * time.Second), CheckMillis: 1.5},
 				{Cluster: "main", Name: "pg2", Address: "10.0.0.2:5432", Role: "unknown", Up: false,
-					Admin: "maint", LagBytes: -1, LagSeconds: -1, LastError: "dial tcp: connection refused <b>x</b>"},
+					Admin: "maint", Leader: "not_leader", LagBytes: -1, LagSeconds: -1, LastError: "dial tcp: connection refused <b>x</b>"},
 			},
+			DCS: []DCS{{Cluster: "main", Prefix: "/service/main/", Up: true, Since: t0.Add(-time.Hour), Leader: "pg1",
+				Members: []string{"pg1", "pg2"}, LeaderChanges: 2}},
 			Sockets: Sockets{SampledAt: t0.Add(-time.Second), Source: "sock_diag", SampleMillis: 0.8,
 				Counts: []SocketCount{
 					{Route: "rw", Side: "client", State: "ESTABLISHED", Count: 1},

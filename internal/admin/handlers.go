@@ -246,6 +246,7 @@ func normalizeSockets(s Sockets) Sockets {
 func normalizeOverview(o Overview) Overview {
 	o.Routes = nonNil(o.Routes)
 	o.Servers = nonNil(o.Servers)
+	o.DCS = nonNil(o.DCS)
 	o.Sockets = normalizeSockets(o.Sockets)
 	o.Alerts = nonNil(o.Alerts)
 	o.LiveSessions = nonNil(o.LiveSessions)

@@ -51,7 +51,8 @@ type App struct {
 	gen         *generation
 	routeLimits map[string]*admission.Limit
 	health      map[*cluster.Cluster]*clusterHealth
-	admin       *admin.Listener // nil when admin.listen is ""
+	dcs         map[*cluster.Cluster]*clusterDCS // clusters with a DCS role source
+	admin       *admin.Listener                  // nil when admin.listen is ""
 	certs       []*tlsconf.Server
 	listening   map[string]netip.AddrPort // routes' bound addresses, for the socket monitor
 	running     bool                      // Start ran
@@ -61,6 +62,13 @@ type App struct {
 	handoverPath string
 	drainingPath atomic.Pointer[string] // this process's socket for relayed cancels, once draining
 
+	// The rebuild loop (servers_from_members): signalled through rebuildCh (buffered), runs
+	// from Start until rebuildStop closes, then closes rebuildDone.
+	rebuildCh      chan struct{}
+	rebuildStop    chan struct{}
+	rebuildDone    chan struct{}
+	rebuildStarted bool // guarded by reloadMu
+
 	// draining: pgfront takes no new clients (SIGTERM, or a hand-over to a new process); the
 	// readiness probe says so.
 	draining atomic.Pointer[string]
@@ -69,7 +77,9 @@ type App struct {
 // New builds every component from cfg. Nothing listens until Start.
 func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 	a := &App{log: logger, adm: admission.New(cfg.MaxQueue), routeLimits: make(map[string]*admission.Limit),
-		health: make(map[*cluster.Cluster]*clusterHealth), listening: make(map[string]netip.AddrPort)}
+		health: make(map[*cluster.Cluster]*clusterHealth), listening: make(map[string]netip.AddrPort),
+		dcs: make(map[*cluster.Cluster]*clusterDCS), rebuildCh: make(chan struct{}, 1),
+		rebuildStop: make(chan struct{}), rebuildDone: make(chan struct{})}
 	a.global = a.adm.NewLimit("global", cfg.MaxConn)
 	a.registry = prometheus.NewRegistry()
 	a.sockets = sockmon.New(sockmon.Options{})
@@ -144,6 +154,7 @@ func (a *App) Start() error {
 			h.mon.Start()
 		}
 	}
+	a.startDCS()
 	a.metrics.Start()
 	for _, name := range cfg.RouteNames() {
 		r := cfg.Routes[name]
@@ -255,6 +266,7 @@ func (a *App) stopBackground() {
 		adm.Close() // outside the lock: a reload request it waits for takes the lock
 	}
 	a.closing.Wait()
+	a.stopAllDCS()
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	a.metrics.Stop()

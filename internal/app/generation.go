@@ -58,6 +58,9 @@ type clusterPlan struct {
 	cfg     *config.Cluster
 	servers []*cluster.Server // in file order, lined up with cfg.Servers
 	isNew   bool
+	dcs     *dcsPlan // nil: no DCS role source
+	// serversChanged: the cluster's server list differs from the running one.
+	serversChanged bool
 }
 
 // configHash identifies a config's content (secrets included in the digest, never shown).
@@ -93,8 +96,11 @@ func (a *App) build(cfg *config.Config) (*generation, error) {
 	}
 
 	for _, name := range cfg.ClusterNames() {
-		cc := cfg.Clusters[name]
+		cc := a.withMembers(name, cfg.Clusters[name]) // servers_from_members: the DCS adds servers
 		plan := &clusterPlan{cfg: cc}
+		if plan.dcs, err = buildDCS(cc); err != nil {
+			return nil, err
+		}
 		var running []*cluster.Server
 		if old != nil && old.clusters[name] != nil {
 			plan.cl = old.clusters[name].cl
@@ -281,13 +287,16 @@ func (a *App) apply(g *generation, bind bool) ([]string, error) {
 			}
 		} else if !slices.Equal(plan.cl.Servers(), plan.servers) {
 			plan.cl.SetServers(plan.servers)
+			plan.serversChanged = true
 		}
 		a.applyHealth(old, g, plan, note)
+		a.applyDCS(plan, note)
 	}
 	if old != nil {
 		for name, plan := range old.clusters {
 			if g.clusters[name] == nil {
 				a.stopHealth(plan.cl)
+				a.stopDCS(plan.cl)
 				note("cluster %s: removed", name)
 			}
 		}

@@ -94,6 +94,7 @@ func (b *adminBackend) Overview() admin.Overview {
 		MaxConn:      a.Config().MaxConn,
 		Routes:       b.routes(infos),
 		Servers:      b.Servers(),
+		DCS:          a.dcsStatus(),
 		Sockets:      b.sockets(infos, now),
 		Alerts:       b.Alerts(),
 	}
@@ -148,7 +149,7 @@ func (b *adminBackend) Servers() []admin.Server {
 			st := srv.State()
 			out = append(out, admin.Server{
 				Cluster: srv.Cluster, Name: srv.Name, Address: srv.Addr, Role: st.Role.String(), Up: st.Up,
-				Admin: st.Admin.String(), Fenced: st.Fenced, SplitBrain: st.SplitBrain,
+				Admin: st.Admin.String(), Fenced: st.Fenced, SplitBrain: st.SplitBrain, Leader: st.Leader.String(),
 				NoLoadBalance: st.NoLoadBalance, SyncStandby: st.SyncStandby, LagBytes: st.LagBytes, LagSeconds: st.LagSeconds,
 				Sessions: srv.Active(), MaxConn: srv.Limit.Max(), LastCheck: st.LastCheck,
 				CheckMillis: float64(st.CheckDuration.Microseconds()) / 1000, LastError: st.LastErr,

@@ -407,6 +407,9 @@ type Cluster struct {
 	// ServerTLS is how pgfront (sessions, cancels and health checks)
 	// talks TLS to this cluster's servers.
 	ServerTLS ServerTLS `json:"server_tls"`
+	// DCS, when set, makes Patroni's DCS the role source (see DCS). Default nil:
+	// roles come from the health checks alone.
+	DCS *DCS `json:"dcs,omitempty"`
 }
 
 // ServerTLS is the TLS pgfront uses towards a cluster's servers, with the

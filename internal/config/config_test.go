@@ -481,7 +481,7 @@ func TestProblems(t *testing.T) {
 		{"unknown key in cluster", strings.Replace(base, "    servers:", "    on_marked_dwon: keep\n    servers:", 1),
 			[]want{{"on_marked_dwon", "clusters.main.on_marked_dwon", `unknown field "on_marked_dwon" (did you mean "on_marked_down"?)`}}},
 		{"unknown key in cluster lists known ones", strings.Replace(base, "    servers:", "    checks: {}\n    servers:", 1),
-			[]want{{"checks", "clusters.main.checks", `unknown field "checks" (known: on_marked_down, health, server_tls, servers)`}}},
+			[]want{{"checks", "clusters.main.checks", `unknown field "checks" (known: on_marked_down, health, server_tls, servers, dcs)`}}},
 		{"unknown key in max_lag", base + roRoute + "    max_lag:\n      bytes: 1MB\n      seconds: 5\n",
 			[]want{{"seconds", "routes.ro.max_lag.seconds", `unknown field "seconds" (known: bytes, time)`}}},
 		{"bad check and on_marked_down", strings.Replace(withHealth("      check: http\n"), "    health:", "    on_marked_down: kill\n    health:", 1),

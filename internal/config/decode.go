@@ -309,6 +309,7 @@ func (d *decoder) clusters(n ast.Node, path string) map[string]*Cluster {
 				})
 			}},
 			{"servers", func(n ast.Node, p string) { cl.Servers = d.servers(n, p) }},
+			{"dcs", d.dcs(&cl.DCS)},
 		})
 	}
 	return out

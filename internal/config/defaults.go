@@ -124,6 +124,7 @@ func applyDefaults(c *Config, isSet func(path string) bool) {
 			sp := index(p+".servers", i)
 			num(&s.Weight, sp+".weight", 1)
 		}
+		dcsDefaults(cl.DCS, p+".dcs", isSet)
 	}
 
 	if c.Routes == nil {

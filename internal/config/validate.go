@@ -203,7 +203,7 @@ func (v *validator) keepaliveSeconds(path string, d Duration) {
 func (v *validator) cluster(cl *Cluster) {
 	p := "clusters." + cl.Name
 	v.name(p, cl.Name, "cluster")
-	if len(cl.Servers) == 0 {
+	if len(cl.Servers) == 0 && cl.DCS == nil {
 		v.bad(p+".servers", "cluster %q needs at least one server", cl.Name)
 	}
 	first := map[string]string{} // server name -> path of its first use
@@ -244,6 +244,7 @@ func (v *validator) cluster(cl *Cluster) {
 	v.oneOf(p+".on_marked_down", cl.OnMarkedDown, "shutdown_sessions", "keep")
 	v.health(p+".health", cl.Health)
 	v.serverTLS(p+".server_tls", cl.ServerTLS)
+	v.dcs(p+".dcs", cl)
 }
 
 // serverTLS checks a cluster's TLS towards its servers.

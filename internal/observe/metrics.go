@@ -118,6 +118,7 @@ type Metrics struct {
 	samples       *prometheus.CounterVec
 	reloads       *prometheus.CounterVec
 	tlsHandshakes *prometheus.CounterVec
+	dcs           dcsMetrics
 
 	recent recentList
 	alerts alertSet
@@ -214,6 +215,7 @@ func New(opts Options) *Metrics {
 		samples:         famSocketSamples.counterVec(),
 		reloads:         famConfigReloads.counterVec(),
 		tlsHandshakes:   famTLSHandshakes.counterVec(),
+		dcs:             newDCSMetrics(),
 		intervalChanged: make(chan struct{}, 1),
 	}
 	m.recent.init(recentSize)
@@ -234,6 +236,7 @@ func New(opts Options) *Metrics {
 	v := version.Get()
 	build.WithLabelValues(v.Version, v.Revision, v.GoVersion).Set(1)
 	reg := opts.Registerer
+	reg.MustRegister(m.dcs.collectors()...)
 	reg.MustRegister(build, m.accepted, m.queued, m.queueWait, m.bytes, m.queries, m.txs, m.queryDur, m.txDur,
 		m.ended, m.refusals, m.cancels, m.transitions, m.checks, m.alertActive, m.alertRaised, m.samples,
 		m.reloads, m.tlsHandshakes,

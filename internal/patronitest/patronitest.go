@@ -130,6 +130,12 @@ type Cluster struct {
 		nodes   map[*Node]*process // running Patroni namespaces
 		removed bool               // Cleanup ran
 	}
+	// paused holds the pids PausePatroni stopped, by node. Its own lock: status, called with
+	// mu held, reads it.
+	paused struct {
+		sync.Mutex
+		m map[*Node][]int
+	}
 }
 
 // EtcdAddr returns "127.0.0.1:port" of etcd's client API (v3; its gRPC gateway is at /v3/).
@@ -430,6 +436,11 @@ func (s patroniStatus) isPrimary() bool { return s.Role == "master" || s.Role ==
 
 func (c *Cluster) status(ctx context.Context, n *Node) (patroniStatus, error) {
 	var st patroniStatus
+	if c.isPaused(n) {
+		// A frozen Patroni's listener still completes handshakes until its backlog fills;
+		// asking it would only leave dials behind.
+		return st, fmt.Errorf("%s: Patroni paused", n.Name)
+	}
 	err := c.getJSON(ctx, "http://"+n.RESTAddr()+"/patroni", &st)
 	return st, err
 }
@@ -566,6 +577,7 @@ func (c *Cluster) KillNode(n *Node) error {
 		return fmt.Errorf("killing %s: not running", n.Name)
 	}
 	delete(c.mu.nodes, n)
+	c.setPaused(n, nil) // SIGKILL ends stopped processes too
 	if err := p.killNamespace(); err != nil {
 		return fmt.Errorf("killing %s: %w", n.Name, err)
 	}

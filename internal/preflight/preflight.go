@@ -42,6 +42,8 @@ type Options struct {
 	LookupTimeout time.Duration
 	// Now is the time certificates' validity is judged at; zero = time.Now().
 	Now time.Time
+	// Dial connects to an etcd endpoint of a dcs section; nil = net.Dialer.DialContext.
+	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
 }
 
 // Run checks cfg (loaded from the file src describes) against this machine. It returns the
@@ -60,10 +62,14 @@ func Run(ctx context.Context, cfg *config.Config, src *config.Source, o Options)
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
+	if o.Dial == nil {
+		o.Dial = dialer.DialContext
+	}
 	c := &checker{cfg: cfg, src: src, opts: o}
 	c.hosts(ctx)
 	c.environment()
 	c.certificates()
+	c.dcs(ctx)
 	sort.SliceStable(c.warnings, func(i, j int) bool { return c.warnings[i].Line < c.warnings[j].Line })
 	if len(c.problems) == 0 {
 		return c.warnings, nil

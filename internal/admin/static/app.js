@@ -127,6 +127,12 @@
       setText(li, `${a.name}: ${a.message} (value ${a.value}, threshold ${a.threshold}${since})`);
     }, "no active alerts");
 
+    syncList($("dcs"), o.dcs || [], "data-dcs", (d) => d.cluster, (li, d) => {
+      const state = d.up ? `watching, leader ${d.leader || "none (election)"}` : `NOT CURRENT: node checks decide (${d.last_error || "no answer"})`;
+      setText(li, `${d.cluster} ${d.prefix}: ${state}, since ${ago(now, d.since)}; members ${(d.members || []).join(", ") || "none"}; ${d.leader_changes} leader changes`);
+      li.className = d.up ? "" : "warn";
+    }, "no dcs role source configured");
+
     syncRows($("routes"), o.routes || [], "data-route", (r) => r.name, (r) => [
       r.name, r.listen, r.cluster, r.role,
       { t: limit(r.sessions, r.maxconn), c: "n" },
@@ -141,6 +147,7 @@
         { t: s.up ? "up" : "down", c: s.up ? "up" : "down" },
         { t: s.admin, c: s.admin === "ready" ? "" : "warn" },
         { t: s.split_brain ? "split brain" : s.fenced ? "fenced" : "", c: s.split_brain || s.fenced ? "warn" : "" },
+        { t: s.leader === "unknown" ? "" : s.leader.replace("_", " "), c: s.leader === "leader" ? "up" : "" },
         { t: s.lag_bytes < 0 ? "?" : size(s.lag_bytes), c: "n" },
         { t: s.lag_seconds < 0 ? "?" : s.lag_seconds.toFixed(1), c: "n" },
         { t: limit(s.sessions, s.maxconn), c: "n" },
