@@ -6,6 +6,7 @@ package app_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"slices"
@@ -38,7 +39,7 @@ clusters:
 %s    servers:
 %s
 routes:
-  rw: {listen: "127.0.0.1:0", cluster: pc, role: primary, timeouts: {queue: 45s}}
+  rw: {listen: "127.0.0.1:0", cluster: pc, role: primary, timeouts: {failover_wait: 45s}}
 `, health, dcs, servers.String())
 }
 
@@ -163,29 +164,30 @@ func TestDCSPatroniPaused(t *testing.T) {
 		name    string
 		health  string
 		withDCS bool
-		skip    string
 	}{
-		{"dcs", "{check: postgres, user: postgres, interval: 1s, fast_interval: 500ms, timeout: 900ms, rise: 1, fall: 1}", true, ""},
-		{"patroni", "{check: patroni, interval: 1s, fast_interval: 500ms, timeout: 900ms, rise: 1, fall: 1}", false, ""},
-		// TODO(merge): drop the skip once branch splitbrain (a primary route refuses writes
-		// while two servers claim the primary role undecided) is merged.
-		{"postgres", "{check: postgres, user: postgres, interval: 1s, fast_interval: 500ms, timeout: 900ms, rise: 1, fall: 1}", false,
-			"needs split-brain detection (branch splitbrain): with check: postgres alone both primaries pass the check"},
+		{"dcs", "{check: postgres, user: postgres, interval: 1s, fast_interval: 500ms, timeout: 900ms, rise: 1, fall: 1}", true},
+		{"patroni", "{check: patroni, interval: 1s, fast_interval: 500ms, timeout: 900ms, rise: 1, fall: 1}", false},
+		// Both primaries pass a PostgreSQL check: split-brain detection stops the writes.
+		{"postgres", "{check: postgres, user: postgres, interval: 1s, fast_interval: 500ms, timeout: 900ms, rise: 1, fall: 1}", false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if tc.skip != "" {
-				t.Skip(tc.skip)
-			}
-			pausedPrimary(t, tc.health, tc.withDCS)
+			pausedPrimary(t, tc.health, tc.withDCS, tc.name == "postgres")
 		})
 	}
 }
 
-func pausedPrimary(t *testing.T, health string, withDCS bool) {
+// pausedPrimary runs the scenario. With splitBrain (node checks that both primaries pass, no
+// DCS) no server can be told the rightful one: pgfront must stop every write once it sees the
+// second primary, and refuse writes until one remains.
+func pausedPrimary(t *testing.T, health string, withDCS, splitBrain bool) {
 	pc := patronitest.New(t, patronitest.Options{Nodes: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	e := startProxy(t, dcsConfig(pc, health, withDCS))
+	conf := dcsConfig(pc, health, withDCS)
+	if splitBrain {
+		conf = strings.Replace(conf, "failover_wait: 45s", "failover_wait: 1s", 1)
+	}
+	e := startProxy(t, conf)
 	leader, err := pc.Leader(ctx)
 	if err != nil {
 		t.Fatal(err)
@@ -219,6 +221,10 @@ func pausedPrimary(t *testing.T, health string, withDCS bool) {
 		t.Fatal(err)
 	}
 	leaderSeen := time.Now()
+	if splitBrain {
+		pausedSplitBrain(t, ctx, e, w, leader, next)
+		return
+	}
 	waitFor(t, 10*time.Second, "a write through rw on the new leader", func() bool {
 		_, ok := w.firstOn(next.PGPort)
 		return ok
@@ -259,6 +265,40 @@ func pausedPrimary(t *testing.T, health string, withDCS bool) {
 	}
 	// The old primary still accepts writes directly: the scenario really had two primaries.
 	if got, err := queryOn(ctx, leader, "SELECT pg_is_in_recovery()"); err != nil || got != "f" {
+		t.Errorf("old primary in recovery: %q, %v (the scenario needs it writable)", got, err)
+	}
+}
+
+// pausedSplitBrain: the old primary stays writable and the new one is promoted; once pgfront
+// sees both primaries no write lands on either, and writers are refused.
+func pausedSplitBrain(t *testing.T, ctx context.Context, e *env, w *writer, old, next *patronitest.Node) {
+	waitFor(t, 15*time.Second, "pgfront to see the split brain", func() bool {
+		v, ok := e.metric("pgfront_split_brain", "cluster", "pc")
+		return ok && v == 1
+	})
+	detected := time.Now()
+	_, failedBefore, _ := w.snapshot()
+	waitFor(t, 20*time.Second, "writes refused during the split brain", func() bool {
+		_, failed, _ := w.snapshot()
+		return failed >= failedBefore+3
+	})
+	w.halt()
+	writes, _, lastErr := w.snapshot()
+	var late int
+	for _, wr := range writes {
+		if wr.done.After(detected) {
+			late++
+		}
+	}
+	t.Logf("split brain seen; writes completed after it: %d; last refusal: %v", late, lastErr)
+	if late != 0 {
+		t.Errorf("%d writes landed after pgfront saw two primaries (%s and %s)", late, old.Name, next.Name)
+	}
+	var pe *pgconn.PgError
+	if !errors.As(lastErr, &pe) || pe.Code != "57P03" || !strings.Contains(pe.Message, "split brain") {
+		t.Errorf("writer refused with %v, want 57P03 naming the split brain", lastErr)
+	}
+	if got, err := queryOn(ctx, old, "SELECT pg_is_in_recovery()"); err != nil || got != "f" {
 		t.Errorf("old primary in recovery: %q, %v (the scenario needs it writable)", got, err)
 	}
 }
