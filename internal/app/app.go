@@ -52,6 +52,7 @@ type App struct {
 	routeLimits map[string]*admission.Limit
 	health      map[*cluster.Cluster]*clusterHealth
 	dcs         map[*cluster.Cluster]*clusterDCS // clusters with a DCS role source
+	dcsPeers    map[string]*dcsPeers             // fleet discovery, by cluster name
 	admin       *admin.Listener                  // nil when admin.listen is ""
 	certs       []*tlsconf.Server
 	listening   map[string]netip.AddrPort // routes' bound addresses, for the socket monitor
@@ -78,7 +79,7 @@ type App struct {
 func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 	a := &App{log: logger, adm: admission.New(cfg.MaxQueue), routeLimits: make(map[string]*admission.Limit),
 		health: make(map[*cluster.Cluster]*clusterHealth), listening: make(map[string]netip.AddrPort),
-		dcs: make(map[*cluster.Cluster]*clusterDCS), rebuildCh: make(chan struct{}, 1),
+		dcs: make(map[*cluster.Cluster]*clusterDCS), dcsPeers: make(map[string]*dcsPeers), rebuildCh: make(chan struct{}, 1),
 		rebuildStop: make(chan struct{}), rebuildDone: make(chan struct{})}
 	a.global = a.adm.NewLimit("global", cfg.MaxConn)
 	a.registry = prometheus.NewRegistry()

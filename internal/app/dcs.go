@@ -519,6 +519,7 @@ func (a *App) startDCS() {
 	for _, d := range a.dcs {
 		d.start()
 	}
+	a.applyDCSPeers(a.gen, func(string, ...any) {})
 	a.rebuildStarted = true
 	go a.rebuildLoop()
 }
@@ -541,6 +542,7 @@ func (a *App) stopAllDCS() {
 	}
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
+	a.stopAllDCSPeers()
 	for cl := range a.dcs {
 		a.stopDCS(cl)
 	}

@@ -29,6 +29,7 @@ func buildFleet(g *generation, fc config.Fleet) error {
 	}
 	g.fleetSecret = secret
 	g.fleetName = fc.Name
+	g.advertise = fc.Advertise
 	if g.fleetName == "" {
 		if g.fleetName, err = os.Hostname(); err != nil {
 			return fmt.Errorf("fleet.name: no name given and the host name is unknown: %w", err)

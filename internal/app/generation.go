@@ -47,6 +47,7 @@ type generation struct {
 	// The fleet: the shared secret (nil: none), this instance's name and the static peers.
 	fleetSecret []byte
 	fleetName   string
+	advertise   string // fleet.advertise as configured ("" = derived from the admin listener)
 	peers       []fleet.Peer
 	// retired: servers of the running generation the config no longer lists (or moved).
 	retired map[*cluster.Server]bool
@@ -355,6 +356,7 @@ func (a *App) apply(g *generation, bind bool) ([]string, error) {
 	}
 	a.certs = g.certs
 	a.gen = g
+	a.applyDCSPeers(g, note)
 	if old != nil { // the start's generation went to observe.New
 		a.metrics.ConfigApplied(g.n, g.hash, time.Now())
 	}

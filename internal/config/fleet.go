@@ -26,6 +26,13 @@ type Fleet struct {
 	// Peers are the other instances' admin listeners: host:port, or an http:// or https://
 	// URL (scheme, host and port only). Default none.
 	Peers []string `json:"peers"`
+	// Advertise is the address the other instances reach this one's admin listener at
+	// (host:port, or an http(s) URL), registered in Patroni's DCS for discovery: with a
+	// fleet secret, an instance whose cluster has a dcs section registers itself under
+	// /<namespace>/<scope>/pgfront/<name> and takes the instances registered there as peers.
+	// Default "" = admin.listen as bound, an unspecified host (0.0.0.0, ::) replaced by the
+	// host name.
+	Advertise string `json:"advertise"`
 	// CancelFallbackRate is how many CancelRequests per second and route no instance owns
 	// are sent to the route's eligible servers (each to every one of them). Default 10; 0 =
 	// no fallback (they are dropped).
@@ -56,6 +63,7 @@ func (d *decoder) fleet(f *Fleet) func(ast.Node, string) {
 					f.Peers = append(f.Peers, s)
 				})
 			}},
+			{"advertise", d.str(&f.Advertise)},
 			{"cancel_fallback_rate", d.float(&f.CancelFallbackRate)},
 			{"cancel_fallback_burst", d.int(&f.CancelFallbackBurst)},
 		})
@@ -83,6 +91,11 @@ func (v *validator) fleet() {
 			v.bad(path, "peer %s is listed twice", p)
 		}
 		seen[p] = true
+	}
+	if f.Advertise != "" {
+		if err := checkPeer(f.Advertise); err != nil {
+			v.bad("fleet.advertise", "%v", err)
+		}
 	}
 	if f.CancelFallbackRate < 0 {
 		v.bad("fleet.cancel_fallback_rate", "must not be negative, not %g", f.CancelFallbackRate)

@@ -15,6 +15,10 @@ func TestFleet(t *testing.T) {
 		f.CancelFallbackRate != want.CancelFallbackRate || f.CancelFallbackBurst != want.CancelFallbackBurst {
 		t.Errorf("fleet = %+v, want %+v", f, want)
 	}
+	c, _ = mustParse(t, "fleet:\n  advertise: \"https://pgfront-a.example:9187\"\n"+base)
+	if c.Fleet.Advertise != "https://pgfront-a.example:9187" {
+		t.Errorf("advertise = %q", c.Fleet.Advertise)
+	}
 	c, _ = mustParse(t, "fleet:\n  cancel_fallback_rate: 0\n  cancel_fallback_burst: 0\n"+base)
 	if c.Fleet.CancelFallbackRate != 0 {
 		t.Errorf("cancel_fallback_rate: 0 (off) became %g", c.Fleet.CancelFallbackRate)
@@ -43,6 +47,8 @@ func TestFleetProblems(t *testing.T) {
 				{"cancel_fallback_rate: -1", "fleet.cancel_fallback_rate", "must not be negative"},
 				{"cancel_fallback_rat:", "fleet.cancel_fallback_rat", `did you mean "cancel_fallback_rate"?`},
 			}},
+		{"bad advertise", "fleet:\n  advertise: pgfront-a\n" + base,
+			[]want{{"advertise", "fleet.advertise", "must be host:port"}}},
 		{"zero burst", "fleet:\n  cancel_fallback_burst: 0\n" + base,
 			[]want{{"cancel_fallback_burst", "fleet.cancel_fallback_burst", "must be at least 1"}}},
 		{"bad env name", "fleet:\n  secret_env: 1X\n" + base,
