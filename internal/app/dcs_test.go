@@ -323,8 +323,8 @@ func queryOn(ctx context.Context, n *patronitest.Node, sql string) (string, erro
 }
 
 // TestDCSEtcdLost: when etcd stops answering, pgfront says so (admin API, metric) and node
-// checks alone decide (the leadership becomes unknown; writes still reach the primary); when
-// etcd is back it follows the key again.
+// checks alone decide (the leadership becomes unknown; writes still reach the primary, whose
+// Patroni is frozen so that it does not demote it); when etcd is back it follows the key again.
 func TestDCSEtcdLost(t *testing.T) {
 	pc := patronitest.New(t, patronitest.Options{Nodes: 2})
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
@@ -340,6 +340,14 @@ func TestDCSEtcdLost(t *testing.T) {
 	})
 	if got, ok := e.metric("pgfront_dcs_up", "cluster", "pc"); !ok || got != 1 {
 		t.Errorf("pgfront_dcs_up = %v (%v), want 1", got, ok)
+	}
+	// Patroni demotes a primary that cannot renew its key: frozen, it cannot, and the node
+	// checks have a primary to find while etcd is away.
+	for _, n := range pc.Nodes {
+		if err := pc.PausePatroni(n); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = pc.ResumePatroni(n) })
 	}
 	if err := pc.StopEtcd(); err != nil {
 		t.Fatal(err)
@@ -362,13 +370,18 @@ func TestDCSEtcdLost(t *testing.T) {
 	if n := strings.Count(e.logs.String(), "dcs: no current view"); n != 1 {
 		t.Errorf("%d WARN lines for one loss, want 1", n)
 	}
-	// Node checks decide: the primary (Patroni has not demoted it yet: ttl 10 s) takes writes.
+	// Node checks decide: the primary (its Patroni frozen, so not demoted) takes writes.
 	rw := mustDial(t, ctx, e, "rw")
 	expectOn(t, ctx, rw, leader.PGPort, false)
 	_ = rw.Close(ctx)
 
 	if err := pc.StartEtcd(ctx); err != nil {
 		t.Fatal(err)
+	}
+	for _, n := range pc.Nodes {
+		if err := pc.ResumePatroni(n); err != nil {
+			t.Fatal(err)
+		}
 	}
 	waitFor(t, 30*time.Second, "the DCS view again", func() bool {
 		d := dcsState(t, e)
