@@ -230,7 +230,7 @@ TARGETS=(direct pgfront haproxy)
 target_port() { case $1 in direct) echo "$PORT_PG" ;; pgfront) echo "$PORT_PGFRONT" ;; haproxy) echo "$PORT_HAPROXY" ;; esac; }
 target_pid() { case $1 in direct) echo "" ;; pgfront) echo "$PGFRONT_PID" ;; haproxy) echo "$HAPROXY_PID" ;; esac; }
 
-RESULTS=$TMP/results.tsv # mode target clients round tps latency_ms transactions cpu_ticks
+RESULTS=$TMP/results.tsv # mode target clients round tps latency_ms transactions cpu_ticks p99_ms
 : >"$RESULTS"
 
 # run_pgbench mode target clients seconds [round]: one pgbench run; with a round, records it.
@@ -241,6 +241,9 @@ run_pgbench() {
 	pid=$(target_pid "$target")
 	jobs=$((clients < 2 ? clients : 2))
 	[ "$mode" = churn ] && extra=(-C)
+	# Select-only runs log every transaction's latency (pgbench -l) for the p99.
+	local lp="$TMP/lat-$mode-$target-$clients-${round:-w}"
+	[ "$mode" = select ] && [ -n "$round" ] && extra+=(-l "--log-prefix=$lp")
 	[ -n "$pid" ] && c0=$(cpu_ticks "$pid")
 	local rc=0
 	out=$("$PGBENCH" -n -S "${extra[@]}" -c "$clients" -j "$jobs" -T "$secs" \
@@ -262,7 +265,13 @@ run_pgbench() {
 		printf '%s\n' "$out" >&2
 		die "cannot parse pgbench output"
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$clients" "$round" "$tps" "$lat" "$tx" "$((c1 - c0))" >>"$RESULTS"
+	local p99=-
+	if compgen -G "$lp.*" >/dev/null; then
+		# Column 3 of pgbench's per-transaction log is the latency in microseconds.
+		p99=$(cat "$lp".* | awk '{print $3}' | sort -n | awk '{v[NR] = $1} END {i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] / 1000}')
+		rm -f "$lp".*
+	fi
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$clients" "$round" "$tps" "$lat" "$tx" "$((c1 - c0))" "$p99" >>"$RESULTS"
 	log "round $round $mode $target c=$clients: tps $tps, latency $lat ms, proxy cpu $((c1 - c0)) ticks"
 }
 
@@ -411,6 +420,22 @@ END {
 	for (i = 1; i <= nc; i++) row("select", cs[i])
 	header("Connection churn (pgbench -S -C: a new connection per transaction; lat includes the connection)")
 	row("churn", churn)
+}' "$RESULTS"
+
+echo
+echo "Select-only p99 latency (ms, every transaction logged by pgbench -l; mean of the rounds' p99) and what each proxy adds over direct"
+echo "clients |  direct  pgfront  HAProxy | added: pgfront  HAProxy   ratio"
+echo "--------+----------------------------+--------------------------------"
+awk -F'\t' -v clients="$BENCH_CLIENTS" '
+$1 == "select" && $9 != "-" { k = $2 SUBSEP $3; n[k]++; p[k] += $9 }
+function m(t, c,    k) { k = t SUBSEP c; return n[k] ? p[k] / n[k] : 0 }
+END {
+	nc = split(clients, cs, " ")
+	for (i = 1; i <= nc; i++) {
+		c = cs[i]; d = m("direct", c); pf = m("pgfront", c); h = m("haproxy", c)
+		printf "%7s | %7.3f  %7.3f  %7.3f |        %7.3f  %7.3f  %6s\n", c, d, pf, h, pf - d, h - d, \
+			(h - d > 0 ? sprintf("%.2f", (pf - d) / (h - d)) : "-")
+	}
 }' "$RESULTS"
 
 if [ -s "$COPY_RESULTS" ]; then

@@ -27,6 +27,7 @@ import (
 	"github.com/pgfront/pgfront/internal/fleet"
 	"github.com/pgfront/pgfront/internal/frontend"
 	"github.com/pgfront/pgfront/internal/handover"
+	"github.com/pgfront/pgfront/internal/memtrim"
 	"github.com/pgfront/pgfront/internal/observe"
 	"github.com/pgfront/pgfront/internal/sockmon"
 	"github.com/pgfront/pgfront/internal/tlsconf"
@@ -53,6 +54,7 @@ type App struct {
 	health      map[*cluster.Cluster]*clusterHealth
 	dcs         map[*cluster.Cluster]*clusterDCS // clusters with a DCS role source
 	dcsPeers    map[string]*dcsPeers             // fleet discovery, by cluster name
+	trimmer     *memtrim.Trimmer                 // returns a login burst's memory (from Start)
 	admin       *admin.Listener                  // nil when admin.listen is ""
 	certs       []*tlsconf.Server
 	listening   map[string]netip.AddrPort // routes' bound addresses, for the socket monitor
@@ -157,6 +159,7 @@ func (a *App) Start() error {
 	}
 	a.startDCS()
 	a.metrics.Start()
+	a.trimmer = memtrim.Start(memtrim.Options{})
 	for _, name := range cfg.RouteNames() {
 		r := cfg.Routes[name]
 		a.log.Info("route listening", "route", name, "addr", a.frontend.Addr(name).String(),
@@ -268,6 +271,13 @@ func (a *App) stopBackground() {
 	}
 	a.closing.Wait()
 	a.stopAllDCS()
+	a.reloadMu.Lock()
+	trimmer := a.trimmer
+	a.trimmer = nil
+	a.reloadMu.Unlock()
+	if trimmer != nil {
+		trimmer.Stop()
+	}
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	a.metrics.Stop()
