@@ -8,13 +8,14 @@
 // get to it: pgfront looked 3× as large per idle session as HAProxy for minutes after a
 // burst. A Trimmer watches the allocation rate and, once a burst of at least Burst bytes is
 // followed by a quiet Interval, collects and returns the free memory at once
-// (debug.FreeOSMemory). Under steady load the rate is never quiet, so it costs nothing then.
+// (debug.FreeOSMemory, after one more collection for what sync.Pools hold). Under steady load the rate is never quiet, so it costs nothing then.
 //
 //	t := memtrim.Start(memtrim.Options{})
 //	defer t.Stop()
 package memtrim
 
 import (
+	"runtime"
 	"runtime/debug"
 	"runtime/metrics"
 	"sync"
@@ -27,11 +28,12 @@ type Options struct {
 	// Default 500ms.
 	Interval time.Duration
 	// Burst is how much must have been allocated since the last trim for one to be worth its
-	// cost (a full GC). Default 32 MiB.
+	// cost (a full GC). Default 4 MiB.
 	Burst uint64
 	// Quiet is the most an Interval may allocate and still count as quiet. Default 512 KiB.
 	Quiet uint64
-	// Trim returns the memory; nil = debug.FreeOSMemory. A seam for tests.
+	// Trim returns the memory; nil = two collections, then the free memory to the OS. A
+	// seam for tests.
 	Trim func()
 }
 
@@ -47,19 +49,27 @@ type Trimmer struct {
 
 const allocsMetric = "/gc/heap/allocs:bytes"
 
+// trim collects twice and returns the free memory: the first collection only moves what
+// sync.Pools hold (the relay's buffers of the burst) to their victim caches, the second frees
+// it.
+func trim() {
+	runtime.GC()
+	debug.FreeOSMemory()
+}
+
 // Start starts a trim loop.
 func Start(o Options) *Trimmer {
 	if o.Interval <= 0 {
 		o.Interval = 500 * time.Millisecond
 	}
 	if o.Burst == 0 {
-		o.Burst = 32 << 20
+		o.Burst = 4 << 20
 	}
 	if o.Quiet == 0 {
 		o.Quiet = 512 << 10
 	}
 	if o.Trim == nil {
-		o.Trim = debug.FreeOSMemory
+		o.Trim = trim
 	}
 	tick := time.NewTicker(o.Interval)
 	t := start(o, tick.C)
