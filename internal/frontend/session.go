@@ -500,6 +500,10 @@ type establishing struct {
 	retries int
 }
 
+// loggedIn drops what only a retry needs (relay.Options.OnLoggedIn). A retry reads them on a
+// goroutine that starts after both copiers ended, so after this write.
+func (e *establishing) loggedIn() { e.pkt, e.pick = nil, nil }
+
 // connect dials a server and starts the relay; false means the session is already over.
 func (e *establishing) connect(s *session) (outcome, bool) {
 	srv, server, o, ok := s.connect(e.pick, e.ticket, true)
@@ -552,6 +556,9 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	// client may keep its socket for client_fin (counted as half-closed), but not a maxconn
 	// slot another client could use now. Release is idempotent: relayEnded's is then a no-op.
 	opts.OnServerClosed = e.ticket.Release
+	// Once logged in the session is never retried elsewhere: an idle session need not keep
+	// its StartupMessage and server picker (a few hundred bytes each).
+	opts.OnLoggedIn = e.loggedIn
 	opts.Observer = s.f.events.SessionObserver(r.Name, srv)
 	rs := relay.New(s.client, server, opts)
 

@@ -72,6 +72,10 @@ type Options struct {
 	// OnUnavailable, if set, is called when the server refused the login with 57P03 before
 	// the client saw anything (the session is then retryable elsewhere).
 	OnUnavailable func()
+	// OnLoggedIn, if set, is called once when the login is over (the server's first
+	// ReadyForQuery): from then on the session is never handed back for a retry (Result.Retry),
+	// so what the caller kept for one can go. Called on the server copier; it must not block.
+	OnLoggedIn func()
 	// OnServerClosed, if set, is called once when the server closed first and its last
 	// words (usually a FATAL) and FIN were passed to a client that has not closed yet: the
 	// session no longer uses a server and only waits up to ClientFin for the client to
@@ -1114,6 +1118,9 @@ func (s *Session) readyForQuery(status byte) {
 	}
 	s.readyForQueryLocked(status)
 	s.mu.Unlock()
+	if login && s.opts.OnLoggedIn != nil {
+		s.opts.OnLoggedIn()
+	}
 	if s.opts.Observer != nil && !login {
 		s.opts.Observer.QueryDone(query)
 		if txDone {

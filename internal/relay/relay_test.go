@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -735,5 +736,50 @@ func TestIssuedKey(t *testing.T) {
 	h.mu.Unlock()
 	if got.Secret != string(serverSecret) {
 		t.Fatalf("abort cancel carried secret %x, want the server's", got.Secret)
+	}
+}
+
+// TestLifecycleHooks: OnLoggedIn runs once, when the login's ReadyForQuery arrives (not for
+// later ones); OnServerClosed runs once the server closed first and its FATAL went to a
+// client that stays, long before client_fin lets the session end.
+func TestLifecycleHooks(t *testing.T) {
+	var loggedIn, serverClosed atomic.Int32
+	closed := make(chan struct{})
+	h := newHarness(t, Options{ClientFin: time.Minute,
+		OnLoggedIn: func() { loggedIn.Add(1) },
+		OnServerClosed: func() {
+			if serverClosed.Add(1) == 1 {
+				close(closed)
+			}
+		}})
+	h.serverSend(&pgproto3.AuthenticationOk{})
+	expectClient[*pgproto3.AuthenticationOk](h)
+	if n := loggedIn.Load(); n != 0 {
+		t.Fatalf("OnLoggedIn ran %d times before the login's ReadyForQuery", n)
+	}
+	h.serverSend(&pgproto3.ReadyForQuery{TxStatus: 'I'})
+	expectClient[*pgproto3.ReadyForQuery](h)
+	h.query("SELECT 1", 'I')
+	if n := loggedIn.Load(); n != 1 {
+		t.Fatalf("OnLoggedIn ran %d times after a login and a query, want 1", n)
+	}
+	if n := serverClosed.Load(); n != 0 {
+		t.Fatalf("OnServerClosed ran %d times while the server is there", n)
+	}
+	h.serverSend(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
+	_ = h.server.Close()
+	expectFatal(h, "57P01")
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("OnServerClosed not called after the server closed first (client_fin is 1m)")
+	}
+	if err := readToEOF(t, h.client); err != nil {
+		t.Fatalf("client was not half-closed: %v", err)
+	}
+	h.s.End(CauseAdminKill)
+	h.result()
+	if n := serverClosed.Load(); n != 1 {
+		t.Fatalf("OnServerClosed ran %d times, want 1", n)
 	}
 }
