@@ -213,7 +213,9 @@ func (s *dcsSource) apply(v dcs.View) {
 			continue
 		}
 		isLeader := srv.Name == leaderServer && leaderServer != ""
-		sync := slices.Contains(v.Sync.SyncStandbys, m.Name)
+		// The sync key names standbys of the leader it names: after a failover it is stale
+		// until Patroni rewrites it (Patroni's own sync.leader_matches check).
+		sync := v.Sync.Leader == v.Leader && slices.Contains(v.Sync.SyncStandbys, m.Name)
 		var role cluster.Role
 		switch {
 		case isLeader && m.Primary():

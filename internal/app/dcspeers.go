@@ -16,6 +16,19 @@ import (
 // registered there as peers, as source "dcs/<cluster>" next to fleet.peers. While etcd is
 // unreachable the last list stays: the peers are most likely still there.
 
+// isLoopback reports whether a host:port names a loopback address (or localhost).
+func isLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(host)
+	return ip != nil && ip.IsLoopback()
+}
+
 // dcsPeers is one cluster's running registration.
 type dcsPeers struct {
 	key    string // what it was built from: a change means a new registration
@@ -73,7 +86,7 @@ func (a *App) applyDCSPeers(g *generation, note func(string, ...any)) {
 		source := "dcs/" + name
 		self := g.fleetName
 		opts := dcs.PeerOptions{Options: plan.dcs.opts, Name: self, Addr: addr,
-			OnPeers: func(m map[string]string) { a.discovered(source, self, m) }}
+			OnPeers: func(m map[string]string) { a.discovered(source, self, addr, m) }}
 		opts.Logger = a.log.With("cluster", name)
 		p, err := dcs.NewPeers(opts)
 		if err != nil { // config validation rules these out
@@ -82,20 +95,26 @@ func (a *App) applyDCSPeers(g *generation, note func(string, ...any)) {
 		}
 		a.dcsPeers[name] = &dcsPeers{key: key, p: p, source: source}
 		p.Start()
+		if g.advertise == "" && isLoopback(addr) {
+			a.log.Warn("fleet discovery: registering a loopback address; only instances on this host can reach it — set fleet.advertise (or admin.listen) to an address the other instances reach",
+				"cluster", name, "address", addr)
+		}
 		note("cluster %s: fleet discovery through the dcs as %s at %s", name, self, addr)
 	}
 }
 
 // discovered takes a DCS peer list (name -> address, this instance included) as the peers
-// of source; nil (etcd unreachable) keeps the last list. It runs on the Peers goroutine and
-// never blocks: SetPeers takes only the fleet's own lock.
-func (a *App) discovered(source, self string, m map[string]string) {
+// of source; nil (etcd unreachable) keeps the last list. An entry with this instance's own
+// address is left out too: asking oneself finds nothing (two hosts that both registered a
+// loopback address). It runs on the Peers goroutine and never blocks: SetPeers takes only the
+// fleet's own lock.
+func (a *App) discovered(source, self, selfAddr string, m map[string]string) {
 	if m == nil {
 		return
 	}
 	var peers []fleet.Peer
 	for name, addr := range m {
-		if name != self {
+		if name != self && addr != selfAddr {
 			peers = append(peers, fleet.Peer{Name: name, Addr: addr})
 		}
 	}

@@ -21,7 +21,10 @@ type clusterReporter struct {
 	cluster *cluster.Cluster
 	servers atomic.Pointer[map[string]*cluster.Server] // by health target name
 	static  atomic.Bool                                // tcp checks: roles stay as configured
-	monitor *health.Monitor                            // set once built; hurried while there is no primary
+	// patroniFlags: the checks are Patroni's REST API, which says noloadbalance and
+	// sync_standby; other checks know nothing of them and leave them (a DCS source sets them).
+	patroniFlags atomic.Bool
+	monitor      *health.Monitor // set once built; hurried while there is no primary
 }
 
 // clusterHealth is the running health checking of one cluster: nil monitor for check: none.
@@ -55,7 +58,9 @@ func (r *clusterReporter) ReportStatus(target string, st health.Status) {
 		}
 		s.LSN = st.LSN
 		s.LagSeconds = st.LagSeconds
-		s.NoLoadBalance, s.SyncStandby = st.NoLoadBalance, st.SyncStandby
+		if r.patroniFlags.Load() {
+			s.NoLoadBalance, s.SyncStandby = st.NoLoadBalance, st.SyncStandby
+		}
 		s.LastCheck = st.LastCheck
 		s.CheckDuration = st.CheckDuration
 		s.LastErr = st.LastErr
@@ -122,6 +127,7 @@ func (a *App) applyHealth(old *generation, g *generation, plan *clusterPlan, not
 		rep := &clusterReporter{metrics: a.metrics, cluster: plan.cl}
 		rep.servers.Store(&targets)
 		rep.static.Store(h.StaticRoles())
+		rep.patroniFlags.Store(h.Check == "patroni")
 		opts.Reporter = rep
 		var ts []health.Target
 		for i, srv := range plan.servers {
@@ -137,6 +143,7 @@ func (a *App) applyHealth(old *generation, g *generation, plan *clusterPlan, not
 		return
 	}
 	ch.rep.static.Store(h.StaticRoles())
+	ch.rep.patroniFlags.Store(h.Check == "patroni")
 	opts.Reporter = ch.rep
 	ch.mon.SetOptions(opts)
 	// Removed first (their reports stop), then the reporter learns the new targets, then new

@@ -205,7 +205,12 @@ func (c *Cluster) OnChange(fn ChangeFunc) (unsubscribe func()) {
 // name holds the leader key ("" = no server does: an election is in progress). known false
 // means there is no such source or it lost its view (a broken watch): every server goes back
 // to LeaderUnknown and node checks alone decide.
+//
+// All servers change under one lock: a leader moving from A to B is never seen with both
+// holding the key (which would make both writable) or with neither decided.
 func (c *Cluster) SetLeader(name string, known bool) {
+	c.w.mu.Lock()
+	var changes []change
 	for _, srv := range c.Servers() {
 		l := LeaderUnknown
 		if known {
@@ -214,8 +219,17 @@ func (c *Cluster) SetLeader(name string, known bool) {
 				l = LeaderYes
 			}
 		}
-		c.Modify(srv, func(st *State) { st.Leader = l })
+		prev := stateOf(srv)
+		if prev.Leader == l {
+			continue
+		}
+		st := prev
+		st.Leader = l
+		srv.state.Store(&st)
+		changes = append(changes, change{srv, prev, st})
 	}
+	changes = c.markSplitBrainLocked(changes)
+	c.notifyLocked(changes)
 }
 
 // Update replaces srv's state with st; see Modify.
@@ -290,10 +304,11 @@ func (c *Cluster) notifyLocked(changes []change) {
 
 // claimsPrimary reports whether a server in state st takes part in deciding a split brain:
 // it is up, a check says it is a primary, no session found it in recovery, an administrator
-// has not taken it out (drain or maint: an operator resolves a split brain that way) and no
-// authoritative role source says it lost the leader key.
+// has not put it in maintenance (maint ends its sessions: an operator resolves a split brain
+// that way; a drained server's sessions still write until their boundary, so it still
+// claims) and no authoritative role source says it lost the leader key.
 func (st State) claimsPrimary() bool {
-	return st.Up && st.Role == RolePrimary && !st.Fenced && st.Admin == AdminReady && st.Leader != LeaderNo
+	return st.Up && st.Role == RolePrimary && !st.Fenced && st.Admin != AdminMaint && st.Leader != LeaderNo
 }
 
 // markSplitBrainLocked sets SplitBrain on every server that claims to be primary while

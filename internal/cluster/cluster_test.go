@@ -131,6 +131,38 @@ func TestSplitBrainEndsByFenceAdminAndRemoval(t *testing.T) {
 	}
 }
 
+// TestSplitBrainDrainedStillClaims: a drained primary's sessions go on writing until their
+// transaction boundary, so draining one of two primaries does not end the split brain (maint
+// does, above).
+func TestSplitBrainDrainedStillClaims(t *testing.T) {
+	cl, _ := newTestCluster(t, "a", "b")
+	setRole(cl, "a", RolePrimary)
+	setRole(cl, "b", RolePrimary)
+	cl.Modify(cl.Server("b"), func(st *State) { st.Admin = AdminDrain })
+	if got := names(cl.SplitBrain()); !slices.Equal(got, []string{"a", "b"}) {
+		t.Fatalf("after draining b: split brain %v, want a and b", got)
+	}
+}
+
+// TestSetLeaderAtomic: callbacks told of a leader move never see two servers holding the key.
+func TestSetLeaderAtomic(t *testing.T) {
+	cl, _ := newTestCluster(t, "b", "a") // the new leader first in the list
+	setRole(cl, "a", RolePrimary)
+	setRole(cl, "b", RolePrimary)
+	cl.SetLeader("a", true)
+	var both bool
+	cl.OnChange(func(*Server, State, State) {
+		both = both || (cl.Server("a").State().Leader == LeaderYes && cl.Server("b").State().Leader == LeaderYes)
+	})
+	cl.SetLeader("b", true)
+	if both {
+		t.Fatal("a callback saw a and b both holding the leader key")
+	}
+	if cl.Server("b").State().Leader != LeaderYes || cl.Server("a").State().Leader != LeaderNo {
+		t.Fatalf("after the move: a %v, b %v", cl.Server("a").State().Leader, cl.Server("b").State().Leader)
+	}
+}
+
 func TestSplitBrainLeaderDecides(t *testing.T) {
 	cl, rec := newTestCluster(t, "a", "b")
 	cl.SetLeader("b", true)

@@ -88,6 +88,21 @@ type peer struct {
 	Peer
 	url string
 	tag atomic.Int32
+	// learned is when tag was last learned from the peer's answer (unix ns); 0 for a tag
+	// derived from the peer's name (discovery) or not known yet.
+	learned atomic.Int64
+}
+
+// learnedTagTTL is how long a tag learned from a configured peer's answer is trusted alone:
+// the peer may have been renamed since (its default name is its host name, which a restart
+// may change), so after this it is asked again whatever the key's tag, and its answer
+// refreshes the tag.
+const learnedTagTTL = time.Minute
+
+// tagStale reports whether p's tag was learned from an answer longer than learnedTagTTL ago.
+func (p *peer) tagStale(now time.Time) bool {
+	l := p.learned.Load()
+	return l != 0 && now.Sub(time.Unix(0, l)) > learnedTagTTL
 }
 
 // New returns a Fleet with keys of its own (no fleet secret) and no peers.
@@ -102,7 +117,11 @@ func New(opts Options) *Fleet {
 			DisableKeepAlives:      true,
 			TLSHandshakeTimeout:    ForwardTimeout,
 			MaxResponseHeaderBytes: 16 << 10,
-		}}
+		},
+			// A redirect would send the signed request somewhere else: a peer answers, or
+			// the request failed.
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
 	}
 	if opts.MaxInFlight <= 0 {
 		opts.MaxInFlight = DefaultMaxInFlight
@@ -221,8 +240,9 @@ func (f *Fleet) Forward(key pgwire.CancelKey, route string) (peerAddr string, ok
 	tag, tagged := st.keys.Owner(key)
 	f.mu.Lock()
 	var targets []*peer
+	now := f.now()
 	for _, p := range f.mu.peers {
-		if t := p.tag.Load(); !tagged || t < 0 || byte(t) == tag {
+		if t := p.tag.Load(); !tagged || t < 0 || byte(t) == tag || p.tagStale(now) {
 			targets = append(targets, p)
 		}
 	}
@@ -301,6 +321,9 @@ func (f *Fleet) ask(ctx context.Context, authKey []byte, p *peer, req Request) (
 	}
 	if a.Tag >= 0 && a.Tag <= 255 {
 		p.tag.Store(int32(a.Tag))
+		if p.Name == "" {
+			p.learned.Store(f.now().UnixNano())
+		}
 	}
 	return a.Result == AnswerForwarded, nil
 }
@@ -311,14 +334,6 @@ func (f *Fleet) ask(ctx context.Context, authKey []byte, p *peer, req Request) (
 // authentication, 400 for a malformed one, 503 over the in-flight bound.
 func (f *Fleet) Handler(local func(req Request) bool) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case f.in <- struct{}{}:
-			defer func() { <-f.in }()
-		default:
-			f.droppedIn.Add(1)
-			http.Error(w, "too many peer requests", http.StatusServiceUnavailable)
-			return
-		}
 		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
 		if err != nil {
 			f.refused.Add(1)
@@ -337,6 +352,16 @@ func (f *Fleet) Handler(local func(req Request) bool) http.Handler {
 				code = http.StatusBadRequest
 			}
 			http.Error(w, http.StatusText(code), code)
+			return
+		}
+		// The in-flight bound is taken only now, for an authenticated request: a client that
+		// trickles bodies or sends junk cannot hold the slots the peers need.
+		select {
+		case f.in <- struct{}{}:
+			defer func() { <-f.in }()
+		default:
+			f.droppedIn.Add(1)
+			http.Error(w, "too many peer requests", http.StatusServiceUnavailable)
 			return
 		}
 		req.From = r.RemoteAddr

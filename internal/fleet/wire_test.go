@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -241,4 +242,44 @@ func TestInFlightBound(t *testing.T) {
 	close(release)
 	<-done
 	send.client.CloseIdleConnections()
+}
+
+// TestLearnedTagExpires: a configured peer renamed after its tag was learned (a new host name
+// after a restart) is asked again once the learned tag is a minute old, and its answer
+// teaches the new tag.
+func TestLearnedTagExpires(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(time.Now().UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()) }
+	a, b := New(Options{Now: now}), New(Options{Now: now})
+	a.Configure(testSecret, "a")
+	b.Configure(testSecret, "b")
+	var keys sync.Map
+	srv := httptest.NewServer(b.Handler(func(req Request) bool { _, ok := keys.Load(req.Key); return ok }))
+	defer srv.Close()
+	defer a.client.CloseIdleConnections()
+	a.SetPeers("config", []Peer{{Addr: srv.URL}})
+	issue := func(pid uint32) pgwire.CancelKey {
+		sec := make([]byte, 4)
+		b.Issue(pid, sec)
+		k := pgwire.CancelKey{ProcessID: pid, Secret: string(sec)}
+		keys.Store(k, true)
+		return k
+	}
+	if _, ok, err := a.Forward(issue(1), "rw"); !ok || err != nil {
+		t.Fatalf("first forward: %v, %v", ok, err)
+	}
+	// Renamed: b's keys carry another tag (names chosen so the tags differ).
+	if TagOf("b") == TagOf("b-renamed") {
+		t.Fatal("test names share a tag")
+	}
+	b.Configure(testSecret, "b-renamed")
+	k := issue(2)
+	if _, ok, _ := a.Forward(k, "rw"); ok {
+		t.Fatal("a key of the renamed b was forwarded while b's old tag was fresh")
+	}
+	clock.Add(int64(2 * time.Minute))
+	if _, ok, err := a.Forward(k, "rw"); !ok || err != nil {
+		t.Fatalf("after the learned tag expired: %v, %v", ok, err)
+	}
 }

@@ -118,8 +118,13 @@ func (t *Trimmer) run(o Options, ticks <-chan time.Time) {
 		now := read()
 		step := now - last
 		last = now
-		sinceTrim += step
-		if step <= o.Quiet && sinceTrim >= o.Burst {
+		if step > o.Quiet {
+			// Only busy intervals make a burst: a steady trickle under Quiet never adds up
+			// to a trim.
+			sinceTrim += step
+			continue
+		}
+		if sinceTrim >= o.Burst {
 			o.Trim()
 			sinceTrim = 0
 			last = read() // the trim's own allocations are no burst

@@ -17,7 +17,9 @@ var sink []byte
 func TestTrimAfterBurst(t *testing.T) {
 	ticks := make(chan time.Time)
 	trimmed := make(chan struct{}, 10)
-	tr := start(Options{Interval: time.Hour, Burst: 8 << 20, Quiet: 1 << 20,
+	// Burst 6 MiB for 8 MiB allocated: a batch split across two intervals may leave up to
+	// Quiet of it in a quiet one, which does not count.
+	tr := start(Options{Interval: time.Hour, Burst: 6 << 20, Quiet: 1 << 20,
 		Trim: func() { trimmed <- struct{}{} }}, ticks)
 	defer tr.Stop()
 	tick := func() { ticks <- time.Now() }
@@ -41,6 +43,26 @@ func TestTrimAfterBurst(t *testing.T) {
 	tr.Stop()
 	if got := len(trimmed); got != 1 || tr.Trims() != 1 {
 		t.Fatalf("trims = %d (%d), want 1", got, tr.Trims())
+	}
+	_ = sink
+}
+
+// TestNoTrimForTrickle: allocation that stays under Quiet in every interval is steady light
+// load, not a burst, however much it adds up to.
+func TestNoTrimForTrickle(t *testing.T) {
+	ticks := make(chan time.Time)
+	trimmed := make(chan struct{}, 10)
+	tr := start(Options{Interval: time.Hour, Burst: 2 << 20, Quiet: 1 << 20,
+		Trim: func() { trimmed <- struct{}{} }}, ticks)
+	defer tr.Stop()
+	ticks <- time.Now()
+	for range 8 { // 8 x 512 KiB = 4 MiB, twice Burst, never a busy interval
+		sink = make([]byte, 512<<10)
+		ticks <- time.Now()
+	}
+	tr.Stop()
+	if got := len(trimmed); got != 0 {
+		t.Fatalf("trims = %d for a trickle under Quiet, want 0", got)
 	}
 	_ = sink
 }
