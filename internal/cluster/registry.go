@@ -82,6 +82,15 @@ func (r *Registry[S]) SetKey(s S, server, client pgwire.CancelKey) {
 	r.mu.Unlock()
 }
 
+// HasKey reports whether a live session's client got key (an issuer avoids handing out a key
+// twice).
+func (r *Registry[S]) HasKey(key pgwire.CancelKey) bool {
+	r.mu.Lock()
+	_, ok := r.mu.keys[key]
+	r.mu.Unlock()
+	return ok
+}
+
 // Lookup finds the session whose client got key, and the key its server announced, which a
 // cancel for it must carry. A miss is counted.
 func (r *Registry[S]) Lookup(key pgwire.CancelKey) (s S, server pgwire.CancelKey, ok bool) {

@@ -208,3 +208,18 @@ func (f *Frontend) sendCancel(d *net.Dialer, addr string, serverTLS ServerTLS, k
 	_, _ = io.ReadFull(c, b[:]) // the server answers nothing and closes
 	return nil
 }
+
+// maxKeyIssues bounds how often a key is issued again because a live session has it already.
+const maxKeyIssues = 4
+
+// issueKey issues the secret a client sees (Options.IssueKey), again when a live session of
+// this frontend already has the same key: two sessions on servers whose backends share a pid
+// would otherwise collide in 2^-24 of cases, and one's cancel would reach the other's query.
+func (f *Frontend) issueKey(pid uint32, secret []byte) {
+	for range maxKeyIssues {
+		f.opts.IssueKey(pid, secret)
+		if !f.registry.HasKey(pgwire.CancelKey{ProcessID: pid, Secret: string(secret)}) {
+			return
+		}
+	}
+}

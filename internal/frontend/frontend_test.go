@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -86,6 +87,12 @@ func serveFake(c net.Conn) {
 
 func newTestFrontend(t testing.TB, serverAddr string) *Frontend {
 	t.Helper()
+	return newTestFrontendWith(t, serverAddr, nil)
+}
+
+// newTestFrontendWith is newTestFrontend with its options changed by with (nil: none).
+func newTestFrontendWith(t testing.TB, serverAddr string, with func(*Options)) *Frontend {
+	t.Helper()
 	adm := admission.New(10)
 	srv := cluster.NewServer("c", "s", serverAddr, cluster.RolePrimary, 1, adm.NewLimit("s", 0))
 	r := &Route{
@@ -94,8 +101,12 @@ func newTestFrontend(t testing.TB, serverAddr string) *Frontend {
 		Startup: 2 * time.Second, Connect: 2 * time.Second, Queue: time.Second, FailoverWait: time.Second,
 		Relay: relay.Options{ClientIdle: time.Hour, ClientFin: time.Second, ServerFin: time.Second},
 	}
-	f, err := New(Options{Routes: []*Route{r}, Admission: adm, Global: adm.NewLimit("global", 0),
-		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
+	o := Options{Routes: []*Route{r}, Admission: adm, Global: adm.NewLimit("global", 0),
+		Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	if with != nil {
+		with(&o)
+	}
+	f, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,5 +265,64 @@ func TestLoginRefusedMovesToNextServer(t *testing.T) {
 	}
 	if len(checked) != 1 || checked[0] != "bad" {
 		t.Fatalf("health check asked for %v, want [bad]", checked)
+	}
+}
+
+// loginKey logs a client in through f's route rw and returns the backend key it was given;
+// the connection stays open until the test ends.
+func loginKey(t *testing.T, f *Frontend) pgproto3.BackendKeyData {
+	t.Helper()
+	c, err := net.Dial("tcp", f.Addr("rw").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	fe := pgproto3.NewFrontend(c, c)
+	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "u"}})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	var key pgproto3.BackendKeyData
+	for {
+		m, err := fe.Receive()
+		if err != nil {
+			t.Fatal(err)
+		}
+		switch m := m.(type) {
+		case *pgproto3.BackendKeyData:
+			key = pgproto3.BackendKeyData{ProcessID: m.ProcessID, SecretKey: append([]byte(nil), m.SecretKey...)}
+		case *pgproto3.ReadyForQuery:
+			return key
+		}
+	}
+}
+
+// TestIssuedKeyNeverShared: two sessions whose servers announce the same pid, and an issuer
+// that draws the same secret twice: the second session's key is issued again, so no two live
+// clients share a key (one's cancel would reach the other's query).
+func TestIssuedKeyNeverShared(t *testing.T) {
+	ln := fakeServer(t) // every backend announces pid 7
+	var calls atomic.Int32
+	f := newTestFrontendWith(t, ln.Addr().String(), func(o *Options) {
+		o.IssueKey = func(_ uint32, secret []byte) {
+			b := byte(1)
+			if calls.Add(1) > 2 {
+				b = 2
+			}
+			for i := range secret {
+				secret[i] = b
+			}
+		}
+	})
+	k1, k2 := loginKey(t, f), loginKey(t, f)
+	if k1.ProcessID != 7 || k2.ProcessID != 7 {
+		t.Fatalf("pids %d and %d, want the server's 7", k1.ProcessID, k2.ProcessID)
+	}
+	if string(k1.SecretKey) == string(k2.SecretKey) {
+		t.Fatalf("two live sessions got the same key %v", k1.SecretKey)
+	}
+	if n := calls.Load(); n != 3 {
+		t.Fatalf("IssueKey called %d times, want 3 (the second session's first draw collided)", n)
 	}
 }

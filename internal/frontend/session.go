@@ -542,7 +542,9 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 		opts.Parker, opts.ParkAfter = s.f.parker, parkAfter
 	}
 	opts.OnBackendKey = func(server, client pgwire.CancelKey) { s.f.registry.SetKey(s, server, client) }
-	opts.IssueKey = s.f.opts.IssueKey
+	if s.f.opts.IssueKey != nil {
+		opts.IssueKey = s.f.issueKey
+	}
 	addr, serverTLS := srv.Addr, r.ServerTLS
 	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(r.dialer(), addr, serverTLS, k) }
 	if r.Select.Role == cluster.RolePrimary {
