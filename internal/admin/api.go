@@ -63,7 +63,9 @@ type Overview struct {
 	Routes  []Route  `json:"routes"`
 	Servers []Server `json:"servers"`
 	// DCS is each cluster's DCS role source (clusters with a dcs section).
-	DCS     []DCS   `json:"dcs"`
+	DCS []DCS `json:"dcs"`
+	// Fleet is this instance in its fleet: name, key tag and the peers it forwards cancels to.
+	Fleet   Fleet   `json:"fleet"`
 	Sockets Sockets `json:"sockets"`
 	Alerts  []Alert `json:"alerts"` // every configured alert, active or not
 	// LiveSessions are the newest open sessions (at most 200), newest first.
@@ -128,6 +130,28 @@ type DCS struct {
 	Members       []string  `json:"members"`
 	LeaderChanges uint64    `json:"leader_changes"`
 	LastError     string    `json:"last_error,omitempty"`
+}
+
+// Fleet is this instance's part in a fleet of pgfront instances (cancel requests).
+type Fleet struct {
+	Name string `json:"name"`
+	Tag  int    `json:"tag"` // the owner tag its cancel keys carry
+	// Secret: a fleet secret is configured (without one the instance has no peers).
+	Secret bool   `json:"secret"`
+	Peers  []Peer `json:"peers"`
+	// Peer channel counters: requests dropped over the in-flight bound (sent, received)
+	// and received requests refused (authentication, decoding).
+	DroppedOut uint64 `json:"dropped_out"`
+	DroppedIn  uint64 `json:"dropped_in"`
+	Refused    uint64 `json:"refused"`
+}
+
+// Peer is one peer instance: its admin address, its name when discovered, and its tag
+// (-1 until known).
+type Peer struct {
+	Addr string `json:"addr"`
+	Name string `json:"name,omitempty"`
+	Tag  int    `json:"tag"`
 }
 
 // Session is one open client session.

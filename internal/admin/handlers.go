@@ -247,6 +247,7 @@ func normalizeOverview(o Overview) Overview {
 	o.Routes = nonNil(o.Routes)
 	o.Servers = nonNil(o.Servers)
 	o.DCS = nonNil(o.DCS)
+	o.Fleet.Peers = nonNil(o.Fleet.Peers)
 	o.Sockets = normalizeSockets(o.Sockets)
 	o.Alerts = nonNil(o.Alerts)
 	o.LiveSessions = nonNil(o.LiveSessions)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/pgfront/pgfront/internal/admin"
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/fleet"
 	"github.com/pgfront/pgfront/internal/frontend"
@@ -64,4 +65,18 @@ func (a *App) peerCancel(req fleet.Request) bool {
 	}
 	a.log.LogAttrs(context.Background(), level, "peer cancel request", attrs...)
 	return result == "forwarded" || result == "forwarded_predecessor"
+}
+
+// fleetStatus is this instance's fleet view for the admin API and the stats page.
+func (a *App) fleetStatus() admin.Fleet {
+	a.reloadMu.Lock()
+	name := a.gen.fleetName
+	a.reloadMu.Unlock()
+	c := a.fleet.Counters()
+	out := admin.Fleet{Name: name, Tag: int(a.fleet.Tag()), Secret: a.fleet.HasSecret(),
+		DroppedOut: c.DroppedOut, DroppedIn: c.DroppedIn, Refused: c.Refused}
+	for _, p := range a.fleet.PeerStatuses() {
+		out.Peers = append(out.Peers, admin.Peer{Addr: p.Addr, Name: p.Name, Tag: p.Tag})
+	}
+	return out
 }

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/pgfront/pgfront/internal/admin"
+	"github.com/pgfront/pgfront/internal/fleet"
 	"github.com/pgfront/pgfront/internal/patronitest"
 )
 
@@ -34,6 +36,15 @@ func TestFleetPatroni(t *testing.T) {
 			}
 			return false
 		})
+	}
+	// The admin API shows the fleet: this instance, and the discovered peer with its tag.
+	var ov admin.Overview
+	if code := a.api("GET", "/api/v1/overview", "", nil, &ov); code != 200 {
+		t.Fatalf("GET overview: %d", code)
+	}
+	if f := ov.Fleet; f.Name != "pgfront-a" || !f.Secret || len(f.Peers) != 1 || f.Peers[0].Name != "pgfront-b" ||
+		f.Peers[0].Tag != int(fleet.TagOf("pgfront-b")) {
+		t.Fatalf("overview fleet: %+v", f)
 	}
 	leader, err := pc.Leader(ctx)
 	if err != nil {

@@ -95,6 +95,7 @@ func (b *adminBackend) Overview() admin.Overview {
 		Routes:       b.routes(infos),
 		Servers:      b.Servers(),
 		DCS:          a.dcsStatus(),
+		Fleet:        a.fleetStatus(),
 		Sockets:      b.sockets(infos, now),
 		Alerts:       b.Alerts(),
 	}

@@ -202,6 +202,26 @@ func (f *Fleet) Peers() []Peer {
 	return out
 }
 
+// PeerStatus is a peer and the tag it answered with or its name gives (-1: not known yet).
+type PeerStatus struct {
+	Peer
+	Tag int
+}
+
+// PeerStatuses is the current peer set with each peer's tag.
+func (f *Fleet) PeerStatuses() []PeerStatus {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	out := make([]PeerStatus, len(f.mu.peers))
+	for i, p := range f.mu.peers {
+		out[i] = PeerStatus{Peer: p.Peer, Tag: int(p.tag.Load())}
+	}
+	return out
+}
+
+// HasSecret reports whether a fleet secret is configured (the peer channel is open).
+func (f *Fleet) HasSecret() bool { return f.state.Load().authKey != nil }
+
 // peerURL is the peer cancel endpoint of an admin address.
 func peerURL(addr string) string {
 	if !strings.Contains(addr, "://") {
