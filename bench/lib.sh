@@ -1,5 +1,5 @@
 # Shell helpers shared by the benchmark scripts (sourced; set BENCH_TAG and HOST first).
-# Nothing here starts or stops anything by itself.
+# Nothing here starts or stops anything until a script calls it.
 
 log() { printf '[%s %s] %s\n' "$BENCH_TAG" "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -62,4 +62,50 @@ install_pkg() {
 	{ apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1"; } >&2 || apt_rc=$?
 	[ -n "$policy" ] && rm -f "$policy"
 	[ "$apt_rc" = 0 ] || die "apt-get install $1 failed"
+}
+
+# find_pg_tools: checks for ss and PostgreSQL's server binaries in $PGBIN and sets PGBENCH and
+# PSQL (from $PGBIN, else PATH).
+find_pg_tools() {
+	command -v ss >/dev/null || die "ss (iproute2) is needed"
+	[ -x "$PGBIN/initdb" ] || die "no PostgreSQL 15 server binaries in $PGBIN"
+	PGBENCH=$PGBIN/pgbench
+	[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench) || die "pgbench not found"
+	PSQL=$PGBIN/psql
+	[ -x "$PSQL" ] || PSQL=$(command -v psql) || die "psql not found"
+}
+
+# start_pg TITLE [EXTRA_CONF_LINE...]: a throw-away PostgreSQL in $TMP/pg on $HOST:$PORT_PG
+# (trust auth, no fsync), the extra lines appended to postgresql.conf; sets PG_STARTED (for
+# stop_pg) and PG_VERSION.
+start_pg() {
+	local title=$1 line
+	shift
+	mkdir -p "$TMP/pg"
+	[ "$(id -u)" = 0 ] && chown postgres: "$TMP/pg"
+	as_pg "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U "$PGUSER_NAME" -E UTF8 --locale=C --no-sync >"$TMP/initdb.log" 2>&1 ||
+		{ cat "$TMP/initdb.log" >&2; die "initdb failed"; }
+	{
+		echo "# $title"
+		echo "listen_addresses = '$HOST'"
+		echo "port = $PORT_PG"
+		echo "unix_socket_directories = '$TMP/pg'"
+		echo "max_connections = 200"
+		echo "fsync = off"
+		echo "synchronous_commit = off"
+		echo "full_page_writes = off"
+		for line in "$@"; do echo "$line"; done
+	} >>"$TMP/pg/data/postgresql.conf"
+	PG_STARTED=1
+	as_pg "$PGBIN/pg_ctl" start -D "$TMP/pg/data" -l "$TMP/pg/postgres.log" -w -t 60 >/dev/null ||
+		{ cat "$TMP/pg/postgres.log" >&2; die "PostgreSQL did not start"; }
+	PG_VERSION=$("$PGBIN/postgres" --version)
+}
+
+# stop_pg: stops the PostgreSQL start_pg started, if it did (for cleanup traps).
+stop_pg() {
+	if [ "${PG_STARTED:-0}" = 1 ]; then
+		as_pg "$PGBIN/pg_ctl" stop -D "$TMP/pg/data" -m immediate -w >/dev/null 2>&1
+	fi
+	return 0
 }

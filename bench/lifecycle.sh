@@ -67,9 +67,7 @@ cleanup() {
 	trap - EXIT INT TERM
 	set +e
 	for pid in "${PIDS[@]}" "${HAPIDS[@]}"; do stop_pid "$pid"; done
-	if [ "$PG_STARTED" = 1 ]; then
-		as_pg "$PGBIN/pg_ctl" stop -D "$TMP/pg/data" -m immediate -w >/dev/null 2>&1
-	fi
+	stop_pg
 	[ -n "$TMP" ] && rm -rf "$TMP"
 	exit "$rc"
 }
@@ -79,12 +77,7 @@ trap 'log terminated; exit 143' TERM
 
 # ---------------------------------------------------------------- setup
 
-command -v ss >/dev/null || die "ss (iproute2) is needed"
-[ -x "$PGBIN/initdb" ] || die "no PostgreSQL 15 server binaries in $PGBIN"
-PGBENCH=$PGBIN/pgbench
-[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench) || die "pgbench not found"
-PSQL=$PGBIN/psql
-[ -x "$PSQL" ] || PSQL=$(command -v psql) || die "psql not found"
+find_pg_tools
 HAPROXY=""
 if [ "$BENCH_HAPROXY" = 1 ]; then
 	command -v haproxy >/dev/null || install_pkg haproxy
@@ -101,24 +94,7 @@ log "building pgfront"
 (cd "$REPO" && go build -o "$TMP/pgfront" ./cmd/pgfront) >&2 || die "build failed"
 
 log "starting PostgreSQL on $HOST:$PORT_PG (initdb in $TMP/pg)"
-mkdir -p "$TMP/pg"
-[ "$(id -u)" = 0 ] && chown postgres: "$TMP/pg"
-as_pg "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U "$PGUSER_NAME" -E UTF8 --locale=C --no-sync >"$TMP/initdb.log" 2>&1 ||
-	{ cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$TMP/pg/data/postgresql.conf" <<EOF
-# pgfront lifecycle bench
-listen_addresses = '$HOST'
-port = $PORT_PG
-unix_socket_directories = '$TMP/pg'
-max_connections = 200
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-EOF
-PG_STARTED=1
-as_pg "$PGBIN/pg_ctl" start -D "$TMP/pg/data" -l "$TMP/pg/postgres.log" -w -t 60 >/dev/null ||
-	{ cat "$TMP/pg/postgres.log" >&2; die "PostgreSQL did not start"; }
-PG_VERSION=$("$PGBIN/postgres" --version)
+start_pg "pgfront lifecycle bench"
 echo 'SELECT 1;' >"$TMP/select1.sql"
 
 # ---------------------------------------------------------------- pgfront

@@ -74,9 +74,7 @@ cleanup() {
 	for f in "${HAPIDFILES[@]}"; do
 		[ -s "$f" ] && stop_pid "$(cat "$f")"
 	done
-	if [ "$PG_STARTED" = 1 ]; then
-		as_pg "$PGBIN/pg_ctl" stop -D "$TMP/pg/data" -m immediate -w >/dev/null 2>&1
-	fi
+	stop_pg
 	[ -n "$TMP" ] && rm -rf "$TMP"
 	exit "$rc"
 }
@@ -86,10 +84,7 @@ trap 'log terminated; exit 143' TERM
 
 # ---------------------------------------------------------------- setup
 
-command -v ss >/dev/null || die "ss (iproute2) is needed"
-[ -x "$PGBIN/initdb" ] || die "no PostgreSQL 15 server binaries in $PGBIN"
-PGBENCH=$PGBIN/pgbench
-[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench) || die "pgbench not found"
+find_pg_tools
 
 if ! command -v haproxy >/dev/null; then
 	install_pkg haproxy
@@ -123,25 +118,7 @@ IDLE_CAP=$(((NOFILE - 100) / 2))
 # ---------------------------------------------------------------- PostgreSQL
 
 log "starting PostgreSQL on $HOST:$PORT_PG (initdb in $TMP/pg)"
-mkdir -p "$TMP/pg"
-[ "$(id -u)" = 0 ] && chown postgres: "$TMP/pg"
-as_pg "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U "$PGUSER_NAME" -E UTF8 --locale=C --no-sync >"$TMP/initdb.log" 2>&1 ||
-	{ cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$TMP/pg/data/postgresql.conf" <<EOF
-# pgfront bench
-listen_addresses = '$HOST'
-port = $PORT_PG
-unix_socket_directories = '$TMP/pg'
-max_connections = 200
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-shared_buffers = 256MB
-EOF
-PG_STARTED=1
-as_pg "$PGBIN/pg_ctl" start -D "$TMP/pg/data" -l "$TMP/pg/postgres.log" -w -t 60 >/dev/null ||
-	{ cat "$TMP/pg/postgres.log" >&2; die "PostgreSQL did not start"; }
-PG_VERSION=$("$PGBIN/postgres" --version)
+start_pg "pgfront bench" "shared_buffers = 256MB"
 
 log "pgbench -i -s $BENCH_SCALE"
 "$PGBENCH" -i -q -s "$BENCH_SCALE" -h "$HOST" -p "$PORT_PG" -U "$PGUSER_NAME" postgres >"$TMP/init.log" 2>&1 ||
@@ -295,8 +272,6 @@ done
 
 COPY_RESULTS=$TMP/copy.tsv # target round bytes seconds cpu_ticks
 : >"$COPY_RESULTS"
-PSQL=$PGBIN/psql
-[ -x "$PSQL" ] || PSQL=$(command -v psql) || die "psql not found"
 
 # run_copy target round: one COPY of BENCH_COPY_MB MiB (rows of 1 KiB) to /dev/null.
 run_copy() {

@@ -73,9 +73,7 @@ cleanup() {
 	[ -n "$PGBENCH_PID" ] && stop_pid "$PGBENCH_PID"
 	for pid in "${PIDS[@]}"; do stop_pid "$pid"; done
 	[ -n "$PGB_PIDFILE" ] && [ -s "$PGB_PIDFILE" ] && stop_pid "$(cat "$PGB_PIDFILE")"
-	if [ "$PG_STARTED" = 1 ]; then
-		as_pg "$PGBIN/pg_ctl" stop -D "$TMP/pg/data" -m immediate -w >/dev/null 2>&1
-	fi
+	stop_pg
 	[ -n "$TMP" ] && rm -rf "$TMP"
 	exit "$rc"
 }
@@ -85,12 +83,7 @@ trap 'log terminated; exit 143' TERM
 
 # ---------------------------------------------------------------- setup
 
-command -v ss >/dev/null || die "ss (iproute2) is needed"
-[ -x "$PGBIN/initdb" ] || die "no PostgreSQL 15 server binaries in $PGBIN"
-PGBENCH=$PGBIN/pgbench
-[ -x "$PGBENCH" ] || PGBENCH=$(command -v pgbench) || die "pgbench not found"
-PSQL=$PGBIN/psql
-[ -x "$PSQL" ] || PSQL=$(command -v psql) || die "psql not found"
+find_pg_tools
 
 if ! command -v pgbouncer >/dev/null && [ ! -x /usr/sbin/pgbouncer ]; then
 	install_pkg pgbouncer
@@ -133,28 +126,7 @@ export PGGSSENCMODE=disable
 # ---------------------------------------------------------------- PostgreSQL
 
 log "starting PostgreSQL on $HOST:$PORT_PG with ssl = on (initdb in $TMP/pg)"
-mkdir -p "$TMP/pg"
-[ "$(id -u)" = 0 ] && chown postgres: "$TMP/pg"
-as_pg "$PGBIN/initdb" -D "$TMP/pg/data" -A trust -U "$PGUSER_NAME" -E UTF8 --locale=C --no-sync >"$TMP/initdb.log" 2>&1 ||
-	{ cat "$TMP/initdb.log" >&2; die "initdb failed"; }
-cat >>"$TMP/pg/data/postgresql.conf" <<EOF
-# pgfront TLS bench
-listen_addresses = '$HOST'
-port = $PORT_PG
-unix_socket_directories = '$TMP/pg'
-max_connections = 200
-fsync = off
-synchronous_commit = off
-full_page_writes = off
-shared_buffers = 256MB
-ssl = on
-ssl_cert_file = '$CERTS/server.crt'
-ssl_key_file = '$CERTS/server.key'
-EOF
-PG_STARTED=1
-as_pg "$PGBIN/pg_ctl" start -D "$TMP/pg/data" -l "$TMP/pg/postgres.log" -w -t 60 >/dev/null ||
-	{ cat "$TMP/pg/postgres.log" >&2; die "PostgreSQL did not start"; }
-PG_VERSION=$("$PGBIN/postgres" --version)
+start_pg "pgfront TLS bench" "shared_buffers = 256MB" "ssl = on" "ssl_cert_file = '$CERTS/server.crt'" "ssl_key_file = '$CERTS/server.key'"
 
 log "pgbench -i -s $BENCH_SCALE"
 "$PGBENCH" -i -q -s "$BENCH_SCALE" -h "$HOST" -p "$PORT_PG" -U "$PGUSER_NAME" postgres >"$TMP/init.log" 2>&1 ||
