@@ -141,7 +141,7 @@ type Frontend struct {
 	sessions sync.WaitGroup // session goroutines
 	nextID   atomic.Uint64
 
-	parker *relay.Parker // holds idle sessions without goroutines; nil if unavailable
+	evloops *relay.Loops // event loops that run plain-TCP sessions; nil if unavailable
 
 	lines *connLog // one line per client connection
 
@@ -198,10 +198,10 @@ func New(opts Options) (*Frontend, error) {
 	}
 	f.mu.listeners = make(map[string]*listener)
 	f.mu.clusters = make(map[*cluster.Cluster]func())
-	if p, err := relay.NewParker(); err == nil {
-		f.parker = p
+	if l, err := relay.NewLoops(); err == nil {
+		f.evloops = l
 	} else {
-		f.log.Warn("idle sessions will not be parked", "err", err)
+		f.log.Warn("sessions will run on goroutines, not event loops", "err", err)
 	}
 	return f, nil
 }
@@ -666,21 +666,17 @@ func (f *Frontend) wait() {
 		delete(f.mu.clusters, cl)
 	}
 	f.mu.Unlock()
-	if f.parker != nil {
-		f.parker.Close()
+	if f.evloops != nil {
+		f.evloops.Close()
 	}
 }
 
-// parkAfter is how long a session stays idle before it is parked: long enough that busy
-// request/response traffic never pays for parking, short enough that idle pools cost little.
-const parkAfter = 2 * time.Second
-
-// Parked is the number of idle sessions held without goroutines now.
+// Parked is the number of idle sessions held by the event loops now (no goroutine, no buffer).
 func (f *Frontend) Parked() int {
-	if f.parker == nil {
+	if f.evloops == nil {
 		return 0
 	}
-	return f.parker.Parked()
+	return f.evloops.Parked()
 }
 
 func (f *Frontend) stopping() (cause relay.Cause, hard bool) {

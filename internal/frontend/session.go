@@ -536,10 +536,9 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 
 	opts := r.Relay
 	opts.LoginDeadline = time.Now().Add(r.Startup)
-	if s.f.parker != nil && rawTCP(s.client) && rawTCP(server) {
-		// Parking watches the sockets' readability; a TLS connection may hold decrypted
-		// bytes the socket no longer shows, so TLS sessions keep their goroutines.
-		opts.Parker, opts.ParkAfter = s.f.parker, parkAfter
+	if s.f.evloops != nil && rawTCP(s.client) && rawTCP(server) {
+		// An event loop relays plain sockets; TLS sessions keep their copier goroutines.
+		opts.Loops = s.f.evloops
 	}
 	opts.OnBackendKey = func(server, client pgwire.CancelKey) { s.f.registry.SetKey(s, server, client) }
 	if s.f.opts.IssueKey != nil {
@@ -582,12 +581,12 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	}
 	e.pick.shrink() // before Start: once started, a retry may use the picker at any moment
 	onEnd := func(res relay.Result) { s.relayEnded(e, srv, res) }
-	if opts.Parker != nil {
-		// A parked session's copiers exit, so the caller's grown stack is not kept while the
-		// session idles: the caller runs the client copier itself.
+	if opts.Loops != nil {
+		// On an event loop (runClient nil) the caller's goroutine, with the deep stack of the
+		// start-up, exits; otherwise it runs the client copier itself.
 		return outcome{runClient: rs.Begin(onEnd)}, true
 	}
-	rs.Start(onEnd) // TLS: the copiers never park, so they start on small fresh stacks
+	rs.Start(onEnd) // TLS: the copiers start on small fresh stacks
 	return outcome{}, true
 }
 
@@ -598,6 +597,9 @@ func (s *session) relayEnded(e *establishing, srv *cluster.Server, res relay.Res
 	if res.Retry {
 		s.mu.Lock()
 		s.mu.server, s.mu.relay = nil, nil
+		if res.Client != nil {
+			s.client = res.Client // a session that ran on an event loop: a new conn on the socket
+		}
 		stopped := s.mu.stopped
 		s.mu.Unlock()
 		switch {

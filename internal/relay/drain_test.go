@@ -101,17 +101,11 @@ func TestDrainLetsLateLoginRunItsTransaction(t *testing.T) {
 	}
 }
 
-// A draining session idle inside a transaction may be parked like any other, and keeps
-// waiting for its COMMIT past the park deadline (it used to end with idle_in_transaction
-// there); the COMMIT wakes it, and it ends at the boundary after drainQuiet.
+// A draining session idle inside a transaction on an event loop keeps waiting for its COMMIT
+// (it once ended with idle_in_transaction when it parked); the COMMIT wakes it, and it ends
+// at the boundary after drainQuiet.
 func TestDrainInTransactionParksAndWaitsForCommit(t *testing.T) {
-	p, err := NewParker()
-	if err != nil {
-		t.Fatal(err)
-	}
-	// The drain must come before the park deadline: long enough for the test to call it.
-	h := newHarness(t, Options{IdleInTransaction: time.Hour, Parker: p, ParkAfter: 300 * time.Millisecond})
-	t.Cleanup(p.Close)
+	h, p := newParkHarness(t, Options{IdleInTransaction: time.Hour})
 	h.login()
 	h.query("BEGIN", 'T')
 	h.s.Drain(CauseShutdown)
@@ -123,10 +117,10 @@ func TestDrainInTransactionParksAndWaitsForCommit(t *testing.T) {
 	}
 }
 
-// A parked session at a boundary that has been quiet less than drainQuiet when the drain starts
+// A session idle on an event loop at a boundary that has been quiet less than drainQuiet when the drain starts
 // is woken when the quiet moment is over, not at once.
 func TestDrainParkedSessionWaitsForQuiet(t *testing.T) {
-	h, p := newParkHarness(t, Options{}) // parks after 30ms, well within drainQuiet
+	h, p := newParkHarness(t, Options{})
 	h.login()
 	h.query("SELECT 1", 'I')
 	idle := time.Now()

@@ -83,10 +83,9 @@ type Options struct {
 	// Called on the server copier; it must not block.
 	OnServerClosed func()
 
-	// Parker, if set, takes the session's sockets once it has been idle for ParkAfter, so an
-	// idle session holds no goroutine (see Parker).
-	Parker    *Parker
-	ParkAfter time.Duration
+	// Loops, if set, runs the session on an event loop instead of two copier goroutines when
+	// both connections are plain TCP sockets (see Loops).
+	Loops *Loops
 
 	// Observer, if set, is told about bytes, queries and transactions (metrics).
 	Observer Observer
@@ -113,8 +112,11 @@ type Result struct {
 	Err        error // the error behind the cause, for logs; nil for clean ends
 	// Retry: the server was a standby (fenced) or refused the login (57P03) before a byte
 	// reached or came from the client, so the client connection is left open (not closed)
-	// for the caller to try another server.
+	// for the caller to try another server: Client.
 	Retry bool
+	// Client is the client connection to retry with: the one given to New, or, for a session
+	// that ran on an event loop, a new net.Conn on the same socket (the first was closed).
+	Client net.Conn
 }
 
 // halfCloser is implemented by *net.TCPConn and *tls.Conn.
@@ -182,13 +184,14 @@ type Session struct {
 		idleSince           time.Time
 		halfClosedSince     time.Time
 
-		// Parking (see Parker): idleUntil is when the idle bound ends (zero: none).
+		// idleUntil is when the idle bound ends (zero: none).
 		idleUntil time.Time
-		parking   bool // both copiers are stopping to park the session
-		parked    bool // the sockets are in the parker; no copier runs
-		parkFDs   [2]int32
-		parkTimer *time.Timer
 	}
+
+	// lp is the event loop that runs the session (set once, under mu, by Begin); nil for a
+	// session on copier goroutines. ls is its state there (see loopState).
+	lp *loop
+	ls loopState
 }
 
 // New prepares a session on client and server. It takes ownership of both connections.
@@ -224,28 +227,30 @@ func (s *Session) Run() Result {
 	return <-res
 }
 
-// Start relays on two new goroutines and returns at once; onEnd runs (on one of them) with the
+// Start relays and returns at once; onEnd runs (on a goroutine of the session's) with the
 // result once the session is over and both connections are closed (or, for a retryable
-// fence, the client handed back). The caller's goroutine is free to exit: an idle session is
-// just its two parked copiers, whose stacks stay small because they start fresh.
+// fence, the client handed back). The caller's goroutine is free to exit.
 func (s *Session) Start(onEnd func(Result)) {
-	runClient := s.Begin(onEnd)
-	go runClient()
+	if runClient := s.Begin(onEnd); runClient != nil {
+		go runClient()
+	}
 }
 
-// Begin is Start without the client copier's goroutine: it starts the server copier and
-// returns the client copier for the caller to run on its own goroutine, which saves a
-// goroutine (and the growth of a fresh stack) per session. runClient returns when the copier
-// does (the session ended, or it parked); onEnd runs as with Start. Meant for sessions with
-// a Parker, whose idle copiers exit, so the caller's deeper stack is not kept while idle.
+// Begin is Start without the client copier's goroutine. With Options.Loops and two plain TCP
+// sockets the session moves onto an event loop and Begin returns nil. Otherwise it starts
+// the server copier and returns the client copier for the caller to run on its own goroutine
+// (one goroutine fewer per session); runClient returns when the session has ended.
 func (s *Session) Begin(onEnd func(Result)) (runClient func()) {
+	s.onEnd = onEnd
+	if s.opts.Loops != nil && s.enterLoop() {
+		return nil
+	}
 	s.mu.Lock()
-	if !s.opts.LoginDeadline.IsZero() {
+	if !s.opts.LoginDeadline.IsZero() && s.mu.cause == CauseNone {
 		_ = s.client.SetReadDeadline(s.opts.LoginDeadline)
 		_ = s.server.SetReadDeadline(s.opts.LoginDeadline)
 	}
 	s.mu.Unlock()
-	s.onEnd = onEnd
 	s.running.Store(2)
 	go s.serverToClient()
 	return s.clientToServerMain
@@ -256,28 +261,7 @@ func (s *Session) copierDone() {
 	if s.running.Add(-1) != 0 {
 		return
 	}
-	s.mu.Lock()
-	park := s.mu.parking && s.mu.cause == CauseNone
-	s.mu.parking = false
-	if park && s.parkLocked() {
-		s.mu.Unlock()
-		return
-	}
-	s.mu.Unlock()
-	if park {
-		s.unparkOrRestart(true) // could not park: carry on relaying
-		return
-	}
 	s.onEnd(s.finish())
-}
-
-// canParkLocked reports whether the client read that just timed out was the park deadline of
-// an idle session that may go to the parker. A draining session may park too: one idle inside
-// a transaction waits for its COMMIT like any other.
-func (s *Session) canParkLocked(now time.Time) bool {
-	wake := s.wakeLocked()
-	return s.opts.Parker != nil && s.mu.cause == CauseNone && s.idleLocked() && !s.mu.login &&
-		!s.mu.serverEOF && !s.mu.clientEOF && !s.mu.finArmed && (wake.IsZero() || now.Before(wake))
 }
 
 // wakeLocked is when an idle session must act again: its idle bound runs out, or, draining at
@@ -316,53 +300,6 @@ func (s *Session) drainEndLocked() time.Time {
 func (s *Session) drainingIdleLocked() bool {
 	return s.mu.draining != CauseNone && s.mu.txStatus == 'I' && s.idleLocked() && !s.mu.login &&
 		!s.mu.serverEOF && !s.mu.clientEOF && !s.mu.finArmed
-}
-
-// parkLocked hands both sockets to the parker; false if it could not.
-func (s *Session) parkLocked() bool {
-	cfd, ok1 := connFD(s.client)
-	sfd, ok2 := connFD(s.server)
-	if !ok1 || !ok2 {
-		return false
-	}
-	s.mu.parkFDs = [2]int32{cfd, sfd}
-	if err := s.opts.Parker.add(s, s.mu.parkFDs); err != nil {
-		return false
-	}
-	s.mu.parked = true
-	if wake := s.wakeLocked(); !wake.IsZero() {
-		s.mu.parkTimer = time.AfterFunc(time.Until(wake), s.unpark)
-	}
-	return true
-}
-
-// unpark brings a parked session's copiers back: a socket became readable, the idle bound
-// was reached, or End was called. Safe to call at any time and from any goroutine.
-func (s *Session) unpark() { s.unparkOrRestart(false) }
-
-func (s *Session) unparkOrRestart(restart bool) {
-	s.mu.Lock()
-	if !s.mu.parked && !restart {
-		s.mu.Unlock()
-		return
-	}
-	if s.mu.parked {
-		s.mu.parked = false
-		s.opts.Parker.remove(s.mu.parkFDs)
-		if s.mu.parkTimer != nil {
-			s.mu.parkTimer.Stop()
-			s.mu.parkTimer = nil
-		}
-	}
-	if s.mu.cause == CauseNone {
-		// The server side's deadline was put in the past to stop its copier.
-		_ = s.server.SetReadDeadline(time.Time{})
-		_ = s.client.SetReadDeadline(s.wakeLocked())
-	}
-	s.running.Store(2)
-	s.mu.Unlock()
-	go s.serverToClient()
-	go s.clientToServerMain()
 }
 
 // clientToServerMain is the client->server copier's goroutine.
@@ -414,18 +351,13 @@ func (s *Session) Drain(cause Cause) {
 		s.end(cause, nil) // half-closed, or quiet long enough already
 		return
 	}
-	// Quiet for less than drainQuiet: wake when it has been. A session still parking gets the
-	// same wake-up from parkLocked.
-	wake := s.wakeLocked()
-	switch {
-	case s.mu.parked:
-		if s.mu.parkTimer != nil {
-			s.mu.parkTimer.Stop()
-		}
-		s.mu.parkTimer = time.AfterFunc(time.Until(wake), s.unpark)
-	case !s.mu.parking:
-		_ = s.client.SetReadDeadline(wake)
+	// Quiet for less than drainQuiet: wake when it has been (a loop sets its own timer).
+	if lp := s.lp; lp != nil {
+		s.mu.Unlock()
+		lp.post(s)
+		return
 	}
+	_ = s.client.SetReadDeadline(s.wakeLocked())
 	s.mu.Unlock()
 }
 
@@ -436,7 +368,7 @@ type State struct {
 	Login    bool
 	Key      pgwire.CancelKey
 	HaveKey  bool
-	Parked   bool // idle, held by the Parker without goroutines
+	Parked   bool // idle on an event loop: no goroutine, no buffer
 	// IdleSince is when the session last became idle (zero while busy or in login).
 	IdleSince time.Time
 	// HalfClosedSince is when one side's FIN left the session half-closed, waiting for the
@@ -457,7 +389,7 @@ func (s *Session) State() State {
 		Login:           s.mu.login,
 		Key:             s.mu.key,
 		HaveKey:         s.mu.haveKey,
-		Parked:          s.mu.parked,
+		Parked:          s.lp != nil && s.idleLocked() && !s.mu.login && s.mu.cause == CauseNone,
 		HalfClosedSince: s.mu.halfClosedSince,
 		Ending:          s.mu.cause != CauseNone,
 	}
@@ -498,13 +430,15 @@ func (s *Session) end(cause Cause, err error) {
 	// stop must not take server_fin beyond its grace, so the cancel goes out and the server
 	// connection is reset (the backend's next write fails).
 	s.mu.aborting = s.mu.cancel && cause != CauseServerFinTimeout && cause != CauseShutdown
-	past := time.Unix(1, 0)
-	_ = s.client.SetDeadline(past)
-	_ = s.server.SetDeadline(past)
-	parked := s.mu.parked
+	lp := s.lp
+	if lp == nil {
+		past := time.Unix(1, 0)
+		_ = s.client.SetDeadline(past)
+		_ = s.server.SetDeadline(past)
+	}
 	s.mu.Unlock()
-	if parked {
-		s.unpark() // the copiers come back, see the deadlines and finish
+	if lp != nil {
+		lp.post(s) // the loop finishes it in its next pass
 	}
 }
 
@@ -525,39 +459,38 @@ func (s *Session) finish() Result {
 	}
 	if (cause == CauseFencedStandby || cause == CauseServerUnavailable) && s.fromClient.Load() == 0 && s.fromServer.Load() == 0 {
 		// Nothing was exchanged with the client: hand it back for another server.
-		_ = s.server.Close()
-		_ = s.client.SetDeadline(time.Time{})
-		return Result{Cause: cause, Err: err, Retry: true}
+		s.closeSide(sideServer)
+		if client := s.takeConn(sideClient); client != nil {
+			_ = client.SetDeadline(time.Time{})
+			return Result{Cause: cause, Err: err, Retry: true, Client: client}
+		}
+		return Result{Cause: cause, Err: err}
 	}
 	if msg != nil && !clientGone && s.clientAtBoundary {
-		_ = s.client.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
-		_, _ = s.client.Write(msg)
+		s.finalWrite(sideClient, msg)
 	}
 	if cancel {
 		// The client is done with: free its socket now, then make sure the server stops. The
 		// cancel may take up to the cancel timeout (a hung server): only this session waits.
-		_ = s.client.Close()
+		s.closeSide(sideClient)
 		if s.opts.Cancel != nil {
 			s.opts.Cancel(key)
 		}
 	}
 	if aborting {
-		idle = s.drainServer()
+		idle = s.takeConn(sideServer) != nil && s.drainServer()
 	}
 	// A clean goodbye keeps "unexpected EOF" noise out of the server log.
 	if !serverEOF && idle && s.frontendScan.AtBoundary() && cause != CauseClientTerminate && !cause.serverGone() {
-		_ = s.server.SetWriteDeadline(time.Now().Add(s.opts.FatalWriteTimeout))
-		_, _ = s.server.Write(terminateMsg)
+		s.finalWrite(sideServer, terminateMsg)
 	}
 	if !serverEOF && !idle {
 		// Still busy: reset rather than close, so the backend's next write fails and it
 		// exits instead of finishing work for nobody.
-		if tc, ok := s.server.(*net.TCPConn); ok {
-			_ = tc.SetLinger(0)
-		}
+		s.resetOnClose()
 	}
-	_ = s.server.Close()
-	_ = s.client.Close()
+	s.closeSide(sideServer)
+	s.closeSide(sideClient)
 	return Result{Cause: cause, FromClient: s.fromClient.Load(), FromServer: s.fromServer.Load(), Err: err}
 }
 
@@ -674,9 +607,9 @@ func (s *Session) relayFromClient(h *frontendHandler, p []byte) bool {
 				}
 			}
 			// A query starts: no idle bound on the client while the server works.
-			_ = s.client.SetReadDeadline(time.Time{})
+			s.setReadDeadline(sideClient, time.Time{})
 			if s.opts.ServerIdle > 0 {
-				_ = s.server.SetReadDeadline(time.Now().Add(s.opts.ServerIdle))
+				s.setReadDeadline(sideServer, time.Now().Add(s.opts.ServerIdle))
 			}
 		} else {
 			// Messages without a sync point (Parse, Bind, Flush...): the client is active,
@@ -720,15 +653,13 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 		}
 		if terminated || s.opts.OnClientFin == FinForward {
 			// Pass the FIN on and give the server server_fin to close its side.
-			if hc, ok := s.server.(halfCloser); ok {
-				_ = hc.CloseWrite()
-			}
+			s.closeWrite(sideServer)
 			s.mu.finArmed = true
 			s.mu.halfClosedSince = time.Now()
 			if s.opts.ServerFin > 0 {
-				_ = s.server.SetReadDeadline(time.Now().Add(s.opts.ServerFin))
+				s.setReadDeadline(sideServer, time.Now().Add(s.opts.ServerFin))
 			} else {
-				_ = s.server.SetReadDeadline(time.Time{})
+				s.setReadDeadline(sideServer, time.Time{})
 			}
 			s.mu.Unlock()
 			return
@@ -744,13 +675,6 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 			cause := s.mu.draining
 			s.mu.Unlock()
 			s.end(cause, nil)
-			return
-		}
-		if s.canParkLocked(now) {
-			// Idle for ParkAfter: stop both copiers and park (copierDone).
-			s.mu.parking = true
-			_ = s.server.SetReadDeadline(time.Unix(1, 0))
-			s.mu.Unlock()
 			return
 		}
 		cause := CauseClientIdleTimeout
@@ -896,11 +820,11 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 		return false
 	}
 	s.writingClient.Store(false)
-	s.clientAtBoundary = s.backendScan.AtBoundary()
+	s.clientAtBoundary = s.ls.pend[sideClient] == nil && s.backendScan.AtBoundary()
 	if s.opts.ServerIdle > 0 {
 		s.mu.Lock()
 		if s.mu.cause == CauseNone && !s.idleLocked() && !s.mu.finArmed {
-			_ = s.server.SetReadDeadline(time.Now().Add(s.opts.ServerIdle))
+			s.setReadDeadline(sideServer, time.Now().Add(s.opts.ServerIdle))
 		}
 		s.mu.Unlock()
 	}
@@ -909,25 +833,6 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 
 // serverReadFailed decides what a failed server read means.
 func (s *Session) serverReadFailed(err error) {
-	s.mu.Lock()
-	if s.mu.parking && netx.IsTimeout(err) {
-		s.mu.Unlock()
-		return // stopped to park
-	}
-	if s.mu.parking {
-		// The server spoke up (closed, reset) while the session was parking: its last
-		// words were forwarded; the client copier is gone, so end here.
-		s.mu.parking = false
-		s.mu.serverEOF = s.mu.serverEOF || netx.IsEOF(err)
-		s.mu.Unlock()
-		if netx.IsEOF(err) {
-			s.end(CauseServerEOF, nil)
-		} else {
-			s.end(serverLost(err), err)
-		}
-		return
-	}
-	s.mu.Unlock()
 	if netx.IsEOF(err) && s.abortedBy(&s.writingServer, s.server, func() bool { return s.mu.finArmed }) {
 		return
 	}
@@ -950,14 +855,12 @@ func (s *Session) serverReadFailed(err error) {
 		}
 		// Server closed first: its last words (usually a FATAL) were forwarded. Pass the FIN
 		// on and give the client client_fin to close.
-		if hc, ok := s.client.(halfCloser); ok {
-			_ = hc.CloseWrite()
-		}
+		s.closeWrite(sideClient)
 		s.mu.halfClosedSince = time.Now()
 		if s.opts.ClientFin > 0 {
-			_ = s.client.SetReadDeadline(time.Now().Add(s.opts.ClientFin))
+			s.setReadDeadline(sideClient, time.Now().Add(s.opts.ClientFin))
 		} else {
-			_ = s.client.SetReadDeadline(time.Time{})
+			s.setReadDeadline(sideClient, time.Time{})
 		}
 		loggedIn := !s.mu.login // a login the server ended may still be retried elsewhere
 		s.mu.Unlock()
@@ -1139,7 +1042,7 @@ func (s *Session) readyForQueryLocked(status byte) {
 		s.mu.login = false
 		s.mu.readySince = time.Now()
 		if s.mu.cause == CauseNone {
-			_ = s.server.SetReadDeadline(time.Time{})
+			s.setReadDeadline(sideServer, time.Time{})
 		}
 	}
 	if !s.idleLocked() || s.mu.cause != CauseNone || s.mu.finArmed || s.mu.clientEOF {
@@ -1147,7 +1050,7 @@ func (s *Session) readyForQueryLocked(status byte) {
 	}
 	s.armClientIdleLocked() // a draining session at a boundary ends after drainQuiet of quiet, or drainBusy
 	if s.opts.ServerIdle > 0 {
-		_ = s.server.SetReadDeadline(time.Time{})
+		s.setReadDeadline(sideServer, time.Time{})
 	}
 }
 
@@ -1164,11 +1067,5 @@ func (s *Session) armClientIdleLocked() {
 	if limit > 0 {
 		s.mu.idleUntil = now.Add(limit)
 	}
-	deadline := s.wakeLocked()
-	if s.opts.Parker != nil && s.opts.ParkAfter > 0 {
-		if park := now.Add(s.opts.ParkAfter); deadline.IsZero() || park.Before(deadline) {
-			deadline = park // wake to park; the idle bound is kept in idleUntil
-		}
-	}
-	_ = s.client.SetReadDeadline(deadline)
+	s.setReadDeadline(sideClient, s.wakeLocked())
 }

@@ -6,6 +6,7 @@ package relay
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"os"
@@ -22,7 +23,26 @@ import (
 	"github.com/pgfront/pgfront/internal/pgwire"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+// TestMain runs every test twice: with sessions on copier goroutines (TLS sessions, and any
+// without Loops), then on event loops (plain TCP sessions in pgfront), so each behaviour is
+// checked in both.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if code == 0 {
+		harnessLoops = true
+		code = m.Run()
+	}
+	if code == 0 {
+		if err := goleak.Find(); err != nil {
+			fmt.Fprintln(os.Stderr, "goleak:", err)
+			code = 1
+		}
+	}
+	os.Exit(code)
+}
+
+// harnessLoops makes newHarness run its sessions on event loops.
+var harnessLoops bool
 
 // tcpPair returns both ends of a loopback TCP connection.
 func tcpPair(t *testing.T) (a, b *net.TCPConn) {
@@ -64,8 +84,18 @@ type harness struct {
 
 func newHarness(t *testing.T, opts Options) *harness {
 	t.Helper()
+	return newHarnessWith(t, opts, nil)
+}
+
+// newHarnessWith is newHarness with prep run on pgfront's two sockets before the session
+// takes them (socket options: once on an event loop, the net.Conns are closed).
+func newHarnessWith(t *testing.T, opts Options, prep func(client, server *net.TCPConn)) *harness {
+	t.Helper()
 	appEnd, proxyClient := tcpPair(t)
 	proxyServer, pgEnd := tcpPair(t)
+	if prep != nil {
+		prep(proxyClient, proxyServer)
+	}
 	h := &harness{t: t, client: appEnd, server: pgEnd, res: make(chan Result, 1)}
 	h.fe = pgproto3.NewFrontend(appEnd, appEnd)
 	h.be = pgproto3.NewBackend(pgEnd, pgEnd)
@@ -77,6 +107,14 @@ func newHarness(t *testing.T, opts Options) *harness {
 		if then != nil {
 			then(k)
 		}
+	}
+	if harnessLoops && opts.Loops == nil {
+		l, err := NewLoops()
+		if err != nil {
+			t.Fatal(err)
+		}
+		opts.Loops = l
+		t.Cleanup(l.Close) // after the session's own cleanup (LIFO)
 	}
 	h.s = New(proxyClient, proxyServer, opts)
 	go func() { h.res <- h.s.Run() }()
@@ -499,19 +537,20 @@ func TestNoFenceOnPrimary(t *testing.T) {
 	expectClient[*pgproto3.ReadyForQuery](h)
 }
 
-func newParkHarness(t *testing.T, opts Options) (*harness, *Parker) {
+// newParkHarness is newHarness on event loops, whose idle sessions count as parked.
+func newParkHarness(t *testing.T, opts Options) (*harness, *Loops) {
 	t.Helper()
-	p, err := NewParker()
+	p, err := NewLoops()
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts.Parker, opts.ParkAfter = p, 30*time.Millisecond
+	opts.Loops = p
 	h := newHarness(t, opts)
 	t.Cleanup(p.Close) // after the session's own cleanup (LIFO)
 	return h, p
 }
 
-func waitParked(t *testing.T, p *Parker, n int) {
+func waitParked(t *testing.T, p *Loops, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
 	for p.Parked() != n {

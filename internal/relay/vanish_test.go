@@ -48,12 +48,11 @@ func flood(c net.Conn, data []byte) <-chan error {
 // is given up (ETIMEDOUT), and whichever copier meets that first, the session ends as
 // client_unreachable (not client_reset, not client_eof), with the running query cancelled.
 func TestClientUnreachableWhileReceiving(t *testing.T) {
-	h := newHarness(t, Options{ServerFin: 500 * time.Millisecond})
+	h := newHarnessWith(t, Options{ServerFin: 500 * time.Millisecond}, func(c, _ *net.TCPConn) { userTimeout(t, c) })
 	h.login()
 	if err := h.client.SetReadBuffer(4096); err != nil {
 		t.Fatal(err)
 	}
-	userTimeout(t, h.s.client)
 	h.clientSend(&pgproto3.Query{String: "SELECT repeat('x', 8000) FROM generate_series(1, 1e9)"})
 	expectServer[*pgproto3.Query](h)
 	row, err := (&pgproto3.DataRow{Values: [][]byte{make([]byte, 8000)}}).Encode(nil)
@@ -84,12 +83,11 @@ func TestClientUnreachableWhileReceiving(t *testing.T) {
 // the session ends as server_unreachable, and the client is told so with FATAL 08006. No
 // cancel goes to a server that is gone.
 func TestServerUnreachableWhileSending(t *testing.T) {
-	h := newHarness(t, Options{})
+	h := newHarnessWith(t, Options{}, func(_, s *net.TCPConn) { userTimeout(t, s) })
 	h.login()
 	if err := h.server.SetReadBuffer(4096); err != nil {
 		t.Fatal(err)
 	}
-	userTimeout(t, h.s.server)
 	h.clientSend(&pgproto3.Query{String: "COPY t FROM STDIN"})
 	expectServer[*pgproto3.Query](h)
 	copyData, err := (&pgproto3.CopyData{Data: make([]byte, 64<<10)}).Encode(nil)

@@ -1,0 +1,411 @@
+package relay
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"runtime"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Loops runs plain-TCP sessions on event loops of pgfront's own instead of two copier
+// goroutines each: one loop per CPU (GOMAXPROCS), each a goroutine blocked in epoll_wait on
+// its own epoll set. A session on a loop is a state struct; the loop reads whichever socket is
+// ready straight into its one read buffer, scans the framing and writes to the other socket
+// in the same pass, with no goroutine hand-off and no read that returns EAGAIN before each
+// wait (Go's poller makes one per message). Deadlines are a timer heap per loop that sets the
+// epoll_wait timeout. An idle session costs its Session struct and its sockets: no goroutine,
+// no buffer.
+//
+// Sockets are taken out of Go's own poller when a session joins a loop (Session.Begin dups
+// each file descriptor and closes the net.Conn), so a ready socket wakes only its loop. The
+// session's end runs on a goroutine of its own (Session.finish: pgfront's FATAL, the cancel
+// of a running query, the server's Terminate), which gets net.Conns back on the same sockets
+// only when it has to wait on one.
+//
+// Everything about a loop's sessions is touched by that loop's goroutine only; other
+// goroutines (End, Drain, Begin) post the session to the loop, which acts on it in its next
+// pass. Loops is safe for concurrent use; Close stops the loops.
+type Loops struct {
+	loops []*loop
+	next  atomic.Uint32
+}
+
+// NewLoops starts one event loop per GOMAXPROCS.
+func NewLoops() (*Loops, error) {
+	n := runtime.GOMAXPROCS(0)
+	ls := &Loops{}
+	for range n {
+		l, err := newLoop()
+		if err != nil {
+			ls.Close()
+			return nil, err
+		}
+		ls.loops = append(ls.loops, l)
+	}
+	return ls, nil
+}
+
+// Close stops the loops. Sessions still on them are ended with CauseShutdown first (their
+// ends run on goroutines of their own, as always).
+func (ls *Loops) Close() {
+	for _, l := range ls.loops {
+		l.close()
+	}
+}
+
+// Parked is the number of sessions idle on the loops now (logged in, no query running): held
+// without a goroutine or a buffer.
+func (ls *Loops) Parked() int {
+	n := 0
+	for _, l := range ls.loops {
+		n += int(l.idle.Load())
+	}
+	return n
+}
+
+// Sessions is the number of sessions the loops hold now.
+func (ls *Loops) Sessions() int {
+	n := 0
+	for _, l := range ls.loops {
+		n += int(l.sessions.Load())
+	}
+	return n
+}
+
+// pick chooses the loop for a new session (round robin).
+func (ls *Loops) pick() *loop {
+	return ls.loops[int(ls.next.Add(1))%len(ls.loops)]
+}
+
+// loop is one event loop. Fields without a comment are owned by its goroutine.
+type loop struct {
+	epfd   int
+	wakefd int // eventfd that wakes epoll_wait for posted sessions
+	done   chan struct{}
+
+	buf    []byte     // the read buffer: bytes read are relayed before the next read
+	byFD   []*Session // session by socket file descriptor
+	timers timerHeap
+	again  []*Session // sessions with more to read: served before blocking again
+	now    int64      // unix nanoseconds, read once per pass
+
+	idle     atomic.Int64 // sessions idle (State.Parked)
+	sessions atomic.Int64
+
+	// mu guards the posted queue and the sleeping flag, and Session.ls.posted.
+	mu struct {
+		sync.Mutex
+		posted   []*Session
+		sleeping bool // blocked in epoll_wait: a post must write wakefd
+		closed   bool
+	}
+}
+
+func newLoop() (*loop, error) {
+	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
+	if err != nil {
+		return nil, fmt.Errorf("creating epoll set: %w", err)
+	}
+	wakefd, err := unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if err != nil {
+		unix.Close(epfd)
+		return nil, fmt.Errorf("creating eventfd: %w", err)
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(wakefd)}
+	if err := unix.EpollCtl(epfd, unix.EPOLL_CTL_ADD, wakefd, &ev); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("adding eventfd: %w", err)
+	}
+	l := &loop{epfd: epfd, wakefd: wakefd, done: make(chan struct{}), buf: make([]byte, bufSize)}
+	go l.run()
+	return l, nil
+}
+
+func (l *loop) close() {
+	l.mu.Lock()
+	if l.mu.closed {
+		l.mu.Unlock()
+		return
+	}
+	l.mu.closed = true
+	l.mu.Unlock()
+	l.wake()
+	<-l.done
+	unix.Close(l.epfd)
+	unix.Close(l.wakefd)
+}
+
+func (l *loop) wake() {
+	var one [8]byte
+	one[0] = 1
+	_, _ = unix.Write(l.wakefd, one[:])
+}
+
+// post asks the loop to look at s in its next pass: a new session to register, or one whose
+// cause or drain changed. Safe from any goroutine; never blocks.
+func (l *loop) post(s *Session) {
+	l.mu.Lock()
+	if s.ls.posted {
+		l.mu.Unlock()
+		return
+	}
+	s.ls.posted = true
+	l.mu.posted = append(l.mu.posted, s)
+	sleeping := l.mu.sleeping
+	l.mu.sleeping = false
+	l.mu.Unlock()
+	if sleeping {
+		l.wake()
+	}
+}
+
+// epollEvents is what a session's sockets are watched for, edge-triggered: registered once,
+// never modified.
+const epollEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
+
+// run is the loop's goroutine.
+func (l *loop) run() {
+	defer close(l.done)
+	events := make([]unix.EpollEvent, 256)
+	var posted []*Session
+	for {
+		timeout := -1
+		if len(l.again) > 0 {
+			timeout = 0
+		} else if len(l.timers) > 0 {
+			d := l.timers[0].ls.heapAt - time.Now().UnixNano()
+			timeout = max(0, int((d+int64(time.Millisecond)-1)/int64(time.Millisecond)))
+		}
+		l.mu.Lock()
+		if l.mu.closed {
+			l.mu.Unlock()
+			l.endAll()
+			return
+		}
+		if len(l.mu.posted) > 0 {
+			timeout = 0
+		}
+		l.mu.sleeping = timeout != 0
+		l.mu.Unlock()
+
+		n, err := unix.EpollWait(l.epfd, events, timeout)
+		if err != nil && !errors.Is(err, unix.EINTR) {
+			panic(fmt.Sprintf("relay: epoll_wait: %v", err)) // EBADF/EFAULT/EINVAL: a bug
+		}
+		l.now = time.Now().UnixNano()
+
+		l.mu.Lock()
+		l.mu.sleeping = false
+		posted, l.mu.posted = l.mu.posted, posted[:0]
+		for _, s := range posted {
+			s.ls.posted = false
+		}
+		l.mu.Unlock()
+
+		for _, ev := range events[:max(n, 0)] {
+			fd := int(ev.Fd)
+			if fd == l.wakefd {
+				var b [8]byte
+				_, _ = unix.Read(l.wakefd, b[:])
+				continue
+			}
+			if fd < len(l.byFD) {
+				if s := l.byFD[fd]; s != nil {
+					s.onEvent(fd, ev.Events)
+				}
+			}
+		}
+		if len(l.again) > 0 {
+			again := l.again
+			l.again = nil
+			for _, s := range again {
+				s.ls.inAgain = false
+				s.onAgain()
+			}
+			clear(again)
+			if l.again == nil {
+				l.again = again[:0]
+			}
+		}
+		for i, s := range posted {
+			s.onPosted()
+			posted[i] = nil
+		}
+		l.fireTimers()
+	}
+}
+
+// endAll ends the sessions still on a closing loop.
+func (l *loop) endAll() {
+	for _, s := range l.byFD {
+		if s != nil && !s.ls.done {
+			s.end(CauseShutdown, nil)
+			s.afterEvent()
+		}
+	}
+	l.mu.Lock()
+	posted := l.mu.posted
+	l.mu.posted = nil
+	l.mu.Unlock()
+	for _, s := range posted {
+		s.ls.posted = false
+		if !s.ls.registered {
+			s.register()
+		}
+		s.end(CauseShutdown, nil)
+		s.afterEvent()
+	}
+}
+
+// add registers a session's two sockets.
+func (l *loop) add(s *Session) error {
+	for i, fd := range s.ls.fd {
+		ev := unix.EpollEvent{Events: epollEvents, Fd: int32(fd)}
+		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+			if i == 1 {
+				_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ls.fd[0], nil)
+				l.byFD[s.ls.fd[0]] = nil
+			}
+			return fmt.Errorf("adding a socket to the event loop: %w", err)
+		}
+		for fd >= len(l.byFD) {
+			l.byFD = append(l.byFD, make([]*Session, len(l.byFD)+64)...)
+		}
+		l.byFD[fd] = s
+	}
+	l.sessions.Add(1)
+	return nil
+}
+
+// remove unregisters a session's sockets (they stay open).
+func (l *loop) remove(s *Session) {
+	for _, fd := range s.ls.fd {
+		if fd >= 0 && fd < len(l.byFD) && l.byFD[fd] == s {
+			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+			l.byFD[fd] = nil
+		}
+	}
+	l.sessions.Add(-1)
+}
+
+// fireTimers acts on the sessions whose earliest deadline has passed.
+func (l *loop) fireTimers() {
+	for len(l.timers) > 0 {
+		s := l.timers[0]
+		if s.ls.heapAt > l.now {
+			return
+		}
+		l.timers.pop()
+		s.onTimer()
+	}
+}
+
+// timerHeap is a min-heap of sessions by ls.heapAt; each session is in it at most once
+// (ls.heapIdx, -1 when not). Deadlines that move later are left in place and re-armed when
+// they come up (most moves are later), so a query costs no heap operation.
+type timerHeap []*Session
+
+func (h *timerHeap) push(s *Session) {
+	s.ls.heapIdx = len(*h)
+	*h = append(*h, s)
+	h.up(s.ls.heapIdx)
+}
+
+func (h *timerHeap) pop() {
+	h.removeAt(0)
+}
+
+func (h *timerHeap) removeAt(i int) {
+	old := *h
+	n := len(old) - 1
+	s := old[i]
+	if i != n {
+		old[i] = old[n]
+		old[i].ls.heapIdx = i
+	}
+	old[n] = nil
+	*h = old[:n]
+	s.ls.heapIdx = -1
+	if i != n {
+		h.down(i)
+		h.up(i)
+	}
+}
+
+func (h timerHeap) up(i int) {
+	for i > 0 {
+		p := (i - 1) / 2
+		if h[p].ls.heapAt <= h[i].ls.heapAt {
+			return
+		}
+		h.swap(i, p)
+		i = p
+	}
+}
+
+func (h timerHeap) down(i int) {
+	for {
+		c := 2*i + 1
+		if c >= len(h) {
+			return
+		}
+		if r := c + 1; r < len(h) && h[r].ls.heapAt < h[c].ls.heapAt {
+			c = r
+		}
+		if h[i].ls.heapAt <= h[c].ls.heapAt {
+			return
+		}
+		h.swap(i, c)
+		i = c
+	}
+}
+
+func (h timerHeap) swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].ls.heapIdx = i
+	h[j].ls.heapIdx = j
+}
+
+// detachFD returns a duplicate of c's socket, for a loop to own; c must then be closed, which
+// takes the socket out of Go's poller without closing it.
+func detachFD(c net.Conn) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, errors.New("no file descriptor")
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+		return -1, err
+	}
+	return nfd, derr
+}
+
+// fdConn returns a net.Conn on the socket fd, which stays the caller's. The session must be
+// off its loop: the socket is in blocking mode for a moment (so that os.NewFile does not add
+// it to Go's poller, which net.FileConn then does for its own duplicate).
+func fdConn(fd int) (net.Conn, error) {
+	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(d, false); err != nil {
+		unix.Close(d)
+		return nil, err
+	}
+	f := os.NewFile(uintptr(d), "")
+	c, err := net.FileConn(f) // sets the shared socket non-blocking again
+	_ = f.Close()
+	return c, err
+}
