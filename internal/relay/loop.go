@@ -10,18 +10,24 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 )
 
 // Loops runs plain-TCP sessions on event loops of pgfront's own instead of two copier
-// goroutines each: one loop per CPU (GOMAXPROCS), each a goroutine blocked in epoll_wait on
-// its own epoll set. A session on a loop is a state struct; the loop reads whichever socket is
-// ready straight into its one read buffer, scans the framing and writes to the other socket
-// in the same pass, with no goroutine hand-off and no read that returns EAGAIN before each
-// wait (Go's poller makes one per message). Deadlines are a timer heap per loop that sets the
-// epoll_wait timeout. An idle session costs its Session struct and its sockets: no goroutine,
+// goroutines each: one loop per CPU (GOMAXPROCS), each a goroutine with its own epoll set. A
+// session on a loop is a state struct; the loop reads whichever socket is ready straight into
+// its one read buffer, scans the framing and writes to the other socket in the same pass, with
+// no goroutine hand-off and no read that returns EAGAIN before each wait (Go's poller makes
+// one per message). An idle session costs its Session struct and its sockets: no goroutine,
 // no buffer.
+//
+// A loop never blocks its thread: its epoll set is itself watched by Go's poller, and the loop
+// goroutine parks there when no socket is ready (a thread blocked in epoll_wait would hold a
+// Go P until sysmon takes it back, up to 10 ms later, stalling every other goroutine). It
+// collects ready sockets with epoll_wait(timeout 0), a batch per wake-up. Deadlines are a
+// timer heap per loop, whose earliest entry is the epoll set's read deadline in Go's poller.
 //
 // Sockets are taken out of Go's own poller when a session joins a loop (Session.Begin dups
 // each file descriptor and closes the net.Conn), so a ready socket wakes only its loop. The
@@ -87,13 +93,18 @@ func (ls *Loops) pick() *loop {
 // loop is one event loop. Fields without a comment are owned by its goroutine.
 type loop struct {
 	epfd   int
-	wakefd int // eventfd that wakes epoll_wait for posted sessions
+	epf    *os.File        // epfd in Go's poller: where the loop goroutine waits
+	epRaw  syscall.RawConn // epf's, for the wait
+	wakefd int             // eventfd in the epoll set, written to wake the loop for posted sessions
 	done   chan struct{}
+	armed  int64 // the read deadline set on epf (unix nanoseconds; 0: none)
+	ready  int   // what the last epoll_wait returned
+	events []unix.EpollEvent
 
 	buf    []byte     // the read buffer: bytes read are relayed before the next read
 	byFD   []*Session // session by socket file descriptor
 	timers timerHeap
-	again  []*Session // sessions with more to read: served before blocking again
+	again  []*Session // sessions with more to read: served before waiting
 	now    int64      // unix nanoseconds, read once per pass
 
 	idle     atomic.Int64 // sessions idle (State.Parked)
@@ -103,7 +114,7 @@ type loop struct {
 	mu struct {
 		sync.Mutex
 		posted   []*Session
-		sleeping bool // blocked in epoll_wait: a post must write wakefd
+		sleeping bool // (about to be) parked: a post must write wakefd
 		closed   bool
 	}
 }
@@ -124,7 +135,21 @@ func newLoop() (*loop, error) {
 		unix.Close(wakefd)
 		return nil, fmt.Errorf("adding eventfd: %w", err)
 	}
-	l := &loop{epfd: epfd, wakefd: wakefd, done: make(chan struct{}), buf: make([]byte, bufSize)}
+	if err := unix.SetNonblock(epfd, true); err != nil {
+		unix.Close(epfd)
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
+	l := &loop{epfd: epfd, wakefd: wakefd, done: make(chan struct{}), buf: make([]byte, bufSize),
+		events: make([]unix.EpollEvent, 256)}
+	l.epf = os.NewFile(uintptr(epfd), "epoll") // non-blocking: added to Go's poller
+	rc, err := l.epf.SyscallConn()
+	if err != nil {
+		l.epf.Close()
+		unix.Close(wakefd)
+		return nil, fmt.Errorf("epoll set: %w", err)
+	}
+	l.epRaw = rc
 	go l.run()
 	return l, nil
 }
@@ -139,7 +164,7 @@ func (l *loop) close() {
 	l.mu.Unlock()
 	l.wake()
 	<-l.done
-	unix.Close(l.epfd)
+	_ = l.epf.Close()
 	unix.Close(l.wakefd)
 }
 
@@ -174,31 +199,27 @@ const epollEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLE
 // run is the loop's goroutine.
 func (l *loop) run() {
 	defer close(l.done)
-	events := make([]unix.EpollEvent, 256)
 	var posted []*Session
+	poll := l.pollNow
 	for {
-		timeout := -1
-		if len(l.again) > 0 {
-			timeout = 0
-		} else if len(l.timers) > 0 {
-			d := l.timers[0].ls.heapAt - time.Now().UnixNano()
-			timeout = max(0, int((d+int64(time.Millisecond)-1)/int64(time.Millisecond)))
-		}
 		l.mu.Lock()
 		if l.mu.closed {
 			l.mu.Unlock()
 			l.endAll()
 			return
 		}
-		if len(l.mu.posted) > 0 {
-			timeout = 0
-		}
-		l.mu.sleeping = timeout != 0
+		wait := len(l.again) == 0 && len(l.mu.posted) == 0
+		l.mu.sleeping = wait
 		l.mu.Unlock()
 
-		n, err := unix.EpollWait(l.epfd, events, timeout)
-		if err != nil && !errors.Is(err, unix.EINTR) {
-			panic(fmt.Sprintf("relay: epoll_wait: %v", err)) // EBADF/EFAULT/EINVAL: a bug
+		if wait {
+			l.armTimer()
+			// Collects what is ready; parks until the epoll set has something, or the deadline.
+			if err := l.epRaw.Read(poll); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+				panic(fmt.Sprintf("relay: waiting on the epoll set: %v", err)) // closed under the loop: a bug
+			}
+		} else {
+			l.pollNow(0)
 		}
 		l.now = time.Now().UnixNano()
 
@@ -210,7 +231,7 @@ func (l *loop) run() {
 		}
 		l.mu.Unlock()
 
-		for _, ev := range events[:max(n, 0)] {
+		for _, ev := range l.events[:l.ready] {
 			fd := int(ev.Fd)
 			if fd == l.wakefd {
 				var b [8]byte
@@ -223,6 +244,8 @@ func (l *loop) run() {
 				}
 			}
 		}
+		// After a full batch more may be ready: the next wait's first pollNow collects it.
+		l.ready = 0
 		if len(l.again) > 0 {
 			again := l.again
 			l.again = nil
@@ -241,6 +264,41 @@ func (l *loop) run() {
 		}
 		l.fireTimers()
 	}
+}
+
+// pollNow collects ready sockets without blocking (epoll_wait with timeout 0; a raw system
+// call: it cannot block, so the runtime need not hand the P over). As the epoll set's
+// RawConn.Read callback, false means "nothing yet: park until Go's poller sees it readable".
+func (l *loop) pollNow(uintptr) bool {
+	for {
+		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
+			uintptr(len(l.events)), 0, 0, 0)
+		if e == unix.EINTR {
+			continue
+		}
+		if e != 0 {
+			panic(fmt.Sprintf("relay: epoll_wait: %v", e)) // EBADF/EFAULT/EINVAL: a bug
+		}
+		l.ready = int(n)
+		return n > 0
+	}
+}
+
+// armTimer makes the epoll set's read deadline the earliest timer's.
+func (l *loop) armTimer() {
+	var at int64
+	if len(l.timers) > 0 {
+		at = l.timers[0].ls.heapAt
+	}
+	if at == l.armed {
+		return
+	}
+	l.armed = at
+	t := time.Time{}
+	if at != 0 {
+		t = time.Unix(0, at)
+	}
+	_ = l.epf.SetReadDeadline(t)
 }
 
 // endAll ends the sessions still on a closing loop.
