@@ -126,11 +126,12 @@ type halfCloser interface{ CloseWrite() error }
 // connections from New on and closes them before Run returns.
 type Session struct {
 	client, server net.Conn
-	clientRead     chunkReader
-	serverRead     chunkReader
-	writeClient    func([]byte) (int, error)
-	writeServer    func([]byte) (int, error)
-	opts           Options
+	// How the copiers read and write (set by Begin; on a loop, only the writers).
+	clientRead  chunkReader
+	serverRead  chunkReader
+	writeClient func([]byte) (int, error)
+	writeServer func([]byte) (int, error)
+	opts        Options
 
 	fromClient atomic.Int64
 	fromServer atomic.Int64
@@ -202,10 +203,6 @@ func New(client, server net.Conn, opts Options) *Session {
 	s := &Session{
 		client:           client,
 		server:           server,
-		clientRead:       newChunkReader(client),
-		serverRead:       newChunkReader(server),
-		writeClient:      newWriter(client),
-		writeServer:      newWriter(server),
 		opts:             opts,
 		backendScan:      pgwire.NewBackendScanner('K', 'Z', 'S', 'E'),
 		frontendScan:     pgwire.NewFrontendScanner(),
@@ -245,6 +242,8 @@ func (s *Session) Begin(onEnd func(Result)) (runClient func()) {
 	if s.opts.Loops != nil && s.enterLoop() {
 		return nil
 	}
+	s.clientRead, s.serverRead = newChunkReader(s.client), newChunkReader(s.server)
+	s.writeClient, s.writeServer = newWriter(s.client), newWriter(s.server)
 	s.mu.Lock()
 	if !s.opts.LoginDeadline.IsZero() && s.mu.cause == CauseNone {
 		_ = s.client.SetReadDeadline(s.opts.LoginDeadline)
