@@ -169,7 +169,7 @@ type Session struct {
 	State    string    `json:"state"`
 	TLS      string    `json:"tls,omitempty"` // e.g. "TLS 1.3 sni=db.example.com", "passthrough"
 	TxStatus string    `json:"tx_status"`     // I, T, E or "" before login
-	Parked   bool      `json:"parked"`        // idle, held without goroutines
+	Parked   bool      `json:"parked"`        // idle on an event loop: no goroutine, no buffer
 	Started  time.Time `json:"started"`
 	// AgeSeconds since accept; IdleSeconds since the session last went idle (0 while a query
 	// runs); HalfClosedSeconds since one side sent FIN (0 when neither has).

@@ -50,7 +50,7 @@ var (
 	famRouteMaxConn      = family("pgfront_route_maxconn", "gauge", "The route's maxconn (0 = unlimited).", "route")
 	famMaxConn           = family("pgfront_maxconn", "gauge", "The global maxconn (0 = unlimited).")
 	famQueued            = family("pgfront_queued_sessions", "gauge", "Clients waiting now for a maxconn slot or an eligible server.", "route")
-	famParked            = family("pgfront_parked_sessions", "gauge", "Idle sessions held without goroutines now.")
+	famParked            = family("pgfront_parked_sessions", "gauge", "Idle sessions held by the event loops now (no goroutine, no buffer).")
 	famIdleInTx          = family("pgfront_idle_in_transaction_sessions", "gauge", "Sessions idle inside a transaction now.", "route")
 	famHalfClosed        = family("pgfront_half_closed_sessions", "gauge", "Sessions where one side has sent FIN and pgfront waits for the other (bounded by client_fin/server_fin).", "route")
 	famHalfClosedAge     = family("pgfront_half_closed_oldest_seconds", "gauge", "Age of the oldest half-closed session (0 when none).", "route")

@@ -1,6 +1,12 @@
-// Package relay owns an established PostgreSQL session: the two copiers (client->server and
-// server->client) that read the protocol framing as they go, the deadlines that bound every
-// state of the session, half-close handling, and the single termination cause it ends with.
+// Package relay owns an established PostgreSQL session: relaying both ways while reading the
+// protocol framing as it goes, the deadlines that bound every state of the session,
+// half-close handling, and the single termination cause it ends with.
+//
+// A session runs either on an event loop of pgfront's own (Loops: plain TCP sockets, see
+// loop.go) or on two copier goroutines (client->server and server->client: TLS, or no Loops).
+// Both drive the same decisions (relayFromClient, relayFromServer, clientReadFailed,
+// serverReadFailed, end, finish); only the I/O under them differs (setReadDeadline,
+// closeWrite, closeSide, finalWrite).
 //
 // The caller (the frontend) has already read the client's StartupMessage and forwarded it to
 // the server; relay takes both connections from there:
