@@ -44,8 +44,9 @@ type Loops struct {
 }
 
 // NewLoops starts one event loop per GOMAXPROCS.
-func NewLoops() (*Loops, error) {
-	n := runtime.GOMAXPROCS(0)
+func NewLoops() (*Loops, error) { return newLoops(runtime.GOMAXPROCS(0)) }
+
+func newLoops(n int) (*Loops, error) {
 	ls := &Loops{}
 	for range n {
 		l, err := newLoop()

@@ -1,0 +1,178 @@
+package relay
+
+import (
+	"errors"
+	"io"
+	"net"
+	"runtime"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgfront/pgfront/internal/netx"
+)
+
+// A client that does not read holds the server back: the loop stops reading the server while
+// bytes for the client wait (no unbounded buffering), and every byte still arrives, in order,
+// once the client reads again.
+func TestLoopBackpressure(t *testing.T) {
+	p, err := newLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	const buf = 64 << 10
+	h := newHarnessWith(t, Options{Loops: p}, func(c, s *net.TCPConn) {
+		_ = c.SetWriteBuffer(buf)
+		_ = s.SetReadBuffer(buf)
+	})
+	_ = h.client.SetReadBuffer(buf)
+	_ = h.server.SetWriteBuffer(buf)
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "SELECT big"})
+	expectServer[*pgproto3.Query](h)
+
+	row, err := (&pgproto3.DataRow{Values: [][]byte{make([]byte, 8000)}}).Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	type flooded struct {
+		rows    int
+		written int64
+		err     error
+	}
+	blocked := make(chan flooded, 1)
+	done := make(chan error, 1)
+	go func() {
+		var f flooded
+		for f.rows < 8192 { // 64 MiB at most
+			_ = h.server.SetWriteDeadline(time.Now().Add(time.Second))
+			n, err := h.server.Write(row)
+			f.written += int64(n)
+			if err != nil {
+				if !netx.IsTimeout(err) {
+					f.err = err
+					blocked <- f
+					done <- err
+					return
+				}
+				blocked <- f
+				// Finish the row cut short, then end the result: the client reads again now.
+				_ = h.server.SetWriteDeadline(time.Now().Add(30 * time.Second))
+				if _, err := h.server.Write(row[n:]); err != nil {
+					done <- err
+					return
+				}
+				f.rows++
+				break
+			}
+			f.rows++
+		}
+		tail, _ := (&pgproto3.CommandComplete{CommandTag: []byte("SELECT")}).Encode(nil)
+		tail, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(tail)
+		_, err := h.server.Write(tail)
+		if err == nil {
+			blocked <- f // total rows, for the count below
+		}
+		done <- err
+	}()
+
+	var first flooded
+	select {
+	case first = <-blocked:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the server never blocked")
+	}
+	if first.err != nil {
+		t.Fatal(first.err)
+	}
+	if first.written > 8<<20 {
+		t.Fatalf("the server wrote %d bytes to a client that reads nothing: the relay buffered them", first.written)
+	}
+	got := 0
+	for {
+		m := expectClient[pgproto3.BackendMessage](h)
+		if _, ok := m.(*pgproto3.DataRow); ok {
+			got++
+			continue
+		}
+		if _, ok := m.(*pgproto3.CommandComplete); !ok {
+			t.Fatalf("got %T after %d rows", m, got)
+		}
+		break
+	}
+	expectClient[*pgproto3.ReadyForQuery](h)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if total := <-blocked; got != total.rows {
+		t.Fatalf("client got %d rows, server sent %d", got, total.rows)
+	}
+	waitParked(t, p, 1) // idle again, on the loop
+}
+
+// Idle sessions on a loop hold no goroutine each.
+func TestLoopIdleSessionsHoldNoGoroutine(t *testing.T) {
+	p, err := newLoops(2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	const n = 50
+	before := runtime.NumGoroutine()
+	type end struct {
+		app, pg *net.TCPConn
+		s       *Session
+		res     chan Result
+	}
+	var ends []end
+	t.Cleanup(func() {
+		for _, e := range ends {
+			e.s.End(CauseAdminKill)
+			_ = e.app.Close()
+			_ = e.pg.Close()
+			<-e.res
+		}
+	})
+	login, err := (&pgproto3.AuthenticationOk{}).Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	login, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(login)
+	for range n {
+		app, proxyClient := tcpPair(t)
+		proxyServer, pg := tcpPair(t)
+		e := end{app: app, pg: pg, s: New(proxyClient, proxyServer, Options{Loops: p}), res: make(chan Result, 1)}
+		ends = append(ends, e)
+		e.s.Start(func(r Result) { e.res <- r })
+		if _, err := pg.Write(login); err != nil {
+			t.Fatal(err)
+		}
+		_ = app.SetReadDeadline(time.Now().Add(10 * time.Second))
+		if _, err := io.ReadFull(app, make([]byte, len(login))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitParked(t, p, n)
+	if grew := runtime.NumGoroutine() - before; grew > 5 {
+		t.Fatalf("%d idle sessions on loops added %d goroutines", n, grew)
+	}
+	if p.Sessions() != n {
+		t.Fatalf("loops hold %d sessions, want %d", p.Sessions(), n)
+	}
+	// And they still work.
+	e := ends[0]
+	q, _ := (&pgproto3.Query{String: "SELECT 1"}).Encode(nil)
+	if _, err := e.app.Write(q); err != nil {
+		t.Fatal(err)
+	}
+	_ = e.pg.SetReadDeadline(time.Now().Add(10 * time.Second))
+	got := make([]byte, len(q))
+	if _, err := io.ReadFull(e.pg, got); err != nil || string(got) != string(q) {
+		t.Fatalf("server got %q, %v", got, err)
+	}
+	if err := e.app.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+		t.Fatal(err)
+	}
+}
