@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pgfront/pgfront/internal/netx"
 )
 
 // Loops runs plain-TCP sessions on event loops of pgfront's own instead of two copier
@@ -172,7 +174,7 @@ func (l *loop) close() {
 func (l *loop) wake() {
 	var one [8]byte
 	one[0] = 1
-	_, _ = unix.Write(l.wakefd, one[:])
+	_, _ = netx.RawWrite(l.wakefd, one[:])
 }
 
 // post asks the loop to look at s in its next pass: a new session to register, or one whose
@@ -236,7 +238,7 @@ func (l *loop) run() {
 			fd := int(ev.Fd)
 			if fd == l.wakefd {
 				var b [8]byte
-				_, _ = unix.Read(l.wakefd, b[:])
+				_, _ = netx.RawRead(l.wakefd, b[:])
 				continue
 			}
 			if fd < len(l.byFD) {
@@ -328,9 +330,9 @@ func (l *loop) endAll() {
 func (l *loop) add(s *Session) error {
 	for i, fd := range s.ls.fd {
 		ev := unix.EpollEvent{Events: epollEvents, Fd: int32(fd)}
-		if err := unix.EpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 			if i == 1 {
-				_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ls.fd[0], nil)
+				_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ls.fd[0], nil)
 				l.byFD[s.ls.fd[0]] = nil
 			}
 			return fmt.Errorf("adding a socket to the event loop: %w", err)
@@ -348,7 +350,7 @@ func (l *loop) add(s *Session) error {
 func (l *loop) remove(s *Session) {
 	for _, fd := range s.ls.fd {
 		if fd >= 0 && fd < len(l.byFD) && l.byFD[fd] == s {
-			_ = unix.EpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+			_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
 			l.byFD[fd] = nil
 		}
 	}
@@ -445,7 +447,7 @@ func detachFD(c net.Conn) (int, error) {
 		return -1, err
 	}
 	nfd, derr := -1, error(nil)
-	if err := rc.Control(func(fd uintptr) { nfd, derr = unix.FcntlInt(fd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
+	if err := rc.Control(func(fd uintptr) { nfd, derr = rawDup(int(fd)) }); err != nil {
 		return -1, err
 	}
 	return nfd, derr
@@ -467,4 +469,40 @@ func fdConn(fd int) (net.Conn, error) {
 	c, err := net.FileConn(f) // sets the shared socket non-blocking again
 	_ = f.Close()
 	return c, err
+}
+
+// The loops' own system calls on sockets never block (the sockets are non-blocking; a close
+// without SO_LINGER returns at once), so they are made as raw system calls: the runtime is not
+// told, and sysmon never hands a P over because one of them ran long (the loopback FIN or
+// handshake work done inside them can take tens of microseconds).
+
+func rawErr(e unix.Errno) error {
+	if e == 0 {
+		return nil
+	}
+	return e
+}
+
+// rawClose closes fd.
+func rawClose(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
+	return rawErr(e)
+}
+
+// rawShutdownWrite sends fd's FIN.
+func rawShutdownWrite(fd int) error {
+	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
+	return rawErr(e)
+}
+
+// rawDup duplicates fd (close-on-exec).
+func rawDup(fd int) (int, error) {
+	r, _, e := unix.RawSyscall(unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
+	return int(r), rawErr(e)
+}
+
+// rawEpollCtl is epoll_ctl.
+func rawEpollCtl(epfd, op, fd int, ev *unix.EpollEvent) error {
+	_, _, e := unix.RawSyscall6(unix.SYS_EPOLL_CTL, uintptr(epfd), uintptr(op), uintptr(fd), uintptr(unsafe.Pointer(ev)), 0, 0)
+	return rawErr(e)
 }

@@ -176,3 +176,48 @@ func TestLoopIdleSessionsHoldNoGoroutine(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// BenchmarkLoopQuery is one query round trip through a session on an event loop (scripted
+// client and server on loopback): the relay's own cost per message pair, allocations included.
+func BenchmarkLoopQuery(b *testing.B) {
+	p, err := newLoops(1)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer p.Close()
+	t := &testing.T{}
+	app, proxyClient := tcpPair(t)
+	proxyServer, pg := tcpPair(t)
+	res := make(chan Result, 1)
+	s := New(proxyClient, proxyServer, Options{Loops: p, ClientIdle: time.Hour, ServerIdle: time.Hour})
+	s.Start(func(r Result) { res <- r })
+	defer func() { s.End(CauseAdminKill); _ = app.Close(); _ = pg.Close(); <-res }()
+	login, _ := (&pgproto3.AuthenticationOk{}).Encode(nil)
+	login, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(login)
+	answer, _ := (&pgproto3.CommandComplete{CommandTag: []byte("SELECT 1")}).Encode(nil)
+	answer, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(answer)
+	q, _ := (&pgproto3.Query{String: "SELECT 1"}).Encode(nil)
+	buf := make([]byte, 256)
+	if _, err := pg.Write(login); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := io.ReadFull(app, buf[:len(login)]); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for range b.N {
+		if _, err := app.Write(q); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(pg, buf[:len(q)]); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := pg.Write(answer); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(app, buf[:len(answer)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -54,7 +54,7 @@ func (s *Session) enterLoop() bool {
 	}
 	sfd, err := detachFD(s.server)
 	if err != nil {
-		unix.Close(cfd)
+		_ = rawClose(cfd)
 		return false
 	}
 	_ = s.client.Close()
@@ -389,7 +389,7 @@ func (s *Session) onLoopFD(side int) (int, bool) {
 // closeWrite passes a FIN on to one side.
 func (s *Session) closeWrite(side int) {
 	if fd, ok := s.onLoopFD(side); ok {
-		_ = unix.Shutdown(fd, unix.SHUT_WR)
+		_ = rawShutdownWrite(fd)
 		return
 	}
 	if hc, ok := s.conn(side).(halfCloser); ok {
@@ -400,7 +400,7 @@ func (s *Session) closeWrite(side int) {
 // closeSide closes one side's socket.
 func (s *Session) closeSide(side int) {
 	if fd, ok := s.onLoopFD(side); ok {
-		_ = unix.Close(fd)
+		_ = rawClose(fd)
 		s.ls.fd[side] = -1
 		return
 	}
@@ -415,7 +415,7 @@ func (s *Session) takeConn(side int) net.Conn {
 		return s.conn(side)
 	}
 	c, err := fdConn(fd)
-	_ = unix.Close(fd)
+	_ = rawClose(fd)
 	s.ls.fd[side] = -1
 	if err != nil {
 		return nil
