@@ -143,8 +143,8 @@ type Session struct {
 	fromServer atomic.Int64
 
 	// serverToClient's scanner; read by Run after both copiers returned.
-	backendScan  *pgwire.Scanner
-	frontendScan *pgwire.Scanner
+	backendScan  pgwire.Scanner
+	frontendScan pgwire.Scanner
 	// clientAtBoundary: what the client received so far ends at a message boundary, so
 	// pgfront's own FATAL can follow. Owned by serverToClient, read by finish.
 	clientAtBoundary bool
@@ -210,8 +210,8 @@ func New(client, server net.Conn, opts Options) *Session {
 		client:           client,
 		server:           server,
 		opts:             opts,
-		backendScan:      pgwire.NewBackendScanner('K', 'Z', 'S', 'E'),
-		frontendScan:     pgwire.NewFrontendScanner(),
+		backendScan:      *pgwire.NewBackendScanner('K', 'Z', 'S', 'E'),
+		frontendScan:     *pgwire.NewFrontendScanner(),
 		clientAtBoundary: true,
 	}
 	if opts.IssueKey != nil {
