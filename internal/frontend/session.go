@@ -582,6 +582,12 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	e.pick.shrink() // before Start: once started, a retry may use the picker at any moment
 	onEnd := func(res relay.Result) { s.relayEnded(e, srv, res) }
 	if opts.Loops != nil {
+		// The relay owns the client conn now and, on an event loop, closes it (the socket
+		// lives on as a duplicate): the session keeps a stand-in, so the closed conn's few
+		// hundred bytes go at once. A retry gets a live conn back (relay.Result.Client).
+		s.mu.Lock()
+		s.client = relayedConn{}
+		s.mu.Unlock()
 		// On an event loop (runClient nil) the caller's goroutine, with the deep stack of the
 		// start-up, exits; otherwise it runs the client copier itself.
 		return outcome{runClient: rs.Begin(onEnd)}, true
@@ -1038,3 +1044,22 @@ func (w *clientWatch) stop() bool {
 }
 
 func (w *clientWatch) gone() bool { return w.eof }
+
+// relayedConn stands in for the client conn of a session whose relay took it (see startRelay):
+// what the session still does with its client after that (close it, set a deadline when it is
+// stopped) is the relay's job, so these are no-ops, and I/O fails as on a closed conn.
+type relayedConn struct{}
+
+func (relayedConn) Read([]byte) (int, error)         { return 0, net.ErrClosed }
+func (relayedConn) Write([]byte) (int, error)        { return 0, net.ErrClosed }
+func (relayedConn) Close() error                     { return nil }
+func (relayedConn) LocalAddr() net.Addr              { return relayedAddr{} }
+func (relayedConn) RemoteAddr() net.Addr             { return relayedAddr{} }
+func (relayedConn) SetDeadline(time.Time) error      { return nil }
+func (relayedConn) SetReadDeadline(time.Time) error  { return nil }
+func (relayedConn) SetWriteDeadline(time.Time) error { return nil }
+
+type relayedAddr struct{}
+
+func (relayedAddr) Network() string { return "tcp" }
+func (relayedAddr) String() string  { return "relayed" }

@@ -509,6 +509,19 @@ func TestFenceStandbyBeforeClientSawAnything(t *testing.T) {
 	if n, err := h.client.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("client got %d bytes, err %v; want nothing and still open", n, err)
 	}
+	// And handed back as a working conn (on an event loop, a new one on the same socket).
+	if r.Client == nil {
+		t.Fatal("no client conn handed back")
+	}
+	defer r.Client.Close()
+	if _, err := r.Client.Write([]byte("R")); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 1)
+	_ = h.client.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(h.client, got); err != nil || got[0] != 'R' {
+		t.Fatalf("the application got %q, %v through the handed-back conn", got, err)
+	}
 }
 
 func TestFenceStandbyAfterAuthTellsClient(t *testing.T) {
@@ -644,6 +657,10 @@ func TestLoginRefusedCannotConnectNowIsRetryable(t *testing.T) {
 		t.Fatalf("result %+v, want server_unavailable and retryable", r)
 	}
 	<-refused
+	if r.Client == nil {
+		t.Fatal("no client conn handed back")
+	}
+	defer r.Client.Close()
 	_ = h.client.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
 	if n, err := h.client.Read(make([]byte, 1)); n != 0 || !errors.Is(err, os.ErrDeadlineExceeded) {
 		t.Fatalf("client got %d bytes, err %v; want nothing and still open", n, err)
