@@ -95,14 +95,16 @@ func (ls *Loops) pick() *loop {
 
 // loop is one event loop. Fields without a comment are owned by its goroutine.
 type loop struct {
-	epfd   int
-	epf    *os.File        // epfd in Go's poller: where the loop goroutine waits
-	epRaw  syscall.RawConn // epf's, for the wait
-	wakefd int             // eventfd in the epoll set, written to wake the loop for posted sessions
-	done   chan struct{}
-	armed  int64 // the read deadline set on epf (unix nanoseconds; 0: none)
-	ready  int   // what the last epoll_wait returned
-	events []unix.EpollEvent
+	epfd    int
+	epf     *os.File        // epfd in Go's poller: where the loop goroutine waits
+	epRaw   syscall.RawConn // epf's, for the wait
+	wakefd  int             // eventfd in the epoll set, written to wake the loop for posted sessions
+	done    chan struct{}
+	armed   int64 // the read deadline set on epf (unix nanoseconds; 0: none)
+	ready   int   // what the last epoll_wait returned
+	events  []unix.EpollEvent
+	closing bool       // pass saw the loop closed
+	spare   []*Session // the posted queue's other slice, reused
 
 	buf    []byte     // the read buffer: bytes read are relayed before the next read
 	byFD   []*Session // session by socket file descriptor
@@ -199,41 +201,55 @@ func (l *loop) post(s *Session) {
 // never modified.
 const epollEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
 
-// run is the loop's goroutine.
+// run is the loop's goroutine. The loop's body is the epoll set's RawConn.Read callback
+// (pass): Read resets the set's readiness in Go's poller once, then pass serves what is ready
+// and returns false to park until the poller sees the set readable again. Readiness that
+// comes while a pass runs is kept by the poller, so a pass that served a batch parks without
+// first asking epoll_wait for an empty answer (one system call per wake-up saved). Read
+// returns at the earliest timer's deadline (the next pass fires it) or when the loop closes.
 func (l *loop) run() {
 	defer close(l.done)
-	var posted []*Session
-	poll := l.pollNow
+	pass := l.pass
+	for {
+		err := l.epRaw.Read(pass)
+		if l.closing {
+			l.endAll()
+			return
+		}
+		switch {
+		case errors.Is(err, os.ErrDeadlineExceeded):
+			// The earliest timer is due. Fire it here: Read fails at once, without calling
+			// pass, until the deadline moves.
+			l.now = time.Now().UnixNano()
+			l.fireTimers()
+			l.armTimer()
+		case err != nil:
+			panic(fmt.Sprintf("relay: waiting on the epoll set: %v", err)) // closed under the loop: a bug
+		}
+	}
+}
+
+// pass serves the loop until nothing is left to do, then returns false (park), or true once
+// the loop is closed.
+func (l *loop) pass(uintptr) bool {
 	for {
 		l.mu.Lock()
 		if l.mu.closed {
 			l.mu.Unlock()
-			l.endAll()
-			return
+			l.closing = true
+			return true
 		}
-		wait := len(l.again) == 0 && len(l.mu.posted) == 0
-		l.mu.sleeping = wait
-		l.mu.Unlock()
-
-		if wait {
-			l.armTimer()
-			// Collects what is ready; parks until the epoll set has something, or the deadline.
-			if err := l.epRaw.Read(poll); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-				panic(fmt.Sprintf("relay: waiting on the epoll set: %v", err)) // closed under the loop: a bug
-			}
-		} else {
-			l.pollNow(0)
-		}
-		l.now = time.Now().UnixNano()
-
-		l.mu.Lock()
 		l.mu.sleeping = false
-		posted, l.mu.posted = l.mu.posted, posted[:0]
+		posted := l.mu.posted
+		l.mu.posted = l.spare[:0]
 		for _, s := range posted {
 			s.ls.posted = false
 		}
 		l.mu.Unlock()
 
+		l.pollNow()
+		l.now = time.Now().UnixNano()
+		full := l.ready == len(l.events)
 		for _, ev := range l.events[:l.ready] {
 			fd := int(ev.Fd)
 			if fd == l.wakefd {
@@ -247,7 +263,6 @@ func (l *loop) run() {
 				}
 			}
 		}
-		// After a full batch more may be ready: the next wait's first pollNow collects it.
 		l.ready = 0
 		if len(l.again) > 0 {
 			again := l.again
@@ -265,14 +280,28 @@ func (l *loop) run() {
 			s.onPosted()
 			posted[i] = nil
 		}
+		l.spare = posted[:0]
 		l.fireTimers()
+
+		if full || len(l.again) > 0 {
+			continue // more may be ready now
+		}
+		l.mu.Lock()
+		idle := len(l.mu.posted) == 0
+		l.mu.sleeping = idle
+		l.mu.Unlock()
+		if idle {
+			l.armTimer()
+			if len(l.timers) == 0 || l.timers[0].ls.heapAt > time.Now().UnixNano() {
+				return false
+			}
+		}
 	}
 }
 
-// pollNow collects ready sockets without blocking (epoll_wait with timeout 0; a raw system
-// call: it cannot block, so the runtime need not hand the P over). As the epoll set's
-// RawConn.Read callback, false means "nothing yet: park until Go's poller sees it readable".
-func (l *loop) pollNow(uintptr) bool {
+// pollNow collects ready sockets into l.events without blocking (epoll_wait with timeout 0; a
+// raw system call: it cannot block, so the runtime need not hand the P over).
+func (l *loop) pollNow() {
 	for {
 		n, _, e := unix.RawSyscall6(unix.SYS_EPOLL_PWAIT, uintptr(l.epfd), uintptr(unsafe.Pointer(&l.events[0])),
 			uintptr(len(l.events)), 0, 0, 0)
@@ -283,7 +312,7 @@ func (l *loop) pollNow(uintptr) bool {
 			panic(fmt.Sprintf("relay: epoll_wait: %v", e)) // EBADF/EFAULT/EINVAL: a bug
 		}
 		l.ready = int(n)
-		return n > 0
+		return
 	}
 }
 
