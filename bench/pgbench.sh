@@ -28,6 +28,7 @@
 #   BENCH_IDLE_SETTLE=2     seconds between the last idle session's login and the RSS reading;
 #                           150 lets Go's periodic GC (every 2 min) and scavenger return the
 #                           memory of the connection burst: pgfront's steady state
+#   BENCH_PGFRONT_PROCS=    GOMAXPROCS for pgfront (empty: Go's default, one per CPU)
 #   BENCH_PORT_BASE=25432   first of six consecutive loopback ports used
 #   PGBIN=/usr/lib/postgresql/15/bin
 set -euo pipefail
@@ -41,6 +42,7 @@ BENCH_WARMUP=${BENCH_WARMUP:-3}
 BENCH_COPY_MB=${BENCH_COPY_MB:-1024}
 BENCH_IDLE=${BENCH_IDLE-"1000 10000"}
 BENCH_IDLE_SETTLE=${BENCH_IDLE_SETTLE:-2}
+BENCH_PGFRONT_PROCS=${BENCH_PGFRONT_PROCS:-}
 BENCH_PORT_BASE=${BENCH_PORT_BASE:-25432}
 PGBIN=${PGBIN:-/usr/lib/postgresql/15/bin}
 HOST=127.0.0.1
@@ -170,7 +172,11 @@ EOF
 }
 
 start_pgfront() { # config port -> sets REPLY to the pid
-	"$TMP/pgfront" run -c "$1" >>"$TMP/pgfront.log" 2>&1 &
+	if [ -n "$BENCH_PGFRONT_PROCS" ]; then
+		GOMAXPROCS=$BENCH_PGFRONT_PROCS "$TMP/pgfront" run -c "$1" >>"$TMP/pgfront.log" 2>&1 &
+	else
+		"$TMP/pgfront" run -c "$1" >>"$TMP/pgfront.log" 2>&1 &
+	fi
 	local pid=$!
 	PIDS+=("$pid")
 	wait_listen "$2" "$pid" pgfront
@@ -360,7 +366,7 @@ echo
 echo "pgfront benchmark — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(nproc) CPUs ($(awk -F': ' '/^model name/{print $2; exit}' /proc/cpuinfo)), kernel $(uname -r);" \
 	"load average (1/5/15 min) at start $LOAD_START, at end $(cut -d' ' -f1-3 /proc/loadavg)"
-echo "$PG_VERSION, $("$HAPROXY" -v | head -1 | awk '{print "HAProxy", $3}') (nbthread default = $HA_THREADS threads, maxconn $HA_MAXCONN), pgfront GOMAXPROCS default = $(nproc)"
+echo "$PG_VERSION, $("$HAPROXY" -v | head -1 | awk '{print "HAProxy", $3}') (nbthread default = $HA_THREADS threads, maxconn $HA_MAXCONN), pgfront GOMAXPROCS ${BENCH_PGFRONT_PROCS:-default = $(nproc)}"
 echo "pgbench -S scale $BENCH_SCALE, simple protocol, over TCP on $HOST; $BENCH_ROUNDS round(s) x ${BENCH_SECONDS}s per cell, targets interleaved"
 echo "TPS and latency: mean over rounds; +/-: half the min-max TPS spread over rounds, % of the mean; CPU: proxy utime+stime per 1,000 transactions, all rounds pooled"
 
