@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5/pgproto3"
 
 	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/pgwire"
 )
 
 // A client that does not read holds the server back: the loop stops reading the server while
@@ -219,5 +220,24 @@ func BenchmarkLoopQuery(b *testing.B) {
 		if _, err := io.ReadFull(app, buf[:len(answer)]); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// Closing the loops ends the sessions still on them (CauseShutdown, the client told why)
+// rather than leaving their sockets unwatched.
+func TestLoopCloseEndsSessions(t *testing.T) {
+	p, err := newLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := newHarness(t, Options{Loops: p})
+	h.login()
+	p.Close()
+	expectFatal(h, pgwire.CodeAdminShutdown)
+	if r := h.result(); r.Cause != CauseShutdown {
+		t.Fatalf("cause %s, want shutdown", r.Cause)
+	}
+	if p.Sessions() != 0 {
+		t.Fatalf("closed loops still hold %d sessions", p.Sessions())
 	}
 }
