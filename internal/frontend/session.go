@@ -558,8 +558,13 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	// slot another client could use now. Release is idempotent: relayEnded's is then a no-op.
 	opts.OnServerClosed = e.ticket.Release
 	// Once logged in the session is never retried elsewhere: an idle session need not keep
-	// its StartupMessage and server picker (a few hundred bytes each).
-	opts.OnLoggedIn = e.loggedIn
+	// its StartupMessage and server picker (a few hundred bytes each), nor its context, which
+	// only bounds waits and dials before the relay (cancelling it frees the map of children
+	// a dial left in it and its entry in the frontend's).
+	opts.OnLoggedIn = func() {
+		e.loggedIn()
+		s.cancel()
+	}
 	opts.Observer = s.f.events.SessionObserver(r.Name, srv)
 	rs := relay.New(s.client, server, opts)
 
