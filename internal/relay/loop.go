@@ -39,7 +39,10 @@ import (
 //
 // Everything about a loop's sessions is touched by that loop's goroutine only; other
 // goroutines (End, Drain, Begin) post the session to the loop, which acts on it in its next
-// pass. Loops is safe for concurrent use; Close stops the loops.
+// pass. The session's callbacks (Options.OnBackendKey, IssueKey, OnStandby, OnLoggedIn,
+// OnServerClosed, Observer...) run on the loop's goroutine: a slow one stalls every session
+// of that loop, so they must not block. Loops is safe for concurrent use; Close stops the
+// loops.
 type Loops struct {
 	loops []*loop
 	next  atomic.Uint32
@@ -100,7 +103,7 @@ type loop struct {
 	epRaw   syscall.RawConn // epf's, for the wait
 	wakefd  int             // eventfd in the epoll set, written to wake the loop for posted sessions
 	done    chan struct{}
-	armed   int64 // the read deadline set on epf (unix nanoseconds; 0: none)
+	armed   int64 // the read deadline set on epf (loop time; 0: none)
 	ready   int   // what the last epoll_wait returned
 	events  []unix.EpollEvent
 	closing bool       // pass saw the loop closed
@@ -110,7 +113,10 @@ type loop struct {
 	byFD   []*Session // session by socket file descriptor
 	timers timerHeap
 	again  []*Session // sessions with more to read: served before waiting
-	now    int64      // unix nanoseconds, read once per pass
+	// Loop times are nanoseconds since base on the monotonic clock (a step of the wall clock
+	// moves no deadline); 0 means none.
+	base time.Time
+	now  int64 // read once per pass
 
 	idle     atomic.Int64 // sessions idle (State.Parked)
 	sessions atomic.Int64
@@ -146,7 +152,7 @@ func newLoop() (*loop, error) {
 		return nil, fmt.Errorf("epoll set: %w", err)
 	}
 	l := &loop{epfd: epfd, wakefd: wakefd, done: make(chan struct{}), buf: make([]byte, bufSize),
-		events: make([]unix.EpollEvent, 256)}
+		events: make([]unix.EpollEvent, 256), base: time.Now()}
 	l.epf = os.NewFile(uintptr(epfd), "epoll") // non-blocking: added to Go's poller
 	rc, err := l.epf.SyscallConn()
 	if err != nil {
@@ -220,8 +226,9 @@ func (l *loop) run() {
 		case errors.Is(err, os.ErrDeadlineExceeded):
 			// The earliest timer is due. Fire it here: Read fails at once, without calling
 			// pass, until the deadline moves.
-			l.now = time.Now().UnixNano()
+			l.now = l.clock()
 			l.fireTimers()
+			l.armed = -1 // set it again even if the earliest timer is unchanged
 			l.armTimer()
 		case err != nil:
 			panic(fmt.Sprintf("relay: waiting on the epoll set: %v", err)) // closed under the loop: a bug
@@ -248,7 +255,7 @@ func (l *loop) pass(uintptr) bool {
 		l.mu.Unlock()
 
 		l.pollNow()
-		l.now = time.Now().UnixNano()
+		l.now = l.clock()
 		full := l.ready == len(l.events)
 		for _, ev := range l.events[:l.ready] {
 			fd := int(ev.Fd)
@@ -292,7 +299,7 @@ func (l *loop) pass(uintptr) bool {
 		l.mu.Unlock()
 		if idle {
 			l.armTimer()
-			if len(l.timers) == 0 || l.timers[0].ls.heapAt > time.Now().UnixNano() {
+			if len(l.timers) == 0 || l.timers[0].ls.heapAt > l.clock() {
 				return false
 			}
 		}
@@ -316,6 +323,17 @@ func (l *loop) pollNow() {
 	}
 }
 
+// clock is the loop's time now.
+func (l *loop) clock() int64 { return max(int64(time.Since(l.base)), 1) }
+
+// at is t in the loop's time (0 for the zero time: no deadline; at least 1 otherwise).
+func (l *loop) at(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return max(int64(t.Sub(l.base)), 1)
+}
+
 // armTimer makes the epoll set's read deadline the earliest timer's.
 func (l *loop) armTimer() {
 	var at int64
@@ -328,12 +346,13 @@ func (l *loop) armTimer() {
 	l.armed = at
 	t := time.Time{}
 	if at != 0 {
-		t = time.Unix(0, at)
+		t = l.base.Add(time.Duration(at)) // monotonic, as the poller's deadline is
 	}
 	_ = l.epf.SetReadDeadline(t)
 }
 
-// endAll ends the sessions still on a closing loop.
+// endAll ends the sessions still on a closing loop. Their ends run on goroutines of their
+// own, as always; a session posted after this is not served (enterLoop checks first).
 func (l *loop) endAll() {
 	for _, s := range l.byFD {
 		if s != nil && !s.ls.done {
@@ -344,15 +363,27 @@ func (l *loop) endAll() {
 	l.mu.Lock()
 	posted := l.mu.posted
 	l.mu.posted = nil
-	l.mu.Unlock()
 	for _, s := range posted {
 		s.ls.posted = false
+	}
+	l.mu.Unlock()
+	for _, s := range posted {
+		if s.ls.done {
+			continue
+		}
 		if !s.ls.registered {
 			s.register()
 		}
 		s.end(CauseShutdown, nil)
 		s.afterEvent()
 	}
+}
+
+// isClosed reports whether the loop was closed.
+func (l *loop) isClosed() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.mu.closed
 }
 
 // add registers a session's two sockets.

@@ -241,3 +241,101 @@ func TestLoopCloseEndsSessions(t *testing.T) {
 		t.Fatalf("closed loops still hold %d sessions", p.Sessions())
 	}
 }
+
+// End on another goroutine while the session joins its loop (the frontend publishes the relay
+// before Begin, and an administrator's kill or a server going down may come at any moment):
+// the session ends once, with that cause, and nothing crashes.
+func TestLoopEndRacesBegin(t *testing.T) {
+	p, err := newLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer p.Close()
+	for range 200 {
+		app, proxyClient := tcpPair(t)
+		proxyServer, pg := tcpPair(t)
+		s := New(proxyClient, proxyServer, Options{Loops: p})
+		res := make(chan Result, 1)
+		ended := make(chan struct{})
+		go func() { s.End(CauseAdminKill); close(ended) }()
+		s.Start(func(r Result) { res <- r })
+		<-ended
+		if r := <-res; r.Cause != CauseAdminKill {
+			t.Fatalf("cause %s, want admin_kill", r.Cause)
+		}
+		_ = app.Close()
+		_ = pg.Close()
+	}
+}
+
+// A client that pauses in the middle of a large result longer than server_idle does not end
+// the session: the server's idle bound runs from when the client took its bytes, as with a
+// copier whose write returns only then.
+func TestServerIdleSlowClient(t *testing.T) {
+	const buf = 32 << 10
+	h := newHarnessWith(t, Options{ServerIdle: 300 * time.Millisecond}, func(c, s *net.TCPConn) {
+		_ = c.SetWriteBuffer(buf)
+		_ = s.SetReadBuffer(buf)
+	})
+	_ = h.client.SetReadBuffer(buf)
+	_ = h.server.SetWriteBuffer(buf)
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "SELECT big"})
+	expectServer[*pgproto3.Query](h)
+	row, err := (&pgproto3.DataRow{Values: [][]byte{make([]byte, 8000)}}).Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const rows = 200
+	var all []byte
+	for range rows {
+		all = append(all, row...)
+	}
+	all, _ = (&pgproto3.CommandComplete{CommandTag: []byte("SELECT")}).Encode(all)
+	all, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(all)
+	wrote := make(chan error, 1)
+	go func() {
+		_ = h.server.SetWriteDeadline(time.Now().Add(20 * time.Second))
+		_, err := h.server.Write(all)
+		wrote <- err
+	}()
+	time.Sleep(time.Second) // the scenario: the client reads nothing for 1 s, > server_idle
+	got := 0
+	for {
+		m := expectClient[pgproto3.BackendMessage](h)
+		if _, ok := m.(*pgproto3.DataRow); ok {
+			got++
+			continue
+		}
+		if _, ok := m.(*pgproto3.CommandComplete); !ok {
+			t.Fatalf("got %T after %d rows", m, got)
+		}
+		break
+	}
+	expectClient[*pgproto3.ReadyForQuery](h)
+	if got != rows {
+		t.Fatalf("got %d rows, want %d", got, rows)
+	}
+	if err := <-wrote; err != nil {
+		t.Fatal(err)
+	}
+}
+
+// The epoll set's deadline in Go's poller firing before any timer is due (what a step of the
+// wall clock did when loop timers were wall-clock times) does not stall the loop.
+func TestLoopEarlyDeadline(t *testing.T) {
+	p, err := newLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	h := newHarness(t, Options{Loops: p, ClientIdle: 5 * time.Second})
+	h.login()
+	waitParked(t, p, 1) // the loop waits, its deadline the idle bound 5 s away
+	_ = p.loops[0].epf.SetReadDeadline(time.Now().Add(-time.Millisecond))
+	start := time.Now()
+	h.query("SELECT 1", 'I')
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("a query took %s to cross the loop", d)
+	}
+}

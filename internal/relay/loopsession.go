@@ -31,7 +31,7 @@ type loopState struct {
 	// the other side is not read: the same backpressure as a copier blocked in its write.
 	pend             [2]*[]byte
 	pendOff, pendEnd [2]int
-	dl               [2]int64 // read deadline per side (unix nanoseconds; 0: none)
+	dl               [2]int64 // read deadline per side (loop time, see loop.base; 0: none)
 	heapIdx          int      // index in the loop's timer heap; -1 when not in it
 	heapAt           int64    // when the heap entry fires
 	stopped          [2]bool  // that side's reads are over (EOF, error, timeout)
@@ -48,6 +48,10 @@ type loopState struct {
 // (duplicated, then the net.Conns closed) and the loop takes over from its next pass. False
 // (the session unchanged) when a socket has no file descriptor to take.
 func (s *Session) enterLoop() bool {
+	l := s.opts.Loops.pick()
+	if l.isClosed() {
+		return false
+	}
 	cfd, err := detachFD(s.client)
 	if err != nil {
 		return false
@@ -59,20 +63,20 @@ func (s *Session) enterLoop() bool {
 	}
 	_ = s.client.Close()
 	_ = s.server.Close()
-	// The closed conns are not needed again (finish makes new ones if it must wait): their
-	// few hundred bytes each go now, not when the session ends.
-	s.client, s.server = nil, nil
-	l := s.opts.Loops.pick()
 	s.ls.fd = [2]int{cfd, sfd}
 	s.ls.heapIdx = -1
 	s.ls.bh = backendHandler{s: s}
 	s.writeClient = s.writeToClient
 	s.writeServer = s.writeToServer
+	// One critical section: End and Drain, on other goroutines, see either the closed conns
+	// (and set deadlines on them, harmlessly) or the loop.
 	s.mu.Lock()
 	s.lp = l
-	if !s.opts.LoginDeadline.IsZero() {
-		ns := s.opts.LoginDeadline.UnixNano()
-		s.ls.dl = [2]int64{ns, ns}
+	// The closed conns are not needed again (finish makes new ones if it must wait): their
+	// few hundred bytes each go now, not when the session ends.
+	s.client, s.server = nil, nil
+	if d := l.at(s.opts.LoginDeadline); d != 0 {
+		s.ls.dl = [2]int64{d, d}
 	}
 	s.mu.Unlock()
 	l.post(s)
@@ -130,7 +134,7 @@ func (s *Session) onPosted() {
 	if s.mu.cause == CauseNone && s.drainingIdleLocked() {
 		// Drain at a transaction boundary: end now if the client has been quiet long enough,
 		// or wake when it will have been.
-		if !time.Unix(0, s.lp.now).Before(s.drainEndLocked()) {
+		if !time.Now().Before(s.drainEndLocked()) {
 			cause := s.mu.draining
 			s.mu.Unlock()
 			s.end(cause, nil)
@@ -249,6 +253,15 @@ func (s *Session) flush(side int) {
 	putBuf(b)
 	if side == sideClient {
 		s.clientAtBoundary = s.backendScan.AtBoundary()
+		// As on a goroutine, whose write returns only now: the server's idle bound runs
+		// from the moment its bytes were taken, not from when they were queued.
+		if s.opts.ServerIdle > 0 {
+			s.mu.Lock()
+			if s.mu.cause == CauseNone && !s.idleLocked() && !s.mu.finArmed {
+				s.setReadDeadline(sideServer, time.Now().Add(s.opts.ServerIdle))
+			}
+			s.mu.Unlock()
+		}
 	}
 	s.readSide(1 - side)
 	s.schedule()
@@ -296,11 +309,7 @@ func (s *Session) setReadDeadline(side int, t time.Time) {
 		_ = s.conn(side).SetReadDeadline(t)
 		return
 	}
-	var ns int64
-	if !t.IsZero() {
-		ns = t.UnixNano()
-	}
-	s.ls.dl[side] = ns
+	s.ls.dl[side] = s.lp.at(t)
 	s.schedule()
 }
 
