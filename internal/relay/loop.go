@@ -513,20 +513,17 @@ func detachFD(c net.Conn) (int, error) {
 	return nfd, derr
 }
 
-// fdConn returns a net.Conn on the socket fd, which stays the caller's. The session must be
-// off its loop: the socket is in blocking mode for a moment (so that os.NewFile does not add
-// it to Go's poller, which net.FileConn then does for its own duplicate).
+// fdConn returns a net.Conn on the socket fd and takes fd (closed in any case; the net.Conn
+// has its own duplicate). The session must be off its loop: the socket is in blocking mode
+// for a moment, so that os.NewFile does not add fd to Go's poller (net.FileConn adds its
+// duplicate and makes the socket non-blocking again).
 func fdConn(fd int) (net.Conn, error) {
-	d, err := unix.FcntlInt(uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	if err != nil {
+	if err := unix.SetNonblock(fd, false); err != nil {
+		_ = rawClose(fd)
 		return nil, err
 	}
-	if err := unix.SetNonblock(d, false); err != nil {
-		unix.Close(d)
-		return nil, err
-	}
-	f := os.NewFile(uintptr(d), "")
-	c, err := net.FileConn(f) // sets the shared socket non-blocking again
+	f := os.NewFile(uintptr(fd), "")
+	c, err := net.FileConn(f)
 	_ = f.Close()
 	return c, err
 }

@@ -91,19 +91,7 @@ func TestLoopBackpressure(t *testing.T) {
 	if first.written > 8<<20 {
 		t.Fatalf("the server wrote %d bytes to a client that reads nothing: the relay buffered them", first.written)
 	}
-	got := 0
-	for {
-		m := expectClient[pgproto3.BackendMessage](h)
-		if _, ok := m.(*pgproto3.DataRow); ok {
-			got++
-			continue
-		}
-		if _, ok := m.(*pgproto3.CommandComplete); !ok {
-			t.Fatalf("got %T after %d rows", m, got)
-		}
-		break
-	}
-	expectClient[*pgproto3.ReadyForQuery](h)
+	got := h.readResult()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -300,19 +288,7 @@ func TestServerIdleSlowClient(t *testing.T) {
 		wrote <- err
 	}()
 	time.Sleep(time.Second) // the scenario: the client reads nothing for 1 s, > server_idle
-	got := 0
-	for {
-		m := expectClient[pgproto3.BackendMessage](h)
-		if _, ok := m.(*pgproto3.DataRow); ok {
-			got++
-			continue
-		}
-		if _, ok := m.(*pgproto3.CommandComplete); !ok {
-			t.Fatalf("got %T after %d rows", m, got)
-		}
-		break
-	}
-	expectClient[*pgproto3.ReadyForQuery](h)
+	got := h.readResult()
 	if got != rows {
 		t.Fatalf("got %d rows, want %d", got, rows)
 	}
@@ -337,5 +313,23 @@ func TestLoopEarlyDeadline(t *testing.T) {
 	h.query("SELECT 1", 'I')
 	if d := time.Since(start); d > 2*time.Second {
 		t.Fatalf("a query took %s to cross the loop", d)
+	}
+}
+
+// readResult reads a query's DataRows up to its CommandComplete and ReadyForQuery, as the
+// application, and returns how many rows came.
+func (h *harness) readResult() int {
+	h.t.Helper()
+	rows := 0
+	for {
+		switch m := expectClient[pgproto3.BackendMessage](h).(type) {
+		case *pgproto3.DataRow:
+			rows++
+		case *pgproto3.CommandComplete:
+			expectClient[*pgproto3.ReadyForQuery](h)
+			return rows
+		default:
+			h.t.Fatalf("got %T after %d rows", m, rows)
+		}
 	}
 }

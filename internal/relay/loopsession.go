@@ -255,13 +255,7 @@ func (s *Session) flush(side int) {
 		s.clientAtBoundary = s.backendScan.AtBoundary()
 		// As on a goroutine, whose write returns only now: the server's idle bound runs
 		// from the moment its bytes were taken, not from when they were queued.
-		if s.opts.ServerIdle > 0 {
-			s.mu.Lock()
-			if s.mu.cause == CauseNone && !s.idleLocked() && !s.mu.finArmed {
-				s.setReadDeadline(sideServer, time.Now().Add(s.opts.ServerIdle))
-			}
-			s.mu.Unlock()
-		}
+		s.rearmServerIdle()
 	}
 	s.readSide(1 - side)
 	s.schedule()
@@ -350,7 +344,7 @@ func (s *Session) afterEvent() {
 	}
 	s.mu.Lock()
 	ending := s.mu.cause != CauseNone
-	idle := !ending && !s.mu.login && s.idleLocked()
+	idle := s.parkedLocked()
 	s.mu.Unlock()
 	if idle != ls.countedIdle {
 		ls.countedIdle = idle
@@ -429,7 +423,6 @@ func (s *Session) takeConn(side int) net.Conn {
 		return s.conn(side)
 	}
 	c, err := fdConn(fd)
-	_ = rawClose(fd)
 	s.ls.fd[side] = -1
 	if err != nil {
 		return nil

@@ -57,13 +57,16 @@ type Options struct {
 	// FatalWriteTimeout bounds writing pgfront's own FATAL error to the client. Default 1s.
 	FatalWriteTimeout time.Duration
 
-	// OnBackendKey is called (from the server copier) with the key the server announced in
+	// The callbacks below marked "relaying" run where the session relays: its server copier, or
+	// its event loop, which serves many sessions; they must not block.
+
+	// OnBackendKey is called (relaying) with the key the server announced in
 	// BackendKeyData and the key the client got instead (client equals server when IssueKey
 	// is nil), so cancels can be routed to this session. May be nil.
 	OnBackendKey func(server, client pgwire.CancelKey)
 	// IssueKey, if set, replaces the secret of the server's BackendKeyData before the client
 	// sees it (the process id stays the server's): it fills secret, as long as the server's,
-	// for process id pid. Called from the server copier; must not block.
+	// for process id pid. Called relaying.
 	IssueKey func(pid uint32, secret []byte)
 	// Cancel sends a CancelRequest for key to this session's server. Called when the session
 	// ends during a query, on the session's own goroutine once the client is told and closed
@@ -80,13 +83,13 @@ type Options struct {
 	OnUnavailable func()
 	// OnLoggedIn, if set, is called once when the login is over (the server's first
 	// ReadyForQuery): from then on the session is never handed back for a retry (Result.Retry),
-	// so what the caller kept for one can go. Called on the server copier; it must not block.
+	// so what the caller kept for one can go. Called relaying.
 	OnLoggedIn func()
 	// OnServerClosed, if set, is called once when the server closed first and its last
 	// words (usually a FATAL) and FIN were passed to a client that has not closed yet: the
 	// session no longer uses a server and only waits up to ClientFin for the client to
 	// close, so the caller can free what it holds for a live session (its maxconn slot).
-	// Called on the server copier; it must not block.
+	// Called relaying.
 	OnServerClosed func()
 
 	// Loops, if set, runs the session on an event loop instead of two copier goroutines when
@@ -97,8 +100,9 @@ type Options struct {
 	Observer Observer
 }
 
-// Observer is told what a session relays, for metrics. Its methods are called from the
-// copiers, outside the session's lock: they must be cheap and safe for concurrent use.
+// Observer is told what a session relays, for metrics. Its methods are called relaying (a
+// copier or the session's event loop), outside the session's lock: they must be cheap and
+// safe for concurrent use.
 type Observer interface {
 	// Relayed is called per chunk relayed: n bytes from the client (toServer) or the server.
 	Relayed(toServer bool, n int)
@@ -394,7 +398,7 @@ func (s *Session) State() State {
 		Login:           s.mu.login,
 		Key:             s.mu.key,
 		HaveKey:         s.mu.haveKey,
-		Parked:          s.lp != nil && s.idleLocked() && !s.mu.login && s.mu.cause == CauseNone,
+		Parked:          s.lp != nil && s.parkedLocked(),
 		HalfClosedSince: s.mu.halfClosedSince,
 		Ending:          s.mu.cause != CauseNone,
 	}
@@ -410,6 +414,12 @@ func (s *Session) Bytes() (fromClient, fromServer int64) {
 }
 
 func (s *Session) idleLocked() bool { return s.mu.sent == s.mu.received }
+
+// parkedLocked reports whether a session on a loop counts as parked: logged in, no query
+// running, not ending.
+func (s *Session) parkedLocked() bool {
+	return s.mu.cause == CauseNone && !s.mu.login && s.idleLocked()
+}
 
 // end records cause (first one wins) and wakes both copiers by putting every deadline in the
 // past. If a query is running and the server is still there, finish cancels it so the server
@@ -826,14 +836,21 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 	}
 	s.writingClient.Store(false)
 	s.clientAtBoundary = s.ls.pend[sideClient] == nil && s.backendScan.AtBoundary()
-	if s.opts.ServerIdle > 0 {
-		s.mu.Lock()
-		if s.mu.cause == CauseNone && !s.idleLocked() && !s.mu.finArmed {
-			s.setReadDeadline(sideServer, time.Now().Add(s.opts.ServerIdle))
-		}
-		s.mu.Unlock()
-	}
+	s.rearmServerIdle()
 	return true
+}
+
+// rearmServerIdle restarts the server's idle bound once the client has taken what the
+// server sent, while a query runs.
+func (s *Session) rearmServerIdle() {
+	if s.opts.ServerIdle <= 0 {
+		return
+	}
+	s.mu.Lock()
+	if s.mu.cause == CauseNone && !s.idleLocked() && !s.mu.finArmed {
+		s.setReadDeadline(sideServer, time.Now().Add(s.opts.ServerIdle))
+	}
+	s.mu.Unlock()
 }
 
 // serverReadFailed decides what a failed server read means.
