@@ -136,6 +136,9 @@ type Frontend struct {
 
 	ctx    context.Context // cancelled by Close: ends waits and dials
 	cancel context.CancelFunc
+	// issueKeyFn is issueKey as the relay option (nil without Options.IssueKey): one func
+	// value for all sessions, not a method value allocated per session.
+	issueKeyFn func(pid uint32, secret []byte)
 
 	loops    sync.WaitGroup // accept loops
 	sessions sync.WaitGroup // session goroutines
@@ -195,6 +198,9 @@ func New(opts Options) (*Frontend, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		lines:    newConnLog(opts.Logger, warnBurst, warnEvery, suppressReport),
+	}
+	if opts.IssueKey != nil {
+		f.issueKeyFn = f.issueKey
 	}
 	f.mu.listeners = make(map[string]*listener)
 	f.mu.clusters = make(map[*cluster.Cluster]func())

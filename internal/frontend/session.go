@@ -42,6 +42,9 @@ type session struct {
 
 	ctx    context.Context // ends queue waits and dials when the session is told to stop
 	cancel context.CancelFunc
+	// est is what the relay's hooks need (its server, maxconn ticket, what a retry needs): set
+	// before the relay starts, read where it relays.
+	est *establishing
 
 	// route and client may change once, under mu, while the session starts (TLS: the client
 	// becomes the TLS connection, and SNI may choose another cluster's route); other
@@ -493,6 +496,7 @@ func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 // establishing is a session between admission and the relay's end: what a retry after an
 // in-band fence needs to connect again.
 type establishing struct {
+	srv     *cluster.Server // the server the relay runs on (set before it starts)
 	pkt     *pgwire.FirstPacket
 	pick    *picker
 	ticket  *admission.Ticket
@@ -540,31 +544,11 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 		// An event loop relays plain sockets; TLS sessions keep their copier goroutines.
 		opts.Loops = s.f.evloops
 	}
-	opts.OnBackendKey = func(server, client pgwire.CancelKey) { s.f.registry.SetKey(s, server, client) }
-	if s.f.opts.IssueKey != nil {
-		opts.IssueKey = s.f.issueKey
-	}
-	addr, serverTLS := srv.Addr, r.ServerTLS
-	opts.Cancel = func(k pgwire.CancelKey) { _ = s.f.sendCancel(r.dialer(), addr, serverTLS, k) }
-	if r.Select.Role == cluster.RolePrimary {
-		opts.FenceStandby = true
-		opts.OnStandby = func() { s.f.fence(r.Cluster, srv) }
-	}
-	if s.f.opts.OnConnectFail != nil {
-		opts.OnUnavailable = func() { s.f.opts.OnConnectFail(srv) }
-	}
-	// Scenario (b): the server closed and its FATAL went to a client that stays silent. The
-	// client may keep its socket for client_fin (counted as half-closed), but not a maxconn
-	// slot another client could use now. Release is idempotent: relayEnded's is then a no-op.
-	opts.OnServerClosed = e.ticket.Release
-	// Once logged in the session is never retried elsewhere: an idle session need not keep
-	// its StartupMessage and server picker (a few hundred bytes each), nor its context, which
-	// only bounds waits and dials before the relay (cancelling it frees the map of children
-	// a dial left in it and its entry in the frontend's).
-	opts.OnLoggedIn = func() {
-		e.loggedIn()
-		s.cancel()
-	}
+	opts.IssueKey = s.f.issueKeyFn
+	opts.FenceStandby = r.Select.Role == cluster.RolePrimary
+	e.srv = srv
+	s.est = e
+	opts.Hooks = s // one interface for every event, not a closure each: idle sessions keep it
 	opts.Observer = s.f.events.SessionObserver(r.Name, srv)
 	rs := relay.New(s.client, server, opts)
 
@@ -626,6 +610,53 @@ func (s *session) relayEnded(e *establishing, srv *cluster.Server, res relay.Res
 	e.ticket.Release()
 	s.close(o)
 }
+
+// The session is its relay's relay.Hooks. Each runs where the session relays (Cancel on its
+// end goroutine), after startRelay set est.
+
+// BackendKey routes cancels for the client's key to this session.
+func (s *session) BackendKey(server, client pgwire.CancelKey) { s.f.registry.SetKey(s, server, client) }
+
+// Cancel sends a CancelRequest for key to the session's server.
+func (s *session) Cancel(key pgwire.CancelKey) {
+	r := s.route
+	_ = s.f.sendCancel(r.dialer(), s.est.srv.Addr, r.ServerTLS, key)
+}
+
+// Standby fences the server: a primary route's session found a hot standby.
+func (s *session) Standby() { s.f.fence(s.route.Cluster, s.est.srv) }
+
+// Unavailable reports a server that refused the login with 57P03.
+func (s *session) Unavailable() {
+	if s.f.opts.OnConnectFail != nil {
+		s.f.opts.OnConnectFail(s.est.srv)
+	}
+}
+
+// LoggedIn: once logged in the session is never retried elsewhere, so an idle session need
+// not keep its StartupMessage and server picker (a few hundred bytes each), nor its context,
+// which only bounds waits and dials before the relay: it is cancelled and replaced by a shared
+// one (what it and its done channel take goes).
+func (s *session) LoggedIn() {
+	s.est.loggedIn()
+	s.mu.Lock()
+	s.cancel()
+	s.ctx, s.cancel = loggedInCtx, func() {}
+	s.mu.Unlock()
+}
+
+// ServerClosed is scenario (b): the server closed and its FATAL went to a client that stays
+// silent. The client may keep its socket for client_fin (counted as half-closed), but not a
+// maxconn slot another client could use now. Release is idempotent: relayEnded's is then a
+// no-op.
+func (s *session) ServerClosed() { s.est.ticket.Release() }
+
+// loggedInCtx is the context of every logged-in session: nothing waits on it any more.
+var loggedInCtx = func() context.Context {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	return ctx
+}()
 
 // retryElsewhere moves a session whose server was a standby (on a primary route) or refused
 // the login (57P03: shutting down in a failover) to another server, waiting for one within

@@ -142,7 +142,7 @@ func TestEndDoesNotWaitForCancel(t *testing.T) {
 	release := make(chan struct{})
 	var once sync.Once
 	unblock := func() { once.Do(func() { close(release) }) }
-	h := newHarness(t, Options{ServerFin: 10 * time.Second, Cancel: func(pgwire.CancelKey) { <-release }})
+	h := newHarness(t, Options{ServerFin: 10 * time.Second, Hooks: &funcHooks{cancel: func(pgwire.CancelKey) { <-release }}})
 	t.Cleanup(unblock) // before the harness's own cleanup (LIFO)
 	h.login()
 	h.clientSend(&pgproto3.Query{String: "SELECT pg_sleep(60)"})

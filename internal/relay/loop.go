@@ -39,8 +39,8 @@ import (
 //
 // Everything about a loop's sessions is touched by that loop's goroutine only; other
 // goroutines (End, Drain, Begin) post the session to the loop, which acts on it in its next
-// pass. The session's callbacks (Options.OnBackendKey, IssueKey, OnStandby, OnLoggedIn,
-// OnServerClosed, Observer...) run on the loop's goroutine: a slow one stalls every session
+// pass. The session's callbacks (Options.Hooks but Cancel, IssueKey, Observer) run on the
+// loop's goroutine: a slow one stalls every session
 // of that loop, so they must not block. Loops is safe for concurrent use; Close stops the
 // loops.
 type Loops struct {

@@ -57,40 +57,18 @@ type Options struct {
 	// FatalWriteTimeout bounds writing pgfront's own FATAL error to the client. Default 1s.
 	FatalWriteTimeout time.Duration
 
-	// The callbacks below marked "relaying" run where the session relays: its server copier, or
-	// its event loop, which serves many sessions; they must not block.
-
-	// OnBackendKey is called (relaying) with the key the server announced in
-	// BackendKeyData and the key the client got instead (client equals server when IssueKey
-	// is nil), so cancels can be routed to this session. May be nil.
-	OnBackendKey func(server, client pgwire.CancelKey)
 	// IssueKey, if set, replaces the secret of the server's BackendKeyData before the client
 	// sees it (the process id stays the server's): it fills secret, as long as the server's,
-	// for process id pid. Called relaying.
+	// for process id pid. Called where the session relays (see Hooks); must not block.
 	IssueKey func(pid uint32, secret []byte)
-	// Cancel sends a CancelRequest for key to this session's server. Called when the session
-	// ends during a query, on the session's own goroutine once the client is told and closed
-	// (never on End's caller's), so it may block for its own bound. May be nil.
-	Cancel func(key pgwire.CancelKey)
 
 	// FenceStandby refuses a server that reports in_hot_standby=on during login (PostgreSQL 14+
 	// sends it as a ParameterStatus): a primary route never hands a client to a standby.
-	// OnStandby, if set, is called when that happens.
+	// Hooks.Standby is called when that happens.
 	FenceStandby bool
-	OnStandby    func()
-	// OnUnavailable, if set, is called when the server refused the login with 57P03 before
-	// the client saw anything (the session is then retryable elsewhere).
-	OnUnavailable func()
-	// OnLoggedIn, if set, is called once when the login is over (the server's first
-	// ReadyForQuery): from then on the session is never handed back for a retry (Result.Retry),
-	// so what the caller kept for one can go. Called relaying.
-	OnLoggedIn func()
-	// OnServerClosed, if set, is called once when the server closed first and its last
-	// words (usually a FATAL) and FIN were passed to a client that has not closed yet: the
-	// session no longer uses a server and only waits up to ClientFin for the client to
-	// close, so the caller can free what it holds for a live session (its maxconn slot).
-	// Called relaying.
-	OnServerClosed func()
+
+	// Hooks tells the session's owner what happened; nil: nobody is told.
+	Hooks Hooks
 
 	// Loops, if set, runs the session on an event loop instead of two copier goroutines when
 	// both connections are plain TCP sockets (see Loops).
@@ -113,6 +91,44 @@ type Observer interface {
 	// time since the first query after the previous idle point.
 	TransactionDone(d time.Duration)
 }
+
+// Hooks is how a session tells its owner what happened. One value per session (an
+// interface, not a closure per event: an idle session keeps it for hours). Every method but
+// Cancel runs where the session relays (its server copier, or its event loop, which serves
+// many sessions) and must not block.
+type Hooks interface {
+	// BackendKey: the key the server announced in BackendKeyData and the key the client got
+	// instead (client equals server without Options.IssueKey), so cancels can be routed here.
+	BackendKey(server, client pgwire.CancelKey)
+	// Cancel sends a CancelRequest for key to this session's server. Called when the session
+	// ends during a query, on the session's own goroutine once the client is told and closed
+	// (never on End's caller's), so it may block for its own bound.
+	Cancel(key pgwire.CancelKey)
+	// Standby: Options.FenceStandby refused the server, a hot standby.
+	Standby()
+	// Unavailable: the server refused the login with 57P03 before the client saw anything
+	// (the session is then retryable elsewhere).
+	Unavailable()
+	// LoggedIn is called once when the login is over (the server's first ReadyForQuery): from
+	// then on the session is never handed back for a retry (Result.Retry), so what the owner
+	// kept for one can go.
+	LoggedIn()
+	// ServerClosed is called once when the server closed first and its last words (usually a
+	// FATAL) and FIN were passed to a client that has not closed yet: the session no longer
+	// uses a server and only waits up to ClientFin for the client to close, so the owner can
+	// free what it holds for a live session (its maxconn slot).
+	ServerClosed()
+}
+
+// NoHooks tells nobody anything; embed it to implement only some of Hooks.
+type NoHooks struct{}
+
+func (NoHooks) BackendKey(server, client pgwire.CancelKey) {}
+func (NoHooks) Cancel(pgwire.CancelKey)                    {}
+func (NoHooks) Standby()                                   {}
+func (NoHooks) Unavailable()                               {}
+func (NoHooks) LoggedIn()                                  {}
+func (NoHooks) ServerClosed()                              {}
 
 // Result is how a session ended.
 type Result struct {
@@ -169,13 +185,13 @@ type Session struct {
 		sync.Mutex
 		cause      Cause
 		err        error
-		sent       uint64    // sync points (Query, Sync, FunctionCall) sent to the server
-		received   uint64    // ReadyForQuery messages received; idle when sent == received
-		txStatus   byte      // last ReadyForQuery status: 'I', 'T' or 'E'
-		login      bool      // until the first ReadyForQuery
-		draining   Cause     // end with this cause at the next quiet transaction boundary, if set
-		drainSince time.Time // when the first Drain came (zero: not draining)
-		readySince time.Time // when the login ended (zero: still logging in)
+		sent       uint64 // sync points (Query, Sync, FunctionCall) sent to the server
+		received   uint64 // ReadyForQuery messages received; idle when sent == received
+		txStatus   byte   // last ReadyForQuery status: 'I', 'T' or 'E'
+		login      bool   // until the first ReadyForQuery
+		draining   Cause  // end with this cause at the next quiet transaction boundary, if set
+		drainSince stamp  // when the first Drain came (zero: not draining)
+		readySince stamp  // when the login ended (zero: still logging in)
 		key        pgwire.CancelKey
 		haveKey    bool
 		serverEOF  bool // server sent FIN
@@ -191,12 +207,12 @@ type Session struct {
 
 		// For State and the Observer: when the running query and transaction began, when
 		// the session last went idle (zero while busy), when one side sent FIN (zero: none).
-		queryStart, txStart time.Time
-		idleSince           time.Time
-		halfClosedSince     time.Time
+		queryStart, txStart stamp
+		idleSince           stamp
+		halfClosedSince     stamp
 
 		// idleUntil is when the idle bound ends (zero: none).
-		idleUntil time.Time
+		idleUntil stamp
 	}
 
 	// lp is the event loop that runs the session (set once, under mu, by Begin); nil for a
@@ -209,6 +225,9 @@ type Session struct {
 func New(client, server net.Conn, opts Options) *Session {
 	if opts.FatalWriteTimeout <= 0 {
 		opts.FatalWriteTimeout = time.Second
+	}
+	if opts.Hooks == nil {
+		opts.Hooks = NoHooks{}
 	}
 	s := &Session{
 		client:           client,
@@ -276,7 +295,7 @@ func (s *Session) copierDone() {
 // wakeLocked is when an idle session must act again: its idle bound runs out, or, draining at
 // a transaction boundary, its drain ends it there (drainEndLocked). Zero: never.
 func (s *Session) wakeLocked() time.Time {
-	wake := s.mu.idleUntil
+	wake := s.mu.idleUntil.time()
 	if s.drainingIdleLocked() {
 		if q := s.drainEndLocked(); wake.IsZero() || q.Before(wake) {
 			wake = q
@@ -290,15 +309,13 @@ func (s *Session) wakeLocked() time.Time {
 // or the login ended, whichever came later (at once, if the boundary comes after that). Only
 // meaningful while drainingIdleLocked.
 func (s *Session) drainEndLocked() time.Time {
-	end := s.mu.idleSince.Add(drainQuiet)
-	from := s.mu.drainSince
-	if s.mu.readySince.After(from) {
-		from = s.mu.readySince
-	}
+	idle := s.mu.idleSince.time()
+	end := idle.Add(drainQuiet)
+	from := max(s.mu.drainSince, s.mu.readySince).time()
 	if busy := from.Add(drainBusy); busy.Before(end) {
 		end = busy
-		if end.Before(s.mu.idleSince) {
-			end = s.mu.idleSince
+		if end.Before(idle) {
+			end = idle
 		}
 	}
 	return end
@@ -348,7 +365,7 @@ func (s *Session) Drain(cause Cause) {
 		return
 	}
 	if s.mu.draining == CauseNone {
-		s.mu.drainSince = time.Now()
+		s.mu.drainSince = stampNow()
 	}
 	s.mu.draining = cause
 	if !s.idleLocked() || s.mu.login || s.mu.txStatus != 'I' {
@@ -399,11 +416,11 @@ func (s *Session) State() State {
 		Key:             s.mu.key,
 		HaveKey:         s.mu.haveKey,
 		Parked:          s.lp != nil && s.parkedLocked(),
-		HalfClosedSince: s.mu.halfClosedSince,
+		HalfClosedSince: s.mu.halfClosedSince.time(),
 		Ending:          s.mu.cause != CauseNone,
 	}
 	if !st.Busy && !st.Login {
-		st.IdleSince = s.mu.idleSince
+		st.IdleSince = s.mu.idleSince.time()
 	}
 	return st
 }
@@ -488,9 +505,7 @@ func (s *Session) finish() Result {
 		// The client is done with: free its socket now, then make sure the server stops. The
 		// cancel may take up to the cancel timeout (a hung server): only this session waits.
 		s.closeSide(sideClient)
-		if s.opts.Cancel != nil {
-			s.opts.Cancel(key)
-		}
+		s.opts.Hooks.Cancel(key)
 	}
 	if aborting {
 		idle = s.takeConn(sideServer) != nil && s.drainServer()
@@ -563,8 +578,8 @@ func (s *Session) drainServer() bool {
 			}
 			recancel = true
 		}
-		if recancel && s.opts.Cancel != nil {
-			s.opts.Cancel(key)
+		if recancel {
+			s.opts.Hooks.Cancel(key)
 		}
 	}
 }
@@ -615,7 +630,7 @@ func (s *Session) relayFromClient(h *frontendHandler, p []byte) bool {
 	if wasIdle && !s.mu.login {
 		if h.syncPoints > 0 {
 			if s.opts.Observer != nil {
-				now := time.Now()
+				now := stampNow()
 				s.mu.queryStart = now
 				if s.mu.txStatus == 'I' {
 					s.mu.txStart = now
@@ -670,7 +685,7 @@ func (s *Session) clientReadFailed(err error, terminated bool) {
 			// Pass the FIN on and give the server server_fin to close its side.
 			s.closeWrite(sideServer)
 			s.mu.finArmed = true
-			s.mu.halfClosedSince = time.Now()
+			s.mu.halfClosedSince = stampNow()
 			if s.opts.ServerFin > 0 {
 				s.setReadDeadline(sideServer, time.Now().Add(s.opts.ServerFin))
 			} else {
@@ -802,18 +817,14 @@ func (s *Session) relayFromServer(h *backendHandler, p []byte) bool {
 			// Not forwarded: the client has not seen this server's login. The cause is set
 			// before anyone hears of the fence, since marking the server ends its sessions.
 			s.end(CauseFencedStandby, err)
-			if s.opts.OnStandby != nil {
-				s.opts.OnStandby()
-			}
+			s.opts.Hooks.Standby()
 			return false
 		}
 		if errors.Is(err, errUnavailable) {
 			// Not forwarded either: the server refused this login before anything reached
 			// the client (a failover's old primary shutting down, say).
 			s.end(CauseServerUnavailable, err)
-			if s.opts.OnUnavailable != nil {
-				s.opts.OnUnavailable()
-			}
+			s.opts.Hooks.Unavailable()
 			return false
 		}
 		s.end(CauseServerReset, err)
@@ -878,7 +889,7 @@ func (s *Session) serverReadFailed(err error) {
 		// Server closed first: its last words (usually a FATAL) were forwarded. Pass the FIN
 		// on and give the client client_fin to close.
 		s.closeWrite(sideClient)
-		s.mu.halfClosedSince = time.Now()
+		s.mu.halfClosedSince = stampNow()
 		if s.opts.ClientFin > 0 {
 			s.setReadDeadline(sideClient, time.Now().Add(s.opts.ClientFin))
 		} else {
@@ -886,8 +897,8 @@ func (s *Session) serverReadFailed(err error) {
 		}
 		loggedIn := !s.mu.login // a login the server ended may still be retried elsewhere
 		s.mu.Unlock()
-		if s.opts.OnServerClosed != nil && loggedIn {
-			s.opts.OnServerClosed()
+		if loggedIn {
+			s.opts.Hooks.ServerClosed()
 		}
 	case netx.IsTimeout(err):
 		s.mu.Lock()
@@ -936,9 +947,7 @@ func (h *backendHandler) Body(typ byte, body []byte) error {
 		s.mu.Lock()
 		s.mu.key, s.mu.haveKey = key, true // the server's: what a cancel must carry
 		s.mu.Unlock()
-		if s.opts.OnBackendKey != nil {
-			s.opts.OnBackendKey(key, client)
-		}
+		s.opts.Hooks.BackendKey(key, client)
 	case 'S':
 		if s.opts.FenceStandby && isHotStandby(body) && s.inLogin() {
 			return errStandby
@@ -1033,18 +1042,18 @@ func (s *Session) readyForQuery(status byte) {
 	s.mu.Lock()
 	login := s.mu.login
 	if s.opts.Observer != nil && !login {
-		now := time.Now()
-		query = now.Sub(s.mu.queryStart)
+		now := stampNow()
+		query = time.Duration(now - s.mu.queryStart)
 		s.mu.queryStart = now // a pipelined query behind it is timed from here
 		if txDone = status == 'I'; txDone {
-			tx = now.Sub(s.mu.txStart)
+			tx = time.Duration(now - s.mu.txStart)
 			s.mu.txStart = now
 		}
 	}
 	s.readyForQueryLocked(status)
 	s.mu.Unlock()
-	if login && s.opts.OnLoggedIn != nil {
-		s.opts.OnLoggedIn()
+	if login {
+		s.opts.Hooks.LoggedIn()
 	}
 	if s.opts.Observer != nil && !login {
 		s.opts.Observer.QueryDone(query)
@@ -1062,7 +1071,7 @@ func (s *Session) readyForQueryLocked(status byte) {
 	}
 	if s.mu.login {
 		s.mu.login = false
-		s.mu.readySince = time.Now()
+		s.mu.readySince = stampNow()
 		if s.mu.cause == CauseNone {
 			s.setReadDeadline(sideServer, time.Time{})
 		}
@@ -1083,11 +1092,11 @@ func (s *Session) armClientIdleLocked() {
 	if s.mu.txStatus != 'I' {
 		limit = s.opts.IdleInTransaction
 	}
-	now := time.Now()
+	now := stampNow()
 	s.mu.idleSince = now
-	s.mu.idleUntil = time.Time{}
+	s.mu.idleUntil = 0
 	if limit > 0 {
-		s.mu.idleUntil = now.Add(limit)
+		s.mu.idleUntil = now + stamp(limit)
 	}
 	s.setReadDeadline(sideClient, s.wakeLocked())
 }

@@ -99,8 +99,12 @@ func newHarnessWith(t *testing.T, opts Options, prep func(client, server *net.TC
 	h := &harness{t: t, client: appEnd, server: pgEnd, res: make(chan Result, 1)}
 	h.fe = pgproto3.NewFrontend(appEnd, appEnd)
 	h.be = pgproto3.NewBackend(pgEnd, pgEnd)
-	then := opts.Cancel // a test's own cancel runs after the cancel is recorded
-	opts.Cancel = func(k pgwire.CancelKey) {
+	hooks, _ := opts.Hooks.(*funcHooks)
+	if hooks == nil {
+		hooks = &funcHooks{}
+	}
+	then := hooks.cancel // a test's own cancel runs after the cancel is recorded
+	hooks.cancel = func(k pgwire.CancelKey) {
 		h.mu.Lock()
 		h.cancels = append(h.cancels, k)
 		h.mu.Unlock()
@@ -108,6 +112,7 @@ func newHarnessWith(t *testing.T, opts Options, prep func(client, server *net.TC
 			then(k)
 		}
 	}
+	opts.Hooks = hooks
 	if harnessLoops && opts.Loops == nil {
 		l, err := NewLoops()
 		if err != nil {
@@ -496,7 +501,7 @@ func TestLoginBoundedByStartup(t *testing.T) {
 
 func TestFenceStandbyBeforeClientSawAnything(t *testing.T) {
 	fenced := make(chan struct{}, 1)
-	h := newHarness(t, Options{FenceStandby: true, OnStandby: func() { fenced <- struct{}{} }})
+	h := newHarness(t, Options{FenceStandby: true, Hooks: &funcHooks{standby: func() { fenced <- struct{}{} }}})
 	h.serverSend(&pgproto3.AuthenticationOk{}, &pgproto3.ParameterStatus{Name: "in_hot_standby", Value: "on"},
 		&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	r := h.result()
@@ -649,7 +654,7 @@ func TestParkedSessionClientFIN(t *testing.T) {
 // saw anything is handed back for another server.
 func TestLoginRefusedCannotConnectNowIsRetryable(t *testing.T) {
 	refused := make(chan struct{}, 1)
-	h := newHarness(t, Options{OnUnavailable: func() { refused <- struct{}{} }})
+	h := newHarness(t, Options{Hooks: &funcHooks{unavailable: func() { refused <- struct{}{} }}})
 	h.serverSend(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P03", Message: "the database system is shutting down"})
 	_ = h.server.Close()
 	r := h.result()
@@ -743,7 +748,7 @@ func TestServerResetAfterTerminate(t *testing.T) {
 }
 
 // TestIssuedKey: with IssueKey, the client gets the server's process id with the issued
-// secret (a protocol 3.2 length here: 32 bytes), OnBackendKey gets both keys, and the cancel
+// secret (a protocol 3.2 length here: 32 bytes), Hooks.BackendKey gets both keys, and the cancel
 // of an aborted query carries the server's own key.
 func TestIssuedKey(t *testing.T) {
 	serverSecret := bytes.Repeat([]byte{0xAB}, 32)
@@ -756,11 +761,11 @@ func TestIssuedKey(t *testing.T) {
 				secret[i] = byte(pid) + byte(i)
 			}
 		},
-		OnBackendKey: func(server, client pgwire.CancelKey) {
+		Hooks: &funcHooks{backendKey: func(server, client pgwire.CancelKey) {
 			mu.Lock()
 			gotServer, gotClient = server, client
 			mu.Unlock()
-		},
+		}},
 	})
 	h.serverSend(&pgproto3.AuthenticationOk{}, &pgproto3.BackendKeyData{ProcessID: 42, SecretKey: serverSecret},
 		&pgproto3.ReadyForQuery{TxStatus: 'I'})
@@ -777,7 +782,7 @@ func TestIssuedKey(t *testing.T) {
 	mu.Lock()
 	if gotServer != (pgwire.CancelKey{ProcessID: 42, Secret: string(serverSecret)}) ||
 		gotClient != (pgwire.CancelKey{ProcessID: 42, Secret: string(issued)}) {
-		t.Fatalf("OnBackendKey(%v, %v)", gotServer, gotClient)
+		t.Fatalf("BackendKey(%v, %v)", gotServer, gotClient)
 	}
 	mu.Unlock()
 
@@ -795,32 +800,32 @@ func TestIssuedKey(t *testing.T) {
 	}
 }
 
-// TestLifecycleHooks: OnLoggedIn runs once, when the login's ReadyForQuery arrives (not for
-// later ones); OnServerClosed runs once the server closed first and its FATAL went to a
+// TestLifecycleHooks: LoggedIn runs once, when the login's ReadyForQuery arrives (not for
+// later ones); ServerClosed runs once the server closed first and its FATAL went to a
 // client that stays, long before client_fin lets the session end.
 func TestLifecycleHooks(t *testing.T) {
 	var loggedIn, serverClosed atomic.Int32
 	closed := make(chan struct{})
 	h := newHarness(t, Options{ClientFin: time.Minute,
-		OnLoggedIn: func() { loggedIn.Add(1) },
-		OnServerClosed: func() {
-			if serverClosed.Add(1) == 1 {
-				close(closed)
-			}
-		}})
+		Hooks: &funcHooks{loggedIn: func() { loggedIn.Add(1) },
+			serverClosed: func() {
+				if serverClosed.Add(1) == 1 {
+					close(closed)
+				}
+			}}})
 	h.serverSend(&pgproto3.AuthenticationOk{})
 	expectClient[*pgproto3.AuthenticationOk](h)
 	if n := loggedIn.Load(); n != 0 {
-		t.Fatalf("OnLoggedIn ran %d times before the login's ReadyForQuery", n)
+		t.Fatalf("LoggedIn ran %d times before the login's ReadyForQuery", n)
 	}
 	h.serverSend(&pgproto3.ReadyForQuery{TxStatus: 'I'})
 	expectClient[*pgproto3.ReadyForQuery](h)
 	h.query("SELECT 1", 'I')
 	if n := loggedIn.Load(); n != 1 {
-		t.Fatalf("OnLoggedIn ran %d times after a login and a query, want 1", n)
+		t.Fatalf("LoggedIn ran %d times after a login and a query, want 1", n)
 	}
 	if n := serverClosed.Load(); n != 0 {
-		t.Fatalf("OnServerClosed ran %d times while the server is there", n)
+		t.Fatalf("ServerClosed ran %d times while the server is there", n)
 	}
 	h.serverSend(&pgproto3.ErrorResponse{Severity: "FATAL", Code: "57P01", Message: "terminating connection due to administrator command"})
 	_ = h.server.Close()
@@ -828,7 +833,7 @@ func TestLifecycleHooks(t *testing.T) {
 	select {
 	case <-closed:
 	case <-time.After(10 * time.Second):
-		t.Fatal("OnServerClosed not called after the server closed first (client_fin is 1m)")
+		t.Fatal("ServerClosed not called after the server closed first (client_fin is 1m)")
 	}
 	if err := readToEOF(t, h.client); err != nil {
 		t.Fatalf("client was not half-closed: %v", err)
@@ -836,6 +841,36 @@ func TestLifecycleHooks(t *testing.T) {
 	h.s.End(CauseAdminKill)
 	h.result()
 	if n := serverClosed.Load(); n != 1 {
-		t.Fatalf("OnServerClosed ran %d times, want 1", n)
+		t.Fatalf("ServerClosed ran %d times, want 1", n)
+	}
+}
+
+// funcHooks is Hooks from optional functions.
+type funcHooks struct {
+	backendKey                                   func(server, client pgwire.CancelKey)
+	cancel                                       func(pgwire.CancelKey)
+	standby, unavailable, loggedIn, serverClosed func()
+}
+
+func (f *funcHooks) BackendKey(server, client pgwire.CancelKey) {
+	if f.backendKey != nil {
+		f.backendKey(server, client)
+	}
+}
+
+func (f *funcHooks) Cancel(k pgwire.CancelKey) {
+	if f.cancel != nil {
+		f.cancel(k)
+	}
+}
+
+func (f *funcHooks) Standby()      { call(f.standby) }
+func (f *funcHooks) Unavailable()  { call(f.unavailable) }
+func (f *funcHooks) LoggedIn()     { call(f.loggedIn) }
+func (f *funcHooks) ServerClosed() { call(f.serverClosed) }
+
+func call(f func()) {
+	if f != nil {
+		f()
 	}
 }
