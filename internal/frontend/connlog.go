@@ -63,13 +63,18 @@ func (e *Ended) level() slog.Level {
 	return slog.LevelInfo
 }
 
+// writes reports whether ended writes a line for e (or counts it as suppressed): false
+// when the log level leaves e's level out.
+func (l *connLog) writes(e *Ended) bool {
+	return l.log.Enabled(context.Background(), e.level())
+}
+
 // ended writes e's line, or counts it when the WARN limit holds it back.
 func (l *connLog) ended(e *Ended) {
-	level := e.level()
-	ctx := context.Background()
-	if !l.log.Enabled(ctx, level) {
+	if !l.writes(e) {
 		return // at log level warn, a busy pgfront builds no line per session
 	}
+	level, ctx := e.level(), context.Background()
 	if level >= slog.LevelWarn && !l.limit.Allow() {
 		l.suppress(e.Cause.String())
 		return

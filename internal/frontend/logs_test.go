@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -380,5 +381,60 @@ func TestConnectTimeoutInTheConfigsWords(t *testing.T) {
 	if lines := l.logs.Lines(`msg="server connect failed"`, "server=c/s "); len(lines) != 1 ||
 		!strings.Contains(lines[0], `err="no connection within timeouts.connect (200ms)"`) {
 		t.Fatalf("connect failure lines:\n%s", l.logs)
+	}
+}
+
+// gateWriter is a log output that takes nothing until released: a full pipe, a stuck journald.
+type gateWriter struct{ release chan struct{} }
+
+func (g *gateWriter) Write(p []byte) (int, error) {
+	<-g.release
+	return len(p), nil
+}
+
+// A log output that takes nothing must not stall the event loops: a session that ends on its
+// loop has its end line written elsewhere, and every other session on that loop goes on.
+func TestStuckLogDoesNotStallLoops(t *testing.T) {
+	ln := fakeServer(t)
+	gate := &gateWriter{release: make(chan struct{})}
+	f := newTestFrontendWith(t, ln.Addr().String(), func(o *Options) {
+		o.Logger = slog.New(slog.NewTextHandler(gate, nil)) // info: one line per session end
+	})
+	t.Cleanup(func() { close(gate.release) }) // before f.Close (cleanups run last-first)
+	// Sessions go to the loops in turn: with 2 per loop and one more, every loop has at
+	// least one session besides the first.
+	n := 2*runtime.GOMAXPROCS(0) + 1
+	fes := make([]*pgproto3.Frontend, n)
+	conns := make([]net.Conn, n)
+	for i := range fes {
+		c, err := net.Dial("tcp", f.Addr("rw").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = c.Close() })
+		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+		conns[i], fes[i] = c, startup(t, c, map[string]string{"user": "u"})
+		receiveUntil[*pgproto3.ReadyForQuery](t, fes[i])
+	}
+	// The first client leaves: its session ends on its loop, and its end line cannot be
+	// written.
+	fes[0].Send(&pgproto3.Terminate{})
+	if err := fes[0].Flush(); err != nil {
+		t.Fatal(err)
+	}
+	_ = conns[0].(*net.TCPConn).CloseWrite()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.Sessions() != n-1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := f.Sessions(); got != n-1 {
+		t.Fatalf("%d sessions after one client left, want %d", got, n-1)
+	}
+	for i := 1; i < n; i++ {
+		fes[i].Send(&pgproto3.Query{String: "SELECT 1"})
+		if err := fes[i].Flush(); err != nil {
+			t.Fatal(err)
+		}
+		receiveUntil[*pgproto3.ReadyForQuery](t, fes[i]) // fails at the conn's deadline if stalled
 	}
 }

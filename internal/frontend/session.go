@@ -200,10 +200,32 @@ func (f *Frontend) serveSession(s *session) {
 
 // close closes the client, forgets the session, and logs and reports its end record.
 func (s *session) close(o outcome) {
+	s.report(s.forget(o))
+}
+
+// closeNoWait is close for a caller that must not block (an event loop, see relay.Start): an
+// end record that writes a log line, which may wait on the log's output, is reported on a
+// goroutine of its own. At log level warn an ordinary end writes none and needs none.
+func (s *session) closeNoWait(o outcome) {
+	e := s.forget(o)
+	if s.f.lines.writes(&e) {
+		go s.report(e)
+		return
+	}
+	s.report(e)
+}
+
+// forget closes the client and removes the session from the registry; it returns the end
+// record.
+func (s *session) forget(o outcome) Ended {
 	s.cancel()
 	_ = s.client.Close()
 	s.f.registry.Remove(s)
-	e := s.ended(o)
+	return s.ended(o)
+}
+
+// report logs and counts the end record; the session is over.
+func (s *session) report(e Ended) {
 	s.f.lines.ended(&e)
 	s.f.events.SessionEnded(e)
 	s.f.sessions.Done()
@@ -585,7 +607,8 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	return outcome{}, true
 }
 
-// relayEnded runs on a relay goroutine when the relay is over.
+// relayEnded runs when the relay is over, on a relay goroutine or on its event loop: it must
+// not block unless the relay handed the client back (res.Retry, never on a loop).
 func (s *session) relayEnded(e *establishing, srv *cluster.Server, res relay.Result) {
 	srv.SessionEnded()
 	o := outcome{cause: res.Cause, err: res.Err, server: srv, fromClient: res.FromClient, toSrv: res.FromServer, queued: e.queued}
@@ -608,7 +631,7 @@ func (s *session) relayEnded(e *establishing, srv *cluster.Server, res relay.Res
 		}
 	}
 	e.ticket.Release()
-	s.close(o)
+	s.closeNoWait(o) // maybe on the relay's event loop
 }
 
 // The session is its relay's relay.Hooks. Each runs where the session relays (Cancel on its

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -331,5 +332,71 @@ func (h *harness) readResult() int {
 		default:
 			h.t.Fatalf("got %T after %d rows", m, rows)
 		}
+	}
+}
+
+// A session that ends with nothing to write and nothing to wait for (its client's Terminate)
+// finishes on its loop, with no goroutine of its own; one that must tell its client why (a
+// FATAL the client may be slow to take) finishes on a goroutine, never on the loop.
+func TestLoopFinishesOnLoopOnlyWithoutWaits(t *testing.T) {
+	p, err := newLoops(1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(p.Close)
+	for _, tc := range []struct {
+		name   string
+		end    func(s *Session, app, pg net.Conn)
+		cause  Cause
+		onLoop bool
+	}{
+		{"client terminates", func(_ *Session, app, pg net.Conn) {
+			_, _ = app.Write([]byte{'X', 0, 0, 0, 4})
+			_ = app.(*net.TCPConn).CloseWrite()
+			readFull(t, pg, 5)
+			_ = pg.Close()
+		}, CauseClientTerminate, true},
+		{"administrator kill", func(s *Session, app, _ net.Conn) {
+			s.End(CauseAdminKill)
+			readFull(t, app, 1) // the FATAL's first byte
+		}, CauseAdminKill, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			app, proxyClient := tcpPair(t)
+			proxyServer, pg := tcpPair(t)
+			defer func() { _ = app.Close(); _ = pg.Close() }()
+			s := New(proxyClient, proxyServer, Options{Loops: p})
+			type ended struct {
+				r     Result
+				stack string
+			}
+			res := make(chan ended, 1)
+			s.Start(func(r Result) {
+				buf := make([]byte, 16<<10)
+				res <- ended{r, string(buf[:runtime.Stack(buf, false)])}
+			})
+			login, _ := (&pgproto3.AuthenticationOk{}).Encode(nil)
+			login, _ = (&pgproto3.ReadyForQuery{TxStatus: 'I'}).Encode(login)
+			if _, err := pg.Write(login); err != nil {
+				t.Fatal(err)
+			}
+			readFull(t, app, len(login))
+			tc.end(s, app, pg)
+			e := <-res
+			if e.r.Cause != tc.cause {
+				t.Fatalf("cause %s, want %s", e.r.Cause, tc.cause)
+			}
+			if got := strings.Contains(e.stack, "(*loop).run"); got != tc.onLoop {
+				t.Fatalf("finished on the loop: %v, want %v; onEnd ran on:\n%s", got, tc.onLoop, e.stack)
+			}
+		})
+	}
+}
+
+func readFull(t *testing.T, c net.Conn, n int) {
+	t.Helper()
+	_ = c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.ReadFull(c, make([]byte, n)); err != nil {
+		t.Fatal(err)
 	}
 }

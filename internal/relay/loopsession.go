@@ -336,7 +336,8 @@ func (s *Session) schedule() {
 }
 
 // afterEvent keeps the loop's idle count and, once a cause is set, takes the session off the
-// loop and finishes it on a goroutine of its own.
+// loop and finishes it: on the loop when that needs no write and no wait, otherwise on a
+// goroutine of its own.
 func (s *Session) afterEvent() {
 	ls := &s.ls
 	if ls.done {
@@ -369,6 +370,10 @@ func (s *Session) afterEvent() {
 			putBuf(b)
 			ls.pend[side] = nil
 		}
+	}
+	if s.finishesAtOnce() {
+		s.onEnd(s.finish()) // onEnd must not block (see Begin)
+		return
 	}
 	go s.finishDetached()
 }

@@ -253,9 +253,11 @@ func (s *Session) Run() Result {
 	return <-res
 }
 
-// Start relays and returns at once; onEnd runs (on a goroutine of the session's) with the
-// result once the session is over and both connections are closed (or, for a retryable
-// fence, the client handed back). The caller's goroutine is free to exit.
+// Start relays and returns at once; onEnd runs with the result once the session is over and
+// both connections are closed (or, for a retryable fence, the client handed back): on a
+// goroutine of the session's, or, for a session on an event loop that ended without a write
+// or a wait, on the loop itself, so onEnd must not block (it may start a goroutine for slow
+// work, such as a log line). The caller's goroutine is free to exit.
 func (s *Session) Start(onEnd func(Result)) {
 	if runClient := s.Begin(onEnd); runClient != nil {
 		go runClient()
@@ -474,54 +476,96 @@ func (s *Session) end(cause Cause, err error) {
 	}
 }
 
+// endPlan is what finish does, decided from the session's state once it has stopped.
+type endPlan struct {
+	cause Cause
+	err   error
+	// retry: nothing was exchanged with the client; it is handed back for another server.
+	retry bool
+	// fatal is pgfront's FATAL for the client (nil: none, or the client cannot take it).
+	fatal []byte
+	// cancel: a query runs; cancel it once the client is closed. aborting: then drain the
+	// server until it is idle. key is what the cancel carries.
+	cancel, aborting bool
+	key              pgwire.CancelKey
+	serverEOF, idle  bool
+}
+
+// endPlanLocked decides how the session finishes.
+func (s *Session) endPlanLocked() endPlan {
+	p := endPlan{cause: s.mu.cause, err: s.mu.err, serverEOF: s.mu.serverEOF, idle: s.idleLocked() && !s.mu.login,
+		cancel: s.mu.cancel, aborting: s.mu.aborting, key: s.mu.key}
+	if (p.cause == CauseFencedStandby || p.cause == CauseServerUnavailable) && s.fromClient.Load() == 0 && s.fromServer.Load() == 0 {
+		p.retry = true
+		return p
+	}
+	clientGone := s.mu.clientDead || p.cause == CauseClientReset || p.cause == CauseClientUnreachable
+	if !clientGone && s.clientAtBoundary {
+		p.fatal = p.cause.clientError()
+		var pe *pgwire.ProtocolError
+		if p.cause == CauseProtocolError && errors.As(p.err, &pe) {
+			p.fatal = pgwire.Fatal(pgwire.CodeProtocolViolation, pe.Msg, "")
+		}
+	}
+	return p
+}
+
+// goodbye reports whether finish sends the server a Terminate: a clean goodbye keeps
+// "unexpected EOF" noise out of the server log.
+func (s *Session) goodbye(p *endPlan) bool {
+	return !p.serverEOF && p.idle && s.frontendScan.AtBoundary() && p.cause != CauseClientTerminate && !p.cause.serverGone()
+}
+
+// finishesAtOnce reports whether finish neither writes nor waits: no retry, no FATAL for the
+// client, no cancel, no goodbye to the server. A session on an event loop that ends so (a
+// client's Terminate, say) finishes on the loop: under connection churn a goroutine per
+// session end costs a thread wake-up each.
+func (s *Session) finishesAtOnce() bool {
+	s.mu.Lock()
+	p := s.endPlanLocked()
+	s.mu.Unlock()
+	return !p.retry && p.fatal == nil && !p.cancel && !p.aborting && !s.goodbye(&p)
+}
+
 // finish runs after both copiers returned: it tells the client why pgfront ended the session,
 // says goodbye to an idle server, and closes both sockets.
 func (s *Session) finish() Result {
 	s.mu.Lock()
-	cause, err := s.mu.cause, s.mu.err
-	serverEOF, idle := s.mu.serverEOF, s.idleLocked() && !s.mu.login
-	clientGone := s.mu.clientDead || cause == CauseClientReset || cause == CauseClientUnreachable
-	cancel, aborting, key := s.mu.cancel, s.mu.aborting, s.mu.key
+	p := s.endPlanLocked()
 	s.mu.Unlock()
 
-	msg := cause.clientError()
-	var pe *pgwire.ProtocolError
-	if cause == CauseProtocolError && errors.As(err, &pe) {
-		msg = pgwire.Fatal(pgwire.CodeProtocolViolation, pe.Msg, "")
-	}
-	if (cause == CauseFencedStandby || cause == CauseServerUnavailable) && s.fromClient.Load() == 0 && s.fromServer.Load() == 0 {
+	if p.retry {
 		// Nothing was exchanged with the client: hand it back for another server.
 		s.closeSide(sideServer)
 		if client := s.takeConn(sideClient); client != nil {
 			_ = client.SetDeadline(time.Time{})
-			return Result{Cause: cause, Err: err, Retry: true, Client: client}
+			return Result{Cause: p.cause, Err: p.err, Retry: true, Client: client}
 		}
-		return Result{Cause: cause, Err: err}
+		return Result{Cause: p.cause, Err: p.err}
 	}
-	if msg != nil && !clientGone && s.clientAtBoundary {
-		s.finalWrite(sideClient, msg)
+	if p.fatal != nil {
+		s.finalWrite(sideClient, p.fatal)
 	}
-	if cancel {
+	if p.cancel {
 		// The client is done with: free its socket now, then make sure the server stops. The
 		// cancel may take up to the cancel timeout (a hung server): only this session waits.
 		s.closeSide(sideClient)
-		s.opts.Hooks.Cancel(key)
+		s.opts.Hooks.Cancel(p.key)
 	}
-	if aborting {
-		idle = s.takeConn(sideServer) != nil && s.drainServer()
+	if p.aborting {
+		p.idle = s.takeConn(sideServer) != nil && s.drainServer()
 	}
-	// A clean goodbye keeps "unexpected EOF" noise out of the server log.
-	if !serverEOF && idle && s.frontendScan.AtBoundary() && cause != CauseClientTerminate && !cause.serverGone() {
+	if s.goodbye(&p) {
 		s.finalWrite(sideServer, terminateMsg)
 	}
-	if !serverEOF && !idle {
+	if !p.serverEOF && !p.idle {
 		// Still busy: reset rather than close, so the backend's next write fails and it
 		// exits instead of finishing work for nobody.
 		s.resetOnClose()
 	}
 	s.closeSide(sideServer)
 	s.closeSide(sideClient)
-	return Result{Cause: cause, FromClient: s.fromClient.Load(), FromServer: s.fromServer.Load(), Err: err}
+	return Result{Cause: p.cause, FromClient: s.fromClient.Load(), FromServer: s.fromServer.Load(), Err: p.err}
 }
 
 var terminateMsg = []byte{'X', 0, 0, 0, 4}
