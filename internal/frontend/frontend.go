@@ -18,10 +18,12 @@ import (
 	"maps"
 	"net"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -57,6 +59,9 @@ type Route struct {
 	// serverDialer dials with ServerTCP; Apply builds it once per route, so a session's
 	// connect costs no dialer of its own.
 	serverDialer *net.Dialer
+	// serverSetup sets ServerTCP's options on a socket an event loop connects (greet.go); one
+	// func value per route.
+	serverSetup func(fd int) error
 	// Relay holds the established session's bounds (idle, FIN) and on_client_fin.
 	Relay relay.Options
 
@@ -176,6 +181,56 @@ type listener struct {
 	// client keepalive of the route it was opened for; nil: none). A session whose route asks
 	// for other options applies them all itself.
 	ka *netx.KeepAlive
+
+	// raw is a duplicate of the listening socket, in Go's poller, for accepts with a raw
+	// system call (greet.go): a net.TCPListener's own RawConn cannot wait. Closed with ln
+	// (close), which also wakes the accept loop waiting on it.
+	raw struct {
+		sync.Mutex
+		file   *os.File
+		closed bool
+	}
+}
+
+// close closes the listener (and its duplicate): its accept loop returns.
+func (l *listener) close() {
+	l.raw.Lock()
+	defer l.raw.Unlock()
+	l.raw.closed = true
+	_ = l.ln.Close()
+	if l.raw.file != nil {
+		_ = l.raw.file.Close()
+	}
+}
+
+// isClosed reports whether close ran.
+func (l *listener) isClosed() bool {
+	l.raw.Lock()
+	defer l.raw.Unlock()
+	return l.raw.closed
+}
+
+// rawConn returns the RawConn of the listener's duplicate, made on first use; nil when the
+// listener is not TCP or is closed.
+func (l *listener) rawConn() syscall.RawConn {
+	l.raw.Lock()
+	defer l.raw.Unlock()
+	tl, ok := l.ln.(*net.TCPListener)
+	if !ok || l.raw.closed {
+		return nil
+	}
+	if l.raw.file == nil {
+		f, err := tl.File()
+		if err != nil {
+			return nil
+		}
+		l.raw.file = f
+	}
+	rc, err := l.raw.file.SyscallConn()
+	if err != nil {
+		return nil
+	}
+	return rc
 }
 
 // New checks opts and returns a Frontend that is not listening yet.
@@ -421,7 +476,7 @@ func (f *Frontend) Apply(routes []*Route) (removed []string, err error) {
 		if l == nil {
 			if l, err = f.listen(r); err != nil {
 				for _, o := range opened {
-					_ = o.ln.Close()
+					o.close()
 				}
 				return nil, fmt.Errorf("route %s: listening on %s: %w", r.Name, r.Listen, err)
 			}
@@ -433,6 +488,7 @@ func (f *Frontend) Apply(routes []*Route) (removed []string, err error) {
 	for _, r := range routes {
 		for _, rr := range append([]*Route{r}, sniRoutes(r)...) {
 			rr.serverDialer = rr.ServerTCP.Dialer(0)
+			rr.serverSetup = rr.ServerTCP.ApplyFD
 		}
 		names[r.Name] = true
 		next[listenKey(r)].route.Store(r)
@@ -456,7 +512,7 @@ func (f *Frontend) Apply(routes []*Route) (removed []string, err error) {
 	f.mu.Unlock()
 	for addr, l := range old {
 		if next[addr] == nil {
-			_ = l.ln.Close() // its accept loop returns
+			l.close() // its accept loop returns
 		}
 	}
 	for _, n := range oldNames {
@@ -565,29 +621,58 @@ func (f *Frontend) UnknownCancels() uint64 { return f.registry.UnknownCancels() 
 // of file descriptors, say) back off instead of spinning.
 func (f *Frontend) acceptLoop(l *listener) {
 	defer f.loops.Done()
+	var rc syscall.RawConn // for accepts greeted on an event loop, made when first needed
 	backoff := time.Duration(0)
 	for {
+		if r := l.route.Load(); f.greets(r) {
+			if rc == nil {
+				rc = l.rawConn()
+			}
+		}
+		if r := l.route.Load(); rc != nil && f.greets(r) {
+			err, open := f.acceptGreeted(l, rc, r)
+			if !open {
+				return
+			}
+			if err == nil {
+				backoff = 0
+				continue
+			}
+			if !f.acceptBackoff(r, err, &backoff) {
+				return
+			}
+			continue
+		}
 		c, err := l.ln.Accept()
 		r := l.route.Load()
 		if err != nil {
 			if errors.Is(err, net.ErrClosed) {
 				return
 			}
-			backoff = min(max(2*backoff, 5*time.Millisecond), time.Second)
-			f.log.Warn("accept failed", "route", r.Name, "err", err, "retry_in", backoff)
-			t := time.NewTimer(backoff)
-			select {
-			case <-t.C:
-			case <-f.ctx.Done():
-				t.Stop()
+			if !f.acceptBackoff(r, err, &backoff) {
 				return
 			}
 			continue
 		}
 		backoff = 0
-		s := f.newSession(r, c, l.ka != nil && *l.ka == r.ClientTCP)
+		s := f.newSession(r, c, c.RemoteAddr().String(), l.ka != nil && *l.ka == r.ClientTCP)
 		f.sessions.Add(1)
 		go f.serveSession(s)
+	}
+}
+
+// acceptBackoff waits after a failed accept (out of file descriptors, say), longer each time
+// in a row, instead of spinning; false when the frontend closed meanwhile.
+func (f *Frontend) acceptBackoff(r *Route, err error, backoff *time.Duration) bool {
+	*backoff = min(max(2**backoff, 5*time.Millisecond), time.Second)
+	f.log.Warn("accept failed", "route", r.Name, "err", err, "retry_in", *backoff)
+	t := time.NewTimer(*backoff)
+	select {
+	case <-t.C:
+		return true
+	case <-f.ctx.Done():
+		t.Stop()
+		return false
 	}
 }
 
@@ -620,7 +705,7 @@ func (f *Frontend) StopAccepting() {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	for _, l := range f.mu.listeners {
-		_ = l.ln.Close()
+		l.close()
 	}
 	clear(f.mu.listeners)
 }
@@ -639,7 +724,7 @@ func (f *Frontend) stop(cause relay.Cause) bool {
 	if first {
 		f.mu.stopping = cause
 		for _, l := range f.mu.listeners {
-			_ = l.ln.Close()
+			l.close()
 		}
 		clear(f.mu.listeners)
 	}

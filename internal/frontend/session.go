@@ -42,6 +42,9 @@ type session struct {
 
 	ctx    context.Context // ends queue waits and dials when the session is told to stop
 	cancel context.CancelFunc
+	// sslDone, gssDone: an SSLRequest, a GSSENCRequest was answered (by the event loop that
+	// greeted the session, or by readStartup); a second one is a protocol error.
+	sslDone, gssDone bool
 	// est is what the relay's hooks need (its server, maxconn ticket, what a retry needs): set
 	// before the relay starts, read where it relays.
 	est *establishing
@@ -66,10 +69,14 @@ type session struct {
 		// clientAddr is the client's address as shown and logged: peerAddr, or the address a
 		// PROXY protocol header carried (set once, before the StartupMessage is read).
 		clientAddr string
+		// greeting is the session while an event loop greets it (see greet.go); handedOff:
+		// the loop gave it to a goroutine.
+		greeting  *relay.Session
+		handedOff bool
 	}
 }
 
-func (f *Frontend) newSession(r *Route, c net.Conn, keepAliveSet bool) *session {
+func (f *Frontend) newSession(r *Route, c net.Conn, peerAddr string, keepAliveSet bool) *session {
 	ctx, cancel := context.WithCancel(f.ctx)
 	s := &session{
 		keepAliveSet: keepAliveSet,
@@ -77,7 +84,7 @@ func (f *Frontend) newSession(r *Route, c net.Conn, keepAliveSet bool) *session 
 		f:            f,
 		route:        r,
 		client:       c,
-		peerAddr:     c.RemoteAddr().String(),
+		peerAddr:     peerAddr,
 		start:        time.Now(),
 		ctx:          ctx,
 		cancel:       cancel,
@@ -156,6 +163,9 @@ func (s *session) stopLocked(cause relay.Cause) {
 	}
 	s.cancel()
 	_ = s.client.SetReadDeadline(time.Unix(1, 0))
+	if s.mu.greeting != nil {
+		s.mu.greeting.End(cause) // its loop hands the session to a goroutine, which refuses it
+	}
 }
 
 func (s *session) stoppedCause() relay.Cause {
@@ -285,7 +295,10 @@ func (s *session) run() (o outcome, relaying bool) {
 			_ = ka.Apply(tc)
 		}
 	}
-	_ = s.client.SetDeadline(time.Now().Add(r.Startup))
+	_ = s.client.SetDeadline(s.start.Add(r.Startup)) // from the accept: a greeting loop's time counts
+	if c := s.stoppedCause(); c != relay.CauseNone {
+		return s.refuseStopped(c, nil), false // stopped before the deadline above was set
+	}
 	if r.ProxyProtocol != nil {
 		if o, ok := s.readProxyHeader(r.ProxyProtocol); !ok {
 			return o, false
@@ -304,15 +317,7 @@ func (s *session) run() (o outcome, relaying bool) {
 			fmt.Sprintf("pgfront route %q requires SSL/TLS", r.Name),
 			"Connect with sslmode=require (or verify-ca / verify-full).", nil), false
 	}
-	user, database := pkt.Params["user"], pkt.Params["database"]
-	if database == "" {
-		database = user
-	}
-	s.mu.Lock()
-	s.mu.user, s.mu.database = user, database
-	s.mu.appName = truncateName(pkt.Params["application_name"])
-	s.mu.Unlock()
-	pkt.Params = nil // Raw is what is forwarded; an idle session keeps no more than it needs
+	setUser(s, pkt) // Raw is what is forwarded; an idle session keeps no more than it needs
 	return s.establish(pkt)
 }
 
@@ -324,7 +329,7 @@ func (s *session) readStartup() (pkt *pgwire.FirstPacket, blind []byte, o outcom
 	r := s.route
 	// PostgreSQL accepts one request of each kind, in either order (libpq sends GSSENCRequest
 	// then SSLRequest when both are "prefer"); a repeat of the same kind is a protocol error.
-	var sslDone, gssDone bool
+	sslDone, gssDone := &s.sslDone, &s.gssDone
 	for first := true; ; first = false {
 		var src io.Reader = s.client
 		if first && r.TLS.Mode != TLSDisable {
@@ -339,7 +344,7 @@ func (s *session) readStartup() (pkt *pgwire.FirstPacket, blind []byte, o outcom
 				if o, ok := s.startTLS([]byte{b}, true); !ok {
 					return nil, nil, o, false
 				}
-				sslDone = true
+				*sslDone = true
 				r = s.route
 				continue
 			}
@@ -362,9 +367,9 @@ func (s *session) readStartup() (pkt *pgwire.FirstPacket, blind []byte, o outcom
 			s.f.events.CancelRequest(r.Name, o.cancelResult)
 			return nil, nil, o, false
 		case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
-			done := &sslDone
+			done := sslDone
 			if pkt.Kind == pgwire.KindGSSENCRequest {
-				done = &gssDone
+				done = gssDone
 			}
 			if *done {
 				return nil, nil, s.refuse(relay.CauseProtocolError, pgwire.CodeProtocolViolation,
@@ -531,8 +536,12 @@ type establishing struct {
 func (e *establishing) loggedIn() { e.pkt, e.pick = nil, nil }
 
 // connect dials a server and starts the relay; false means the session is already over.
-func (e *establishing) connect(s *session) (outcome, bool) {
-	srv, server, o, ok := s.connect(e.pick, e.ticket, true)
+func (e *establishing) connect(s *session) (outcome, bool) { return e.connectAfter(s, nil) }
+
+// connectAfter is connect when a connect to e.srv already failed with failed (non-nil: an event
+// loop's, handed over).
+func (e *establishing) connectAfter(s *session, failed error) (outcome, bool) {
+	srv, server, o, ok := s.connect(e.pick, e.ticket, true, failed)
 	if !ok {
 		e.ticket.Release()
 		o.queued = e.queued
@@ -560,18 +569,11 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	_ = server.SetWriteDeadline(time.Time{})
 	_ = s.client.SetDeadline(time.Time{})
 
-	opts := r.Relay
-	opts.LoginDeadline = time.Now().Add(r.Startup)
+	opts := s.relayOptions(e, srv)
 	if s.f.evloops != nil && rawTCP(s.client) && rawTCP(server) {
 		// An event loop relays plain sockets; TLS sessions keep their copier goroutines.
 		opts.Loops = s.f.evloops
 	}
-	opts.IssueKey = s.f.issueKeyFn
-	opts.FenceStandby = r.Select.Role == cluster.RolePrimary
-	e.srv = srv
-	s.est = e
-	opts.Hooks = s // one interface for every event, not a closure each: idle sessions keep it
-	opts.Observer = s.f.events.SessionObserver(r.Name, srv)
 	rs := relay.New(s.client, server, opts)
 
 	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
@@ -605,6 +607,20 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	}
 	rs.Start(onEnd) // TLS: the copiers start on small fresh stacks
 	return outcome{}, true
+}
+
+// relayOptions are the route's relay options for a session on srv, with its hooks.
+func (s *session) relayOptions(e *establishing, srv *cluster.Server) relay.Options {
+	r := s.route
+	opts := r.Relay
+	opts.LoginDeadline = time.Now().Add(r.Startup)
+	opts.IssueKey = s.f.issueKeyFn
+	opts.FenceStandby = r.Select.Role == cluster.RolePrimary
+	e.srv = srv
+	s.est = e
+	opts.Hooks = s // one interface for every event, not a closure each: idle sessions keep it
+	opts.Observer = s.f.events.SessionObserver(r.Name, srv)
+	return opts
 }
 
 // relayEnded runs when the relay is over, on a relay goroutine or on its event loop: it must
@@ -952,7 +968,7 @@ func truncateName(name string) string {
 // connect dials the ticket's server (negotiating TLS with it when the cluster asks and negotiate
 // is set), moving on to the next eligible server on failure (at most ConnectRetries more). On
 // success it returns the server conn, owned by the caller.
-func (s *session) connect(p *picker, t *admission.Ticket, negotiate bool) (*cluster.Server, net.Conn, outcome, bool) {
+func (s *session) connect(p *picker, t *admission.Ticket, negotiate bool, failed error) (*cluster.Server, net.Conn, outcome, bool) {
 	r := s.route
 	var lastErr error
 	for attempt := 0; ; attempt++ {
@@ -961,7 +977,12 @@ func (s *session) connect(p *picker, t *admission.Ticket, negotiate bool) (*clus
 			break
 		}
 		s.phase.Store(uint32(PhaseConnecting))
-		c, err := s.dial(srv, negotiate)
+		var c net.Conn
+		err := failed // the first attempt already failed on an event loop
+		if failed == nil {
+			c, err = s.dial(srv, negotiate)
+		}
+		failed = nil
 		if err == nil {
 			return srv, c, outcome{}, true
 		}

@@ -204,7 +204,7 @@ func (s *session) establishBlind(first []byte) (outcome, bool) {
 		o.queued = queued
 		return o, false
 	}
-	srv, server, o, ok := s.connect(pick, ticket, false)
+	srv, server, o, ok := s.connect(pick, ticket, false, nil)
 	if !ok {
 		ticket.Release()
 		o.queued = queued

@@ -357,7 +357,7 @@ func (l *loop) endAll() {
 	for _, s := range l.byFD {
 		if s != nil && !s.ls.done {
 			s.end(CauseShutdown, nil)
-			s.afterEvent()
+			s.afterAny()
 		}
 	}
 	l.mu.Lock()
@@ -375,7 +375,7 @@ func (l *loop) endAll() {
 			s.register()
 		}
 		s.end(CauseShutdown, nil)
-		s.afterEvent()
+		s.afterAny()
 	}
 }
 
@@ -386,23 +386,34 @@ func (l *loop) isClosed() bool {
 	return l.mu.closed
 }
 
-// add registers a session's two sockets.
+// add registers a session's sockets (a greeted session's server socket comes later: addFD).
 func (l *loop) add(s *Session) error {
 	for i, fd := range s.ls.fd {
-		ev := unix.EpollEvent{Events: epollEvents, Fd: int32(fd)}
-		if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
-			if i == 1 {
+		if fd < 0 {
+			continue
+		}
+		if err := l.addFD(s, fd); err != nil {
+			if i == 1 && s.ls.fd[0] >= 0 {
 				_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, s.ls.fd[0], nil)
 				l.byFD[s.ls.fd[0]] = nil
 			}
-			return fmt.Errorf("adding a socket to the event loop: %w", err)
+			return err
 		}
-		for fd >= len(l.byFD) {
-			l.byFD = append(l.byFD, make([]*Session, len(l.byFD)+64)...)
-		}
-		l.byFD[fd] = s
 	}
 	l.sessions.Add(1)
+	return nil
+}
+
+// addFD registers one of a session's sockets.
+func (l *loop) addFD(s *Session, fd int) error {
+	ev := unix.EpollEvent{Events: epollEvents, Fd: int32(fd)}
+	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
+		return fmt.Errorf("adding a socket to the event loop: %w", err)
+	}
+	for fd >= len(l.byFD) {
+		l.byFD = append(l.byFD, make([]*Session, len(l.byFD)+64)...)
+	}
+	l.byFD[fd] = s
 	return nil
 }
 
@@ -513,20 +524,9 @@ func detachFD(c net.Conn) (int, error) {
 	return nfd, derr
 }
 
-// fdConn returns a net.Conn on the socket fd and takes fd (closed in any case; the net.Conn
-// has its own duplicate). The session must be off its loop: the socket is in blocking mode
-// for a moment, so that os.NewFile does not add fd to Go's poller (net.FileConn adds its
-// duplicate and makes the socket non-blocking again).
-func fdConn(fd int) (net.Conn, error) {
-	if err := unix.SetNonblock(fd, false); err != nil {
-		_ = rawClose(fd)
-		return nil, err
-	}
-	f := os.NewFile(uintptr(fd), "")
-	c, err := net.FileConn(f)
-	_ = f.Close()
-	return c, err
-}
+// fdConn returns a net.Conn on the socket fd and takes fd (see netx.FDConn). The session must
+// be off its loop.
+func fdConn(fd int) (net.Conn, error) { return netx.FDConn(fd) }
 
 // The loops' own system calls on sockets never block (the sockets are non-blocking; a close
 // without SO_LINGER returns at once), so they are made as raw system calls: the runtime is not

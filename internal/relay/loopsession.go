@@ -130,6 +130,10 @@ func (s *Session) onPosted() {
 	if !s.ls.registered {
 		s.register()
 	}
+	if s.greet != nil {
+		s.afterAny()
+		return
+	}
 	s.mu.Lock()
 	if s.mu.cause == CauseNone && s.drainingIdleLocked() {
 		// Drain at a transaction boundary: end now if the client has been quiet long enough,
@@ -150,6 +154,11 @@ func (s *Session) onPosted() {
 
 // onEvent handles epoll's report for one of the session's sockets.
 func (s *Session) onEvent(fd int, ev uint32) {
+	if s.greet != nil {
+		s.greetEvent(fd, ev)
+		s.afterAny()
+		return
+	}
 	side := sideClient
 	if fd == s.ls.fd[sideServer] {
 		side = sideServer
@@ -286,6 +295,11 @@ func (s *Session) timeout(side int) {
 // onTimer runs when the session's heap entry came up: a deadline passed, or one that moved
 // later is re-armed.
 func (s *Session) onTimer() {
+	if s.greet != nil {
+		s.greetTimeout()
+		s.afterAny()
+		return
+	}
 	ls := &s.ls
 	for side := range 2 {
 		if dl := ls.dl[side]; !ls.done && dl != 0 && dl <= s.lp.now && !ls.stopped[side] && ls.pend[1-side] == nil {
@@ -333,6 +347,15 @@ func (s *Session) schedule() {
 		ls.heapAt = at
 		s.lp.timers.up(ls.heapIdx)
 	}
+}
+
+// afterAny is afterEvent, or afterGreetEvent while the session is greeted.
+func (s *Session) afterAny() {
+	if s.greet != nil {
+		s.afterGreetEvent()
+		return
+	}
+	s.afterEvent()
 }
 
 // afterEvent keeps the loop's idle count and, once a cause is set, takes the session off the

@@ -219,6 +219,9 @@ type Session struct {
 	// session on copier goroutines. ls is its state there (see loopState).
 	lp *loop
 	ls loopState
+	// greet is the state of a session greeted on its loop until it is relayed (Loops.Greet);
+	// nil otherwise. Owned by the loop.
+	greet *greetState
 }
 
 // New prepares a session on client and server. It takes ownership of both connections.

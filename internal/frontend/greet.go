@@ -1,0 +1,242 @@
+package frontend
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"syscall"
+
+	"github.com/pgfront/pgfront/internal/admission"
+	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/netx"
+	"github.com/pgfront/pgfront/internal/pgwire"
+	"github.com/pgfront/pgfront/internal/relay"
+)
+
+// A plain route's sessions start on the event loops (relay.Loops.Greet): the listener's
+// goroutine accepts with a raw system call, the loop reads the StartupMessage, takes the
+// maxconn slots if they are free, connects to the server and relays; no goroutine runs for
+// the session and the scheduler is told of no system call. Everything else the session's
+// goroutine does as before, from where the loop left the socket (HandOff): a CancelRequest,
+// a malformed packet, a wait for a slot or a server, a server given by host name, a failed
+// connect, a stop. Routes with TLS or the PROXY protocol start on a goroutine.
+
+// greets reports whether r's sessions start on the event loops.
+func (f *Frontend) greets(r *Route) bool {
+	return f.evloops != nil && r.TLS.Mode == TLSDisable && r.ProxyProtocol == nil && r.ServerTLS == nil
+}
+
+// acceptGreeted accepts one client of route r with a raw system call and starts it on an
+// event loop. ok false: the listener is closed. A temporary error is returned for acceptLoop's
+// backoff.
+func (f *Frontend) acceptGreeted(l *listener, rc syscall.RawConn, r *Route) (err error, ok bool) {
+	var fd int
+	var aerr error
+	rerr := rc.Read(func(lfd uintptr) bool {
+		fd, aerr = netx.RawAccept(int(lfd))
+		return !errors.Is(aerr, syscall.EAGAIN)
+	})
+	if rerr != nil {
+		if l.isClosed() {
+			return nil, false
+		}
+		return rerr, true
+	}
+	if aerr != nil {
+		if errors.Is(aerr, syscall.ECONNABORTED) {
+			return nil, true // the client left before we took it
+		}
+		return aerr, true
+	}
+	f.greet(r, fd)
+	return nil, true
+}
+
+// greet starts a session on an accepted socket on an event loop (or, if the loops are
+// closed, on a goroutine).
+func (f *Frontend) greet(r *Route, fd int) {
+	peer := "unknown"
+	if _, remote, err := netx.RawAddrs(fd); err == nil {
+		peer = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()).String()
+	}
+	_ = r.ClientTCP.ApplyFD(fd) // as the listener's configuration would (best effort, as there)
+	s := f.newSession(r, relayedConn{}, peer, true)
+	f.sessions.Add(1)
+	rs, err := f.evloops.Greet(fd, s.start.Add(r.Startup), s)
+	if err != nil {
+		c, cerr := netx.FDConn(fd)
+		s.HandOff(c, cerr)
+		return
+	}
+	s.mu.Lock()
+	if !s.mu.handedOff {
+		s.mu.greeting = rs
+	}
+	stopped := s.mu.stopped
+	s.mu.Unlock()
+	if stopped != relay.CauseNone {
+		rs.End(stopped) // a stop that came before greeting was set
+	}
+}
+
+// Packet implements relay.Greeter: SSLRequest and GSSENCRequest get 'N' (the route has no
+// TLS); a StartupMessage connects when the slots are free and the server has an IP address.
+func (s *session) Packet(pkt *pgwire.FirstPacket) relay.Greeting {
+	switch pkt.Kind {
+	case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
+		done := &s.sslDone
+		if pkt.Kind == pgwire.KindGSSENCRequest {
+			done = &s.gssDone
+		}
+		if *done {
+			break // a repeat: the goroutine refuses it
+		}
+		*done = true
+		return relay.Greeting{Action: relay.GreetAnswer, Answer: 'N'}
+	case pgwire.KindStartup:
+		return s.greetStartup(pkt)
+	}
+	return relay.Greeting{Action: relay.GreetHandOff}
+}
+
+// greetStartup admits a StartupMessage at once or hands it to the goroutine (which reads it
+// again from the socket).
+func (s *session) greetStartup(pkt *pgwire.FirstPacket) relay.Greeting {
+	r := s.route
+	s.mu.Lock()
+	stopped := s.mu.stopped
+	s.mu.Unlock()
+	if stopped != relay.CauseNone {
+		return relay.Greeting{Action: relay.GreetHandOff}
+	}
+	pick := newPicker(r)
+	fixed := []*admission.Limit{s.f.opts.Global, r.Limit}
+	t, ok := s.f.opts.Admission.TryAcquire(fixed, pick.choices)
+	if !ok {
+		return relay.Greeting{Action: relay.GreetHandOff} // the goroutine waits in the queue
+	}
+	srv := pick.server(t.Choice())
+	var addr netip.AddrPort
+	var err error
+	if srv != nil {
+		addr, err = netip.ParseAddrPort(srv.Addr)
+	}
+	if srv == nil || err != nil {
+		t.Release() // a host name to resolve: the goroutine's dialer does it
+		return relay.Greeting{Action: relay.GreetHandOff}
+	}
+	setUser(s, pkt)
+	s.est = &establishing{pkt: pkt, pick: pick, ticket: t, srv: srv}
+	s.phase.Store(uint32(PhaseConnecting))
+	return relay.Greeting{Action: relay.GreetConnect, Server: addr, ConnectTimeout: r.Connect, Setup: r.setupServer()}
+}
+
+// setUser records the StartupMessage's user, database and application_name for the log and
+// the admin views, and drops its parameters (Raw is what is forwarded).
+func setUser(s *session, pkt *pgwire.FirstPacket) {
+	user, database := pkt.Params["user"], pkt.Params["database"]
+	if database == "" {
+		database = user
+	}
+	s.mu.Lock()
+	s.mu.user, s.mu.database = user, database
+	s.mu.appName = truncateName(pkt.Params["application_name"])
+	s.mu.Unlock()
+	pkt.Params = nil
+}
+
+// Connected implements relay.Greeter: what startRelay does once the StartupMessage went out.
+func (s *session) Connected(fd int) (relay.Options, func(relay.Result)) {
+	r, e := s.route, s.est
+	srv := e.srv
+	if local, remote, err := netx.RawAddrs(fd); err == nil {
+		s.f.events.ServerConn(r.Name, srv, addrConn{local: net.TCPAddrFromAddrPort(local), remote: net.TCPAddrFromAddrPort(remote)})
+	}
+	opts := s.relayOptions(e, srv)
+	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
+	srv.SessionStarted()
+	s.mu.Lock()
+	rs := s.mu.greeting
+	stopped, draining := s.mu.stopped, s.mu.draining
+	if stopped == relay.CauseNone {
+		s.mu.server = srv
+		s.mu.relay = rs
+		s.mu.fallback = fallback
+	}
+	s.mu.greeting = nil
+	s.mu.Unlock()
+	s.phase.Store(uint32(PhaseRelaying))
+	if rs != nil {
+		if stopped != relay.CauseNone {
+			rs.End(stopped)
+		} else if draining != relay.CauseNone {
+			rs.Drain(draining)
+		}
+	}
+	e.pick.shrink()
+	return opts, func(res relay.Result) { s.relayEnded(e, srv, res) }
+}
+
+// HandOff implements relay.Greeter: the session goes on on a goroutine of its own, from where
+// the loop left the client's socket.
+func (s *session) HandOff(client net.Conn, why error) {
+	s.mu.Lock()
+	s.mu.greeting = nil
+	s.mu.handedOff = true
+	if client != nil {
+		s.client = client
+	}
+	stopped := s.mu.stopped
+	s.mu.Unlock()
+	e := s.est
+	if client == nil {
+		if e != nil {
+			e.ticket.Release()
+		}
+		s.close(outcome{cause: relay.CauseClientReset, err: why})
+		return
+	}
+	var o outcome
+	var relaying bool
+	var ce *relay.ConnectError
+	switch {
+	case stopped != relay.CauseNone:
+		if e != nil {
+			e.ticket.Release()
+		}
+		o = s.refuseStopped(stopped, nil)
+	case e == nil:
+		// The StartupMessage was not taken: the goroutine reads it (and any answer) itself.
+		o, relaying = s.run()
+	case errors.As(why, &ce):
+		s.est = nil // set again by startRelay
+		o, relaying = e.connectAfter(s, ce.Err)
+	default:
+		e.ticket.Release()
+		o = outcome{cause: relay.CauseClientReset, err: why}
+	}
+	switch {
+	case !relaying:
+		s.close(o)
+	case o.runClient != nil:
+		o.runClient()
+	}
+}
+
+// addrConn is a stand-in conn that only has addresses (for Events.ServerConn).
+type addrConn struct {
+	relayedConn
+	local, remote net.Addr
+}
+
+func (c addrConn) LocalAddr() net.Addr  { return c.local }
+func (c addrConn) RemoteAddr() net.Addr { return c.remote }
+
+// setupServer is serverSetup, or ServerTCP's options for a route not applied (tests that
+// start sessions by hand).
+func (r *Route) setupServer() func(fd int) error {
+	if r.serverSetup != nil {
+		return r.serverSetup
+	}
+	return r.ServerTCP.ApplyFD
+}

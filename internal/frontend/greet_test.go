@@ -1,0 +1,152 @@
+package frontend
+
+// Sessions of plain routes start on the event loops (greet.go); what the loop does not do
+// itself it hands to the session's goroutine.
+
+import (
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgproto3"
+
+	"github.com/pgfront/pgfront/internal/admission"
+	"github.com/pgfront/pgfront/internal/cluster"
+	"github.com/pgfront/pgfront/internal/pgwire"
+	"github.com/pgfront/pgfront/internal/relay"
+)
+
+// Clients that connected and have not sent their startup packet yet are held by the loops:
+// no goroutine each (a goroutine per session used to wait for the packet).
+func TestGreetingHoldsNoGoroutine(t *testing.T) {
+	ln := fakeServer(t)
+	f := newTestFrontendWith(t, ln.Addr().String(), func(o *Options) { o.Routes[0].Startup = time.Minute })
+	const n = 40
+	base := runtime.NumGoroutine()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		c, err := net.Dial("tcp", f.Addr("rw").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns[i] = c
+	}
+	waitSessions(t, f, n)
+	if g := runtime.NumGoroutine(); g > base+5 {
+		t.Fatalf("%d goroutines with %d clients in startup, %d before", g, n, base)
+	}
+	for _, c := range conns {
+		_ = c.Close()
+	}
+	waitSessions(t, f, 0)
+	// And a client that goes on is relayed from the loop.
+	c := dialRW(t, f)
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+}
+
+// A server that refuses the loop's connect is marked failed and the session moves to the
+// next server on its goroutine, as a failed dial always did.
+func TestGreetingConnectRefusedMovesOn(t *testing.T) {
+	refused, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	deadAddr := refused.Addr().String()
+	_ = refused.Close() // nothing listens there now: the connect is refused
+	good := fakeServer(t)
+	l := newLoggedFrontend(t, deadAddr, func(r *Route, adm *admission.Controller) {
+		r.Cluster = cluster.NewCluster("c", []*cluster.Server{l0(r),
+			cluster.NewServer("c", "t", good.Addr().String(), cluster.RolePrimary, 1, adm.NewLimit("t", 0))}, false)
+		r.ConnectRetries = 1
+	})
+	c := l.dial(t)
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	if lines := l.logs.Lines(`msg="server connect failed"`, "server=c/s "); len(lines) != 1 ||
+		!strings.Contains(lines[0], "connection refused") {
+		t.Fatalf("connect failure lines:\n%s", l.logs)
+	}
+	_ = c.Close()
+	if rec := l.rec.waitEnded(t, c.LocalAddr().String()); rec.Server == nil || rec.Server.Name != "t" {
+		t.Fatalf("end record %+v, want server t", rec)
+	}
+}
+
+// l0 is the route's first server (newLoggedFrontend's "c/s").
+func l0(r *Route) *cluster.Server { return r.Cluster.Servers()[0] }
+
+// A server given by host name is dialled by the session's goroutine (a loop cannot resolve).
+func TestGreetingHostNameServer(t *testing.T) {
+	ln := fakeServer(t)
+	_, port, _ := net.SplitHostPort(ln.Addr().String())
+	f := newTestFrontend(t, "localhost:"+port)
+	c := dialRW(t, f)
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+}
+
+// A client still sending its startup packet when its time runs out gets the goroutine's
+// FATAL, in the config's words.
+func TestGreetingStartupTimeout(t *testing.T) {
+	ln := fakeServer(t)
+	l := newLoggedFrontend(t, ln.Addr().String(), func(r *Route, _ *admission.Controller) { r.Startup = 300 * time.Millisecond })
+	c := l.dial(t)
+	if _, err := c.Write([]byte{0, 0, 0, 40, 0, 3}); err != nil { // a packet's first bytes
+		t.Fatal(err)
+	}
+	e := receiveUntil[*pgproto3.ErrorResponse](t, pgproto3Frontend(t, c))
+	if e.Code != pgwire.CodeProtocolViolation || !strings.Contains(e.Message, "timed out") {
+		t.Fatalf("client got %+v", e)
+	}
+	if rec := l.rec.waitEnded(t, c.LocalAddr().String()); rec.Cause != relay.CauseStartupTimeout {
+		t.Fatalf("end record %+v", rec)
+	}
+}
+
+// Stopping pgfront reaches a session the loop greets: its client is told at once, not when
+// its startup time (a minute here) runs out.
+func TestGreetingStoppedTellsClient(t *testing.T) {
+	ln := fakeServer(t)
+	f := newTestFrontendWith(t, ln.Addr().String(), func(o *Options) { o.Routes[0].Startup = time.Minute })
+	c := dialRW(t, f)
+	waitSessions(t, f, 1)
+	done := make(chan struct{})
+	go func() { f.Close(); close(done) }()
+	e := receiveUntil[*pgproto3.ErrorResponse](t, pgproto3Frontend(t, c))
+	if e.Code != pgwire.CodeAdminShutdown {
+		t.Fatalf("client got %+v", e)
+	}
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("Close still waits for a session in startup")
+	}
+}
+
+func dialRW(t *testing.T, f *Frontend) net.Conn {
+	t.Helper()
+	c, err := net.Dial("tcp", f.Addr("rw").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = c.Close() })
+	_ = c.SetDeadline(time.Now().Add(20 * time.Second))
+	return c
+}
+
+func pgproto3Frontend(_ *testing.T, c net.Conn) *pgproto3.Frontend {
+	return pgproto3.NewFrontend(c, io.Discard)
+}
+
+// waitSessions waits (10s) until f has n sessions.
+func waitSessions(t *testing.T, f *Frontend, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for f.Sessions() != n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := f.Sessions(); got != n {
+		t.Fatalf("%d sessions, want %d", got, n)
+	}
+}
