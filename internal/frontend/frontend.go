@@ -630,7 +630,7 @@ func (f *Frontend) acceptLoop(l *listener) {
 			}
 		}
 		if r := l.route.Load(); rc != nil && f.greets(r) {
-			err, open := f.acceptGreeted(l, rc, r)
+			err, open := f.acceptGreeted(l, rc)
 			if !open {
 				return
 			}

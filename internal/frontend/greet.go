@@ -26,10 +26,10 @@ func (f *Frontend) greets(r *Route) bool {
 	return f.evloops != nil && r.TLS.Mode == TLSDisable && r.ProxyProtocol == nil && r.ServerTLS == nil
 }
 
-// acceptGreeted accepts one client of route r with a raw system call and starts it on an
-// event loop. ok false: the listener is closed. A temporary error is returned for acceptLoop's
-// backoff.
-func (f *Frontend) acceptGreeted(l *listener, rc syscall.RawConn, r *Route) (err error, ok bool) {
+// acceptGreeted accepts one client of l with a raw system call and starts it on an event loop
+// (on a goroutine if l's route changed meanwhile to one that does not greet). ok false: the
+// listener is closed. A temporary error is returned for acceptLoop's backoff.
+func (f *Frontend) acceptGreeted(l *listener, rc syscall.RawConn) (err error, ok bool) {
 	var fd int
 	var aerr error
 	rerr := rc.Read(func(lfd uintptr) bool {
@@ -47,6 +47,18 @@ func (f *Frontend) acceptGreeted(l *listener, rc syscall.RawConn, r *Route) (err
 			return nil, true // the client left before we took it
 		}
 		return aerr, true
+	}
+	// The route may have changed while the accept waited (a reload): use the one now.
+	r := l.route.Load()
+	if !f.greets(r) {
+		c, err := netx.FDConn(fd)
+		if err != nil {
+			return err, true
+		}
+		s := f.newSession(r, c, c.RemoteAddr().String(), false)
+		f.sessions.Add(1)
+		go f.serveSession(s)
+		return nil, true
 	}
 	f.greet(r, fd)
 	return nil, true
@@ -69,12 +81,14 @@ func (f *Frontend) greet(r *Route, fd int) {
 		return
 	}
 	s.mu.Lock()
-	if !s.mu.handedOff {
+	// The loop may have relayed (Connected) or handed off the session already.
+	greeting := !s.mu.handedOff && s.mu.relay == nil
+	if greeting {
 		s.mu.greeting = rs
 	}
 	stopped := s.mu.stopped
 	s.mu.Unlock()
-	if stopped != relay.CauseNone {
+	if greeting && stopped != relay.CauseNone {
 		rs.End(stopped) // a stop that came before greeting was set
 	}
 }
@@ -146,7 +160,7 @@ func setUser(s *session, pkt *pgwire.FirstPacket) {
 }
 
 // Connected implements relay.Greeter: what startRelay does once the StartupMessage went out.
-func (s *session) Connected(fd int) (relay.Options, func(relay.Result)) {
+func (s *session) Connected(rs *relay.Session, fd int) (relay.Options, func(relay.Result)) {
 	r, e := s.route, s.est
 	srv := e.srv
 	if local, remote, err := netx.RawAddrs(fd); err == nil {
@@ -156,7 +170,6 @@ func (s *session) Connected(fd int) (relay.Options, func(relay.Result)) {
 	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
 	srv.SessionStarted()
 	s.mu.Lock()
-	rs := s.mu.greeting
 	stopped, draining := s.mu.stopped, s.mu.draining
 	if stopped == relay.CauseNone {
 		s.mu.server = srv
@@ -166,12 +179,10 @@ func (s *session) Connected(fd int) (relay.Options, func(relay.Result)) {
 	s.mu.greeting = nil
 	s.mu.Unlock()
 	s.phase.Store(uint32(PhaseRelaying))
-	if rs != nil {
-		if stopped != relay.CauseNone {
-			rs.End(stopped)
-		} else if draining != relay.CauseNone {
-			rs.Drain(draining)
-		}
+	if stopped != relay.CauseNone {
+		rs.End(stopped)
+	} else if draining != relay.CauseNone {
+		rs.Drain(draining)
 	}
 	e.pick.shrink()
 	return opts, func(res relay.Result) { s.relayEnded(e, srv, res) }

@@ -33,9 +33,9 @@ type Greeter interface {
 	// socket: Answer and Connect consume it, HandOff leaves it there.
 	Packet(pkt *pgwire.FirstPacket) Greeting
 	// Connected: the server chosen by Packet accepted the connection on fd (which the
-	// session owns). It returns the relay's options and what runs when the session ends (as
-	// Begin's onEnd); the StartupMessage is forwarded and the login relayed from then on.
-	Connected(fd int) (Options, func(Result))
+	// session, s, owns). It returns the relay's options and what runs when the session ends
+	// (as Begin's onEnd); the StartupMessage is forwarded and the login relayed from then on.
+	Connected(s *Session, fd int) (Options, func(Result))
 	// HandOff gives the session up before it is relayed: client is a conn on the client's
 	// socket, with whatever Packet did not consume still unread (nil if none could be made:
 	// the socket is closed). why is nil when Packet asked for it; else the session was
@@ -228,7 +228,7 @@ func (s *Session) connected() {
 		s.handOff(&ConnectError{Server: g.server, Err: os.NewSyscallError("connect", err)})
 		return
 	}
-	opts, onEnd := g.g.Connected(s.ls.fd[sideServer])
+	opts, onEnd := g.g.Connected(s, s.ls.fd[sideServer])
 	s.beginRelay(opts, onEnd, g.startup)
 }
 
