@@ -1,7 +1,9 @@
 // Package frontend owns the route listeners: the accept loops, each session's start-up (first
 // packet, SSL/GSSENC negotiation, cancel requests), admission under maxconn, the connection to
 // a server, and every refusal, which a PostgreSQL client always receives as a FATAL
-// ErrorResponse. Once a session is established it hands both connections to package relay.
+// ErrorResponse. Once a session is established it hands both connections to package relay; a
+// plain route's sessions start on relay's event loops from accept (greet.go), and come back
+// to a goroutine of their own for whatever a loop must not wait for.
 //
 //	f, err := frontend.New(frontend.Options{Routes: routes, Admission: adm, Global: global, Logger: log})
 //	if err := f.Listen(); err != nil { ... }
@@ -146,7 +148,7 @@ type Frontend struct {
 	issueKeyFn func(pid uint32, secret []byte)
 
 	loops    sync.WaitGroup // accept loops
-	sessions sync.WaitGroup // session goroutines
+	sessions sync.WaitGroup // sessions not yet ended (on goroutines or event loops)
 	nextID   atomic.Uint64
 
 	evloops *relay.Loops // event loops that run plain-TCP sessions; nil if unavailable

@@ -77,7 +77,7 @@ func (f *Frontend) greet(r *Route, fd int) {
 	rs, err := f.evloops.Greet(fd, s.start.Add(r.Startup), s)
 	if err != nil {
 		c, cerr := netx.FDConn(fd)
-		s.HandOff(c, cerr)
+		go s.HandOff(c, cerr) // the session's own goroutine, not the accept loop's
 		return
 	}
 	s.mu.Lock()
@@ -135,8 +135,8 @@ func (s *session) greetStartup(pkt *pgwire.FirstPacket) relay.Greeting {
 	if srv != nil {
 		addr, err = netip.ParseAddrPort(srv.Addr)
 	}
-	if srv == nil || err != nil {
-		t.Release() // a host name to resolve: the goroutine's dialer does it
+	if srv == nil || err != nil || addr.Addr().Zone() != "" {
+		t.Release() // a host name to resolve, a zone to look up: the goroutine's dialer does it
 		return relay.Greeting{Action: relay.GreetHandOff}
 	}
 	setUser(s, pkt)
@@ -216,12 +216,20 @@ func (s *session) HandOff(client net.Conn, why error) {
 			e.ticket.Release()
 		}
 		o = s.refuseStopped(stopped, nil)
+	case e == nil && why != nil && !errors.Is(why, relay.ErrGreetingStopped):
+		// The client closed, reset or ran out of time before its StartupMessage was in (the
+		// loop's peek took the socket's error: classify it here).
+		o = s.startupFailed(why)
 	case e == nil:
 		// The StartupMessage was not taken: the goroutine reads it (and any answer) itself.
 		o, relaying = s.run()
 	case errors.As(why, &ce):
 		s.est = nil // set again by startRelay
-		o, relaying = e.connectAfter(s, ce.Err)
+		failed := ce.Err
+		if ce.Local {
+			failed = nil // not the server's fault: the goroutine dials it itself
+		}
+		o, relaying = e.connectAfter(s, failed)
 	default:
 		e.ticket.Release()
 		o = outcome{cause: relay.CauseClientReset, err: why}

@@ -7,11 +7,13 @@ import (
 	"io"
 	"net"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sys/unix"
 
 	"github.com/pgfront/pgfront/internal/admission"
 	"github.com/pgfront/pgfront/internal/cluster"
@@ -149,4 +151,76 @@ func waitSessions(t *testing.T, f *Frontend, n int) {
 	if got := f.Sessions(); got != n {
 		t.Fatalf("%d sessions, want %d", got, n)
 	}
+}
+
+// A client that resets before its startup packet ends as client_reset, not as a port probe's
+// client_eof (the loop's peek takes the socket's error; the hand-off classifies it).
+func TestGreetingResetBeforeStartup(t *testing.T) {
+	ln := fakeServer(t)
+	l := newLoggedFrontend(t, ln.Addr().String(), nil)
+	c, err := net.Dial("tcp", l.f.Addr("rw").String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := c.LocalAddr().String()
+	waitSessions(t, l.f, 1)
+	_ = c.(*net.TCPConn).SetLinger(0)
+	_ = c.Close() // RST
+	if rec := l.rec.waitEnded(t, local); rec.Cause != relay.CauseClientReset {
+		t.Fatalf("end record cause %s (err %q), want client_reset", rec.Cause, rec.Err)
+	}
+}
+
+// A stop while the loop connects to a server that does not answer tells the client and gives
+// its maxconn slot back.
+func TestGreetingStoppedWhileConnecting(t *testing.T) {
+	hole := blackhole(t)
+	f := newTestFrontendWith(t, hole, func(o *Options) { o.Routes[0].Connect = time.Minute })
+	c := dialRW(t, f)
+	fe := startup(t, c, map[string]string{"user": "u"})
+	global := f.opts.Global
+	deadline := time.Now().Add(10 * time.Second)
+	for global.InUse() != 1 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if global.InUse() != 1 {
+		t.Fatalf("%d slots in use, want the connecting session's", global.InUse())
+	}
+	done := make(chan struct{})
+	go func() { f.Close(); close(done) }()
+	if e := receiveUntil[*pgproto3.ErrorResponse](t, fe); e.Code != pgwire.CodeAdminShutdown {
+		t.Fatalf("client got %+v", e)
+	}
+	<-done
+	if n := global.InUse(); n != 0 {
+		t.Fatalf("%d slots in use after the session ended", n)
+	}
+}
+
+// blackhole is a loopback address whose listener's accept queue is full: SYNs to it are
+// dropped, so a connect stays under way.
+func blackhole(t *testing.T) string {
+	t.Helper()
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = unix.Close(fd) })
+	if err := unix.Bind(fd, &unix.SockaddrInet4{Addr: [4]byte{127, 0, 0, 1}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Listen(fd, 0); err != nil {
+		t.Fatal(err)
+	}
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(sa.(*unix.SockaddrInet4).Port))
+	for range 2 { // fill the accept queue
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			t.Cleanup(func() { _ = c.Close() })
+		}
+	}
+	return addr
 }

@@ -56,10 +56,9 @@ func RawSockError(fd int) error {
 	return rawErrno(unix.Errno(v))
 }
 
-// RawConnect creates a non-blocking, close-on-exec TCP socket, lets setup set its options,
-// and starts connecting it to addr. It returns the socket, connecting (wait for it to be
-// writable, then RawSockError) or already connected.
-func RawConnect(addr netip.AddrPort, setup func(fd int) error) (int, error) {
+// RawSocket creates a non-blocking, close-on-exec TCP socket for addr's family and lets setup
+// set its options (nil: none).
+func RawSocket(addr netip.AddrPort, setup func(fd int) error) (int, error) {
 	family := unix.AF_INET
 	if addr.Addr().Is6() && !addr.Addr().Is4In6() {
 		family = unix.AF_INET6
@@ -69,44 +68,56 @@ func RawConnect(addr netip.AddrPort, setup func(fd int) error) (int, error) {
 		return -1, fmt.Errorf("socket: %w", e)
 	}
 	fd := int(r)
-	closeFD := func() { _, _, _ = unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0) }
 	if setup != nil {
 		if err := setup(fd); err != nil {
-			closeFD()
+			_, _, _ = unix.RawSyscall(unix.SYS_CLOSE, uintptr(fd), 0, 0)
 			return -1, err
 		}
 	}
-	var sa unsafe.Pointer
-	var salen uintptr
-	if family == unix.AF_INET {
+	return fd, nil
+}
+
+// RawConnect starts connecting a socket from RawSocket to addr (no zone: a link-local
+// address with one is refused). nil: connecting (wait for the socket to be writable, then
+// RawSockError) or already connected.
+func RawConnect(fd int, addr netip.AddrPort) error {
+	if addr.Addr().Zone() != "" {
+		return fmt.Errorf("connect: %s has a zone", addr)
+	}
+	var e unix.Errno
+	if !addr.Addr().Is6() || addr.Addr().Is4In6() {
 		var s4 unix.RawSockaddrInet4
 		s4.Family = unix.AF_INET
 		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&s4.Port))[:], addr.Port())
 		s4.Addr = addr.Addr().Unmap().As4()
-		sa, salen = unsafe.Pointer(&s4), unix.SizeofSockaddrInet4
-		e = connect(fd, sa, salen)
+		e = connect(fd, unsafe.Pointer(&s4), unix.SizeofSockaddrInet4)
 	} else {
 		var s6 unix.RawSockaddrInet6
 		s6.Family = unix.AF_INET6
 		binary.BigEndian.PutUint16((*[2]byte)(unsafe.Pointer(&s6.Port))[:], addr.Port())
 		s6.Addr = addr.Addr().As16()
-		sa, salen = unsafe.Pointer(&s6), unix.SizeofSockaddrInet6
-		e = connect(fd, sa, salen)
+		e = connect(fd, unsafe.Pointer(&s6), unix.SizeofSockaddrInet6)
 	}
-	if e != 0 && e != unix.EINPROGRESS {
-		closeFD()
-		return -1, fmt.Errorf("connect: %w", e)
+	if e != 0 {
+		return fmt.Errorf("connect: %w", e)
 	}
-	return fd, nil
+	return nil
 }
 
+// connect starts a non-blocking connect: 0 when it is under way or done.
 func connect(fd int, sa unsafe.Pointer, salen uintptr) unix.Errno {
-	for {
-		_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(sa), salen)
-		if e != unix.EINTR {
-			return e
+	_, _, e := unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(sa), salen)
+	for e == unix.EINTR {
+		// Interrupted, the connect goes on: asking again says where it is.
+		_, _, e = unix.RawSyscall(unix.SYS_CONNECT, uintptr(fd), uintptr(sa), salen)
+		if e == unix.EALREADY || e == unix.EISCONN {
+			return 0
 		}
 	}
+	if e == unix.EINPROGRESS {
+		return 0
+	}
+	return e
 }
 
 // RawAddrs returns a TCP socket's local and remote addresses.

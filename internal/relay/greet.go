@@ -73,10 +73,12 @@ const (
 // goroutine tells the client.
 var ErrGreetingStopped = errors.New("session stopped while it started")
 
-// ConnectError is a connect to a Greeting's server that failed or timed out.
+// ConnectError is a connect to a Greeting's server that failed or timed out, or, Local, could
+// not be tried (no socket, its options, the loop's epoll set): not the server's fault.
 type ConnectError struct {
 	Server netip.AddrPort
 	Err    error
+	Local  bool
 }
 
 func (e *ConnectError) Error() string { return fmt.Sprintf("connecting to %s: %v", e.Server, e.Err) }
@@ -202,13 +204,17 @@ func (s *Session) greetRead() {
 func (s *Session) connect(startup []byte, gr Greeting) {
 	g := s.greet
 	g.startup, g.server = startup, gr.Server
-	fd, err := netx.RawConnect(gr.Server, gr.Setup)
+	fd, err := netx.RawSocket(gr.Server, gr.Setup)
 	if err != nil {
-		s.handOff(&ConnectError{Server: gr.Server, Err: err})
+		s.handOff(&ConnectError{Server: gr.Server, Err: err, Local: true})
 		return
 	}
 	s.ls.fd[sideServer] = fd
 	if err := s.lp.addFD(s, fd); err != nil {
+		s.handOff(&ConnectError{Server: gr.Server, Err: err, Local: true})
+		return
+	}
+	if err := netx.RawConnect(fd, gr.Server); err != nil {
 		s.handOff(&ConnectError{Server: gr.Server, Err: err})
 		return
 	}

@@ -109,10 +109,15 @@ type loop struct {
 	closing bool       // pass saw the loop closed
 	spare   []*Session // the posted queue's other slice, reused
 
-	buf    []byte     // the read buffer: bytes read are relayed before the next read
-	byFD   []*Session // session by socket file descriptor
-	timers timerHeap
-	again  []*Session // sessions with more to read: served before waiting
+	buf  []byte     // the read buffer: bytes read are relayed before the next read
+	byFD []*Session // session by socket file descriptor
+	// genByFD is the registration number of the socket now at that descriptor, also carried
+	// by its epoll events (EpollEvent.Pad): an event collected before its socket was closed
+	// and the number reused in the same batch (a loop connects a socket mid-batch) is dropped.
+	genByFD []int32
+	nextGen int32
+	timers  timerHeap
+	again   []*Session // sessions with more to read: served before waiting
 	// Loop times are nanoseconds since base on the monotonic clock (a step of the wall clock
 	// moves no deadline); 0 means none.
 	base time.Time
@@ -131,6 +136,16 @@ type loop struct {
 }
 
 func newLoop() (*loop, error) {
+	l, err := makeLoop()
+	if err != nil {
+		return nil, err
+	}
+	go l.run()
+	return l, nil
+}
+
+// makeLoop is newLoop without the loop's goroutine.
+func makeLoop() (*loop, error) {
 	epfd, err := unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if err != nil {
 		return nil, fmt.Errorf("creating epoll set: %w", err)
@@ -161,7 +176,6 @@ func newLoop() (*loop, error) {
 		return nil, fmt.Errorf("epoll set: %w", err)
 	}
 	l.epRaw = rc
-	go l.run()
 	return l, nil
 }
 
@@ -258,17 +272,7 @@ func (l *loop) pass(uintptr) bool {
 		l.now = l.clock()
 		full := l.ready == len(l.events)
 		for _, ev := range l.events[:l.ready] {
-			fd := int(ev.Fd)
-			if fd == l.wakefd {
-				var b [8]byte
-				_, _ = netx.RawRead(l.wakefd, b[:])
-				continue
-			}
-			if fd < len(l.byFD) {
-				if s := l.byFD[fd]; s != nil {
-					s.onEvent(fd, ev.Events)
-				}
-			}
+			l.dispatch(ev)
 		}
 		l.ready = 0
 		if len(l.again) > 0 {
@@ -302,6 +306,21 @@ func (l *loop) pass(uintptr) bool {
 			if len(l.timers) == 0 || l.timers[0].ls.heapAt > l.clock() {
 				return false
 			}
+		}
+	}
+}
+
+// dispatch hands one collected event to its session.
+func (l *loop) dispatch(ev unix.EpollEvent) {
+	fd := int(ev.Fd)
+	if fd == l.wakefd {
+		var b [8]byte
+		_, _ = netx.RawRead(l.wakefd, b[:])
+		return
+	}
+	if fd < len(l.byFD) {
+		if s := l.byFD[fd]; s != nil && l.genByFD[fd] == ev.Pad {
+			s.onEvent(fd, ev.Events)
 		}
 	}
 }
@@ -406,14 +425,17 @@ func (l *loop) add(s *Session) error {
 
 // addFD registers one of a session's sockets.
 func (l *loop) addFD(s *Session, fd int) error {
-	ev := unix.EpollEvent{Events: epollEvents, Fd: int32(fd)}
+	l.nextGen++
+	ev := unix.EpollEvent{Events: epollEvents, Fd: int32(fd), Pad: l.nextGen}
 	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return fmt.Errorf("adding a socket to the event loop: %w", err)
 	}
 	for fd >= len(l.byFD) {
 		l.byFD = append(l.byFD, make([]*Session, len(l.byFD)+64)...)
+		l.genByFD = append(l.genByFD, make([]int32, len(l.genByFD)+64)...)
 	}
 	l.byFD[fd] = s
+	l.genByFD[fd] = l.nextGen
 	return nil
 }
 

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgproto3"
+	"golang.org/x/sys/unix"
 
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/pgwire"
@@ -399,4 +400,70 @@ func readFull(t *testing.T, c net.Conn, n int) {
 	if _, err := io.ReadFull(c, make([]byte, n)); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// countingGreeter counts Connected calls and hands nothing off.
+type countingGreeter struct{ connected int }
+
+func (g *countingGreeter) Packet(*pgwire.FirstPacket) Greeting { return Greeting{} }
+func (g *countingGreeter) Connected(*Session, int) (Options, func(Result)) {
+	g.connected++
+	return Options{}, func(Result) {}
+}
+func (g *countingGreeter) HandOff(c net.Conn, _ error) {
+	if c != nil {
+		_ = c.Close()
+	}
+}
+
+// An event collected for a socket that was then closed is not given to the session whose
+// socket got the same number within the same batch (a loop connects sockets mid-batch): a
+// stale "writable" would make a connect that is still under way look done.
+func TestLoopDropsStaleEvents(t *testing.T) {
+	l, err := makeLoop()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = l.epf.Close(); _ = unix.Close(l.wakefd) })
+	// Session A's socket is registered, an event for it collected, then it is closed.
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := &Session{lp: l}
+	if err := l.addFD(a, fd); err != nil {
+		t.Fatal(err)
+	}
+	stale := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLOUT, Fd: int32(fd), Pad: l.genByFD[fd]}
+	_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, fd, nil)
+	l.byFD[fd] = nil
+	_ = unix.Close(fd)
+	// Session B connects: its socket has A's number (a socket not yet connected: SO_ERROR is 0).
+	nfd, err := unix.Socket(unix.AF_INET, unix.SOCK_STREAM|unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if nfd != fd {
+		if err := unix.Dup3(nfd, fd, unix.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		_ = unix.Close(nfd)
+	}
+	g := &countingGreeter{}
+	b := &Session{lp: l, greet: &greetState{g: g, connecting: true}}
+	b.ls.fd = [2]int{-1, fd}
+	b.ls.heapIdx = -1
+	b.ls.registered, b.ls.done = true, true // done: nothing runs after the event
+	if err := l.addFD(b, fd); err != nil {
+		t.Fatal(err)
+	}
+	l.dispatch(stale)
+	if g.connected != 0 {
+		t.Fatal("a stale event made a connecting socket look connected")
+	}
+	l.dispatch(unix.EpollEvent{Events: unix.EPOLLOUT, Fd: int32(fd), Pad: l.genByFD[fd]})
+	if g.connected != 1 {
+		t.Fatalf("the socket's own event: Connected called %d times, want 1", g.connected)
+	}
+	_ = unix.Close(fd)
 }

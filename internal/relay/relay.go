@@ -15,6 +15,10 @@
 //	res := s.Run() // returns when both sockets are closed
 //	log(res.Cause, res.FromClient, res.FromServer)
 //
+// Or a loop greets the session from its accepted socket (Loops.Greet, greet.go): it reads
+// the first packets, connects to the server a Greeter chooses, forwards the StartupMessage and
+// relays, handing the session to the Greeter's goroutine for anything it does not do itself.
+//
 // Another goroutine may call End (admin kill, server down) or Drain (shutdown) at any time;
 // neither blocks.
 package relay
