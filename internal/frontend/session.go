@@ -35,16 +35,16 @@ type session struct {
 	peerAddr string
 	// keepAliveSet: the listener gave the client conn the route's keepalive options.
 	keepAliveSet bool
-	start        time.Time
-	phase        atomic.Uint32 // a Phase
+	// sslDone, gssDone: an SSLRequest, a GSSENCRequest was answered (by the event loop that
+	// greeted the session, or by readStartup); a second one is a protocol error.
+	sslDone, gssDone bool
+	start            time.Time
+	phase            atomic.Uint32 // a Phase
 	// cancels counts the client's CancelRequests forwarded to this session's server.
 	cancels atomic.Int32
 
 	ctx    context.Context // ends queue waits and dials when the session is told to stop
 	cancel context.CancelFunc
-	// sslDone, gssDone: an SSLRequest, a GSSENCRequest was answered (by the event loop that
-	// greeted the session, or by readStartup); a second one is a protocol error.
-	sslDone, gssDone bool
 	// est is what the relay's hooks need (its server, maxconn ticket, what a retry needs): set
 	// before the relay starts, read where it relays.
 	est *establishing
@@ -59,6 +59,8 @@ type session struct {
 		tls      string      // "" (plain), "TLSv1.3 sni=...", or "passthrough"
 		fallback bool        // a replica route's session placed on the primary
 		stopped  relay.Cause // set by end before relay exists
+		// handedOff: the event loop that greeted the session gave it to a goroutine.
+		handedOff bool
 		// draining: a drain (shutdown, hand-over, reload) began before the relay existed;
 		// the session still logs in and runs its first transaction, then ends at the
 		// boundary like the others.
@@ -69,10 +71,8 @@ type session struct {
 		// clientAddr is the client's address as shown and logged: peerAddr, or the address a
 		// PROXY protocol header carried (set once, before the StartupMessage is read).
 		clientAddr string
-		// greeting is the session while an event loop greets it (see greet.go); handedOff:
-		// the loop gave it to a goroutine.
-		greeting  *relay.Session
-		handedOff bool
+		// greeting is the session while an event loop greets it (see greet.go).
+		greeting *relay.Session
 	}
 }
 
