@@ -7,7 +7,6 @@ import (
 	"syscall"
 
 	"github.com/pgfront/pgfront/internal/admission"
-	"github.com/pgfront/pgfront/internal/cluster"
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/pgwire"
 	"github.com/pgfront/pgfront/internal/relay"
@@ -167,23 +166,7 @@ func (s *session) Connected(rs *relay.Session, fd int) (relay.Options, func(rela
 		s.f.events.ServerConn(r.Name, srv, addrConn{local: net.TCPAddrFromAddrPort(local), remote: net.TCPAddrFromAddrPort(remote)})
 	}
 	opts := s.relayOptions(e, srv)
-	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
-	srv.SessionStarted()
-	s.mu.Lock()
-	stopped, draining := s.mu.stopped, s.mu.draining
-	if stopped == relay.CauseNone {
-		s.mu.server = srv
-		s.mu.relay = rs
-		s.mu.fallback = fallback
-	}
-	s.mu.greeting = nil
-	s.mu.Unlock()
-	s.phase.Store(uint32(PhaseRelaying))
-	if stopped != relay.CauseNone {
-		rs.End(stopped)
-	} else if draining != relay.CauseNone {
-		rs.Drain(draining)
-	}
+	s.relayStarted(srv, rs)
 	e.pick.shrink()
 	return opts, func(res relay.Result) { s.relayEnded(e, srv, res) }
 }

@@ -575,23 +575,7 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 		opts.Loops = s.f.evloops
 	}
 	rs := relay.New(s.client, server, opts)
-
-	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
-	srv.SessionStarted()
-	s.mu.Lock()
-	stopped, draining := s.mu.stopped, s.mu.draining
-	if stopped == relay.CauseNone {
-		s.mu.server = srv
-		s.mu.relay = rs
-		s.mu.fallback = fallback
-	}
-	s.mu.Unlock()
-	s.phase.Store(uint32(PhaseRelaying))
-	if stopped != relay.CauseNone {
-		rs.End(stopped) // relay owns both conns now; it tells the client and closes them
-	} else if draining != relay.CauseNone {
-		rs.Drain(draining)
-	}
+	s.relayStarted(srv, rs)
 	e.pick.shrink() // before Start: once started, a retry may use the picker at any moment
 	onEnd := func(res relay.Result) { s.relayEnded(e, srv, res) }
 	if opts.Loops != nil {
@@ -607,6 +591,29 @@ func (s *session) startRelay(e *establishing, srv *cluster.Server, server net.Co
 	}
 	rs.Start(onEnd) // TLS: the copiers start on small fresh stacks
 	return outcome{}, true
+}
+
+// relayStarted records the session's server and relay (which owns both sockets now), and
+// hands it a stop or a drain that came while it started.
+func (s *session) relayStarted(srv *cluster.Server, rs relayer) {
+	r := s.route
+	fallback := r.Select.Role == cluster.RoleReplica && srv.State().Role == cluster.RolePrimary
+	srv.SessionStarted()
+	s.mu.Lock()
+	stopped, draining := s.mu.stopped, s.mu.draining
+	if stopped == relay.CauseNone {
+		s.mu.server = srv
+		s.mu.relay = rs
+		s.mu.fallback = fallback
+	}
+	s.mu.greeting = nil
+	s.mu.Unlock()
+	s.phase.Store(uint32(PhaseRelaying))
+	if stopped != relay.CauseNone {
+		rs.End(stopped) // the relay tells the client and closes both sockets
+	} else if draining != relay.CauseNone {
+		rs.Drain(draining)
+	}
 }
 
 // relayOptions are the route's relay options for a session on srv, with its hooks.
