@@ -32,10 +32,11 @@ import (
 // timer heap per loop, whose earliest entry is the epoll set's read deadline in Go's poller.
 //
 // Sockets are taken out of Go's own poller when a session joins a loop (Session.Begin dups
-// each file descriptor and closes the net.Conn), so a ready socket wakes only its loop. The
-// session's end runs on a goroutine of its own (Session.finish: pgfront's FATAL, the cancel
-// of a running query, the server's Terminate), which gets net.Conns back on the same sockets
-// only when it has to wait on one.
+// each file descriptor and closes the net.Conn), so a ready socket wakes only its loop; a
+// greeted session's sockets never were in it (greet.go). A session that ends with nothing to
+// write or wait for finishes on its loop; otherwise its end runs on a goroutine of its own
+// (Session.finish: pgfront's FATAL, the cancel of a running query, the server's Terminate),
+// which gets net.Conns back on the same sockets only when it has to wait on one.
 //
 // Everything about a loop's sessions is touched by that loop's goroutine only; other
 // goroutines (End, Drain, Begin) post the session to the loop, which acts on it in its next
@@ -370,8 +371,8 @@ func (l *loop) armTimer() {
 	_ = l.epf.SetReadDeadline(t)
 }
 
-// endAll ends the sessions still on a closing loop. Their ends run on goroutines of their
-// own, as always; a session posted after this is not served (enterLoop checks first).
+// endAll ends the sessions still on a closing loop (greeted ones are handed off); a session
+// posted after this is not served (enterLoop and Greet check first).
 func (l *loop) endAll() {
 	for _, s := range l.byFD {
 		if s != nil && !s.ls.done {
