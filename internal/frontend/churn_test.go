@@ -22,20 +22,8 @@ func BenchmarkLoginChurn(b *testing.B) {
 			b.Fatal(err)
 		}
 		_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-		fe := pgproto3.NewFrontend(c, c)
-		fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "u"}})
-		if err := fe.Flush(); err != nil {
-			b.Fatal(err)
-		}
-		for {
-			m, err := fe.Receive()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
-				break
-			}
-		}
+		fe := startup(b, c, map[string]string{"user": "u"})
+		receiveUntil[*pgproto3.ReadyForQuery](b, fe)
 		fe.Send(&pgproto3.Terminate{})
 		_ = fe.Flush()
 		_, _ = c.Read(make([]byte, 1)) // EOF once pgfront closed

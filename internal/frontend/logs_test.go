@@ -117,7 +117,7 @@ func (l *logged) dial(t *testing.T) net.Conn {
 }
 
 // startup sends a StartupMessage with params and returns the client's protocol end.
-func startup(t *testing.T, c net.Conn, params map[string]string) *pgproto3.Frontend {
+func startup(t testing.TB, c net.Conn, params map[string]string) *pgproto3.Frontend {
 	t.Helper()
 	fe := pgproto3.NewFrontend(c, c)
 	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: params})
@@ -128,7 +128,7 @@ func startup(t *testing.T, c net.Conn, params map[string]string) *pgproto3.Front
 }
 
 // receiveUntil reads messages until one of type T.
-func receiveUntil[T pgproto3.BackendMessage](t *testing.T, fe *pgproto3.Frontend) T {
+func receiveUntil[T pgproto3.BackendMessage](t testing.TB, fe *pgproto3.Frontend) T {
 	t.Helper()
 	for {
 		m, err := fe.Receive()

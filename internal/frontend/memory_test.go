@@ -28,20 +28,7 @@ func BenchmarkIdleSessionMemory(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		fe := pgproto3.NewFrontend(c, c)
-		fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "u"}})
-		if err := fe.Flush(); err != nil {
-			b.Fatal(err)
-		}
-		for {
-			m, err := fe.Receive()
-			if err != nil {
-				b.Fatal(err)
-			}
-			if _, ok := m.(*pgproto3.ReadyForQuery); ok {
-				break
-			}
-		}
+		receiveUntil[*pgproto3.ReadyForQuery](b, startup(b, c, map[string]string{"user": "u"}))
 		conns = append(conns, c)
 	}
 	// Idle sessions are parked on the event loops: measure them so, as they live.

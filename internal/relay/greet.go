@@ -86,11 +86,10 @@ func (e *ConnectError) Unwrap() error { return e.Err }
 
 // greetState is a session's state while it is greeted (Session.greet; nil once relayed).
 type greetState struct {
-	g              Greeter
-	startup        []byte // the StartupMessage, forwarded once connected
-	server         netip.AddrPort
-	connecting     bool
-	connectTimeout int64 // the connect's deadline, loop time
+	g          Greeter
+	startup    []byte // the StartupMessage, forwarded once connected
+	server     netip.AddrPort
+	connecting bool
 }
 
 // Greet starts a session on one of the loops with the accepted, non-blocking socket fd,
@@ -155,22 +154,18 @@ func (s *Session) greetRead() {
 			return
 		}
 		p := l.buf[:n]
-		if len(p) < 4 {
-			if ls.hup[sideClient] {
-				s.handOff(io.ErrUnexpectedEOF)
+		size := 4 // until the length word is in
+		if len(p) >= 4 {
+			if size = int(binary.BigEndian.Uint32(p)); size < 8 || size > pgwire.MaxStartupPacketLen {
+				s.handOff(nil) // the Greeter's goroutine reads it and says what is wrong
+				return
 			}
-			return
-		}
-		size := int(binary.BigEndian.Uint32(p))
-		if size < 8 || size > pgwire.MaxStartupPacketLen {
-			s.handOff(nil) // the Greeter's goroutine reads it and says what is wrong
-			return
 		}
 		if len(p) < size {
 			if ls.hup[sideClient] {
-				s.handOff(io.ErrUnexpectedEOF)
+				s.handOff(io.ErrUnexpectedEOF) // the client closed mid-packet
 			}
-			return
+			return // the rest comes with the next edge
 		}
 		raw := append([]byte(nil), p[:size]...)
 		pkt, err := pgwire.ParseFirstPacket(raw)
@@ -221,8 +216,7 @@ func (s *Session) connect(startup []byte, gr Greeting) {
 	g.connecting = true
 	s.ls.dl[sideClient] = 0 // the startup packet is in; the connect has its own bound
 	if gr.ConnectTimeout > 0 {
-		g.connectTimeout = s.lp.now + int64(gr.ConnectTimeout)
-		s.ls.dl[sideServer] = g.connectTimeout
+		s.ls.dl[sideServer] = s.lp.now + int64(gr.ConnectTimeout)
 	}
 	s.schedule()
 }
@@ -241,26 +235,10 @@ func (s *Session) connected() {
 // beginRelay turns the greeted session into a relayed one: what New and Begin do for a
 // session that joins a loop with its two sockets.
 func (s *Session) beginRelay(opts Options, onEnd func(Result), startup []byte) {
-	if opts.FatalWriteTimeout <= 0 {
-		opts.FatalWriteTimeout = time.Second
-	}
-	if opts.Hooks == nil {
-		opts.Hooks = NoHooks{}
-	}
-	s.backendScan = *pgwire.NewBackendScanner('K', 'Z', 'S', 'E')
-	s.frontendScan = *pgwire.NewFrontendScanner()
-	if opts.IssueKey != nil {
-		s.backendScan.SetKeyRewrite(opts.IssueKey)
-	}
 	s.onEnd = onEnd
-	s.ls.bh = backendHandler{s: s}
-	s.writeClient = s.writeToClient
-	s.writeServer = s.writeToServer
+	s.useLoopWriters()
 	s.mu.Lock()
-	s.opts = opts
-	s.mu.login = true
-	s.mu.sent = 1 // the StartupMessage ends with a ReadyForQuery
-	s.mu.txStatus = 'I'
+	s.init(opts)
 	s.greet = nil
 	d := s.lp.at(opts.LoginDeadline)
 	s.ls.dl = [2]int64{d, d}
@@ -312,7 +290,7 @@ func (s *Session) handOff(why error) {
 	fd := ls.fd[sideClient]
 	ls.fd[sideClient] = -1
 	go func() {
-		c, err := fdConn(fd) // may wait for the runtime: not on the loop
+		c, err := netx.FDConn(fd) // may wait for the runtime: not on the loop
 		if err != nil {
 			c = nil
 		}

@@ -547,10 +547,6 @@ func detachFD(c net.Conn) (int, error) {
 	return nfd, derr
 }
 
-// fdConn returns a net.Conn on the socket fd and takes fd (see netx.FDConn). The session must
-// be off its loop.
-func fdConn(fd int) (net.Conn, error) { return netx.FDConn(fd) }
-
 // The loops' own system calls on sockets never block (the sockets are non-blocking; a close
 // without SO_LINGER returns at once), so they are made as raw system calls: the runtime is not
 // told, and sysmon never hands a P over because one of them ran long (the loopback FIN or

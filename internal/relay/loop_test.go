@@ -25,21 +25,7 @@ func TestLoopBackpressure(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(p.Close)
-	const buf = 64 << 10
-	h := newHarnessWith(t, Options{Loops: p}, func(c, s *net.TCPConn) {
-		_ = c.SetWriteBuffer(buf)
-		_ = s.SetReadBuffer(buf)
-	})
-	_ = h.client.SetReadBuffer(buf)
-	_ = h.server.SetWriteBuffer(buf)
-	h.login()
-	h.clientSend(&pgproto3.Query{String: "SELECT big"})
-	expectServer[*pgproto3.Query](h)
-
-	row, err := (&pgproto3.DataRow{Values: [][]byte{make([]byte, 8000)}}).Encode(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, row := bigResultHarness(t, Options{Loops: p}, 64<<10)
 	type flooded struct {
 		rows    int
 		written int64
@@ -262,20 +248,7 @@ func TestLoopEndRacesBegin(t *testing.T) {
 // the session: the server's idle bound runs from when the client took its bytes, as with a
 // copier whose write returns only then.
 func TestServerIdleSlowClient(t *testing.T) {
-	const buf = 32 << 10
-	h := newHarnessWith(t, Options{ServerIdle: 300 * time.Millisecond}, func(c, s *net.TCPConn) {
-		_ = c.SetWriteBuffer(buf)
-		_ = s.SetReadBuffer(buf)
-	})
-	_ = h.client.SetReadBuffer(buf)
-	_ = h.server.SetWriteBuffer(buf)
-	h.login()
-	h.clientSend(&pgproto3.Query{String: "SELECT big"})
-	expectServer[*pgproto3.Query](h)
-	row, err := (&pgproto3.DataRow{Values: [][]byte{make([]byte, 8000)}}).Encode(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
+	h, row := bigResultHarness(t, Options{ServerIdle: 300 * time.Millisecond}, 32<<10)
 	const rows = 200
 	var all []byte
 	for range rows {
@@ -466,4 +439,24 @@ func TestLoopDropsStaleEvents(t *testing.T) {
 		t.Fatalf("the socket's own event: Connected called %d times, want 1", g.connected)
 	}
 	_ = unix.Close(fd)
+}
+
+// bigResultHarness is a logged-in session whose sockets have buf-sized kernel buffers, with a
+// query sent and the 8 KB DataRow the test's server will answer it with, many times.
+func bigResultHarness(t *testing.T, opts Options, buf int) (*harness, []byte) {
+	t.Helper()
+	h := newHarnessWith(t, opts, func(c, s *net.TCPConn) {
+		_ = c.SetWriteBuffer(buf)
+		_ = s.SetReadBuffer(buf)
+	})
+	_ = h.client.SetReadBuffer(buf)
+	_ = h.server.SetWriteBuffer(buf)
+	h.login()
+	h.clientSend(&pgproto3.Query{String: "SELECT big"})
+	expectServer[*pgproto3.Query](h)
+	row, err := (&pgproto3.DataRow{Values: [][]byte{make([]byte, 8000)}}).Encode(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h, row
 }

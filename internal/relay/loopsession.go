@@ -65,9 +65,7 @@ func (s *Session) enterLoop() bool {
 	_ = s.server.Close()
 	s.ls.fd = [2]int{cfd, sfd}
 	s.ls.heapIdx = -1
-	s.ls.bh = backendHandler{s: s}
-	s.writeClient = s.writeToClient
-	s.writeServer = s.writeToServer
+	s.useLoopWriters()
 	// One critical section: End and Drain, on other goroutines, see either the closed conns
 	// (and set deadlines on them, harmlessly) or the loop.
 	s.mu.Lock()
@@ -81,6 +79,13 @@ func (s *Session) enterLoop() bool {
 	s.mu.Unlock()
 	l.post(s)
 	return true
+}
+
+// useLoopWriters makes the session's writes (and the backend handler's) the loop's.
+func (s *Session) useLoopWriters() {
+	s.ls.bh = backendHandler{s: s}
+	s.writeClient = s.writeToClient
+	s.writeServer = s.writeToServer
 }
 
 func (s *Session) writeToClient(p []byte) (int, error) { return s.loopWrite(sideClient, p) }
@@ -450,7 +455,7 @@ func (s *Session) takeConn(side int) net.Conn {
 	if !ok {
 		return s.conn(side)
 	}
-	c, err := fdConn(fd)
+	c, err := netx.FDConn(fd)
 	s.ls.fd[side] = -1
 	if err != nil {
 		return nil

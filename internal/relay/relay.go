@@ -230,27 +230,29 @@ type Session struct {
 
 // New prepares a session on client and server. It takes ownership of both connections.
 func New(client, server net.Conn, opts Options) *Session {
+	s := &Session{client: client, server: server, clientAtBoundary: true}
+	s.init(opts)
+	return s
+}
+
+// init sets a session up to relay a login whose StartupMessage is (being) forwarded: New's,
+// and a greeted session's once its server is connected (then under mu).
+func (s *Session) init(opts Options) {
 	if opts.FatalWriteTimeout <= 0 {
 		opts.FatalWriteTimeout = time.Second
 	}
 	if opts.Hooks == nil {
 		opts.Hooks = NoHooks{}
 	}
-	s := &Session{
-		client:           client,
-		server:           server,
-		opts:             opts,
-		backendScan:      *pgwire.NewBackendScanner('K', 'Z', 'S', 'E'),
-		frontendScan:     *pgwire.NewFrontendScanner(),
-		clientAtBoundary: true,
-	}
+	s.opts = opts
+	s.backendScan = *pgwire.NewBackendScanner('K', 'Z', 'S', 'E')
+	s.frontendScan = *pgwire.NewFrontendScanner()
 	if opts.IssueKey != nil {
 		s.backendScan.SetKeyRewrite(opts.IssueKey)
 	}
 	s.mu.login = true
-	s.mu.sent = 1 // the StartupMessage already forwarded ends with a ReadyForQuery
+	s.mu.sent = 1 // the StartupMessage ends with a ReadyForQuery
 	s.mu.txStatus = 'I'
-	return s
 }
 
 // Run relays until the session ends, closes both connections and returns the result.
