@@ -183,22 +183,18 @@ func (s *session) HandOff(client net.Conn, why error) {
 	stopped := s.mu.stopped
 	s.mu.Unlock()
 	e := s.est
-	if client == nil {
-		if e != nil {
-			e.ticket.Release()
-		}
-		s.close(outcome{cause: relay.CauseClientReset, err: why})
-		return
-	}
 	var o outcome
 	var relaying bool
 	var ce *relay.ConnectError
 	switch {
-	case stopped != relay.CauseNone:
+	case client == nil || stopped != relay.CauseNone:
 		if e != nil {
 			e.ticket.Release()
 		}
-		o = s.refuseStopped(stopped, nil)
+		o = outcome{cause: relay.CauseClientReset, err: why} // no conn could be made on the socket
+		if client != nil {
+			o = s.refuseStopped(stopped, nil)
+		}
 	case e == nil && why != nil && !errors.Is(why, relay.ErrGreetingStopped):
 		// The client closed, reset or ran out of time before its StartupMessage was in (the
 		// loop's peek took the socket's error: classify it here).
@@ -217,12 +213,7 @@ func (s *session) HandOff(client net.Conn, why error) {
 		e.ticket.Release()
 		o = outcome{cause: relay.CauseClientReset, err: why}
 	}
-	switch {
-	case !relaying:
-		s.close(o)
-	case o.runClient != nil:
-		o.runClient()
-	}
+	s.started(o, relaying)
 }
 
 // addrConn is a stand-in conn that only has addresses (for Events.ServerConn).

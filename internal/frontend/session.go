@@ -194,18 +194,19 @@ type outcome struct {
 }
 
 // serveSession runs one client connection to its end.
-func (f *Frontend) serveSession(s *session) {
-	o, relaying := s.run()
+func (f *Frontend) serveSession(s *session) { s.started(s.run()) }
+
+// started is the start-up goroutine's last step: close a session that was not relayed, or
+// become the client copier (one goroutine fewer per session; it returns when the copier
+// does). Otherwise the relay (its copiers or its event loop) owns the session now and ends it
+// (relayEnded); this goroutine, with the deep stack of the start-up, exits.
+func (s *session) started(o outcome, relaying bool) {
 	switch {
 	case !relaying:
 		s.close(o)
 	case o.runClient != nil:
-		// This goroutine becomes the client copier: one goroutine fewer per session. It
-		// returns when the copier does; an idle session's copiers exit (parked).
 		o.runClient()
 	}
-	// Otherwise the relay's copiers own the session now and end it (relayEnded); this
-	// goroutine, with the deep stack of the start-up, exits.
 }
 
 // close closes the client, forgets the session, and logs and reports its end record.
@@ -738,12 +739,7 @@ func (s *session) retryElsewhere(e *establishing, bad *cluster.Server, cause rel
 		s.close(o)
 		return
 	}
-	switch o, relaying := e.connect(s); {
-	case !relaying:
-		s.close(o)
-	case o.runClient != nil:
-		o.runClient()
-	}
+	s.started(e.connect(s))
 }
 
 // picker yields a route's eligible servers in balance order as admission candidates, skipping
