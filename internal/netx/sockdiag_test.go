@@ -268,7 +268,8 @@ func TestParseDiagMessages(t *testing.T) {
 	v4 := Socket{ap("127.0.0.1:5432"), ap("127.0.0.2:40000"), TCPCloseWait, 1234}
 	v6 := Socket{ap("[2001:db8::1:2]:6432"), ap("[::ffff:10.1.2.3]:50000"), TCPFinWait2, 0}
 	m4 := nlMsg(unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_MULTI, seq, diagMsg(v4.Local, v4.Remote, v4.State, uint32(v4.Inode)))
-	m6 := nlMsg(unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_MULTI, seq, diagMsg(v6.Local, v6.Remote, v6.State, uint32(v6.Inode)))
+	// The answer to a TCPDIAG_GETSOCK request has its type.
+	m6 := nlMsg(tcpDiagGetSock, unix.NLM_F_MULTI, seq, diagMsg(v6.Local, v6.Remote, v6.State, uint32(v6.Inode)))
 	other := nlMsg(unix.SOCK_DIAG_BY_FAMILY, unix.NLM_F_MULTI, seq+1, diagMsg(v4.Local, v4.Remote, TCPListen, 1))
 	done := nlMsg(unix.NLMSG_DONE, unix.NLM_F_MULTI, seq, errnoPayload(0))
 	cat := func(ms ...[]byte) []byte { return slices.Concat(ms...) }
@@ -394,6 +395,19 @@ func benchmarkSources(b *testing.B) {
 		}
 		b.ReportMetric(float64(len(socks)), "sockets")
 	})
+	// What a kernel that refuses the one-walk request costs: a dump per family.
+	b.Run("sock_diag_per_family", func(b *testing.B) {
+		legacyRefused.Store(true)
+		defer legacyRefused.Store(false)
+		var socks []Socket
+		var err error
+		for b.Loop() {
+			if socks, err = readTCPSocketsDiag(socks[:0]); err != nil {
+				b.Fatal(err)
+			}
+		}
+		b.ReportMetric(float64(len(socks)), "sockets")
+	})
 	b.Run("proc", func(b *testing.B) {
 		b.ReportAllocs()
 		var socks []Socket
@@ -405,4 +419,66 @@ func benchmarkSources(b *testing.B) {
 		}
 		b.ReportMetric(float64(len(socks)), "sockets")
 	})
+}
+
+// TestReadTCPSocketsOneWalk: the kernel answers the old TCPDIAG_GETSOCK request with both
+// families in one dump (one walk of its tables instead of one per family), and the dump per
+// family, kept for kernels that refuse it, lists the same sockets.
+func TestReadTCPSocketsOneWalk(t *testing.T) {
+	ln4, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln4.Close()
+	ln6, err := net.Listen("tcp6", "[::1]:0")
+	if err != nil {
+		t.Skipf("no IPv6 loopback: %v", err)
+	}
+	defer ln6.Close()
+	want := []netip.AddrPort{addrPort(ln4.Addr()), addrPort(ln6.Addr())}
+	listed := func(socks []Socket) []netip.AddrPort {
+		var got []netip.AddrPort
+		for _, s := range socks {
+			if s.State == TCPListen && slices.Contains(want, s.Local) {
+				got = append(got, s.Local)
+			}
+		}
+		return got
+	}
+
+	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
+	if err != nil {
+		t.Skipf("no sock_diag: %v", err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, diagBufSize)
+	req := legacyRequest()
+	one, err := dumpTwice(fd, req[:], buf, nil)
+	if err != nil {
+		t.Fatalf("TCPDIAG_GETSOCK refused: %v", err)
+	}
+	if got := listed(one); len(got) != 2 {
+		t.Errorf("one dump listed %v of %v", got, want)
+	}
+	var perFamily []Socket
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		req := familyRequest(family)
+		if perFamily, err = dumpTwice(fd, req[:], buf, perFamily); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := listed(perFamily); len(got) != 2 {
+		t.Errorf("dumps per family listed %v of %v", got, want)
+	}
+
+	// ReadTCPSockets uses the one dump here, and falls back to one per family.
+	socks, _, err := ReadTCPSockets(nil)
+	if err != nil || legacyRefused.Load() || len(listed(socks)) != 2 {
+		t.Errorf("ReadTCPSockets: %d of the listeners, err %v, old request refused %v", len(listed(socks)), err, legacyRefused.Load())
+	}
+	legacyRefused.Store(true)
+	defer legacyRefused.Store(false)
+	if socks, _, err = ReadTCPSockets(socks[:0]); err != nil || len(listed(socks)) != 2 {
+		t.Errorf("ReadTCPSockets per family: %d of the listeners, err %v", len(listed(socks)), err)
+	}
 }
