@@ -20,12 +20,10 @@ import (
 	"maps"
 	"net"
 	"net/netip"
-	"os"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -184,55 +182,30 @@ type listener struct {
 	// for other options applies them all itself.
 	ka *netx.KeepAlive
 
-	// raw is a duplicate of the listening socket, in Go's poller, for accepts with a raw
-	// system call (greet.go): a net.TCPListener's own RawConn cannot wait. Closed with ln
-	// (close), which also wakes the accept loop waiting on it.
-	raw struct {
+	// loops holds the event loops' watch of a duplicate of the listening socket while they
+	// accept from it (greet.go); close stops it, and the accept loop returns once it is.
+	loops struct {
 		sync.Mutex
-		file   *os.File
+		ln     *relay.Listener
 		closed bool
 	}
+	failed chan error // the loops' accept failures (relay.Acceptor.AcceptFailed), for the backoff
 }
 
-// close closes the listener (and its duplicate): its accept loop returns.
+func newListener(addr string, ln net.Listener, ka *netx.KeepAlive) *listener {
+	return &listener{addr: addr, ln: ln, ka: ka, failed: make(chan error, 1)}
+}
+
+// close closes the listener (and stops the loops' watch of its duplicate): its accept loop
+// returns.
 func (l *listener) close() {
-	l.raw.Lock()
-	defer l.raw.Unlock()
-	l.raw.closed = true
+	l.loops.Lock()
+	defer l.loops.Unlock()
+	l.loops.closed = true
 	_ = l.ln.Close()
-	if l.raw.file != nil {
-		_ = l.raw.file.Close()
+	if l.loops.ln != nil {
+		l.loops.ln.Stop()
 	}
-}
-
-// isClosed reports whether close ran.
-func (l *listener) isClosed() bool {
-	l.raw.Lock()
-	defer l.raw.Unlock()
-	return l.raw.closed
-}
-
-// rawConn returns the RawConn of the listener's duplicate, made on first use; nil when the
-// listener is not TCP or is closed.
-func (l *listener) rawConn() syscall.RawConn {
-	l.raw.Lock()
-	defer l.raw.Unlock()
-	tl, ok := l.ln.(*net.TCPListener)
-	if !ok || l.raw.closed {
-		return nil
-	}
-	if l.raw.file == nil {
-		f, err := tl.File()
-		if err != nil {
-			return nil
-		}
-		l.raw.file = f
-	}
-	rc, err := l.raw.file.SyscallConn()
-	if err != nil {
-		return nil
-	}
-	return rc
 }
 
 // New checks opts and returns a Frontend that is not listening yet.
@@ -278,7 +251,7 @@ func (f *Frontend) listen(r *Route) (*listener, error) {
 			return nil, err
 		}
 		if ln != nil {
-			return &listener{addr: addr, ln: ln}, nil
+			return newListener(addr, ln, nil), nil
 		}
 	}
 	ka := r.ClientTCP
@@ -287,7 +260,7 @@ func (f *Frontend) listen(r *Route) (*listener, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &listener{addr: addr, ln: ln, ka: &ka}, nil
+	return newListener(addr, ln, &ka), nil
 }
 
 // serverChanged reacts to a server's new state: waiting clients get another look, and the
@@ -620,28 +593,19 @@ func (f *Frontend) Sessions() int { return f.registry.Len() }
 func (f *Frontend) UnknownCancels() uint64 { return f.registry.UnknownCancels() }
 
 // acceptLoop accepts clients of l's route until its listener is closed. Temporary errors (out
-// of file descriptors, say) back off instead of spinning.
+// of file descriptors) are logged and retried with a backoff instead of ending the loop. A
+// route whose sessions start on the event loops is accepted by a loop (acceptOnLoops).
 func (f *Frontend) acceptLoop(l *listener) {
 	defer f.loops.Done()
-	var rc syscall.RawConn // for accepts greeted on an event loop, made when first needed
 	backoff := time.Duration(0)
+	noLoops := false // the loops cannot watch the listener: Go's accept it is
 	for {
-		if r := l.route.Load(); f.greets(r) {
-			if rc == nil {
-				rc = l.rawConn()
-			}
-		}
-		if r := l.route.Load(); rc != nil && f.greets(r) {
-			err, open := f.acceptGreeted(l, rc)
-			if !open {
+		if r := l.route.Load(); f.greets(r) && !noLoops {
+			switch f.acceptOnLoops(l, &backoff) {
+			case listenerClosed:
 				return
-			}
-			if err == nil {
-				backoff = 0
-				continue
-			}
-			if !f.acceptBackoff(r, err, &backoff) {
-				return
+			case loopsUnavailable:
+				noLoops = true
 			}
 			continue
 		}

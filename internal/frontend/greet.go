@@ -4,7 +4,9 @@ import (
 	"errors"
 	"net"
 	"net/netip"
-	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/pgfront/pgfront/internal/admission"
 	"github.com/pgfront/pgfront/internal/netx"
@@ -12,10 +14,13 @@ import (
 	"github.com/pgfront/pgfront/internal/relay"
 )
 
-// A plain route's sessions start on the event loops (relay.Loops.Greet): the listener's
-// goroutine accepts with a raw system call, the loop reads the StartupMessage, takes the
-// maxconn slots if they are free, connects to the server and relays; no goroutine runs for
-// the session and the scheduler is told of no system call. Everything else the session's
+// A plain route's sessions start on the event loops: a loop watches a duplicate of the
+// listening socket and accepts (relay.Loops.Listen), greets the new socket on itself
+// (relay.Loops.GreetFrom), reads the StartupMessage, takes the maxconn slots if they are
+// free, connects to the server and relays; no goroutine runs or is woken for the session and
+// the scheduler is told of no system call. The listener's goroutine only waits meanwhile, to
+// back off after a failed accept and to take over when a reload gives the listener a route
+// that does not greet. Everything else the session's
 // goroutine does as before, from where the loop left the socket (HandOff): a CancelRequest,
 // a malformed packet, a wait for a slot or a server, a server given by host name, a failed
 // connect, a stop. Routes with TLS or the PROXY protocol start on a goroutine.
@@ -25,55 +30,128 @@ func (f *Frontend) greets(r *Route) bool {
 	return f.evloops != nil && r.TLS.Mode == TLSDisable && r.ProxyProtocol == nil && r.ServerTLS == nil
 }
 
-// acceptGreeted accepts one client of l with a raw system call and starts it on an event loop
-// (on a goroutine if l's route changed meanwhile to one that does not greet). ok false: the
-// listener is closed. A temporary error is returned for acceptLoop's backoff.
-func (f *Frontend) acceptGreeted(l *listener, rc syscall.RawConn) (err error, ok bool) {
-	var fd int
-	var aerr error
-	rerr := rc.Read(func(lfd uintptr) bool {
-		fd, aerr = netx.RawAccept(int(lfd))
-		return !errors.Is(aerr, syscall.EAGAIN)
-	})
-	if rerr != nil {
-		if l.isClosed() {
-			return nil, false
-		}
-		return rerr, true
+// What acceptOnLoops returned.
+type loopsOutcome uint8
+
+const (
+	listenerClosed   loopsOutcome = iota + 1
+	routeChanged                  // to one that does not greet: Go's accept takes over
+	loopsUnavailable              // no duplicate of the socket, or the loops are closed
+)
+
+// acceptOnLoops has an event loop accept l's clients (relay.Loops.Listen on a duplicate of
+// the listening socket, outside Go's poller) until the listener is closed or its route no
+// longer greets. The accept loop's goroutine waits here meanwhile, for the loops' accept
+// failures, which it logs and retries after a backoff, as Go's accept's.
+func (f *Frontend) acceptOnLoops(l *listener, backoff *time.Duration) loopsOutcome {
+	l.loops.Lock()
+	if l.loops.closed {
+		l.loops.Unlock()
+		return listenerClosed
 	}
-	if aerr != nil {
-		if errors.Is(aerr, syscall.ECONNABORTED) {
-			return nil, true // the client left before we took it
+	fd, err := dupListener(l.ln)
+	var ln *relay.Listener
+	if err == nil {
+		if ln, err = f.evloops.Listen(fd, loopAcceptor{f, l}); err != nil {
+			_ = unix.Close(fd)
 		}
-		return aerr, true
 	}
-	// The route may have changed while the accept waited (a reload): use the one now.
-	r := l.route.Load()
-	if !f.greets(r) {
-		c, err := netx.FDConn(fd)
-		if err != nil {
-			return err, true
+	if err != nil {
+		l.loops.Unlock()
+		f.log.Warn("accepting on goroutines: the event loops cannot watch the listener", "route", l.route.Load().Name, "err", err)
+		return loopsUnavailable
+	}
+	l.loops.ln = ln
+	l.loops.Unlock()
+	for {
+		select {
+		case <-ln.Done():
+			l.loops.Lock()
+			defer l.loops.Unlock()
+			l.loops.ln = nil
+			if l.loops.closed {
+				return listenerClosed
+			}
+			return routeChanged
+		case err := <-l.failed:
+			if f.acceptBackoff(l.route.Load(), err, backoff) {
+				ln.Resume()
+			} // else the frontend is closing: its listeners are closed already
 		}
-		s := f.newSession(r, c, c.RemoteAddr().String(), false)
-		f.sessions.Add(1)
-		go f.serveSession(s)
-		return nil, true
 	}
-	f.greet(r, fd)
-	return nil, true
 }
 
-// greet starts a session on an accepted socket on an event loop (or, if the loops are
-// closed, on a goroutine).
-func (f *Frontend) greet(r *Route, fd int) {
+// dupListener duplicates a TCP listener's socket (non-blocking, as the original: they share
+// the open file), for a loop's epoll set.
+func dupListener(ln net.Listener) (int, error) {
+	tl, ok := ln.(*net.TCPListener)
+	if !ok {
+		return -1, errors.New("not a TCP listener")
+	}
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd := -1
+	var derr error
+	if err := rc.Control(func(lfd uintptr) {
+		fd, derr = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0)
+	}); err != nil {
+		return -1, err
+	}
+	return fd, derr
+}
+
+// loopAcceptor is a listener's relay.Acceptor. Its methods run on a loop and do not block.
+type loopAcceptor struct {
+	f *Frontend
+	l *listener
+}
+
+// Accepted implements relay.Acceptor: the session starts on the accepting loop, or, if a
+// reload changed the route to one that does not greet, on a goroutine, and the listener
+// goes back to Go's accept.
+func (a loopAcceptor) Accepted(fd int, peer netip.AddrPort, on relay.Origin) {
+	f, l := a.f, a.l
+	r := l.route.Load()
+	if f.greets(r) {
+		f.greet(r, fd, peer, on)
+		return
+	}
+	l.loops.Lock()
+	if l.loops.ln != nil {
+		l.loops.ln.Stop()
+	}
+	l.loops.Unlock()
+	c, err := netx.FDConn(fd)
+	if err != nil {
+		go f.log.Warn("accept failed", "route", r.Name, "err", err) // a log line may wait: not on a loop
+		return
+	}
+	s := f.newSession(r, c, c.RemoteAddr().String(), false)
+	f.sessions.Add(1)
+	go f.serveSession(s)
+}
+
+// AcceptFailed implements relay.Acceptor: the accept loop's goroutine backs off.
+func (a loopAcceptor) AcceptFailed(err error) {
+	select {
+	case a.l.failed <- err:
+	default: // one is waiting already
+	}
+}
+
+// greet starts a session on an accepted socket on an event loop, the one of on if it is not
+// much busier than another (or, if the loops are closed, on a goroutine).
+func (f *Frontend) greet(r *Route, fd int, remote netip.AddrPort, on relay.Origin) {
 	peer := "unknown"
-	if _, remote, err := netx.RawAddrs(fd); err == nil {
+	if remote.IsValid() {
 		peer = netip.AddrPortFrom(remote.Addr().Unmap(), remote.Port()).String()
 	}
 	_ = r.ClientTCP.ApplyFD(fd) // as the listener's configuration would (best effort, as there)
 	s := f.newSession(r, relayedConn{}, peer, true)
 	f.sessions.Add(1)
-	rs, err := f.evloops.Greet(fd, s.start.Add(r.Startup), s)
+	rs, err := f.evloops.GreetFrom(on, fd, s.start.Add(r.Startup), s)
 	if err != nil {
 		c, cerr := netx.FDConn(fd)
 		go s.HandOff(c, cerr) // the session's own goroutine, not the accept loop's
@@ -162,7 +240,10 @@ func setUser(s *session, pkt *pgwire.FirstPacket) {
 func (s *session) Connected(rs *relay.Session, fd int) (relay.Options, func(relay.Result)) {
 	r, e := s.route, s.est
 	srv := e.srv
-	if local, remote, err := netx.RawAddrs(fd); err == nil {
+	// The server's address is the one connected to (greetStartup parsed it): only the local
+	// one needs a system call.
+	remote, _ := netip.ParseAddrPort(srv.Addr)
+	if local, err := netx.RawLocalAddr(fd); err == nil {
 		s.f.events.ServerConn(r.Name, srv, addrConn{local: net.TCPAddrFromAddrPort(local), remote: net.TCPAddrFromAddrPort(remote)})
 	}
 	opts := s.relayOptions(e, srv)

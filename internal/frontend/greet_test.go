@@ -224,3 +224,83 @@ func blackhole(t *testing.T) string {
 	}
 	return addr
 }
+
+// The event loops accept a plain route's clients; a reload that gives the listener a route
+// that does not greet (TLS here) hands its clients to goroutines from the next accept on,
+// and one back to a plain route has the loops accept again.
+func TestGreetingRouteSwitchedByReload(t *testing.T) {
+	ln := fakeServer(t)
+	f := newTestFrontend(t, ln.Addr().String())
+	plain := f.opts.Routes[0]
+	login := func() {
+		t.Helper()
+		c := dialRW(t, f)
+		receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	}
+	login()
+
+	_, terminate := tlsRoute(t, false)
+	tlsRW := *plain
+	terminate(&tlsRW, nil)
+	if _, err := f.Apply([]*Route{&tlsRW}); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		sslRequest(t, dialRW(t, f)) // 'S' (a loop answers 'N')
+	}
+
+	if _, err := f.Apply([]*Route{plain}); err != nil {
+		t.Fatal(err)
+	}
+	login() // through Go's accept, which hands the listener back to the loops
+	login() // through a loop
+	base, open := runtime.NumGoroutine(), f.Sessions()
+	const n = 20
+	for range n {
+		c, err := net.Dial("tcp", f.Addr("rw").String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	waitSessions(t, f, open+n)
+	if g := runtime.NumGoroutine(); g > base+5 {
+		t.Fatalf("%d goroutines with %d clients in startup, %d before: not greeted on the loops", g, n, base)
+	}
+}
+
+// An accept the loop cannot make (here on a listening socket shut down: EINVAL, as out of
+// descriptors would fail) is logged and retried after a growing backoff, as Go's accept's:
+// the loop neither spins on the socket nor gives it up.
+func TestGreetingAcceptFailureBacksOff(t *testing.T) {
+	ln := fakeServer(t)
+	l := newLoggedFrontend(t, ln.Addr().String(), nil)
+	c := l.dial(t)
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	l.f.mu.Lock()
+	var tl *net.TCPListener
+	for _, lst := range l.f.mu.listeners {
+		tl = lst.ln.(*net.TCPListener)
+	}
+	l.f.mu.Unlock()
+	rc, err := tl.SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var serr error
+	if err := rc.Control(func(fd uintptr) { serr = unix.Shutdown(int(fd), unix.SHUT_RD) }); err != nil || serr != nil {
+		t.Fatal(err, serr)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	var lines []string
+	for len(lines) < 3 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+		lines = l.logs.Lines(`msg="accept failed"`, "invalid argument")
+	}
+	if len(lines) < 3 {
+		t.Fatalf("accept failures logged:\n%s", l.logs)
+	}
+	if !strings.Contains(lines[0], "retry_in=5ms") || !strings.Contains(lines[1], "retry_in=10ms") || !strings.Contains(lines[2], "retry_in=20ms") {
+		t.Errorf("backoff not growing:\n%s", strings.Join(lines, "\n"))
+	}
+}

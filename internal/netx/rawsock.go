@@ -26,14 +26,22 @@ func rawErrno(e unix.Errno) error {
 }
 
 // RawAccept accepts one connection on the non-blocking listening socket lfd: a non-blocking,
-// close-on-exec socket. EAGAIN when none is waiting.
-func RawAccept(lfd int) (int, error) {
+// close-on-exec socket, and the peer's address (the zero AddrPort if the kernel gave none
+// that is TCP/IP). EAGAIN when none is waiting.
+func RawAccept(lfd int) (int, netip.AddrPort, error) {
+	var rsa unix.RawSockaddrAny
 	for {
-		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), 0, 0, unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
+		l := uint32(unix.SizeofSockaddrAny)
+		r, _, e := unix.RawSyscall6(unix.SYS_ACCEPT4, uintptr(lfd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)),
+			unix.SOCK_NONBLOCK|unix.SOCK_CLOEXEC, 0, 0)
 		if e == unix.EINTR {
 			continue
 		}
-		return int(r), rawErrno(e)
+		if e != 0 {
+			return -1, netip.AddrPort{}, e
+		}
+		peer, _ := sockaddrAddrPort(&rsa)
+		return int(r), peer, nil
 	}
 }
 
@@ -120,31 +128,27 @@ func connect(fd int, sa unsafe.Pointer, salen uintptr) unix.Errno {
 	return e
 }
 
-// RawAddrs returns a TCP socket's local and remote addresses.
-func RawAddrs(fd int) (local, remote netip.AddrPort, err error) {
-	if local, err = rawName(fd, unix.SYS_GETSOCKNAME); err != nil {
-		return local, remote, err
-	}
-	remote, err = rawName(fd, unix.SYS_GETPEERNAME)
-	return local, remote, err
-}
-
-// rawName is getsockname or getpeername as raw system calls (x/sys/unix's may make a
-// getsockopt the scheduler is told about).
-func rawName(fd int, call uintptr) (netip.AddrPort, error) {
+// RawLocalAddr returns a TCP socket's local address (getsockname as a raw system call:
+// x/sys/unix's may make one the scheduler is told about).
+func RawLocalAddr(fd int) (netip.AddrPort, error) {
 	var rsa unix.RawSockaddrAny
 	l := uint32(unix.SizeofSockaddrAny)
-	_, _, e := unix.RawSyscall(call, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)))
+	_, _, e := unix.RawSyscall(unix.SYS_GETSOCKNAME, uintptr(fd), uintptr(unsafe.Pointer(&rsa)), uintptr(unsafe.Pointer(&l)))
 	if e != 0 {
 		return netip.AddrPort{}, e
 	}
+	return sockaddrAddrPort(&rsa)
+}
+
+// sockaddrAddrPort is an IPv4 or IPv6 socket address as an AddrPort.
+func sockaddrAddrPort(rsa *unix.RawSockaddrAny) (netip.AddrPort, error) {
 	switch rsa.Addr.Family {
 	case unix.AF_INET:
-		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(&rsa))
+		a := (*unix.RawSockaddrInet4)(unsafe.Pointer(rsa))
 		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&a.Port))[:])
 		return netip.AddrPortFrom(netip.AddrFrom4(a.Addr), port), nil
 	case unix.AF_INET6:
-		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(&rsa))
+		a := (*unix.RawSockaddrInet6)(unsafe.Pointer(rsa))
 		port := binary.BigEndian.Uint16((*[2]byte)(unsafe.Pointer(&a.Port))[:])
 		return netip.AddrPortFrom(netip.AddrFrom16(a.Addr), port), nil
 	}

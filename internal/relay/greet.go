@@ -97,7 +97,10 @@ type greetState struct {
 // returns the session (End stops the greeting: the session is handed off with
 // ErrGreetingStopped), or an error when the loops are closed (fd is then the caller's).
 func (ls *Loops) Greet(fd int, startupDeadline time.Time, g Greeter) (*Session, error) {
-	l := ls.pick()
+	return ls.greet(ls.pick(), fd, startupDeadline, g)
+}
+
+func (ls *Loops) greet(l *loop, fd int, startupDeadline time.Time, g Greeter) (*Session, error) {
 	if l.isClosed() {
 		return nil, errors.New("event loops closed")
 	}

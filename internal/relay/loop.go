@@ -119,6 +119,7 @@ type loop struct {
 	nextGen int32
 	timers  timerHeap
 	again   []*Session // sessions with more to read: served before waiting
+	more    bool       // a listener may have more to accept: poll again before waiting
 	// Loop times are nanoseconds since base on the monotonic clock (a step of the wall clock
 	// moves no deadline); 0 means none.
 	base time.Time
@@ -127,12 +128,16 @@ type loop struct {
 	idle     atomic.Int64 // sessions idle (State.Parked)
 	sessions atomic.Int64
 
-	// mu guards the posted queue and the sleeping flag, and Session.ls.posted.
+	listeners []*Listener // watched: in the epoll set
+
+	// mu guards the posted queues and the sleeping flag, and Session.ls.posted.
 	mu struct {
 		sync.Mutex
 		posted   []*Session
+		ops      []listenOp
 		sleeping bool // (about to be) parked: a post must write wakefd
 		closed   bool
+		finished bool // endAll stopped the listeners: do refuses
 	}
 }
 
@@ -218,6 +223,24 @@ func (l *loop) post(s *Session) {
 	}
 }
 
+// do asks the loop to change a listener in its next pass. Safe from any goroutine, the loop's
+// own included; never blocks. False once the loop has finished (its listeners are stopped).
+func (l *loop) do(op listenOp) bool {
+	l.mu.Lock()
+	if l.mu.finished {
+		l.mu.Unlock()
+		return false
+	}
+	l.mu.ops = append(l.mu.ops, op)
+	sleeping := l.mu.sleeping
+	l.mu.sleeping = false
+	l.mu.Unlock()
+	if sleeping {
+		l.wake()
+	}
+	return true
+}
+
 // epollEvents is what a session's sockets are watched for, edge-triggered: registered once,
 // never modified.
 const epollEvents = unix.EPOLLIN | unix.EPOLLOUT | unix.EPOLLRDHUP | unix.EPOLLET
@@ -267,7 +290,12 @@ func (l *loop) pass(uintptr) bool {
 		for _, s := range posted {
 			s.ls.posted = false
 		}
+		ops := l.mu.ops
+		l.mu.ops = nil
 		l.mu.Unlock()
+		for _, op := range ops {
+			op.run()
+		}
 
 		l.pollNow()
 		l.now = l.clock()
@@ -295,11 +323,12 @@ func (l *loop) pass(uintptr) bool {
 		l.spare = posted[:0]
 		l.fireTimers()
 
-		if full || len(l.again) > 0 {
+		if full || len(l.again) > 0 || l.more {
+			l.more = false
 			continue // more may be ready now
 		}
 		l.mu.Lock()
-		idle := len(l.mu.posted) == 0
+		idle := len(l.mu.posted) == 0 && len(l.mu.ops) == 0
 		l.mu.sleeping = idle
 		l.mu.Unlock()
 		if idle {
@@ -317,6 +346,10 @@ func (l *loop) dispatch(ev unix.EpollEvent) {
 	if fd == l.wakefd {
 		var b [8]byte
 		_, _ = netx.RawRead(l.wakefd, b[:])
+		return
+	}
+	if ev.Pad == listenPad {
+		l.acceptOn(fd)
 		return
 	}
 	if fd < len(l.byFD) {
@@ -371,9 +404,21 @@ func (l *loop) armTimer() {
 	_ = l.epf.SetReadDeadline(t)
 }
 
-// endAll ends the sessions still on a closing loop (greeted ones are handed off); a session
-// posted after this is not served (enterLoop and Greet check first).
+// endAll ends the sessions still on a closing loop (greeted ones are handed off) and stops
+// its listeners; a session posted after this is not served (enterLoop and Greet check
+// first), a listener change is refused (do).
 func (l *loop) endAll() {
+	l.mu.Lock()
+	l.mu.finished = true
+	ops := l.mu.ops
+	l.mu.ops = nil
+	l.mu.Unlock()
+	for _, op := range ops {
+		op.ln.stop() // watched or not
+	}
+	for len(l.listeners) > 0 {
+		l.listeners[0].stop()
+	}
 	for _, s := range l.byFD {
 		if s != nil && !s.ls.done {
 			s.end(CauseShutdown, nil)
@@ -426,7 +471,9 @@ func (l *loop) add(s *Session) error {
 
 // addFD registers one of a session's sockets.
 func (l *loop) addFD(s *Session, fd int) error {
-	l.nextGen++
+	if l.nextGen++; l.nextGen == listenPad {
+		l.nextGen++ // wrapped: that number marks listeners
+	}
 	ev := unix.EpollEvent{Events: epollEvents, Fd: int32(fd), Pad: l.nextGen}
 	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, fd, &ev); err != nil {
 		return fmt.Errorf("adding a socket to the event loop: %w", err)
