@@ -196,15 +196,19 @@ func newListener(addr string, ln net.Listener, ka *netx.KeepAlive) *listener {
 	return &listener{addr: addr, ln: ln, ka: ka, failed: make(chan error, 1)}
 }
 
-// close closes the listener (and stops the loops' watch of its duplicate): its accept loop
-// returns.
+// close closes the listener and, if a loop accepts from it, waits until the loop has stopped
+// and closed its duplicate: nothing is accepted from the socket after close returns, and the
+// port is free again unless another process holds it. Never under Frontend.mu: the loop may
+// be waiting for it (newSession).
 func (l *listener) close() {
 	l.loops.Lock()
-	defer l.loops.Unlock()
 	l.loops.closed = true
+	ln := l.loops.ln
+	l.loops.Unlock()
 	_ = l.ln.Close()
-	if l.loops.ln != nil {
-		l.loops.ln.Stop()
+	if ln != nil {
+		ln.Stop()
+		<-ln.Done()
 	}
 }
 
@@ -470,6 +474,13 @@ func (f *Frontend) Apply(routes []*Route) (removed []string, err error) {
 	}
 
 	f.mu.Lock()
+	if f.mu.stopping != relay.CauseNone { // stop came meanwhile: its listeners are closed
+		f.mu.Unlock()
+		for _, o := range opened {
+			o.close()
+		}
+		return nil, errors.New("frontend is stopping")
+	}
 	f.mu.listeners = next
 	for _, r := range routes {
 		for _, rr := range append([]*Route{r}, sniRoutes(r)...) {
@@ -598,13 +609,13 @@ func (f *Frontend) UnknownCancels() uint64 { return f.registry.UnknownCancels() 
 func (f *Frontend) acceptLoop(l *listener) {
 	defer f.loops.Done()
 	backoff := time.Duration(0)
-	noLoops := false // the loops cannot watch the listener: Go's accept it is
+	noLoops := false // the loops are closed: Go's accept it is
 	for {
 		if r := l.route.Load(); f.greets(r) && !noLoops {
 			switch f.acceptOnLoops(l, &backoff) {
 			case listenerClosed:
 				return
-			case loopsUnavailable:
+			case loopsClosed:
 				noLoops = true
 			}
 			continue
@@ -669,11 +680,12 @@ func (f *Frontend) StopAccepting() {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	f.mu.Lock()
-	defer f.mu.Unlock()
-	for _, l := range f.mu.listeners {
+	ls := slices.Collect(maps.Values(f.mu.listeners))
+	clear(f.mu.listeners)
+	f.mu.Unlock()
+	for _, l := range ls {
 		l.close()
 	}
-	clear(f.mu.listeners)
 }
 
 // Close stops accepting and ends every session now. It returns when all sessions are gone.
@@ -687,14 +699,16 @@ func (f *Frontend) Close() {
 func (f *Frontend) stop(cause relay.Cause) bool {
 	f.mu.Lock()
 	first := f.mu.stopping == relay.CauseNone
+	var ls []*listener
 	if first {
 		f.mu.stopping = cause
-		for _, l := range f.mu.listeners {
-			l.close()
-		}
+		ls = slices.Collect(maps.Values(f.mu.listeners))
 		clear(f.mu.listeners)
 	}
 	f.mu.Unlock()
+	for _, l := range ls {
+		l.close()
+	}
 	return first
 }
 

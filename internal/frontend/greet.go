@@ -34,9 +34,9 @@ func (f *Frontend) greets(r *Route) bool {
 type loopsOutcome uint8
 
 const (
-	listenerClosed   loopsOutcome = iota + 1
-	routeChanged                  // to one that does not greet: Go's accept takes over
-	loopsUnavailable              // no duplicate of the socket, or the loops are closed
+	listenerClosed loopsOutcome = iota + 1
+	loopsClosed                 // for good: Go's accept takes over
+	retry                       // the route changed to one that does not greet, or a failure was backed off
 )
 
 // acceptOnLoops has an event loop accept l's clients (relay.Loops.Listen on a duplicate of
@@ -44,42 +44,61 @@ const (
 // longer greets. The accept loop's goroutine waits here meanwhile, for the loops' accept
 // failures, which it logs and retries after a backoff, as Go's accept's.
 func (f *Frontend) acceptOnLoops(l *listener, backoff *time.Duration) loopsOutcome {
+	select {
+	case <-l.failed: // from a watch stopped since: stale
+	default:
+	}
 	l.loops.Lock()
 	if l.loops.closed {
 		l.loops.Unlock()
 		return listenerClosed
 	}
-	fd, err := dupListener(l.ln)
-	var ln *relay.Listener
-	if err == nil {
-		if ln, err = f.evloops.Listen(fd, loopAcceptor{f, l}); err != nil {
-			_ = unix.Close(fd)
-		}
-	}
+	fd, err := dupSocket(l.ln)
 	if err != nil {
 		l.loops.Unlock()
-		f.log.Warn("accepting on goroutines: the event loops cannot watch the listener", "route", l.route.Load().Name, "err", err)
-		return loopsUnavailable
+		// Out of descriptors, say, as an accept would be: the same backoff.
+		if !f.acceptBackoff(l.route.Load(), err, backoff) {
+			return listenerClosed // the frontend is closing
+		}
+		return retry
+	}
+	ln, err := f.evloops.Listen(fd, loopAcceptor{f, l})
+	if err != nil {
+		l.loops.Unlock()
+		_ = unix.Close(fd)
+		f.log.Warn("accepting on goroutines: the event loops are closed", "route", l.route.Load().Name)
+		return loopsClosed
 	}
 	l.loops.ln = ln
 	l.loops.Unlock()
+	done := func() loopsOutcome {
+		l.loops.Lock()
+		defer l.loops.Unlock()
+		l.loops.ln = nil
+		if l.loops.closed {
+			return listenerClosed
+		}
+		return retry
+	}
 	for {
 		select {
 		case <-ln.Done():
-			l.loops.Lock()
-			defer l.loops.Unlock()
-			l.loops.ln = nil
-			if l.loops.closed {
-				return listenerClosed
-			}
-			return routeChanged
+			return done()
 		case err := <-l.failed:
+			select {
+			case <-ln.Done(): // stopped meanwhile: no backoff to wait
+				return done()
+			default:
+			}
 			if f.acceptBackoff(l.route.Load(), err, backoff) {
 				ln.Resume()
-			} // else the frontend is closing: its listeners are closed already
+			} // else the frontend is closing: its listeners are being closed
 		}
 	}
 }
+
+// dupSocket is dupListener (a seam for tests).
+var dupSocket = dupListener
 
 // dupListener duplicates a TCP listener's socket (non-blocking, as the original: they share
 // the open file), for a loop's epoll set.

@@ -304,3 +304,51 @@ func TestGreetingAcceptFailureBacksOff(t *testing.T) {
 		t.Errorf("backoff not growing:\n%s", strings.Join(lines, "\n"))
 	}
 }
+
+// StopAccepting (an upgrade's hand-over) and a reload that drops an address leave nothing
+// accepting on the socket when they return: the loop watching it has stopped and closed its
+// duplicate, so the port can be bound again at once.
+func TestGreetingStopAcceptingFreesPort(t *testing.T) {
+	ln := fakeServer(t)
+	f := newTestFrontend(t, ln.Addr().String())
+	c := dialRW(t, f)
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	addr := f.Addr("rw").String()
+	f.StopAccepting()
+	again, err := net.Listen("tcp", addr)
+	if err != nil {
+		t.Fatalf("listening on %s after StopAccepting: %v", addr, err)
+	}
+	_ = again.Close()
+}
+
+// A listener the loops could not take (no descriptor for the duplicate) is retried after the
+// accept backoff, not left to Go's accept for good.
+func TestGreetingListenerRetriedAfterDupFailure(t *testing.T) {
+	failures := 2
+	dupSocket = func(ln net.Listener) (int, error) {
+		if failures > 0 {
+			failures-- // only the accept loop's goroutine calls it
+			return -1, unix.EMFILE
+		}
+		return dupListener(ln)
+	}
+	t.Cleanup(func() { dupSocket = dupListener })
+	ln := fakeServer(t)
+	l := newLoggedFrontend(t, ln.Addr().String(), nil)
+	c := l.dial(t) // Go's accept does not take it meanwhile: it waits for the loop
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	if lines := l.logs.Lines(`msg="accept failed"`, "too many open files"); len(lines) != 2 {
+		t.Fatalf("dup failures logged:\n%s", l.logs)
+	}
+	base, open := runtime.NumGoroutine(), l.f.Sessions()
+	const n = 20
+	for range n {
+		c := l.dial(t)
+		defer c.Close()
+	}
+	waitSessions(t, l.f, open+n)
+	if g := runtime.NumGoroutine(); g > base+5 {
+		t.Fatalf("%d goroutines with %d clients in startup, %d before: not greeted on the loops", g, n, base)
+	}
+}

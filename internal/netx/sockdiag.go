@@ -74,7 +74,8 @@ func readTCPSocketsProc(dst []Socket) ([]Socket, error) {
 // The netlink sock_diag wire format (include/uapi/linux/inet_diag.h). x/sys/unix has the
 // constants but not these structs. vishvananda/netlink's SocketDiagTCP asks the kernel for
 // tcp_info on every socket and allocates three objects per socket: with 40,000 sockets it
-// took 29 ms and 18 MB per call, against 20 ms and nothing for the dump here.
+// took 29 ms and 18 MB per call, against 20 ms and nothing for the dumps here (one per family,
+// then).
 const (
 	sizeofInetDiagReqV2 = 56 // family, protocol, ext, pad, states u32, sockid (48)
 	sizeofInetDiagReq   = 60 // family, src_len, dst_len, ext, sockid (48), states u32, dbs u32
@@ -97,9 +98,45 @@ var (
 	diagSeq  atomic.Uint32
 )
 
-// readTCPSocketsDiag appends the TCP sockets of both families to dst through one netlink
-// socket. On error dst's original elements are kept and the rest is undefined.
+// readTCPSocketsDiag appends the TCP sockets of both families to dst through netlink: one
+// dump for both (legacyRequest), or one per family. On error dst's original elements are
+// kept and the rest is undefined.
 func readTCPSocketsDiag(dst []Socket) ([]Socket, error) {
+	bufp := diagBufs.Get().(*[]byte)
+	defer diagBufs.Put(bufp)
+	var legacyErr error
+	if !legacyRefused.Load() {
+		n := len(dst)
+		req := legacyRequest()
+		var err error
+		if dst, err = dumpOn(req[:], *bufp, dst); err == nil {
+			return dst, nil
+		}
+		// A kernel without the old request refuses it: one dump per family from now on. Any
+		// other failure: one dump per family this time.
+		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP) {
+			legacyRefused.Store(true)
+		} else {
+			legacyErr = err
+		}
+		dst = dst[:n]
+	}
+	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
+		req := familyRequest(family)
+		var err error
+		if dst, err = dumpOn(req[:], *bufp, dst); err != nil {
+			if legacyErr != nil {
+				return dst, fmt.Errorf("dumping tcp sockets: %w; then family %d: %w", legacyErr, family, err)
+			}
+			return dst, fmt.Errorf("dumping tcp sockets (family %d): %w", family, err)
+		}
+	}
+	return dst, nil
+}
+
+// dumpOn dumps req (dumpTwice) through a netlink socket of its own: a dump that failed
+// part-way leaves its socket busy with it.
+func dumpOn(req []byte, buf []byte, dst []Socket) ([]Socket, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_RAW|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return dst, fmt.Errorf("opening netlink socket: %w", err)
@@ -110,30 +147,7 @@ func readTCPSocketsDiag(dst []Socket) ([]Socket, error) {
 	if err := unix.SetsockoptTimeval(fd, unix.SOL_SOCKET, unix.SO_RCVTIMEO, &tv); err != nil {
 		return dst, fmt.Errorf("setting netlink receive timeout: %w", err)
 	}
-	bufp := diagBufs.Get().(*[]byte)
-	defer diagBufs.Put(bufp)
-
-	if !legacyRefused.Load() {
-		n := len(dst)
-		req := legacyRequest()
-		dst, err = dumpTwice(fd, req[:], *bufp, dst)
-		if err == nil {
-			return dst, nil
-		}
-		// A kernel without the old request refuses it: one dump per family from now on. Any
-		// other failure: one dump per family this time.
-		if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) || errors.Is(err, unix.EOPNOTSUPP) {
-			legacyRefused.Store(true)
-		}
-		dst = dst[:n]
-	}
-	for _, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		req := familyRequest(family)
-		if dst, err = dumpTwice(fd, req[:], *bufp, dst); err != nil {
-			return dst, fmt.Errorf("dumping tcp sockets (family %d): %w", family, err)
-		}
-	}
-	return dst, nil
+	return dumpTwice(fd, req, buf, dst)
 }
 
 // dumpTwice dumps req once more if the first dump was interrupted; a second interrupted dump

@@ -3,6 +3,7 @@ package relay
 import (
 	"errors"
 	"net/netip"
+	"slices"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -44,6 +45,7 @@ type Listener struct {
 	done chan struct{} // closed once the loop stopped watching it and closed fd
 
 	// Owned by the loop's goroutine:
+	held    bool // in the loop's listeners (from its first watch until stopped)
 	watched bool // in the loop's epoll set
 	stopped bool
 }
@@ -60,7 +62,8 @@ const listenPad = int32(-1 << 31)
 
 // Listen has a loop watch the non-blocking listening socket fd, which the loops own from now
 // on (they close it once stopped), and give a's Accepted each connection accepted. It fails
-// only when the loops are closed (fd is then the caller's).
+// only when the loops have finished closing (fd is then the caller's); one that is closing
+// stops the listener at once.
 func (ls *Loops) Listen(fd int, a Acceptor) (*Listener, error) {
 	ln := &Listener{fd: fd, a: a, lp: ls.pick(), done: make(chan struct{})}
 	if !ln.lp.do(listenOp{ln, opWatch}) {
@@ -72,7 +75,8 @@ func (ls *Loops) Listen(fd int, a Acceptor) (*Listener, error) {
 // Stop has the loop stop watching the listener and close its socket; Done is closed then.
 // It never blocks and may be called more than once, from any goroutine.
 func (ln *Listener) Stop() {
-	// A loop that finished stopped its listeners first: nothing is left to do then.
+	// A loop that finished stopped all its listeners (watched, paused or about to be watched)
+	// first: nothing is left to do then.
 	ln.lp.do(listenOp{ln, opStop})
 }
 
@@ -104,11 +108,16 @@ func (o listenOp) run() {
 // after it.
 func (ln *Listener) Done() <-chan struct{} { return ln.done }
 
-// watch adds the listener to the loop's epoll set (on the loop).
+// watch adds the listener to the loop's epoll set (on the loop). A listener the loop holds
+// is stopped when the loop ends, watched or not.
 func (ln *Listener) watch() {
 	l := ln.lp
 	if ln.stopped || ln.watched {
 		return
+	}
+	if !ln.held {
+		ln.held = true
+		l.listeners = append(l.listeners, ln)
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(ln.fd), Pad: listenPad}
 	if err := rawEpollCtl(l.epfd, unix.EPOLL_CTL_ADD, ln.fd, &ev); err != nil {
@@ -116,22 +125,13 @@ func (ln *Listener) watch() {
 		return
 	}
 	ln.watched = true
-	l.listeners = append(l.listeners, ln)
 }
 
 // unwatch takes the listener out of the loop's epoll set (on the loop).
 func (ln *Listener) unwatch() {
-	if !ln.watched {
-		return
-	}
-	l := ln.lp
-	_ = rawEpollCtl(l.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil)
-	ln.watched = false
-	for i, o := range l.listeners {
-		if o == ln {
-			l.listeners = append(l.listeners[:i], l.listeners[i+1:]...)
-			break
-		}
+	if ln.watched {
+		_ = rawEpollCtl(ln.lp.epfd, unix.EPOLL_CTL_DEL, ln.fd, nil)
+		ln.watched = false
 	}
 }
 
@@ -141,6 +141,11 @@ func (ln *Listener) stop() {
 		return
 	}
 	ln.unwatch()
+	if ln.held {
+		l := ln.lp
+		l.listeners = slices.DeleteFunc(l.listeners, func(o *Listener) bool { return o == ln })
+		ln.held = false
+	}
 	ln.stopped = true
 	_ = rawClose(ln.fd)
 	close(ln.done)
@@ -152,10 +157,8 @@ func (ln *Listener) accept() {
 		fd, peer, err := netx.RawAccept(ln.fd)
 		switch {
 		case err == nil:
+			// (A Stop that Accepted asks for is applied after the batch.)
 			ln.a.Accepted(fd, peer, Origin{ln.lp})
-			if ln.stopped {
-				return // Accepted stopped it
-			}
 		case errors.Is(err, unix.EAGAIN):
 			return
 		case errors.Is(err, unix.ECONNABORTED), errors.Is(err, unix.EPERM), errors.Is(err, unix.EPROTO):
@@ -172,10 +175,10 @@ func (ln *Listener) accept() {
 }
 
 // acceptOn serves a listener's readiness report (the loop's dispatch); a report for a
-// listener stopped in the same batch is dropped.
+// listener paused or stopped in the same batch is dropped.
 func (l *loop) acceptOn(fd int) {
 	for _, ln := range l.listeners {
-		if ln.fd == fd {
+		if ln.fd == fd && ln.watched {
 			ln.accept()
 			return
 		}

@@ -234,8 +234,8 @@ func TestListenAcceptFailurePauses(t *testing.T) {
 	}
 }
 
-// TestLoopsCloseStopsListeners: closing the loops stops their listeners (Done, socket
-// closed); a Listen after it is refused and leaves the socket to the caller.
+// TestLoopsCloseStopsListeners: closing the loops stops their listeners, watched or paused
+// (Done, socket closed); a Listen after it is refused and leaves the socket to the caller.
 func TestLoopsCloseStopsListeners(t *testing.T) {
 	p, err := newLoops(2)
 	if err != nil {
@@ -252,8 +252,29 @@ func TestLoopsCloseStopsListeners(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Another, paused after a failed accept (not watched, but the loop's to stop).
+	tl2, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tl2.Close()
+	pfd := dupListenerFD(t, tl2)
+	if err := unix.Shutdown(pfd, unix.SHUT_RDWR); err != nil {
+		t.Fatal(err)
+	}
+	paused, err := p.Listen(pfd, a)
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, a.failed, "the accept failure")
 	p.Close()
 	waitFor(t, ln.Done(), "the listener to stop")
+	waitFor(t, paused.Done(), "the paused listener to stop")
+	for _, fd := range []int{fd, pfd} {
+		if _, err := unix.FcntlInt(uintptr(fd), unix.F_GETFD, 0); err != unix.EBADF {
+			t.Errorf("a listener's socket is still open (%v)", err)
+		}
+	}
 	ln.Stop() // after the loop finished: nothing
 	ln.Resume()
 

@@ -128,7 +128,7 @@ type loop struct {
 	idle     atomic.Int64 // sessions idle (State.Parked)
 	sessions atomic.Int64
 
-	listeners []*Listener // watched: in the epoll set
+	listeners []*Listener // held: watched, or paused after a failed accept
 
 	// mu guards the posted queues and the sleeping flag, and Session.ls.posted.
 	mu struct {
