@@ -284,10 +284,11 @@ func (c *Controller) Acquire(ctx context.Context, fixed []*Limit, choices func()
 // TryAcquire is Acquire without waiting: ok is false when the slots are not all free or
 // choices returned no candidate.
 func (c *Controller) TryAcquire(fixed []*Limit, choices func() []*Limit) (*Ticket, bool) {
-	w := newWaiter(c, fixed, choices)
+	// Never queued: no channel, and the waiter stays on the stack.
+	w := waiter{ticket: &Ticket{c: c, fixed: fixed, choiceIdx: -1}, takeFixed: true, choices: choices}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if ok, _ := c.tryLocked(w); ok {
+	if ok, _ := c.tryLocked(&w); ok {
 		return w.ticket, true
 	}
 	return nil, false

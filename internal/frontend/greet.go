@@ -1,6 +1,7 @@
 package frontend
 
 import (
+	"context"
 	"errors"
 	"net"
 	"net/netip"
@@ -274,6 +275,7 @@ func (s *session) Connected(rs *relay.Session, fd int) (relay.Options, func(rela
 // HandOff implements relay.Greeter: the session goes on on a goroutine of its own, from where
 // the loop left the client's socket.
 func (s *session) HandOff(client net.Conn, why error) {
+	s.needContext()
 	s.mu.Lock()
 	s.mu.greeting = nil
 	s.mu.handedOff = true
@@ -314,6 +316,21 @@ func (s *session) HandOff(client net.Conn, why error) {
 		o = outcome{cause: relay.CauseClientReset, err: why}
 	}
 	s.started(o, relaying)
+}
+
+// needContext gives a session greeted on a loop the context its goroutine's waits and dials
+// stop on, once it needs one (a hand-off, a login retried elsewhere); a stop that came before
+// cancels it at once. Sessions that never leave the loop make none.
+func (s *session) needContext() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.ctx != loggedInCtx {
+		return // it has its own
+	}
+	s.ctx, s.cancel = context.WithCancel(s.f.ctx)
+	if s.mu.stopped != relay.CauseNone {
+		s.cancel()
+	}
 }
 
 // addrConn is a stand-in conn that only has addresses (for Events.ServerConn).

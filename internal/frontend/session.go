@@ -77,7 +77,6 @@ type session struct {
 }
 
 func (f *Frontend) newSession(r *Route, c net.Conn, peerAddr string, keepAliveSet bool) *session {
-	ctx, cancel := context.WithCancel(f.ctx)
 	s := &session{
 		keepAliveSet: keepAliveSet,
 		id:           f.nextID.Add(1),
@@ -86,8 +85,12 @@ func (f *Frontend) newSession(r *Route, c net.Conn, peerAddr string, keepAliveSe
 		client:       c,
 		peerAddr:     peerAddr,
 		start:        time.Now(),
-		ctx:          ctx,
-		cancel:       cancel,
+	}
+	if _, greeted := c.(relayedConn); greeted {
+		// A loop waits for nothing: the context is made if the session is handed off.
+		s.ctx, s.cancel = loggedInCtx, noCancel
+	} else {
+		s.ctx, s.cancel = context.WithCancel(f.ctx)
 	}
 	s.mu.clientAddr = s.peerAddr
 	f.registry.Add(s)
@@ -688,7 +691,7 @@ func (s *session) LoggedIn() {
 	s.est.loggedIn()
 	s.mu.Lock()
 	s.cancel()
-	s.ctx, s.cancel = loggedInCtx, func() {}
+	s.ctx, s.cancel = loggedInCtx, noCancel
 	s.mu.Unlock()
 }
 
@@ -697,6 +700,8 @@ func (s *session) LoggedIn() {
 // maxconn slot another client could use now. Release is idempotent: relayEnded's is then a
 // no-op.
 func (s *session) ServerClosed() { s.est.ticket.Release() }
+
+func noCancel() {}
 
 // loggedInCtx is the context of every logged-in session: nothing waits on it any more.
 var loggedInCtx = func() context.Context {
@@ -709,6 +714,7 @@ var loggedInCtx = func() context.Context {
 // the login (57P03: shutting down in a failover) to another server, waiting for one within
 // timeouts.failover_wait when none is eligible yet.
 func (s *session) retryElsewhere(e *establishing, bad *cluster.Server, cause relay.Cause) {
+	s.needContext()
 	r := s.route
 	e.pick.exclude(bad)
 	e.retries++
