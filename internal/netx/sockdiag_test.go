@@ -384,41 +384,27 @@ func BenchmarkReadTCPSockets40k(b *testing.B) {
 }
 
 func benchmarkSources(b *testing.B) {
-	b.Run("sock_diag", func(b *testing.B) {
-		b.ReportAllocs()
-		var socks []Socket
-		var err error
-		for b.Loop() {
-			if socks, err = readTCPSocketsDiag(socks[:0]); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(len(socks)), "sockets")
-	})
+	b.Run("sock_diag", func(b *testing.B) { benchmarkRead(b, readTCPSocketsDiag) })
 	// What a kernel that refuses the one-walk request costs: a dump per family.
 	b.Run("sock_diag_per_family", func(b *testing.B) {
 		legacyRefused.Store(true)
 		defer legacyRefused.Store(false)
-		var socks []Socket
-		var err error
-		for b.Loop() {
-			if socks, err = readTCPSocketsDiag(socks[:0]); err != nil {
-				b.Fatal(err)
-			}
-		}
-		b.ReportMetric(float64(len(socks)), "sockets")
+		benchmarkRead(b, readTCPSocketsDiag)
 	})
-	b.Run("proc", func(b *testing.B) {
-		b.ReportAllocs()
-		var socks []Socket
-		var err error
-		for b.Loop() {
-			if socks, err = readTCPSocketsProc(socks[:0]); err != nil {
-				b.Fatal(err)
-			}
+	b.Run("proc", func(b *testing.B) { benchmarkRead(b, readTCPSocketsProc) })
+}
+
+// benchmarkRead measures one way of reading the table, reusing its result's memory.
+func benchmarkRead(b *testing.B, read func([]Socket) ([]Socket, error)) {
+	b.ReportAllocs()
+	var socks []Socket
+	var err error
+	for b.Loop() {
+		if socks, err = read(socks[:0]); err != nil {
+			b.Fatal(err)
 		}
-		b.ReportMetric(float64(len(socks)), "sockets")
-	})
+	}
+	b.ReportMetric(float64(len(socks)), "sockets")
 }
 
 // TestReadTCPSocketsOneWalk: the kernel answers the old TCPDIAG_GETSOCK request with both

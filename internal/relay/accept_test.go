@@ -65,40 +65,59 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 	}
 }
 
-// TestListenAcceptsOnLoop: a loop watching a listener accepts each connection and hands it
-// to the Acceptor on that loop, with the client's address; once stopped it accepts none and
-// has closed its duplicate of the socket.
-func TestListenAcceptsOnLoop(t *testing.T) {
-	p, err := newLoops(2)
+// loopsAndListener starts n loops and a loopback TCP listener, both closed when the test ends.
+func loopsAndListener(t *testing.T, n int) (*Loops, *net.TCPListener) {
+	t.Helper()
+	p, err := newLoops(n)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.Close()
+	t.Cleanup(p.Close)
+	return p, listenLoopback(t)
+}
+
+// listenLoopback is a TCP listener on 127.0.0.1, closed when the test ends.
+func listenLoopback(t *testing.T) *net.TCPListener {
+	t.Helper()
 	tl, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tl.Close()
+	t.Cleanup(func() { tl.Close() })
+	return tl
+}
+
+// dialClients connects n clients to tl, closed when the test ends; each is waited for on
+// accepted (nil: not waited for).
+func dialClients(t *testing.T, tl *net.TCPListener, n int, accepted <-chan struct{}) []net.Conn {
+	t.Helper()
+	var clients []net.Conn
+	for range n {
+		c, err := net.Dial("tcp4", tl.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		clients = append(clients, c)
+		if accepted != nil {
+			waitFor(t, accepted, "an accept")
+		}
+	}
+	return clients
+}
+
+// TestListenAcceptsOnLoop: a loop watching a listener accepts each connection and hands it
+// to the Acceptor on that loop, with the client's address; once stopped it accepts none and
+// has closed its duplicate of the socket.
+func TestListenAcceptsOnLoop(t *testing.T) {
+	p, tl := loopsAndListener(t, 2)
 	a := newRecordingAcceptor()
 	fd := dupListenerFD(t, tl)
 	ln, err := p.Listen(fd, a)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var clients []net.Conn
-	defer func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	}()
-	for range 3 {
-		c, err := net.Dial("tcp4", tl.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, c)
-		waitFor(t, a.accepted, "an accept")
-	}
+	clients := dialClients(t, tl, 3, a.accepted)
 	a.mu.Lock()
 	for i, c := range clients {
 		if want := c.LocalAddr().(*net.TCPAddr).AddrPort(); a.peers[i] != want {
@@ -117,11 +136,7 @@ func TestListenAcceptsOnLoop(t *testing.T) {
 		t.Errorf("the loop's duplicate is still open (%v)", err)
 	}
 	// The connection is queued on the listener (still open here), not taken by the loop.
-	c, err := net.Dial("tcp4", tl.Addr().String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients = append(clients, c)
+	dialClients(t, tl, 1, nil)
 	tl.SetDeadline(time.Now().Add(10 * time.Second))
 	sc, err := tl.Accept()
 	if err != nil {
@@ -138,30 +153,9 @@ func TestListenAcceptsOnLoop(t *testing.T) {
 // TestListenAcceptsBurst: connections waiting beyond one batch of accepts are all taken, with
 // no other event to wake the loop.
 func TestListenAcceptsBurst(t *testing.T) {
-	p, err := newLoops(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	tl, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl.Close()
+	p, tl := loopsAndListener(t, 1)
 	const n = 3*acceptBatch + 1
-	var clients []net.Conn
-	defer func() {
-		for _, c := range clients {
-			c.Close()
-		}
-	}()
-	for range n {
-		c, err := net.Dial("tcp4", tl.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		clients = append(clients, c)
-	}
+	dialClients(t, tl, n, nil)
 	a := newRecordingAcceptor()
 	a.accepted = make(chan struct{}, n)
 	ln, err := p.Listen(dupListenerFD(t, tl), a)
@@ -178,16 +172,7 @@ func TestListenAcceptsBurst(t *testing.T) {
 // EINVAL) is reported once and the loop stops watching the socket instead of spinning on it;
 // Resume watches it again.
 func TestListenAcceptFailurePauses(t *testing.T) {
-	p, err := newLoops(1)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer p.Close()
-	tl, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl.Close()
+	p, tl := loopsAndListener(t, 1)
 	a := newRecordingAcceptor()
 	fd := dupListenerFD(t, tl)
 	if err := unix.Shutdown(fd, unix.SHUT_RDWR); err != nil {
@@ -201,24 +186,13 @@ func TestListenAcceptFailurePauses(t *testing.T) {
 	ln.Resume()
 	waitFor(t, a.failed, "the failure after Resume")
 	// Passes of the loop for another listener's connection do not try the paused one again.
-	tl2, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl2.Close()
+	tl2 := listenLoopback(t)
 	ln2, err := p.Listen(dupListenerFD(t, tl2), a)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer func() { ln2.Stop(); <-ln2.Done() }()
-	for range 3 {
-		c, err := net.Dial("tcp4", tl2.Addr().String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		waitFor(t, a.accepted, "an accept on the other listener")
-	}
+	dialClients(t, tl2, 3, a.accepted)
 	// Stop goes through the loop: every pass it made meanwhile is behind it.
 	ln.Stop()
 	waitFor(t, ln.Done(), "the listener to stop")
@@ -237,15 +211,7 @@ func TestListenAcceptFailurePauses(t *testing.T) {
 // TestLoopsCloseStopsListeners: closing the loops stops their listeners, watched or paused
 // (Done, socket closed); a Listen after it is refused and leaves the socket to the caller.
 func TestLoopsCloseStopsListeners(t *testing.T) {
-	p, err := newLoops(2)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tl, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl.Close()
+	p, tl := loopsAndListener(t, 2) // closed again below
 	a := newRecordingAcceptor()
 	fd := dupListenerFD(t, tl)
 	ln, err := p.Listen(fd, a)
@@ -253,12 +219,7 @@ func TestLoopsCloseStopsListeners(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Another, paused after a failed accept (not watched, but the loop's to stop).
-	tl2, err := net.ListenTCP("tcp4", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tl2.Close()
-	pfd := dupListenerFD(t, tl2)
+	pfd := dupListenerFD(t, listenLoopback(t))
 	if err := unix.Shutdown(pfd, unix.SHUT_RDWR); err != nil {
 		t.Fatal(err)
 	}

@@ -215,6 +215,11 @@ func (l *loop) post(s *Session) {
 	}
 	s.ls.posted = true
 	l.mu.posted = append(l.mu.posted, s)
+	l.unlockAndWake()
+}
+
+// unlockAndWake unlocks l.mu after something was queued, and wakes the loop if it sleeps.
+func (l *loop) unlockAndWake() {
 	sleeping := l.mu.sleeping
 	l.mu.sleeping = false
 	l.mu.Unlock()
@@ -232,12 +237,7 @@ func (l *loop) do(op listenOp) bool {
 		return false
 	}
 	l.mu.ops = append(l.mu.ops, op)
-	sleeping := l.mu.sleeping
-	l.mu.sleeping = false
-	l.mu.Unlock()
-	if sleeping {
-		l.wake()
-	}
+	l.unlockAndWake()
 	return true
 }
 
