@@ -952,6 +952,7 @@ func TestRulesContent(t *testing.T) {
 		{"PgfrontSocketSampleFailing", "", ""},
 		{"PgfrontConfigReloadFailed", "", "warning"},
 		{"PgfrontTLSCertificateExpiry", "", "warning"},
+		{"PgfrontAcceptErrors", "", "critical"},
 	}
 	for _, w := range want {
 		r, ok := rules[w.alert]
@@ -973,7 +974,7 @@ func TestRulesContent(t *testing.T) {
 	// Alerts that only make sense with a given label on their output.
 	for alert, label := range map[string]string{
 		"PgfrontBuiltinAlert": "alert", "PgfrontNoPrimary": "cluster", "PgfrontSplitBrain": "cluster", "PgfrontRefusals": "reason",
-		"PgfrontServerDown": "server", "PgfrontTLSCertificateExpiry": "route",
+		"PgfrontServerDown": "server", "PgfrontTLSCertificateExpiry": "route", "PgfrontAcceptErrors": "route",
 	} {
 		e, err := c.parser.ParseExpr(rules[alert].Expr)
 		if err != nil {

@@ -13,6 +13,8 @@ import (
 type Events interface {
 	// SessionAccepted is called once per accepted connection.
 	SessionAccepted(route string)
+	// AcceptFailed is called per failed accept on route's listener (retried after a backoff).
+	AcceptFailed(route string)
 	// SessionEnded is called once per accepted connection, when it is closed.
 	SessionEnded(e Ended)
 	// QueueChanged is called with +1 when a client starts waiting (for a slot or for a
@@ -84,6 +86,7 @@ type Ended struct {
 type noEvents struct{}
 
 func (noEvents) SessionAccepted(string)                                 {}
+func (noEvents) AcceptFailed(string)                                    {}
 func (noEvents) SessionEnded(Ended)                                     {}
 func (noEvents) QueueChanged(string, int)                               {}
 func (noEvents) QueueWaited(string, time.Duration)                      {}

@@ -642,6 +642,7 @@ func (f *Frontend) acceptLoop(l *listener) {
 // in a row, instead of spinning; false when the frontend closed meanwhile.
 func (f *Frontend) acceptBackoff(r *Route, err error, backoff *time.Duration) bool {
 	*backoff = min(max(2**backoff, 5*time.Millisecond), time.Second)
+	f.events.AcceptFailed(r.Name)
 	f.log.Warn("accept failed", "route", r.Name, "err", err, "retry_in", *backoff)
 	t := time.NewTimer(*backoff)
 	select {

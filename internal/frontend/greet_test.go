@@ -303,6 +303,12 @@ func TestGreetingAcceptFailureBacksOff(t *testing.T) {
 	if !strings.Contains(lines[0], "retry_in=5ms") || !strings.Contains(lines[1], "retry_in=10ms") || !strings.Contains(lines[2], "retry_in=20ms") {
 		t.Errorf("backoff not growing:\n%s", strings.Join(lines, "\n"))
 	}
+	// Counted for the metrics too (pgfront_accept_errors_total).
+	l.rec.mu.Lock()
+	defer l.rec.mu.Unlock()
+	if len(l.rec.acceptsFailed) < 3 || l.rec.acceptsFailed[0] != "rw" {
+		t.Errorf("accept failures counted: %v", l.rec.acceptsFailed)
+	}
 }
 
 // StopAccepting (an upgrade's hand-over) and a reload that drops an address leave nothing

@@ -28,9 +28,16 @@ import (
 // recorder is the Events of a test: the end records and TLS handshakes, in order.
 type recorder struct {
 	noEvents
-	mu    sync.Mutex
-	ended []Ended
-	tls   []string // "route result"
+	mu            sync.Mutex
+	ended         []Ended
+	tls           []string // "route result"
+	acceptsFailed []string // routes
+}
+
+func (r *recorder) AcceptFailed(route string) {
+	r.mu.Lock()
+	r.acceptsFailed = append(r.acceptsFailed, route)
+	r.mu.Unlock()
 }
 
 func (r *recorder) SessionEnded(e Ended) {

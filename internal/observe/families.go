@@ -35,6 +35,7 @@ var families []*Family
 // labels have one value at a time; never a client address.
 var (
 	famSessionsTotal     = family("pgfront_sessions_total", "counter", "Client connections accepted.", "route")
+	famAcceptErrors      = family("pgfront_accept_errors_total", "counter", "Accepts that failed on a route's listener (out of file descriptors or memory, say); pgfront retries after a backoff, 5 ms doubling up to 1 s.", "route")
 	famSessionsEnded     = family("pgfront_sessions_ended_total", "counter", "Client connections ended, by termination cause.", "route", "cause")
 	famRefusals          = family("pgfront_refusals_total", "counter", "Sessions refused before relaying, with a FATAL error, by reason (a termination cause).", "route", "reason")
 	famBytes             = family("pgfront_bytes_total", "counter", "Bytes relayed, by direction (client_to_server, server_to_client).", "route", "direction")

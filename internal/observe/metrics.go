@@ -100,6 +100,7 @@ type Metrics struct {
 
 	// Vectors with a route or server label: SetTopology adds and deletes their series.
 	accepted  *prometheus.CounterVec
+	acceptErr *prometheus.CounterVec
 	queued    *prometheus.GaugeVec
 	queueWait *prometheus.HistogramVec
 	bytes     *prometheus.CounterVec
@@ -198,6 +199,7 @@ func New(opts Options) *Metrics {
 		fds:             opts.FDs,
 		peers:           opts.PeerCounters,
 		accepted:        famSessionsTotal.counterVec(),
+		acceptErr:       famAcceptErrors.counterVec(),
 		queued:          famQueued.gaugeVec(),
 		queueWait:       famQueueWait.histogramVec(waitBuckets),
 		bytes:           famBytes.counterVec(),
@@ -237,7 +239,7 @@ func New(opts Options) *Metrics {
 	build.WithLabelValues(v.Version, v.Revision, v.GoVersion).Set(1)
 	reg := opts.Registerer
 	reg.MustRegister(m.dcs.collectors()...)
-	reg.MustRegister(build, m.accepted, m.queued, m.queueWait, m.bytes, m.queries, m.txs, m.queryDur, m.txDur,
+	reg.MustRegister(build, m.accepted, m.acceptErr, m.queued, m.queueWait, m.bytes, m.queries, m.txs, m.queryDur, m.txDur,
 		m.ended, m.refusals, m.cancels, m.transitions, m.checks, m.alertActive, m.alertRaised, m.samples,
 		m.reloads, m.tlsHandshakes,
 		&pullCollector{m: m},
@@ -263,6 +265,13 @@ func (m *Metrics) SessionAccepted(route string) {
 	if rm := m.topo.Load().routes[route]; rm != nil {
 		rm.accepted.Inc()
 		rm.total.Add(1)
+	}
+}
+
+// AcceptFailed implements frontend.Events.
+func (m *Metrics) AcceptFailed(route string) {
+	if rm := m.topo.Load().routes[route]; rm != nil {
+		rm.acceptErr.Inc()
 	}
 }
 

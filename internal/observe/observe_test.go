@@ -250,6 +250,8 @@ func TestEventsCount(t *testing.T) {
 	m.SessionAccepted("rw")
 	m.SessionAccepted("rw")
 	m.SessionAccepted("nope") // unknown routes are ignored, never a new label value
+	m.AcceptFailed("rw")
+	m.AcceptFailed("nope")
 	m.SessionEnded(frontend.Ended{ID: 1, Route: "rw", Server: f.srv, Cause: relay.CauseClientTerminate})
 	m.SessionEnded(frontend.Ended{ID: 2, Route: "rw", Cause: relay.CauseQueueTimeout, Refused: true})
 	m.SessionEnded(frontend.Ended{ID: 3, Route: "rw", Cause: relay.CauseCancelRequest})
@@ -267,6 +269,7 @@ func TestEventsCount(t *testing.T) {
 		want   float64
 	}{
 		{"pgfront_sessions_total", []string{"route", "rw"}, 2},
+		{"pgfront_accept_errors_total", []string{"route", "rw"}, 1},
 		{"pgfront_sessions_ended_total", []string{"route", "rw", "cause", "client_terminate"}, 1},
 		{"pgfront_sessions_ended_total", []string{"route", "rw", "cause", "queue_timeout"}, 1},
 		{"pgfront_refusals_total", []string{"route", "rw", "reason", "queue_timeout"}, 1},

@@ -26,6 +26,7 @@ type topology struct {
 // topology keeps its routeMetrics, so its counts survive a reload.
 type routeMetrics struct {
 	accepted  prometheus.Counter
+	acceptErr prometheus.Counter
 	total     atomic.Uint64
 	queued    prometheus.Gauge
 	queuedN   atomic.Int64
@@ -129,6 +130,7 @@ func (m *Metrics) SetTopology(routes []Route, clusters []*cluster.Cluster, maxCo
 func (m *Metrics) newRouteMetrics(name string) *routeMetrics {
 	rm := &routeMetrics{
 		accepted:  m.accepted.WithLabelValues(name),
+		acceptErr: m.acceptErr.WithLabelValues(name),
 		queued:    m.queued.WithLabelValues(name),
 		queueWait: m.queueWait.WithLabelValues(name),
 		toServer:  m.bytes.WithLabelValues(name, "client_to_server"),
@@ -153,7 +155,7 @@ func (m *Metrics) deleteRemoved(old, t *topology) {
 			continue
 		}
 		rm.removed.Store(true)
-		for _, v := range []partialDeleter{m.accepted, m.queued, m.queueWait, m.bytes, m.queries, m.txs,
+		for _, v := range []partialDeleter{m.accepted, m.acceptErr, m.queued, m.queueWait, m.bytes, m.queries, m.txs,
 			m.queryDur, m.txDur, m.ended, m.refusals, m.tlsHandshakes, m.cancels} {
 			v.DeletePartialMatch(prometheus.Labels{"route": name})
 		}
