@@ -73,6 +73,8 @@ const commandsText = `Commands:
   sessions                          list the open sessions
   sockets                           show pgfront's TCP socket states
   alerts                            list the alerts and whether they are active
+  fleet                             show this instance's fleet (name, key tag) and the peers
+                                    it forwards CancelRequests to
   config                            print the running configuration (secrets redacted),
                                     its generation and hash
   reload                            re-read the config file and apply it; an invalid file
@@ -224,6 +226,8 @@ func parseCommand(args []string) (command, error) {
 		return list("/api/v1/sockets", printSockets)
 	case "alerts":
 		return list("/api/v1/alerts", printAlerts)
+	case "fleet":
+		return list("/api/v1/overview", printFleet)
 	case "config":
 		return list("/api/v1/config", printIndented)
 	case "reload":

@@ -58,8 +58,11 @@ var (
 	}
 )
 
-func (b *backend) Overview() admin.Overview { return admin.Overview{} }
-func (b *backend) Routes() []admin.Route    { return routes }
+func (b *backend) Overview() admin.Overview {
+	return admin.Overview{Fleet: admin.Fleet{Name: "east", Tag: 3, Secret: true, DroppedOut: 1, Refused: 2,
+		Peers: []admin.Peer{{Addr: "10.0.0.7:9187", Name: "pgfront-b", Tag: 5}, {Addr: "10.0.0.8:9187", Tag: -1}}}}
+}
+func (b *backend) Routes() []admin.Route { return routes }
 func (b *backend) Servers() []admin.Server {
 	return []admin.Server{
 		{Cluster: "main", Name: "pg1", Address: "10.0.0.1:5432", Role: "primary", Up: true, Admin: "ready",
@@ -230,6 +233,14 @@ func TestListCommands(t *testing.T) {
 		"NAME STATE VALUE THRESHOLD SINCE MESSAGE",
 		`close_wait ACTIVE 12 10 - sockets stuck in CLOSE_WAIT`,
 		`queue ok 0 5\.5 - clients waiting`)
+
+	r = run(env, "fleet")
+	r.want(t, 0)
+	wantLines(t, r.stdout,
+		`fleet east, key tag 3, secret set; peer requests dropped 1 out / 0 in, refused 2`,
+		"PEER NAME TAG",
+		`10\.0\.0\.7:9187 pgfront-b 5`,
+		`10\.0\.0\.8:9187 - \?`)
 
 	r = run(env, "config")
 	r.want(t, 0)

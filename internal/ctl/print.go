@@ -196,6 +196,35 @@ func printAlerts(w io.Writer, body []byte, now time.Time) error {
 	return t.flush()
 }
 
+// printFleet prints the fleet part of the overview: this instance, then one row per peer.
+func printFleet(w io.Writer, body []byte, _ time.Time) error {
+	var o admin.Overview
+	if err := decode(body, &o); err != nil {
+		return err
+	}
+	f := o.Fleet
+	name, secret := f.Name, "set"
+	if name == "" {
+		name = "-"
+	}
+	if !f.Secret {
+		secret = "none (no peers)"
+	}
+	if _, err := fmt.Fprintf(w, "fleet %s, key tag %d, secret %s; peer requests dropped %d out / %d in, refused %d\n",
+		name, f.Tag, secret, f.DroppedOut, f.DroppedIn, f.Refused); err != nil {
+		return err
+	}
+	t := newTable(w, "PEER", "NAME", "TAG")
+	for _, p := range f.Peers {
+		tag := "?" // not answered yet
+		if p.Tag >= 0 {
+			tag = strconv.Itoa(p.Tag)
+		}
+		t.row(p.Addr, p.Name, tag) // an empty name prints "-"
+	}
+	return t.flush()
+}
+
 func printIndented(w io.Writer, body []byte, _ time.Time) error {
 	var out bytes.Buffer
 	if err := json.Indent(&out, bytes.TrimSpace(body), "", "  "); err != nil {
