@@ -358,3 +358,100 @@ func TestGreetingListenerRetriedAfterDupFailure(t *testing.T) {
 		t.Fatalf("%d goroutines with %d clients in startup, %d before: not greeted on the loops", g, n, base)
 	}
 }
+
+// Out of file descriptors for real (RLIMIT_NOFILE lowered to what is open, plus one for the
+// client's dial): the loop's accept fails with EMFILE, the failure is logged and counted, and
+// once descriptors are free again the client that waited in the backlog is accepted and logs
+// in; the session already open goes on. (No test of this package runs in parallel: the limit
+// is the process's.)
+func TestGreetingAcceptOutOfDescriptors(t *testing.T) {
+	ln := fakeServer(t)
+	l := newLoggedFrontend(t, ln.Addr().String(), nil)
+	c := l.dial(t)
+	fe := startup(t, c, map[string]string{"user": "u"})
+	receiveUntil[*pgproto3.ReadyForQuery](t, fe)
+
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	// Fill the table up to a lowered limit, leaving one descriptor for the client's dial.
+	var fillers []int
+	defer func() {
+		for _, fd := range fillers {
+			_ = unix.Close(fd)
+		}
+	}()
+	low := lim
+	low.Cur = 0
+	for {
+		fd, err := unix.Dup(0)
+		if err != nil {
+			t.Skipf("cannot fill the descriptor table: %v", err)
+		}
+		fillers = append(fillers, fd)
+		if uint64(fd) >= 200 { // far enough above what the test holds; the limit goes just above
+			low.Cur = uint64(fd) + 2
+			break
+		}
+	}
+	// Descriptors below the lowered limit that are free are filled as well.
+	for {
+		fd, err := unix.Dup(0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if uint64(fd) >= low.Cur-1 {
+			_ = unix.Close(fd) // the one left for the dial
+			break
+		}
+		fillers = append(fillers, fd)
+	}
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Skipf("cannot lower RLIMIT_NOFILE: %v", err)
+	}
+	restored := false
+	restore := func() {
+		if !restored {
+			restored = true
+			if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+				t.Error(err)
+			}
+		}
+	}
+	defer restore()
+
+	c2, err := net.Dial("tcp", l.f.Addr("rw").String()) // the last descriptor: the kernel completes the handshake
+	if err != nil {
+		restore()
+		t.Fatalf("dial with one descriptor left: %v", err)
+	}
+	defer c2.Close()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(l.logs.Lines(`msg="accept failed"`, "too many open files")) == 0 && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if len(l.logs.Lines(`msg="accept failed"`, "too many open files")) == 0 {
+		restore()
+		t.Fatalf("no accept failure logged:\n%s", l.logs)
+	}
+	// Descriptors again: the waiting client is accepted and logs in.
+	restore()
+	for _, fd := range fillers {
+		_ = unix.Close(fd)
+	}
+	fillers = nil
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c2, map[string]string{"user": "u"}))
+	l.rec.mu.Lock()
+	n := len(l.rec.acceptsFailed)
+	l.rec.mu.Unlock()
+	if n == 0 {
+		t.Error("the accept failure was not counted")
+	}
+	// The first session was not disturbed.
+	fe.Send(&pgproto3.Query{String: "select 1"})
+	if err := fe.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	receiveUntil[*pgproto3.ReadyForQuery](t, fe)
+}
