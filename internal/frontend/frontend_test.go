@@ -272,17 +272,7 @@ func TestLoginRefusedMovesToNextServer(t *testing.T) {
 // the connection stays open until the test ends.
 func loginKey(t *testing.T, f *Frontend) pgproto3.BackendKeyData {
 	t.Helper()
-	c, err := net.Dial("tcp", f.Addr("rw").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = c.Close() })
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	fe := pgproto3.NewFrontend(c, c)
-	fe.Send(&pgproto3.StartupMessage{ProtocolVersion: pgproto3.ProtocolVersion30, Parameters: map[string]string{"user": "u"}})
-	if err := fe.Flush(); err != nil {
-		t.Fatal(err)
-	}
+	fe := startup(t, dialRW(t, f), map[string]string{"user": "u"})
 	var key pgproto3.BackendKeyData
 	for {
 		m, err := fe.Receive()

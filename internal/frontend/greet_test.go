@@ -26,20 +26,7 @@ import (
 func TestGreetingHoldsNoGoroutine(t *testing.T) {
 	ln := fakeServer(t)
 	f := newTestFrontendWith(t, ln.Addr().String(), func(o *Options) { o.Routes[0].Startup = time.Minute })
-	const n = 40
-	base := runtime.NumGoroutine()
-	conns := make([]net.Conn, n)
-	for i := range conns {
-		c, err := net.Dial("tcp", f.Addr("rw").String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		conns[i] = c
-	}
-	waitSessions(t, f, n)
-	if g := runtime.NumGoroutine(); g > base+5 {
-		t.Fatalf("%d goroutines with %d clients in startup, %d before", g, n, base)
-	}
+	conns := wantGreetedOnLoops(t, f, 40)
 	for _, c := range conns {
 		_ = c.Close()
 	}
@@ -124,6 +111,23 @@ func TestGreetingStoppedTellsClient(t *testing.T) {
 	case <-time.After(30 * time.Second):
 		t.Fatal("Close still waits for a session in startup")
 	}
+}
+
+// wantGreetedOnLoops connects n clients that stay in startup and checks that the loops hold
+// them: no goroutine each (at most 5 more in all). It returns the clients (also closed when
+// the test ends).
+func wantGreetedOnLoops(t *testing.T, f *Frontend, n int) []net.Conn {
+	t.Helper()
+	base, open := runtime.NumGoroutine(), f.Sessions()
+	conns := make([]net.Conn, n)
+	for i := range conns {
+		conns[i] = dialRW(t, f)
+	}
+	waitSessions(t, f, open+n)
+	if g := runtime.NumGoroutine(); g > base+5 {
+		t.Fatalf("%d goroutines with %d clients in startup, %d before: not greeted on the loops", g, n, base)
+	}
+	return conns
 }
 
 func dialRW(t *testing.T, f *Frontend) net.Conn {
@@ -254,19 +258,7 @@ func TestGreetingRouteSwitchedByReload(t *testing.T) {
 	}
 	login() // through Go's accept, which hands the listener back to the loops
 	login() // through a loop
-	base, open := runtime.NumGoroutine(), f.Sessions()
-	const n = 20
-	for range n {
-		c, err := net.Dial("tcp", f.Addr("rw").String())
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-	}
-	waitSessions(t, f, open+n)
-	if g := runtime.NumGoroutine(); g > base+5 {
-		t.Fatalf("%d goroutines with %d clients in startup, %d before: not greeted on the loops", g, n, base)
-	}
+	wantGreetedOnLoops(t, f, 20)
 }
 
 // An accept the loop cannot make (here on a listening socket shut down: EINVAL, as out of
@@ -347,16 +339,7 @@ func TestGreetingListenerRetriedAfterDupFailure(t *testing.T) {
 	if lines := l.logs.Lines(`msg="accept failed"`, "too many open files"); len(lines) != 2 {
 		t.Fatalf("dup failures logged:\n%s", l.logs)
 	}
-	base, open := runtime.NumGoroutine(), l.f.Sessions()
-	const n = 20
-	for range n {
-		c := l.dial(t)
-		defer c.Close()
-	}
-	waitSessions(t, l.f, open+n)
-	if g := runtime.NumGoroutine(); g > base+5 {
-		t.Fatalf("%d goroutines with %d clients in startup, %d before: not greeted on the loops", g, n, base)
-	}
+	wantGreetedOnLoops(t, l.f, 20)
 }
 
 // Out of file descriptors for real (RLIMIT_NOFILE lowered to what is open, plus one for the

@@ -114,13 +114,7 @@ func newLoggedFrontend(t *testing.T, serverAddr string, adjust func(r *Route, ad
 // dial connects a raw client to rw.
 func (l *logged) dial(t *testing.T) net.Conn {
 	t.Helper()
-	c, err := net.Dial("tcp", l.f.Addr("rw").String())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.Close() })
-	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
-	return c
+	return dialRW(t, l.f)
 }
 
 // startup sends a StartupMessage with params and returns the client's protocol end.
