@@ -632,10 +632,16 @@ func (f *Frontend) acceptLoop(l *listener) {
 			continue
 		}
 		backoff = 0
-		s := f.newSession(r, c, c.RemoteAddr().String(), l.ka != nil && *l.ka == r.ClientTCP)
-		f.sessions.Add(1)
-		go f.serveSession(s)
+		f.serveOnGoroutine(r, c, l.ka != nil && *l.ka == r.ClientTCP)
 	}
+}
+
+// serveOnGoroutine starts an accepted client's session on a goroutine of its own.
+// keepAliveSet: c already has r's client TCP options.
+func (f *Frontend) serveOnGoroutine(r *Route, c net.Conn, keepAliveSet bool) {
+	s := f.newSession(r, c, c.RemoteAddr().String(), keepAliveSet)
+	f.sessions.Add(1)
+	go f.serveSession(s)
 }
 
 // acceptBackoff waits after a failed accept (out of file descriptors, say), longer each time

@@ -148,9 +148,7 @@ func (a loopAcceptor) Accepted(fd int, peer netip.AddrPort, on relay.Origin) {
 		go f.log.Warn("accept failed", "route", r.Name, "err", err) // a log line may wait: not on a loop
 		return
 	}
-	s := f.newSession(r, c, c.RemoteAddr().String(), false)
-	f.sessions.Add(1)
-	go f.serveSession(s)
+	f.serveOnGoroutine(r, c, false)
 }
 
 // AcceptFailed implements relay.Acceptor: the accept loop's goroutine backs off.
