@@ -98,29 +98,8 @@ func (f *Frontend) acceptOnLoops(l *listener, backoff *time.Duration) loopsOutco
 	}
 }
 
-// dupSocket is dupListener (a seam for tests).
-var dupSocket = dupListener
-
-// dupListener duplicates a TCP listener's socket (non-blocking, as the original: they share
-// the open file), for a loop's epoll set.
-func dupListener(ln net.Listener) (int, error) {
-	tl, ok := ln.(*net.TCPListener)
-	if !ok {
-		return -1, errors.New("not a TCP listener")
-	}
-	rc, err := tl.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(lfd uintptr) {
-		fd, derr = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0)
-	}); err != nil {
-		return -1, err
-	}
-	return fd, derr
-}
+// dupSocket duplicates a listener's socket for a loop's epoll set (a seam for tests).
+var dupSocket = func(ln net.Listener) (int, error) { return netx.DupFD(ln) }
 
 // loopAcceptor is a listener's relay.Acceptor. Its methods run on a loop and do not block.
 type loopAcceptor struct {

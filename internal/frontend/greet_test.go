@@ -324,14 +324,15 @@ func TestGreetingStopAcceptingFreesPort(t *testing.T) {
 // accept backoff, not left to Go's accept for good.
 func TestGreetingListenerRetriedAfterDupFailure(t *testing.T) {
 	failures := 2
+	dup := dupSocket
+	t.Cleanup(func() { dupSocket = dup })
 	dupSocket = func(ln net.Listener) (int, error) {
 		if failures > 0 {
 			failures-- // only the accept loop's goroutine calls it
 			return -1, unix.EMFILE
 		}
-		return dupListener(ln)
+		return dup(ln)
 	}
-	t.Cleanup(func() { dupSocket = dupListener })
 	ln := fakeServer(t)
 	l := newLoggedFrontend(t, ln.Addr().String(), nil)
 	c := l.dial(t) // Go's accept does not take it meanwhile: it waits for the loop

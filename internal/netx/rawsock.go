@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"syscall"
 	"time"
 	"unsafe"
 
@@ -126,6 +127,28 @@ func connect(fd int, sa unsafe.Pointer, salen uintptr) unix.Errno {
 		return 0
 	}
 	return e
+}
+
+// DupFD returns a close-on-exec duplicate of the socket of c, a syscall.Conn (a net.TCPConn,
+// a net.TCPListener), for code that owns it outside Go's poller. The duplicate shares the
+// open file with c: the same socket, non-blocking as c's.
+func DupFD(c any) (int, error) {
+	sc, ok := c.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("%T has no file descriptor", c)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	nfd, derr := -1, error(nil)
+	if err := rc.Control(func(fd uintptr) {
+		r, _, e := unix.RawSyscall(unix.SYS_FCNTL, fd, unix.F_DUPFD_CLOEXEC, 0)
+		nfd, derr = int(r), rawErrno(e)
+	}); err != nil {
+		return -1, err
+	}
+	return nfd, derr
 }
 
 // RawLocalAddr returns a TCP socket's local address (getsockname as a raw system call:

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
-	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -183,13 +182,6 @@ func (l *loop) acceptOn(fd int) {
 			return
 		}
 	}
-}
-
-// GreetFrom is Greet for a socket accepted on the loop of on: the session starts there
-// unless that loop holds clearly more sessions than another (then on the one with fewest),
-// and is registered in the same pass of the loop, without a wake-up.
-func (ls *Loops) GreetFrom(on Origin, fd int, startupDeadline time.Time, g Greeter) (*Session, error) {
-	return ls.greet(ls.near(on.l), fd, startupDeadline, g)
 }
 
 // near is pref, unless it holds more than an eighth (and 8) more sessions than the loop with

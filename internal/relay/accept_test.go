@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/pgfront/pgfront/internal/netx"
 )
 
 // recordingAcceptor keeps what a loop gave it; it closes the sockets.
@@ -41,17 +43,12 @@ func (a *recordingAcceptor) AcceptFailed(err error) {
 	a.failed <- struct{}{}
 }
 
-// dupListener is a duplicate of a TCP listener's socket, as the frontend gives Listen.
+// dupListenerFD is a duplicate of a TCP listener's socket, as the frontend gives Listen.
 func dupListenerFD(t *testing.T, ln *net.TCPListener) int {
 	t.Helper()
-	rc, err := ln.SyscallConn()
+	fd, err := netx.DupFD(ln)
 	if err != nil {
 		t.Fatal(err)
-	}
-	fd := -1
-	var derr error
-	if err := rc.Control(func(lfd uintptr) { fd, derr = unix.FcntlInt(lfd, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || derr != nil {
-		t.Fatal(err, derr)
 	}
 	return fd
 }

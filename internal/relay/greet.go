@@ -17,7 +17,7 @@ import (
 	"github.com/pgfront/pgfront/internal/pgwire"
 )
 
-// A session can start on an event loop before it has a server (Loops.Greet): the loop reads
+// A session can start on an event loop before it has a server (Loops.GreetFrom): the loop reads
 // the client's first packets, answers SSLRequest and GSSENCRequest, connects to the server
 // its Greeter chose and forwards the StartupMessage, then relays as any session on a loop. No
 // goroutine and no blocking system call is involved from accept to the end, which under
@@ -92,15 +92,15 @@ type greetState struct {
 	connecting bool
 }
 
-// Greet starts a session on one of the loops with the accepted, non-blocking socket fd,
-// which it owns from now on: the client's first packets must arrive by startupDeadline. It
+// GreetFrom starts a session with the accepted, non-blocking socket fd, which it owns from
+// now on: the client's first packets must arrive by startupDeadline. The session starts on
+// the loop of on (the loop that accepted fd), unless that loop holds clearly more sessions
+// than another (then on the one with fewest; round robin for the zero Origin), and is
+// registered in that loop's next pass (the same pass, for its own loop: no wake-up). It
 // returns the session (End stops the greeting: the session is handed off with
 // ErrGreetingStopped), or an error when the loops are closed (fd is then the caller's).
-func (ls *Loops) Greet(fd int, startupDeadline time.Time, g Greeter) (*Session, error) {
-	return ls.greet(ls.pick(), fd, startupDeadline, g)
-}
-
-func (ls *Loops) greet(l *loop, fd int, startupDeadline time.Time, g Greeter) (*Session, error) {
+func (ls *Loops) GreetFrom(on Origin, fd int, startupDeadline time.Time, g Greeter) (*Session, error) {
+	l := ls.near(on.l)
 	if l.isClosed() {
 		return nil, errors.New("event loops closed")
 	}

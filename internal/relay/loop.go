@@ -3,7 +3,6 @@ package relay
 import (
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"runtime"
 	"sync"
@@ -576,24 +575,6 @@ func (h timerHeap) swap(i, j int) {
 	h[j].ls.heapIdx = j
 }
 
-// detachFD returns a duplicate of c's socket, for a loop to own; c must then be closed, which
-// takes the socket out of Go's poller without closing it.
-func detachFD(c net.Conn) (int, error) {
-	sc, ok := c.(syscall.Conn)
-	if !ok {
-		return -1, errors.New("no file descriptor")
-	}
-	rc, err := sc.SyscallConn()
-	if err != nil {
-		return -1, err
-	}
-	nfd, derr := -1, error(nil)
-	if err := rc.Control(func(fd uintptr) { nfd, derr = rawDup(int(fd)) }); err != nil {
-		return -1, err
-	}
-	return nfd, derr
-}
-
 // The loops' own system calls on sockets never block (the sockets are non-blocking; a close
 // without SO_LINGER returns at once), so they are made as raw system calls: the runtime is not
 // told, and sysmon never hands a P over because one of them ran long (the loopback FIN or
@@ -616,12 +597,6 @@ func rawClose(fd int) error {
 func rawShutdownWrite(fd int) error {
 	_, _, e := unix.RawSyscall(unix.SYS_SHUTDOWN, uintptr(fd), unix.SHUT_WR, 0)
 	return rawErr(e)
-}
-
-// rawDup duplicates fd (close-on-exec).
-func rawDup(fd int) (int, error) {
-	r, _, e := unix.RawSyscall(unix.SYS_FCNTL, uintptr(fd), unix.F_DUPFD_CLOEXEC, 0)
-	return int(r), rawErr(e)
 }
 
 // rawEpollCtl is epoll_ctl.

@@ -52,11 +52,13 @@ func (s *Session) enterLoop() bool {
 	if l.isClosed() {
 		return false
 	}
-	cfd, err := detachFD(s.client)
+	// Duplicates for the loop to own; the conns are closed then, which takes the sockets out
+	// of Go's poller without closing them.
+	cfd, err := netx.DupFD(s.client)
 	if err != nil {
 		return false
 	}
-	sfd, err := detachFD(s.server)
+	sfd, err := netx.DupFD(s.server)
 	if err != nil {
 		_ = rawClose(cfd)
 		return false

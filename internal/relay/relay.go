@@ -15,7 +15,7 @@
 //	res := s.Run() // returns when both sockets are closed
 //	log(res.Cause, res.FromClient, res.FromServer)
 //
-// Or a loop greets the session from its accepted socket (Loops.Greet, greet.go): it reads
+// Or a loop greets the session from its accepted socket (Loops.GreetFrom, greet.go): it reads
 // the first packets, connects to the server a Greeter chooses, forwards the StartupMessage and
 // relays, handing the session to the Greeter's goroutine for anything it does not do itself.
 //
@@ -223,7 +223,7 @@ type Session struct {
 	// session on copier goroutines. ls is its state there (see loopState).
 	lp *loop
 	ls loopState
-	// greet is the state of a session greeted on its loop until it is relayed (Loops.Greet);
+	// greet is the state of a session greeted on its loop until it is relayed (Loops.GreetFrom);
 	// nil otherwise. Owned by the loop.
 	greet *greetState
 }
