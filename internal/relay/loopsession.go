@@ -401,8 +401,8 @@ func (s *Session) afterEvent() {
 			ls.pend[side] = nil
 		}
 	}
-	if s.finishesAtOnce() {
-		s.onEnd(s.finish()) // onEnd must not block (see Begin)
+	if p := s.endPlan(); s.atOnce(&p) {
+		s.onEnd(s.finishBy(p)) // onEnd must not block (see Start)
 		return
 	}
 	go s.finishDetached()

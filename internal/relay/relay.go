@@ -525,24 +525,27 @@ func (s *Session) goodbye(p *endPlan) bool {
 	return !p.serverEOF && p.idle && s.frontendScan.AtBoundary() && p.cause != CauseClientTerminate && !p.cause.serverGone()
 }
 
-// finishesAtOnce reports whether finish neither writes nor waits: no retry, no FATAL for the
-// client, no cancel, no goodbye to the server. A session on an event loop that ends so (a
-// client's Terminate, say) finishes on the loop: under connection churn a goroutine per
-// session end costs a thread wake-up each.
-func (s *Session) finishesAtOnce() bool {
+// endPlan is endPlanLocked under s.mu.
+func (s *Session) endPlan() endPlan {
 	s.mu.Lock()
-	p := s.endPlanLocked()
-	s.mu.Unlock()
-	return !p.retry && p.fatal == nil && !p.cancel && !p.aborting && !s.goodbye(&p)
+	defer s.mu.Unlock()
+	return s.endPlanLocked()
+}
+
+// atOnce reports whether finishing by p neither writes nor waits: no retry, no FATAL for the
+// client, no cancel (an abort comes with one), no goodbye to the server. A session on an
+// event loop that ends so (a client's Terminate, say) finishes on the loop: under connection
+// churn a goroutine per session end costs a thread wake-up each.
+func (s *Session) atOnce(p *endPlan) bool {
+	return !p.retry && p.fatal == nil && !p.cancel && !s.goodbye(p)
 }
 
 // finish runs after both copiers returned: it tells the client why pgfront ended the session,
 // says goodbye to an idle server, and closes both sockets.
-func (s *Session) finish() Result {
-	s.mu.Lock()
-	p := s.endPlanLocked()
-	s.mu.Unlock()
+func (s *Session) finish() Result { return s.finishBy(s.endPlan()) }
 
+// finishBy is finish by plan p.
+func (s *Session) finishBy(p endPlan) Result {
 	if p.retry {
 		// Nothing was exchanged with the client: hand it back for another server.
 		s.closeSide(sideServer)
