@@ -64,8 +64,9 @@ func newLoops(n int) (*Loops, error) {
 	return ls, nil
 }
 
-// Close stops the loops. Sessions still on them are ended with CauseShutdown first (their
-// ends run on goroutines of their own, as always).
+// Close stops the loops. Sessions still on them are ended with CauseShutdown first (a
+// greeted one is handed off; an end that writes or waits runs on a goroutine of its own), and
+// their listeners are stopped.
 func (ls *Loops) Close() {
 	for _, l := range ls.loops {
 		l.close()
