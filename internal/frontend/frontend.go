@@ -687,12 +687,19 @@ func (f *Frontend) StopAccepting() {
 	f.applyMu.Lock()
 	defer f.applyMu.Unlock()
 	f.mu.Lock()
-	ls := slices.Collect(maps.Values(f.mu.listeners))
-	clear(f.mu.listeners)
+	ls := f.takeListenersLocked()
 	f.mu.Unlock()
 	for _, l := range ls {
 		l.close()
 	}
+}
+
+// takeListenersLocked empties the listener set and returns what it held, for closing once
+// f.mu is released (see listener.close).
+func (f *Frontend) takeListenersLocked() []*listener {
+	ls := slices.Collect(maps.Values(f.mu.listeners))
+	clear(f.mu.listeners)
+	return ls
 }
 
 // Close stops accepting and ends every session now. It returns when all sessions are gone.
@@ -709,8 +716,7 @@ func (f *Frontend) stop(cause relay.Cause) bool {
 	var ls []*listener
 	if first {
 		f.mu.stopping = cause
-		ls = slices.Collect(maps.Values(f.mu.listeners))
-		clear(f.mu.listeners)
+		ls = f.takeListenersLocked()
 	}
 	f.mu.Unlock()
 	for _, l := range ls {
