@@ -34,6 +34,7 @@ import (
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/pgwire"
 	"github.com/pgfront/pgfront/internal/relay"
+	"github.com/pgfront/pgfront/internal/resolve"
 )
 
 // Route is one listener serving one role of one cluster.
@@ -150,6 +151,9 @@ type Frontend struct {
 	nextID   atomic.Uint64
 
 	evloops *relay.Loops // event loops that run plain-TCP sessions; nil if unavailable
+	// resolved is where servers given by host name last connected: loops connect there
+	// without a lookup, dials skip the DNS query (kept across reloads).
+	resolved *resolve.Cache
 
 	lines *connLog // one line per client connection
 
@@ -232,6 +236,7 @@ func New(opts Options) (*Frontend, error) {
 		ctx:      ctx,
 		cancel:   cancel,
 		lines:    newConnLog(opts.Logger, warnBurst, warnEvery, suppressReport),
+		resolved: resolve.New(resolve.Hold),
 	}
 	if opts.IssueKey != nil {
 		f.issueKeyFn = f.issueKey

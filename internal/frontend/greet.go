@@ -205,18 +205,22 @@ func (s *session) greetStartup(pkt *pgwire.FirstPacket) relay.Greeting {
 	}
 	srv := pick.server(t.Choice())
 	var addr netip.AddrPort
-	var err error
+	remembered, ok := false, false
 	if srv != nil {
-		addr, err = netip.ParseAddrPort(srv.Addr)
+		addr, remembered, ok = s.f.resolved.Lookup(srv.Addr)
 	}
-	if srv == nil || err != nil || addr.Addr().Zone() != "" {
-		t.Release() // a host name to resolve, a zone to look up: the goroutine's dialer does it
+	if !ok {
+		t.Release() // a host name to look up, a zone: the goroutine's dialer does it
 		return relay.Greeting{Action: relay.GreetHandOff}
 	}
 	setUser(s, pkt)
-	s.est = &establishing{pkt: pkt, pick: pick, ticket: t, srv: srv}
+	s.est = &establishing{pkt: pkt, pick: pick, ticket: t, srv: srv, addr: addr, remembered: remembered}
 	s.phase.Store(uint32(PhaseConnecting))
-	return relay.Greeting{Action: relay.GreetConnect, Server: addr, ConnectTimeout: r.Connect, Setup: r.setupServer()}
+	connect := r.Connect
+	if remembered {
+		connect /= 2 // as dialRemembered: a stale, silent address leaves time for the name
+	}
+	return relay.Greeting{Action: relay.GreetConnect, Server: addr, ConnectTimeout: connect, Setup: r.setupServer()}
 }
 
 // setUser records the StartupMessage's user, database and application_name for the log and
@@ -237,11 +241,10 @@ func setUser(s *session, pkt *pgwire.FirstPacket) {
 func (s *session) Connected(rs *relay.Session, fd int) (relay.Options, func(relay.Result)) {
 	r, e := s.route, s.est
 	srv := e.srv
-	// The server's address is the one connected to (greetStartup parsed it): only the local
+	// The server's address is the one connected to (greetStartup chose it): only the local
 	// one needs a system call.
-	remote, _ := netip.ParseAddrPort(srv.Addr)
 	if local, err := netx.RawLocalAddr(fd); err == nil {
-		s.f.events.ServerConn(r.Name, srv, addrConn{local: net.TCPAddrFromAddrPort(local), remote: net.TCPAddrFromAddrPort(remote)})
+		s.f.events.ServerConn(r.Name, srv, addrConn{local: net.TCPAddrFromAddrPort(local), remote: net.TCPAddrFromAddrPort(e.addr)})
 	}
 	opts := s.relayOptions(e, srv)
 	s.relayStarted(srv, rs)
@@ -286,6 +289,12 @@ func (s *session) HandOff(client net.Conn, why error) {
 		failed := ce.Err
 		if ce.Local {
 			failed = nil // not the server's fault: the goroutine dials it itself
+		}
+		if e.remembered && !ce.Local {
+			// The address its host name had may be stale (a pod that moved): the goroutine
+			// dials the name afresh, and only that dial's failure counts against the server.
+			s.f.resolved.Forget(e.srv.Addr, e.addr)
+			failed = nil
 		}
 		o, relaying = e.connectAfter(s, failed)
 	default:

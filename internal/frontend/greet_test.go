@@ -4,11 +4,14 @@ package frontend
 // itself it hands to the session's goroutine.
 
 import (
+	"context"
 	"io"
 	"net"
+	"net/netip"
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -66,13 +69,157 @@ func TestGreetingConnectRefusedMovesOn(t *testing.T) {
 // l0 is the route's first server (newLoggedFrontend's "c/s").
 func l0(r *Route) *cluster.Server { return r.Cluster.Servers()[0] }
 
-// A server given by host name is dialled by the session's goroutine (a loop cannot resolve).
+// A server given by host name is dialled by name on the session's goroutine the first time (a
+// loop cannot look a name up); later logins connect from the loops to the address that dial
+// reached, without a goroutine each.
 func TestGreetingHostNameServer(t *testing.T) {
-	ln := fakeServer(t)
-	_, port, _ := net.SplitHostPort(ln.Addr().String())
-	f := newTestFrontend(t, "localhost:"+port)
-	c := dialRW(t, f)
-	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	srv := newSilentServer(t)
+	_, port, _ := net.SplitHostPort(srv.addr)
+	name := "localhost:" + port
+	var fails atomic.Int32
+	f := newTestFrontendWith(t, name, func(o *Options) {
+		o.OnConnectFail = func(*cluster.Server) { fails.Add(1) }
+	})
+	startup(t, dialRW(t, f), map[string]string{"user": "u"})
+	srv.waitAccepted(t, 1)
+	waitRemembered(t, f, name, srv.addr)
+
+	for range 20 {
+		startup(t, dialRW(t, f), map[string]string{"user": "u"})
+	}
+	srv.waitAccepted(t, 21)
+	if n := handedOff(f); n != 1 {
+		t.Fatalf("%d of 21 logins handed to a goroutine, want only the first", n)
+	}
+
+	// An address that went stale (a pod that came back elsewhere) is forgotten: the login
+	// dials the name again, and the refused connect does not count against the server.
+	f.resolved.Learn(name, netip.MustParseAddrPort(refusingAddr(t)))
+	startup(t, dialRW(t, f), map[string]string{"user": "u"})
+	srv.waitAccepted(t, 22)
+	waitRemembered(t, f, name, srv.addr)
+	if n := fails.Load(); n != 0 {
+		t.Fatalf("%d connect failures reported for a stale remembered address", n)
+	}
+}
+
+// A dial by host name whose address is remembered connects there without a lookup: a name
+// no resolver knows still connects.
+func TestDialServerRemembered(t *testing.T) {
+	srv := newSilentServer(t)
+	f := newTestFrontend(t, srv.addr)
+	name := "pgfront-test.invalid:5432"
+	f.resolved.Learn(name, netip.MustParseAddrPort(srv.addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := f.dialServer(ctx, &net.Dialer{}, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	srv.waitAccepted(t, 1)
+
+	// A remembered address that refuses is forgotten and the name dialled: it connects, and
+	// the address it reached is remembered instead.
+	_, port, _ := net.SplitHostPort(srv.addr)
+	name = "localhost:" + port
+	f.resolved.Learn(name, netip.MustParseAddrPort(refusingAddr(t)))
+	if c, err = f.dialServer(ctx, &net.Dialer{}, name); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.Close()
+	srv.waitAccepted(t, 2)
+	waitRemembered(t, f, name, srv.addr)
+}
+
+// handedOff counts f's sessions that a loop gave to a goroutine before they were relayed.
+func handedOff(f *Frontend) int {
+	n := 0
+	for _, s := range f.registry.Snapshot() {
+		s.mu.Lock()
+		if s.mu.handedOff {
+			n++
+		}
+		s.mu.Unlock()
+	}
+	return n
+}
+
+// waitRemembered waits (10s) until f remembers name as addr.
+func waitRemembered(t *testing.T, f *Frontend, name, addr string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		to, remembered, _ := f.resolved.Lookup(name)
+		if remembered && to.String() == addr {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s remembered as %v (%v), want %s", name, to, remembered, addr)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// refusingAddr is a loopback address nothing listens on now: a connect there is refused.
+func refusingAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	_ = ln.Close()
+	return addr
+}
+
+// silentServer accepts connections on loopback and never answers; one goroutine in all (the
+// conns are held, not served), so tests can count the frontend's goroutines.
+type silentServer struct {
+	addr     string
+	accepted atomic.Int32
+}
+
+func newSilentServer(t *testing.T) *silentServer {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &silentServer{addr: ln.Addr().String()}
+	var held []net.Conn
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			held = append(held, c)
+			s.accepted.Add(1)
+		}
+	}()
+	t.Cleanup(func() {
+		_ = ln.Close()
+		<-done
+		for _, c := range held {
+			_ = c.Close()
+		}
+	})
+	return s
+}
+
+// waitAccepted waits (10s) until the server has accepted n connections.
+func (s *silentServer) waitAccepted(t *testing.T, n int32) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for s.accepted.Load() < n && time.Now().Before(deadline) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if got := s.accepted.Load(); got != n {
+		t.Fatalf("server accepted %d connections, want %d", got, n)
+	}
 }
 
 // A client still sending its startup packet when its time runs out gets the goroutine's

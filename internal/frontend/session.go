@@ -498,7 +498,7 @@ func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 	r := s.route
 	ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
 	defer cancel()
-	c, err := r.dialer().DialContext(ctx, "tcp", srv.Addr)
+	c, err := s.f.dialServer(ctx, r.dialer(), srv.Addr)
 	if err != nil {
 		return nil, err
 	}
@@ -524,15 +524,50 @@ func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 	return tc, nil
 }
 
+// dialServer connects to addr ("host:port" as configured). A host name goes to the address it
+// last connected to when that is remembered (no DNS query), else, or if that connect fails
+// for any reason but ctx, to the name's current answer, which is then remembered.
+func (f *Frontend) dialServer(ctx context.Context, d *net.Dialer, addr string) (net.Conn, error) {
+	if to, remembered, ok := f.resolved.Lookup(addr); ok && remembered {
+		c, err := dialRemembered(ctx, d, to)
+		if err == nil || ctx.Err() != nil {
+			return c, err
+		}
+		f.resolved.Forget(addr, to) // stale, perhaps: ask DNS
+	}
+	c, err := d.DialContext(ctx, "tcp", addr)
+	if err == nil {
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			f.resolved.Learn(addr, ta.AddrPort())
+		}
+	}
+	return c, err
+}
+
+// dialRemembered connects to a remembered address within half of what is left of ctx's time,
+// so that an address that went stale and silent leaves the rest for the name's new one.
+func dialRemembered(ctx context.Context, d *net.Dialer, to netip.AddrPort) (net.Conn, error) {
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+		defer cancel()
+	}
+	return d.DialContext(ctx, "tcp", to.String())
+}
+
 // establishing is a session between admission and the relay's end: what a retry after an
 // in-band fence needs to connect again.
 type establishing struct {
-	srv     *cluster.Server // the server the relay runs on (set before it starts)
-	pkt     *pgwire.FirstPacket
-	pick    *picker
-	ticket  *admission.Ticket
-	queued  time.Duration
-	retries int
+	// addr is where a loop connected for srv (its IP, or the address its host name last
+	// had: remembered).
+	addr       netip.AddrPort
+	remembered bool
+	srv        *cluster.Server // the server the relay runs on (set before it starts)
+	pkt        *pgwire.FirstPacket
+	pick       *picker
+	ticket     *admission.Ticket
+	queued     time.Duration
+	retries    int
 }
 
 // loggedIn drops what only a retry needs (relay.Options.OnLoggedIn). A retry reads them on a
