@@ -185,7 +185,7 @@ func (f *Frontend) cancelLocal(key pgwire.CancelKey) (*session, *cluster.Server,
 func (f *Frontend) sendCancel(d *net.Dialer, addr string, serverTLS ServerTLS, key pgwire.CancelKey) error {
 	ctx, cancel := context.WithTimeout(context.Background(), cancelTimeout)
 	defer cancel()
-	c, err := f.dialServer(ctx, d, addr)
+	c, _, err := f.dialServer(ctx, d, addr)
 	if err != nil {
 		return fmt.Errorf("connecting to %s for a cancel request: %w", addr, err)
 	}

@@ -168,7 +168,8 @@ func (f *Frontend) greet(r *Route, fd int, remote netip.AddrPort, on relay.Origi
 }
 
 // Packet implements relay.Greeter: SSLRequest and GSSENCRequest get 'N' (the route has no
-// TLS); a StartupMessage connects when the slots are free and the server has an IP address.
+// TLS); a StartupMessage connects when the slots are free and the server's address is known
+// (an IP address, or the one its host name last connected to).
 func (s *session) Packet(pkt *pgwire.FirstPacket) relay.Greeting {
 	switch pkt.Kind {
 	case pgwire.KindSSLRequest, pgwire.KindGSSENCRequest:
@@ -218,7 +219,10 @@ func (s *session) greetStartup(pkt *pgwire.FirstPacket) relay.Greeting {
 	s.phase.Store(uint32(PhaseConnecting))
 	connect := r.Connect
 	if remembered {
-		connect /= 2 // as dialRemembered: a stale, silent address leaves time for the name
+		// As dialRemembered: a stale address that does not answer leaves half of
+		// timeouts.connect for the name (HandOff gives the goroutine's dial what is left).
+		s.est.connectBy = time.Now().Add(connect)
+		connect /= 2
 	}
 	return relay.Greeting{Action: relay.GreetConnect, Server: addr, ConnectTimeout: connect, Setup: r.setupServer()}
 }
@@ -292,8 +296,10 @@ func (s *session) HandOff(client net.Conn, why error) {
 		}
 		if e.remembered && !ce.Local {
 			// The address its host name had may be stale (a pod that moved): the goroutine
-			// dials the name afresh, and only that dial's failure counts against the server.
+			// dials the name afresh in what is left of timeouts.connect, and only that dial's
+			// failure counts against the server.
 			s.f.resolved.Forget(e.srv.Addr, e.addr)
+			s.dialBy = e.connectBy
 			failed = nil
 		}
 		o, relaying = e.connectAfter(s, failed)

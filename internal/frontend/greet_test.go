@@ -5,6 +5,7 @@ package frontend
 
 import (
 	"context"
+	"errors"
 	"io"
 	"net"
 	"net/netip"
@@ -112,7 +113,7 @@ func TestDialServerRemembered(t *testing.T) {
 	f.resolved.Learn(name, netip.MustParseAddrPort(srv.addr))
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	c, err := f.dialServer(ctx, &net.Dialer{}, name)
+	c, _, err := f.dialServer(ctx, &net.Dialer{}, name)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +125,7 @@ func TestDialServerRemembered(t *testing.T) {
 	_, port, _ := net.SplitHostPort(srv.addr)
 	name = "localhost:" + port
 	f.resolved.Learn(name, netip.MustParseAddrPort(refusingAddr(t)))
-	if c, err = f.dialServer(ctx, &net.Dialer{}, name); err != nil {
+	if c, _, err = f.dialServer(ctx, &net.Dialer{}, name); err != nil {
 		t.Fatal(err)
 	}
 	_ = c.Close()
@@ -585,4 +586,153 @@ func TestGreetingAcceptOutOfDescriptors(t *testing.T) {
 		t.Fatal(err)
 	}
 	receiveUntil[*pgproto3.ReadyForQuery](t, fe)
+}
+
+// A remembered address that no longer answers (a pod gone, its IP silent) gets half of
+// timeouts.connect on the loop; the name is dialled in what is left, so the login still
+// lands within the bound, and a name that fails too ends the login at the bound.
+func TestGreetingRememberedAddressSilent(t *testing.T) {
+	const connect = 3 * time.Second
+	srv := newSilentServer(t)
+	_, port, _ := net.SplitHostPort(srv.addr)
+	name := "localhost:" + port
+	l := newLoggedFrontend(t, name, func(r *Route, _ *admission.Controller) { r.Connect = connect })
+	l.f.resolved.Learn(name, netip.MustParseAddrPort(blackhole(t)))
+	start := time.Now()
+	startup(t, l.dial(t), map[string]string{"user": "u"})
+	srv.waitAccepted(t, 1)
+	if took := time.Since(start); took > connect*5/8 {
+		t.Fatalf("the login reached the server after %s: the silent address had more than half of %s", took, connect)
+	}
+	if lines := l.logs.Lines(`msg="server connect failed"`); len(lines) != 0 {
+		t.Fatalf("a stale remembered address counted against the server:\n%s", l.logs)
+	}
+	waitRemembered(t, l.f, name, srv.addr)
+}
+
+// When the name's address is silent too, the login fails once timeouts.connect has passed in
+// all, not after the remembered address's half plus a whole bound for the name.
+func TestGreetingRememberedAddressBound(t *testing.T) {
+	const connect = 3 * time.Second
+	_, port, _ := net.SplitHostPort(blackhole(t))
+	name := "localhost:" + port
+	l := newLoggedFrontend(t, name, func(r *Route, _ *admission.Controller) { r.Connect = connect })
+	l.f.resolved.Learn(name, netip.MustParseAddrPort(blackhole(t)))
+	start := time.Now()
+	c := l.dial(t)
+	e := receiveUntil[*pgproto3.ErrorResponse](t, startup(t, c, map[string]string{"user": "u"}))
+	if e.Code != pgwire.CodeConnectionFailure {
+		t.Fatalf("client got %+v", e)
+	}
+	if took := time.Since(start); took > connect*5/4 {
+		t.Fatalf("refused after %s, timeouts.connect is %s", took, connect)
+	}
+	if _, remembered, _ := l.f.resolved.Lookup(name); remembered {
+		t.Fatal("the silent address is still remembered")
+	}
+}
+
+// The same on a goroutine's dial (dialServer): the remembered address gets half of what is left.
+func TestDialServerRememberedSilent(t *testing.T) {
+	srv := newSilentServer(t)
+	f := newTestFrontend(t, srv.addr)
+	_, port, _ := net.SplitHostPort(srv.addr)
+	name := "localhost:" + port
+	f.resolved.Learn(name, netip.MustParseAddrPort(blackhole(t)))
+	const bound = 3 * time.Second
+	ctx, cancel := context.WithTimeout(context.Background(), bound)
+	defer cancel()
+	start := time.Now()
+	c, via, err := f.dialServer(ctx, &net.Dialer{}, name)
+	if err != nil {
+		t.Fatalf("after %s: %v", time.Since(start), err)
+	}
+	_ = c.Close()
+	if via.IsValid() {
+		t.Fatalf("connected via the silent address %s", via)
+	}
+	if took := time.Since(start); took > bound*5/8 {
+		t.Fatalf("connected after %s: the silent address had more than half of %s", took, bound)
+	}
+}
+
+// A dial given up by its caller leaves the remembered address alone (the address did not
+// fail); one whose name fails as well forgets it.
+func TestDialServerForgetsOnlyFailures(t *testing.T) {
+	f := newTestFrontend(t, refusingAddr(t))
+	srv := newSilentServer(t)
+	name := "pgfront-test.invalid:5432"
+	f.resolved.Learn(name, netip.MustParseAddrPort(srv.addr))
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if _, _, err := f.dialServer(ctx, &net.Dialer{}, name); err == nil {
+		t.Fatal("a dial with a cancelled context connected")
+	}
+	if _, remembered, _ := f.resolved.Lookup(name); !remembered {
+		t.Fatal("a cancelled dial forgot the address")
+	}
+
+	_, port, _ := net.SplitHostPort(refusingAddr(t))
+	name = "localhost:" + port
+	f.resolved.Learn(name, netip.MustParseAddrPort(refusingAddr(t)))
+	ctx, cancel = context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, _, err := f.dialServer(ctx, &net.Dialer{}, name); err == nil {
+		t.Fatal("connected to nothing")
+	}
+	if _, remembered, _ := f.resolved.Lookup(name); remembered {
+		t.Fatal("an address that refused is still remembered")
+	}
+}
+
+// A cancel request for a server given by host name goes to the remembered address: no lookup
+// (the name here resolves nowhere).
+func TestCancelToRememberedAddress(t *testing.T) {
+	got := make(chan []byte, 1)
+	srv := serveEach(t, func(c net.Conn) {
+		defer c.Close()
+		b := make([]byte, 16)
+		if _, err := io.ReadFull(c, b); err == nil {
+			got <- b
+		}
+	})
+	f := newTestFrontend(t, srv.Addr().String())
+	name := "pgfront-test.invalid:5432"
+	f.resolved.Learn(name, netip.MustParseAddrPort(srv.Addr().String()))
+	key := pgwire.CancelKey{ProcessID: 42, Secret: "\x00\x00\x00\x07"}
+	if err := f.sendCancel(&net.Dialer{}, name, nil, key); err != nil {
+		t.Fatal(err)
+	}
+	if b := <-got; string(b) != string(pgwire.EncodeCancelRequest(key)) {
+		t.Fatalf("server got % x", b)
+	}
+}
+
+// failingTLS fails the handshake with one address (a remembered IP now someone else's) and
+// leaves every other conn as it is (a server that said no to TLS under sslmode=prefer).
+type failingTLS struct{ bad string }
+
+func (f failingTLS) Negotiate(_ context.Context, c net.Conn, _ string) (net.Conn, error) {
+	if c.RemoteAddr().String() == f.bad {
+		return nil, errors.New("tls: bad certificate")
+	}
+	return c, nil
+}
+
+// A remembered address that takes the connect but fails the TLS handshake is forgotten and
+// the name dialled: the login goes on, and nothing counts against the server.
+func TestDialRememberedTLSFailure(t *testing.T) {
+	good := fakeServer(t)
+	_, port, _ := net.SplitHostPort(good.Addr().String())
+	name := "localhost:" + port
+	other := newSilentServer(t) // took the pod's old IP
+	l := newLoggedFrontend(t, name, func(r *Route, _ *admission.Controller) { r.ServerTLS = failingTLS{bad: other.addr} })
+	l.f.resolved.Learn(name, netip.MustParseAddrPort(other.addr))
+	c := l.dial(t)
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	other.waitAccepted(t, 1)
+	if lines := l.logs.Lines(`msg="server connect failed"`); len(lines) != 0 {
+		t.Fatalf("the remembered address's handshake counted against the server:\n%s", l.logs)
+	}
+	waitRemembered(t, l.f, name, good.Addr().String())
 }

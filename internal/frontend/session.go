@@ -43,7 +43,10 @@ type session struct {
 	// cancels counts the client's CancelRequests forwarded to this session's server.
 	cancels atomic.Int32
 
-	ctx    context.Context // ends queue waits and dials when the session is told to stop
+	ctx context.Context // ends queue waits and dials when the session is told to stop
+	// dialBy, when set, is the first dial's deadline: a loop's connect to a remembered
+	// address used part of timeouts.connect (goroutine-owned, after the hand-off).
+	dialBy time.Time
 	cancel context.CancelFunc
 	// est is what the relay's hooks need (its server, maxconn ticket, what a retry needs): set
 	// before the relay starts, read where it relays.
@@ -493,24 +496,43 @@ func (s *session) establish(pkt *pgwire.FirstPacket) (outcome, bool) {
 }
 
 // dial connects to srv and, when the route's cluster speaks TLS to its servers and negotiate is
-// set, negotiates it; the returned conn belongs to the caller.
+// set, negotiates it; the returned conn belongs to the caller. It has timeouts.connect, or
+// what a loop's connect to a remembered address left of it (dialBy).
 func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 	r := s.route
-	ctx, cancel := context.WithTimeout(s.ctx, r.Connect)
+	by := time.Now().Add(r.Connect)
+	if !s.dialBy.IsZero() {
+		by, s.dialBy = s.dialBy, time.Time{}
+	}
+	ctx, cancel := context.WithDeadline(s.ctx, by)
 	defer cancel()
-	c, err := s.f.dialServer(ctx, r.dialer(), srv.Addr)
-	if err != nil {
-		return nil, err
+	for range 2 {
+		c, via, err := s.f.dialServer(ctx, r.dialer(), srv.Addr)
+		if err != nil {
+			return nil, err
+		}
+		s.f.events.ServerConn(r.Name, srv, c)
+		if !negotiate || r.ServerTLS == nil {
+			return c, nil
+		}
+		tc, err := s.negotiate(ctx, c, srv)
+		if err == nil || !via.IsValid() || ctx.Err() != nil {
+			return tc, err
+		}
+		// A remembered address that takes the connect but fails the handshake may be another
+		// server's now (an IP reused): forget it and dial the name once.
+		s.f.resolved.Forget(srv.Addr, via)
 	}
-	s.f.events.ServerConn(r.Name, srv, c)
-	if !negotiate || r.ServerTLS == nil {
-		return c, nil
-	}
+	return nil, fmt.Errorf("connecting to %s: the address its name had failed the TLS handshake", srv.Addr)
+}
+
+// negotiate negotiates the route's server TLS on c (closed on failure).
+func (s *session) negotiate(ctx context.Context, c net.Conn, srv *cluster.Server) (net.Conn, error) {
 	var under net.Conn = c
 	if t, ok := c.(*net.TCPConn); ok {
 		under = netx.RawIO(t) // crypto/tls reads and writes it: keep those calls cheap
 	}
-	tc, err := r.ServerTLS.Negotiate(ctx, under, srv.Addr)
+	tc, err := s.route.ServerTLS.Negotiate(ctx, under, srv.Addr)
 	if err != nil {
 		_ = c.Close()
 		return nil, err
@@ -525,23 +547,27 @@ func (s *session) dial(srv *cluster.Server, negotiate bool) (net.Conn, error) {
 }
 
 // dialServer connects to addr ("host:port" as configured). A host name goes to the address it
-// last connected to when that is remembered (no DNS query), else, or if that connect fails
-// for any reason but ctx, to the name's current answer, which is then remembered.
-func (f *Frontend) dialServer(ctx context.Context, d *net.Dialer, addr string) (net.Conn, error) {
+// last connected to when that is remembered (no DNS query; via is that address), else, or if
+// that connect fails for any reason but ctx, to the name's current answer, which is then
+// remembered.
+func (f *Frontend) dialServer(ctx context.Context, d *net.Dialer, addr string) (c net.Conn, via netip.AddrPort, err error) {
 	if to, remembered, ok := f.resolved.Lookup(addr); ok && remembered {
 		c, err := dialRemembered(ctx, d, to)
-		if err == nil || ctx.Err() != nil {
-			return c, err
+		if err == nil {
+			return c, to, nil
+		}
+		if ctx.Err() != nil {
+			return nil, netip.AddrPort{}, err
 		}
 		f.resolved.Forget(addr, to) // stale, perhaps: ask DNS
 	}
-	c, err := d.DialContext(ctx, "tcp", addr)
+	c, err = d.DialContext(ctx, "tcp", addr)
 	if err == nil {
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			f.resolved.Learn(addr, ta.AddrPort())
 		}
 	}
-	return c, err
+	return c, netip.AddrPort{}, err
 }
 
 // dialRemembered connects to a remembered address within half of what is left of ctx's time,
@@ -562,6 +588,7 @@ type establishing struct {
 	// had: remembered).
 	addr       netip.AddrPort
 	remembered bool
+	connectBy  time.Time       // remembered: when timeouts.connect runs out for this login
 	srv        *cluster.Server // the server the relay runs on (set before it starts)
 	pkt        *pgwire.FirstPacket
 	pick       *picker

@@ -6,14 +6,14 @@
 // block, and a lookup does. A Cache learns the address from a dial by name that connected
 // (Learn). For Hold after that, Lookup returns the address at once, so a loop connects to it
 // directly and a goroutine dials it without a query. After Hold, the next login dials by name
-// again, which refreshes the entry: at most one lookup per server per Hold, and no background
-// queries.
+// again, which refreshes the entry; nothing is looked up in the background.
 //
 // An address learned this way can go stale: a pod that restarts comes back with another IP.
 // Whoever connects to a remembered address and fails calls Forget and dials the name again,
 // and must not count that failure against the server (the server may be up at its new
-// address). A name's DNS answer can be stale too (resolvers cache); Hold is kept shorter than
-// usual DNS caching so that remembering adds little.
+// address). A name's DNS answer can be stale too (resolvers cache); Hold is short, so what is
+// remembered is at most that much older than what the resolver would answer. A name is looked
+// up again when its Hold is over; logins that arrive together then may each look it up.
 //
 // A Cache is safe for concurrent use; Lookup never blocks on I/O.
 package resolve

@@ -94,3 +94,13 @@ func TestLearnSweepsExpired(t *testing.T) {
 		t.Fatalf("%d entries after a sweep, want only the new one", c.Len())
 	}
 }
+
+// An address with a zone is not kept: Lookup's answers are dialled as they are, and a zone
+// needs an interface looked up.
+func TestLearnDropsZones(t *testing.T) {
+	c, _ := clockCache(Hold)
+	c.Learn("db.example:5432", netip.MustParseAddrPort("[fe80::1%eth0]:5432"))
+	if c.Len() != 0 {
+		t.Fatal("zoned address learned")
+	}
+}
