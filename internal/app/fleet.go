@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -11,7 +10,6 @@ import (
 	"github.com/pgfront/pgfront/internal/admin"
 	"github.com/pgfront/pgfront/internal/config"
 	"github.com/pgfront/pgfront/internal/fleet"
-	"github.com/pgfront/pgfront/internal/frontend"
 )
 
 // minFleetSecret is the shortest fleet secret accepted: it keys the cancel keys' permutation
@@ -47,24 +45,32 @@ func buildFleet(g *generation, fc config.Fleet) error {
 // upgrade still owns its old sessions' keys). It never asks the peers back: no loops.
 func (a *App) peerCancel(req fleet.Request) bool {
 	start := time.Now()
-	err := a.frontend.CancelSession(req.Key)
-	result, level := "forwarded", slog.LevelInfo
+	log := func(result string, level slog.Level, err error) {
+		attrs := []slog.Attr{slog.String("route", req.Route), slog.String("result", result), slog.String("from", req.From),
+			slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000)}
+		if err != nil {
+			attrs = append(attrs, slog.String("err", err.Error()))
+		}
+		a.log.LogAttrs(context.Background(), level, "peer cancel request", attrs...)
+	}
+	// The peer is answered once the owner is known; the line is written when the server has
+	// taken the cancel (or not).
+	err := a.frontend.StartCancel(req.Key, func(err error) {
+		if err != nil {
+			log("failed", slog.LevelWarn, err) // the session is here; its server did not take the cancel
+			return
+		}
+		log("forwarded", slog.LevelInfo, nil)
+	})
 	switch {
 	case err == nil:
-	case !errors.Is(err, frontend.ErrUnknownCancelKey):
-		result, level = "failed", slog.LevelWarn // the session is here; its server did not take the cancel
+		return true
 	case a.forwardCancel(req.Key):
-		result = "forwarded_predecessor"
-	default:
-		result, err = "unknown", nil
+		log("forwarded_predecessor", slog.LevelInfo, nil)
+		return true
 	}
-	attrs := []slog.Attr{slog.String("route", req.Route), slog.String("result", result), slog.String("from", req.From),
-		slog.Float64("duration_ms", float64(time.Since(start).Microseconds())/1000)}
-	if err != nil {
-		attrs = append(attrs, slog.String("err", err.Error()))
-	}
-	a.log.LogAttrs(context.Background(), level, "peer cancel request", attrs...)
-	return result == "forwarded" || result == "forwarded_predecessor"
+	log("unknown", slog.LevelInfo, nil)
+	return false
 }
 
 // fleetStatus is this instance's fleet view for the admin API and the stats page.

@@ -266,7 +266,13 @@ func (a *App) relayedCancel(c net.Conn) {
 		return
 	}
 	answer := []byte{'N'}
-	if a.frontend.CancelSession(pkt.Cancel) == nil {
+	// Answered once the owner is known (see StartCancel); a server that then does not take
+	// the cancel is logged here, the owner.
+	if a.frontend.StartCancel(pkt.Cancel, func(err error) {
+		if err != nil {
+			a.log.Warn("relayed cancel request failed", "err", err)
+		}
+	}) == nil {
 		answer[0] = 'Y'
 	}
 	_, _ = c.Write(answer)

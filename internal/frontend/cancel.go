@@ -18,7 +18,7 @@ import (
 // cancelTimeout bounds a whole cancel exchange with a server (connect, write, wait for close).
 const cancelTimeout = 5 * time.Second
 
-// ErrUnknownCancelKey is CancelSession's error for a key no live session here has.
+// ErrUnknownCancelKey is StartCancel's error for a key no live session here has.
 var ErrUnknownCancelKey = errors.New("cancel request for an unknown backend key")
 
 // CancelRequest results (pgfront_cancel_requests_total, the cancel request log line).
@@ -45,14 +45,6 @@ const (
 // CancelResults are the values of a CancelRequest's result, for the metric's documentation.
 func CancelResults() []string {
 	return []string{cancelForwarded, cancelPeer, cancelFallback, cancelUnknownKey, cancelRateLimited, cancelFailed}
-}
-
-// CancelSession sends a CancelRequest for key to the server of this frontend's session whose
-// client got that key; an error when there is none or the cancel could not be sent. It never
-// asks anyone else (a peer's or a draining predecessor's request lands here).
-func (f *Frontend) CancelSession(key pgwire.CancelKey) error {
-	_, _, err := f.cancelLocal(key)
-	return err
 }
 
 // cancelRouted is where a client's CancelRequest went.
@@ -158,21 +150,78 @@ func (f *Frontend) fallbackLimiter(r *Route) *rate.Limiter {
 // cancelLocal cancels the query of this frontend's session whose client got key, sending its
 // server the key the server announced.
 func (f *Frontend) cancelLocal(key pgwire.CancelKey) (*session, *cluster.Server, error) {
-	s, serverKey, ok := f.registry.Lookup(key)
+	t, ok := f.cancelTarget(key)
 	if !ok {
 		return nil, nil, ErrUnknownCancelKey
 	}
+	return t.s, t.srv, t.send(f)
+}
+
+// StartCancel takes a CancelRequest another process relayed (a peer instance, or the
+// successor after an upgrade) for the session here whose client got key. It never asks
+// anyone else. It returns as soon as it knows whether such a session exists
+// (ErrUnknownCancelKey if not), and sends the cancel to that session's server on a goroutine
+// of its own, bounded as every cancel is, then calls done (if not nil) with the outcome. The asker is answered in the time of a lookup, not of the server's: a server
+// slow to take cancels (the moment clients cancel most) must not make the asker give up on
+// the owner and fall back to guessing.
+func (f *Frontend) StartCancel(key pgwire.CancelKey, done func(error)) error {
+	t, ok := f.cancelTarget(key)
+	if !ok {
+		return ErrUnknownCancelKey
+	}
+	f.mu.Lock()
+	closed := f.mu.bgClosed
+	if !closed {
+		f.bg.Add(1)
+	}
+	f.mu.Unlock()
+	run := func() {
+		err := t.send(f)
+		if done != nil {
+			done(err)
+		}
+	}
+	if closed {
+		run() // the frontend is ending: nothing would wait for a goroutine
+		return nil
+	}
+	go func() {
+		defer f.bg.Done()
+		run()
+	}()
+	return nil
+}
+
+// cancelTarget is a cancel's destination: the session whose client got a key, and what its
+// server needs.
+type cancelTarget struct {
+	s         *session
+	srv       *cluster.Server
+	serverKey pgwire.CancelKey
+	serverTLS ServerTLS
+	d         *net.Dialer
+}
+
+// cancelTarget finds the live session here whose client got key (false: none, or it has no
+// server yet).
+func (f *Frontend) cancelTarget(key pgwire.CancelKey) (cancelTarget, bool) {
+	s, serverKey, ok := f.registry.Lookup(key)
+	if !ok {
+		return cancelTarget{}, false
+	}
 	s.mu.Lock()
-	srv, serverTLS, d := s.mu.server, s.route.ServerTLS, s.route.dialer()
+	t := cancelTarget{s: s, srv: s.mu.server, serverKey: serverKey, serverTLS: s.route.ServerTLS, d: s.route.dialer()}
 	s.mu.Unlock()
-	if srv == nil {
-		return nil, nil, ErrUnknownCancelKey
+	return t, t.srv != nil
+}
+
+// send delivers the cancel to the target's server and counts it on the session.
+func (t cancelTarget) send(f *Frontend) error {
+	if err := f.sendCancel(t.d, t.srv.Addr, t.serverTLS, t.serverKey); err != nil {
+		return err
 	}
-	if err := f.sendCancel(d, srv.Addr, serverTLS, serverKey); err != nil {
-		return s, srv, err
-	}
-	s.cancels.Add(1)
-	return s, srv, nil
+	t.s.cancels.Add(1)
+	return nil
 }
 
 // sendCancel delivers a CancelRequest for key to the server at addr, dialled by d (the route's

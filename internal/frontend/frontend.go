@@ -148,6 +148,7 @@ type Frontend struct {
 
 	loops    sync.WaitGroup // accept loops
 	sessions sync.WaitGroup // sessions not yet ended (on goroutines or event loops)
+	bg       sync.WaitGroup // cancels StartCancel sends (Add under mu, until bgClosed)
 	nextID   atomic.Uint64
 
 	evloops *relay.Loops // event loops that run plain-TCP sessions; nil if unavailable
@@ -172,6 +173,7 @@ type Frontend struct {
 		clusters  map[*cluster.Cluster]func() // OnChange subscriptions, until wait
 		retire    []*time.Timer               // forced ends of retired sessions after their grace
 		fallback  map[string]*rate.Limiter    // cancel fallback budget by route name
+		bgClosed  bool                        // wait is waiting for bg: StartCancel sends in place
 	}
 }
 
@@ -743,6 +745,10 @@ func (f *Frontend) endAll(cause relay.Cause) {
 func (f *Frontend) wait() {
 	f.loops.Wait()
 	f.sessions.Wait()
+	f.mu.Lock()
+	f.mu.bgClosed = true
+	f.mu.Unlock()
+	f.bg.Wait()
 	f.lines.stop() // every connection accounted for before pgfront stops
 	f.cancel()
 	f.mu.Lock()

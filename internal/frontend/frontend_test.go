@@ -61,6 +61,11 @@ func serveFake(c net.Conn) {
 	if _, err := be.ReceiveStartupMessage(); err != nil {
 		return
 	}
+	serveLoggedIn(be)
+}
+
+// serveLoggedIn is serveFake after the startup packet: the login's answer, then queries.
+func serveLoggedIn(be *pgproto3.Backend) {
 	be.Send(&pgproto3.AuthenticationOk{})
 	be.Send(&pgproto3.BackendKeyData{ProcessID: 7, SecretKey: []byte{0, 0, 0, 9}})
 	be.Send(&pgproto3.ReadyForQuery{TxStatus: 'I'})
