@@ -270,7 +270,7 @@ func (a *App) relayedCancel(c net.Conn) {
 	// the cancel is logged here, the owner.
 	if a.frontend.StartCancel(pkt.Cancel, func(err error) {
 		if err != nil {
-			a.log.Warn("relayed cancel request failed", "err", err)
+			a.log.Warn("relayed cancel request failed", "pid", pkt.Cancel.ProcessID, "err", err)
 		}
 	}) == nil {
 		answer[0] = 'Y'

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -302,4 +303,13 @@ func TestUpgradeRelaysCancel(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("the cancel sent to the new process did not reach the old process's session")
 	}
+	// The old process said it had the session: the new one did not fall back to the servers.
+	waitFor(t, 10*time.Second, "the new process's cancel line with via=predecessor", func() bool {
+		for _, l := range strings.Split(naLogs.String(), "\n") {
+			if strings.Contains(l, `msg="cancel request"`) && strings.Contains(l, "result=forwarded") && strings.Contains(l, "via=predecessor") {
+				return true
+			}
+		}
+		return false
+	})
 }

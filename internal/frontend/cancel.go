@@ -169,28 +169,43 @@ func (f *Frontend) StartCancel(key pgwire.CancelKey, done func(error)) error {
 	if !ok {
 		return ErrUnknownCancelKey
 	}
-	f.mu.Lock()
-	closed := f.mu.bgClosed
-	if !closed {
-		f.bg.Add(1)
-	}
-	f.mu.Unlock()
 	run := func() {
 		err := t.send(f)
 		if done != nil {
 			done(err)
 		}
 	}
+	select {
+	case f.bgSlots <- struct{}{}:
+	default:
+		// As many sends under way as the peer channel lets in: this one is sent in place,
+		// holding up its asker (and the asker's slot) as before, so a flood of requests for
+		// a live key cannot open ever more connections to the server.
+		run()
+		return nil
+	}
+	f.mu.Lock()
+	closed := f.mu.bgClosed
+	if !closed {
+		f.bg.Add(1)
+	}
+	f.mu.Unlock()
 	if closed {
+		<-f.bgSlots
 		run() // the frontend is ending: nothing would wait for a goroutine
 		return nil
 	}
 	go func() {
 		defer f.bg.Done()
+		defer func() { <-f.bgSlots }()
 		run()
 	}()
 	return nil
 }
+
+// maxBackgroundCancels bounds the cancels StartCancel sends at once on goroutines of their
+// own (the peer channel's in-flight bound); more are sent on their caller's goroutine.
+const maxBackgroundCancels = 64
 
 // cancelTarget is a cancel's destination: the session whose client got a key, and what its
 // server needs.

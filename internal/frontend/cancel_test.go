@@ -29,7 +29,7 @@ func TestStartCancelAnswersAtOnce(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(time.Second): // a peer's whole bound; a send in place takes cancelTimeout
 		t.Fatal("StartCancel waits for the server")
 	}
 	<-taken
@@ -39,7 +39,7 @@ func TestStartCancelAnswersAtOnce(t *testing.T) {
 	default:
 	}
 	release()
-	if err := <-done; err != nil {
+	if err := waitDone(t, done); err != nil {
 		t.Fatal(err)
 	}
 
@@ -67,7 +67,11 @@ func TestCloseWaitsForStartedCancels(t *testing.T) {
 	case <-time.After(100 * time.Millisecond):
 	}
 	release()
-	<-closed
+	select {
+	case <-closed:
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close still waits after the server closed the cancel connection")
+	}
 	select {
 	case <-done:
 	default:
@@ -81,7 +85,7 @@ func TestCloseWaitsForStartedCancels(t *testing.T) {
 func slowCancelServer(t *testing.T) (srv net.Listener, taken <-chan struct{}, release func()) {
 	t.Helper()
 	held := make(chan struct{})
-	got := make(chan struct{}, 4)
+	got := make(chan struct{}, 2*maxBackgroundCancels)
 	srv = serveEach(t, func(c net.Conn) {
 		defer c.Close()
 		be := pgproto3.NewBackend(c, c)
@@ -100,4 +104,68 @@ func slowCancelServer(t *testing.T) (srv net.Listener, taken <-chan struct{}, re
 	release = func() { once.Do(func() { close(held) }) }
 	t.Cleanup(release) // before serveEach's cleanup, which waits for the handlers
 	return srv, got, release
+}
+
+// waitDone waits (10s) for a StartCancel's outcome.
+func waitDone(t *testing.T, done <-chan error) error {
+	t.Helper()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(10 * time.Second):
+		t.Fatal("the cancel's done was never called")
+		return nil
+	}
+}
+
+// A cancel whose server cannot be reached reports the failure to done and is not counted on
+// the session.
+func TestStartCancelFailure(t *testing.T) {
+	srv, _, _ := slowCancelServer(t)
+	f := newTestFrontend(t, srv.Addr().String())
+	c := dialRW(t, f)
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	_ = srv.Close() // the server takes no more connections: the cancel's connect is refused
+	done := make(chan error, 1)
+	if err := f.StartCancel(pgwire.CancelKey{ProcessID: 7, Secret: "\x00\x00\x00\x09"}, func(err error) { done <- err }); err != nil {
+		t.Fatal(err)
+	}
+	if err := waitDone(t, done); err == nil {
+		t.Fatal("a cancel nobody took reported success")
+	}
+	for _, s := range f.registry.Snapshot() {
+		if n := s.cancels.Load(); n != 0 {
+			t.Fatalf("session counts %d cancels", n)
+		}
+	}
+}
+
+// At most maxBackgroundCancels cancels are sent on goroutines of their own; one more is sent
+// on its caller's, which it holds until the server has taken it.
+func TestStartCancelBounded(t *testing.T) {
+	srv, taken, release := slowCancelServer(t)
+	f := newTestFrontend(t, srv.Addr().String())
+	c := dialRW(t, f)
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	key := pgwire.CancelKey{ProcessID: 7, Secret: "\x00\x00\x00\x09"}
+	for range maxBackgroundCancels {
+		if err := f.StartCancel(key, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range maxBackgroundCancels {
+		<-taken
+	}
+	returned := make(chan error, 1)
+	go func() { returned <- f.StartCancel(key, nil) }()
+	<-taken // the extra one reached the server from the caller's goroutine
+	select {
+	case err := <-returned:
+		t.Fatalf("StartCancel returned (%v) with %d cancels under way: not bounded", err, maxBackgroundCancels)
+	default:
+	}
+	release()
+	if err := waitDone(t, returned); err != nil {
+		t.Fatal(err)
+	}
 }

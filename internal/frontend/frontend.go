@@ -149,6 +149,7 @@ type Frontend struct {
 	loops    sync.WaitGroup // accept loops
 	sessions sync.WaitGroup // sessions not yet ended (on goroutines or event loops)
 	bg       sync.WaitGroup // cancels StartCancel sends (Add under mu, until bgClosed)
+	bgSlots  chan struct{}  // one per cancel StartCancel sends on its own goroutine
 	nextID   atomic.Uint64
 
 	evloops *relay.Loops // event loops that run plain-TCP sessions; nil if unavailable
@@ -239,6 +240,7 @@ func New(opts Options) (*Frontend, error) {
 		cancel:   cancel,
 		lines:    newConnLog(opts.Logger, warnBurst, warnEvery, suppressReport),
 		resolved: resolve.New(resolve.Hold),
+		bgSlots:  make(chan struct{}, maxBackgroundCancels),
 	}
 	if opts.IssueKey != nil {
 		f.issueKeyFn = f.issueKey
