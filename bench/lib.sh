@@ -38,6 +38,22 @@ cpu_ticks() {
 
 rss_kib() { awk '/^VmRSS:/{print $2}' "/proc/$1/status"; }
 
+# Scheduler counts of a process, summed over its threads: "migrations voluntary involuntary"
+# (CPU migrations and context switches, from /proc/PID/task/*/sched; migrations are "-" on a
+# kernel without that file, the switches then come from .../status). A thread that exits
+# between two readings takes its counts with it: Go's and HAProxy's threads live as long as
+# the process.
+sched_counts() {
+	local d=/proc/$1/task
+	if compgen -G "$d/*/sched" >/dev/null; then
+		cat "$d"/*/sched 2>/dev/null | awk '/^se.nr_migrations/{m += $3} /^nr_voluntary_switches/{v += $3}
+			/^nr_involuntary_switches/{i += $3} END {printf "%d %d %d\n", m, v, i}'
+	else
+		cat "$d"/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/{v += $2}
+			/^nonvoluntary_ctxt_switches/{i += $2} END {printf "- %d %d\n", v, i}'
+	fi
+}
+
 # As root, PostgreSQL (and PgBouncer), which refuse to run as root, run as the postgres user.
 if [ "$(id -u)" = 0 ]; then
 	PGUSER_NAME=postgres

@@ -10,6 +10,7 @@
 #   1. pgbench -S (select-only) TPS, average latency and proxy CPU per 1,000 transactions
 #      at 1, 16 and 64 clients; targets interleaved, order rotated each round;
 #   2. pgbench -S -C (a new connection per transaction): TPS and proxy CPU per 1,000;
+#      for both, the proxy's CPU migrations and context switches per 1,000;
 #   3. COPY ... TO STDOUT of BENCH_COPY_MB MiB through each target: throughput and proxy CPU;
 #   4. proxy resident memory per idle session at 1,000 and 10,000 sessions, against a
 #      scripted PostgreSQL peer (bench/idleconns), a fresh proxy process per measurement.
@@ -213,12 +214,13 @@ TARGETS=(direct pgfront haproxy)
 target_port() { case $1 in direct) echo "$PORT_PG" ;; pgfront) echo "$PORT_PGFRONT" ;; haproxy) echo "$PORT_HAPROXY" ;; esac; }
 target_pid() { case $1 in direct) echo "" ;; pgfront) echo "$PGFRONT_PID" ;; haproxy) echo "$HAPROXY_PID" ;; esac; }
 
-RESULTS=$TMP/results.tsv # mode target clients round tps latency_ms transactions cpu_ticks p99_ms
+RESULTS=$TMP/results.tsv # mode target clients round tps latency_ms transactions cpu_ticks p99_ms migrations voluntary involuntary
 : >"$RESULTS"
 
 # run_pgbench mode target clients seconds [round]: one pgbench run; with a round, records it.
 run_pgbench() {
 	local mode=$1 target=$2 clients=$3 secs=$4 round=${5:-} port pid jobs c0=0 c1=0 out
+	local s0="0 0 0" s1="0 0 0"
 	local -a extra=()
 	port=$(target_port "$target")
 	pid=$(target_pid "$target")
@@ -227,7 +229,7 @@ run_pgbench() {
 	# Select-only runs log every transaction's latency (pgbench -l) for the p99.
 	local lp="$TMP/lat-$mode-$target-$clients-${round:-w}"
 	[ "$mode" = select ] && [ -n "$round" ] && extra+=(-l "--log-prefix=$lp")
-	[ -n "$pid" ] && c0=$(cpu_ticks "$pid")
+	[ -n "$pid" ] && c0=$(cpu_ticks "$pid") && s0=$(sched_counts "$pid")
 	local rc=0
 	out=$("$PGBENCH" -n -S "${extra[@]}" -c "$clients" -j "$jobs" -T "$secs" \
 		-h "$HOST" -p "$port" -U "$PGUSER_NAME" postgres 2>&1) || rc=$?
@@ -238,7 +240,7 @@ run_pgbench() {
 		printf '%s\n' "$out" >&2
 		die "pgbench failed: $mode $target $clients clients"
 	fi
-	[ -n "$pid" ] && c1=$(cpu_ticks "$pid")
+	[ -n "$pid" ] && c1=$(cpu_ticks "$pid") && s1=$(sched_counts "$pid")
 	[ -z "$round" ] && return 0
 	local tps lat tx
 	tps=$(awk '/^tps = /{print $3; exit}' <<<"$out")
@@ -254,7 +256,9 @@ run_pgbench() {
 		p99=$(cat "$lp".* | awk '{print $3}' | sort -n | awk '{v[NR] = $1} END {i = int(NR * 0.99); if (i < 1) i = 1; printf "%.3f", v[i] / 1000}')
 		rm -f "$lp".*
 	fi
-	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$clients" "$round" "$tps" "$lat" "$tx" "$((c1 - c0))" "$p99" >>"$RESULTS"
+	local sched
+	sched=$(awk '{if ($1 == "-" || $4 == "-") m = "-"; else m = $4 - $1; printf "%s\t%d\t%d", m, $5 - $2, $6 - $3}' <<<"$s0 $s1")
+	printf '%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$mode" "$target" "$clients" "$round" "$tps" "$lat" "$tx" "$((c1 - c0))" "$p99" "$sched" >>"$RESULTS"
 	log "round $round $mode $target c=$clients: tps $tps, latency $lat ms, proxy cpu $((c1 - c0)) ticks"
 }
 
@@ -417,6 +421,22 @@ END {
 		printf "%7s | %7.3f  %7.3f  %7.3f |        %7.3f  %7.3f  %6s\n", c, d, pf, h, pf - d, h - d, \
 			(h - d > 0 ? sprintf("%.2f", (pf - d) / (h - d)) : "-")
 	}
+}' "$RESULTS"
+
+echo
+echo "Proxy scheduling, select-only and churn: per 1,000 transactions, all rounds pooled, summed over the proxy's threads:"
+echo "CPU migrations (a thread woken on another CPU than it last ran on) and voluntary / involuntary context switches"
+echo "  mode clients |  pgfront: migr    vol  invol |  HAProxy: migr    vol  invol"
+echo "---------------+-------------------------------+------------------------------"
+awk -F'\t' -v clients="$BENCH_CLIENTS" -v churn="$BENCH_CHURN_CLIENTS" '
+$2 != "direct" { k = $1 SUBSEP $2 SUBSEP $3; tx[k] += $7; v[k] += $11; iv[k] += $12; if ($10 == "-") nomig[k] = 1; else mg[k] += $10 }
+function per(x, k) { return tx[k] ? sprintf("%6.1f", x * 1000 / tx[k]) : "     -" }
+function cells(m, t, c,    k) { k = m SUBSEP t SUBSEP c; return ((k in nomig) ? "     -" : per(mg[k], k)) " " per(v[k], k) " " per(iv[k], k) }
+function row(m, c) { printf "%6s %7s |          %s |          %s\n", m, c, cells(m, "pgfront", c), cells(m, "haproxy", c) }
+END {
+	nc = split(clients, cs, " ")
+	for (i = 1; i <= nc; i++) row("select", cs[i])
+	row("churn", churn)
 }' "$RESULTS"
 
 if [ -s "$COPY_RESULTS" ]; then
