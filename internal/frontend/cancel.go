@@ -161,9 +161,10 @@ func (f *Frontend) cancelLocal(key pgwire.CancelKey) (*session, *cluster.Server,
 // successor after an upgrade) for the session here whose client got key. It never asks
 // anyone else. It returns as soon as it knows whether such a session exists
 // (ErrUnknownCancelKey if not), and sends the cancel to that session's server on a goroutine
-// of its own, bounded as every cancel is, then calls done (if not nil) with the outcome. The asker is answered in the time of a lookup, not of the server's: a server
-// slow to take cancels (the moment clients cancel most) must not make the asker give up on
-// the owner and fall back to guessing.
+// of its own, bounded as every cancel is, then calls done (if not nil) with the outcome. The
+// asker is answered in the time of a lookup, not of the server's: a server slow to take
+// cancels (the moment clients cancel most) must not make the asker give up on the owner and
+// fall back to guessing.
 func (f *Frontend) StartCancel(key pgwire.CancelKey, done func(error)) error {
 	t, ok := f.cancelTarget(key)
 	if !ok {

@@ -16,9 +16,7 @@ import (
 // still taking it: the asker (a peer with a one-second bound) is not held for the server.
 func TestStartCancelAnswersAtOnce(t *testing.T) {
 	srv, taken, release := slowCancelServer(t)
-	f := newTestFrontend(t, srv.Addr().String())
-	c := dialRW(t, f)
-	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	f := loggedInFrontend(t, srv)
 
 	key := pgwire.CancelKey{ProcessID: 7, Secret: "\x00\x00\x00\x09"} // serveLoggedIn's, not reissued
 	done := make(chan error, 1)
@@ -51,9 +49,7 @@ func TestStartCancelAnswersAtOnce(t *testing.T) {
 // Close waits for the cancels StartCancel is still sending.
 func TestCloseWaitsForStartedCancels(t *testing.T) {
 	srv, taken, release := slowCancelServer(t)
-	f := newTestFrontend(t, srv.Addr().String())
-	c := dialRW(t, f)
-	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	f := loggedInFrontend(t, srv)
 	done := make(chan struct{})
 	if err := f.StartCancel(pgwire.CancelKey{ProcessID: 7, Secret: "\x00\x00\x00\x09"}, func(error) { close(done) }); err != nil {
 		t.Fatal(err)
@@ -106,6 +102,16 @@ func slowCancelServer(t *testing.T) (srv net.Listener, taken <-chan struct{}, re
 	return srv, got, release
 }
 
+// loggedInFrontend serves route rw on server srv and logs one client in, whose session has
+// serveLoggedIn's key (7, 9: not reissued).
+func loggedInFrontend(t *testing.T, srv net.Listener) *Frontend {
+	t.Helper()
+	f := newTestFrontend(t, srv.Addr().String())
+	c := dialRW(t, f)
+	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	return f
+}
+
 // waitDone waits (10s) for a StartCancel's outcome.
 func waitDone(t *testing.T, done <-chan error) error {
 	t.Helper()
@@ -122,9 +128,7 @@ func waitDone(t *testing.T, done <-chan error) error {
 // the session.
 func TestStartCancelFailure(t *testing.T) {
 	srv, _, _ := slowCancelServer(t)
-	f := newTestFrontend(t, srv.Addr().String())
-	c := dialRW(t, f)
-	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	f := loggedInFrontend(t, srv)
 	_ = srv.Close() // the server takes no more connections: the cancel's connect is refused
 	done := make(chan error, 1)
 	if err := f.StartCancel(pgwire.CancelKey{ProcessID: 7, Secret: "\x00\x00\x00\x09"}, func(err error) { done <- err }); err != nil {
@@ -144,9 +148,7 @@ func TestStartCancelFailure(t *testing.T) {
 // on its caller's, which it holds until the server has taken it.
 func TestStartCancelBounded(t *testing.T) {
 	srv, taken, release := slowCancelServer(t)
-	f := newTestFrontend(t, srv.Addr().String())
-	c := dialRW(t, f)
-	receiveUntil[*pgproto3.ReadyForQuery](t, startup(t, c, map[string]string{"user": "u"}))
+	f := loggedInFrontend(t, srv)
 	key := pgwire.CancelKey{ProcessID: 7, Secret: "\x00\x00\x00\x09"}
 	for range maxBackgroundCancels {
 		if err := f.StartCancel(key, nil); err != nil {

@@ -13,6 +13,7 @@ import (
 	"github.com/pgfront/pgfront/internal/netx"
 	"github.com/pgfront/pgfront/internal/pgwire"
 	"github.com/pgfront/pgfront/internal/relay"
+	"github.com/pgfront/pgfront/internal/resolve"
 )
 
 // A plain route's sessions start on the event loops: a loop watches a duplicate of the
@@ -215,14 +216,14 @@ func (s *session) greetStartup(pkt *pgwire.FirstPacket) relay.Greeting {
 		return relay.Greeting{Action: relay.GreetHandOff}
 	}
 	setUser(s, pkt)
-	s.est = &establishing{pkt: pkt, pick: pick, ticket: t, srv: srv, addr: addr, remembered: remembered}
+	s.est = &establishing{pkt: pkt, pick: pick, ticket: t, srv: srv, addr: addr}
 	s.phase.Store(uint32(PhaseConnecting))
 	connect := r.Connect
 	if remembered {
-		// As dialRemembered: a stale address that does not answer leaves half of
-		// timeouts.connect for the name (HandOff gives the goroutine's dial what is left).
+		// A stale address that does not answer leaves time for the name (HandOff gives the
+		// goroutine's dial what is left).
 		s.est.connectBy = time.Now().Add(connect)
-		connect /= 2
+		connect = resolve.FirstTry(connect)
 	}
 	return relay.Greeting{Action: relay.GreetConnect, Server: addr, ConnectTimeout: connect, Setup: r.setupServer()}
 }
@@ -294,7 +295,7 @@ func (s *session) HandOff(client net.Conn, why error) {
 		if ce.Local {
 			failed = nil // not the server's fault: the goroutine dials it itself
 		}
-		if e.remembered && !ce.Local {
+		if !e.connectBy.IsZero() && !ce.Local {
 			// The address its host name had may be stale (a pod that moved): the goroutine
 			// dials the name afresh in what is left of timeouts.connect, and only that dial's
 			// failure counts against the server.

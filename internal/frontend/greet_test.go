@@ -174,8 +174,8 @@ func refusingAddr(t *testing.T) string {
 	return addr
 }
 
-// silentServer accepts connections on loopback and never answers; one goroutine in all (the
-// conns are held, not served), so tests can count the frontend's goroutines.
+// silentServer accepts connections on loopback, counts them and never answers (each is held
+// until its peer closes it).
 type silentServer struct {
 	addr     string
 	accepted atomic.Int32
@@ -183,31 +183,13 @@ type silentServer struct {
 
 func newSilentServer(t *testing.T) *silentServer {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &silentServer{addr: ln.Addr().String()}
-	var held []net.Conn
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			held = append(held, c)
-			s.accepted.Add(1)
-		}
-	}()
-	t.Cleanup(func() {
-		_ = ln.Close()
-		<-done
-		for _, c := range held {
-			_ = c.Close()
-		}
+	s := &silentServer{}
+	ln := serveEach(t, func(c net.Conn) {
+		defer c.Close()
+		s.accepted.Add(1)
+		_, _ = io.Copy(io.Discard, c)
 	})
+	s.addr = ln.Addr().String()
 	return s
 }
 

@@ -21,6 +21,7 @@ import (
 	"github.com/pgfront/pgfront/internal/pgwire"
 	"github.com/pgfront/pgfront/internal/proxyhdr"
 	"github.com/pgfront/pgfront/internal/relay"
+	"github.com/pgfront/pgfront/internal/resolve"
 	"github.com/pgfront/pgfront/internal/tlsconf"
 )
 
@@ -570,12 +571,12 @@ func (f *Frontend) dialServer(ctx context.Context, d *net.Dialer, addr string) (
 	return c, netip.AddrPort{}, err
 }
 
-// dialRemembered connects to a remembered address within half of what is left of ctx's time,
-// so that an address that went stale and silent leaves the rest for the name's new one.
+// dialRemembered connects to a remembered address within its part of what is left of ctx's
+// time (resolve.FirstTry).
 func dialRemembered(ctx context.Context, d *net.Dialer, to netip.AddrPort) (net.Conn, error) {
 	if dl, ok := ctx.Deadline(); ok {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, time.Until(dl)/2)
+		ctx, cancel = context.WithTimeout(ctx, resolve.FirstTry(time.Until(dl)))
 		defer cancel()
 	}
 	return d.DialContext(ctx, "tcp", to.String())
@@ -584,17 +585,17 @@ func dialRemembered(ctx context.Context, d *net.Dialer, to netip.AddrPort) (net.
 // establishing is a session between admission and the relay's end: what a retry after an
 // in-band fence needs to connect again.
 type establishing struct {
-	// addr is where a loop connected for srv (its IP, or the address its host name last
-	// had: remembered).
-	addr       netip.AddrPort
-	remembered bool
-	connectBy  time.Time       // remembered: when timeouts.connect runs out for this login
-	srv        *cluster.Server // the server the relay runs on (set before it starts)
-	pkt        *pgwire.FirstPacket
-	pick       *picker
-	ticket     *admission.Ticket
-	queued     time.Duration
-	retries    int
+	// addr is where a loop connected for srv: its IP, or the address its host name last
+	// connected to (then connectBy is when timeouts.connect runs out for this login; zero
+	// otherwise).
+	addr      netip.AddrPort
+	connectBy time.Time
+	srv       *cluster.Server // the server the relay runs on (set before it starts)
+	pkt       *pgwire.FirstPacket
+	pick      *picker
+	ticket    *admission.Ticket
+	queued    time.Duration
+	retries   int
 }
 
 // loggedIn drops what only a retry needs (relay.Options.OnLoggedIn). A retry reads them on a

@@ -27,6 +27,10 @@ import (
 // Hold is how long a learned address is used without asking DNS again.
 const Hold = 5 * time.Second
 
+// FirstTry is the part of a connect bound a remembered address gets: half, so that one gone
+// stale and silent leaves the rest for a dial of the name.
+func FirstTry(bound time.Duration) time.Duration { return bound / 2 }
+
 // Cache maps a server's configured "host:port" to the address a dial by that name last
 // connected to.
 type Cache struct {
