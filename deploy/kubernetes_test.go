@@ -471,6 +471,7 @@ func checkBase(b *base) []string {
 	refs := map[string]string{
 		"admin.read_token_file":  cfg.Admin.ReadTokenFile,
 		"admin.admin_token_file": cfg.Admin.AdminTokenFile,
+		"fleet.secret_file":      cfg.Fleet.SecretFile,
 	}
 	for _, name := range cfg.ClusterNames() {
 		cl := cfg.Clusters[name]
@@ -689,7 +690,7 @@ func checkBase(b *base) []string {
 				if sp.Port != l.port {
 					c.bad("Service %s port %s is %d, not the %s port %d", s.Name, sp.Name, sp.Port, l.what, l.port)
 				}
-				if l.what == "admin" {
+				if l.what == "admin" && s.Spec.ClusterIP != corev1.ClusterIPNone { // not the peers' headless one
 					adminSvcPort, adminSvc = sp.Name, s
 				}
 			}
@@ -709,6 +710,40 @@ func checkBase(b *base) []string {
 			for _, msg := range validation.IsValidPortName(sp.Name) {
 				c.bad("Service %s port name %q: %s", s.Name, sp.Name, msg)
 			}
+		}
+	}
+
+	// The fleet: with more than one pod a CancelRequest may reach another pod than the one
+	// holding the session, so the pods must be peers. dns_peers names a headless Service of
+	// the base that keeps not-ready (draining) pods and reaches the admin port.
+	if d.Spec.Replicas != nil && *d.Spec.Replicas > 1 && len(cfg.Fleet.Peers) == 0 && len(cfg.Fleet.DNSPeers) == 0 {
+		c.bad("%d replicas but the config has no fleet peers: a CancelRequest that reaches another pod than the session's is lost", *d.Spec.Replicas)
+	}
+	for _, dp := range cfg.Fleet.DNSPeers {
+		host, portText, _ := net.SplitHostPort(dp)
+		svcName, _, _ := strings.Cut(host, ".")
+		var svc *corev1.Service
+		for _, s := range b.services {
+			if s.Name == svcName {
+				svc = s
+			}
+		}
+		switch {
+		case svc == nil:
+			c.bad("fleet.dns_peers %s: no Service %s in the base", dp, svcName)
+			continue
+		case svc.Spec.ClusterIP != corev1.ClusterIPNone:
+			c.bad("fleet.dns_peers %s: Service %s is not headless (clusterIP: None), so its name gives one address, not every pod's", dp, svcName)
+		case !svc.Spec.PublishNotReadyAddresses:
+			c.bad("fleet.dns_peers %s: Service %s leaves not-ready pods out, but a draining pod still holds sessions (publishNotReadyAddresses: true)", dp, svcName)
+		}
+		reaches := false
+		for _, sp := range svc.Spec.Ports {
+			target, ok := containerPort(ctr, sp.TargetPort)
+			reaches = reaches || (ok && strconv.Itoa(int(target)) == portText && strconv.Itoa(int(sp.Port)) == portText && target == adminPort)
+		}
+		if !reaches {
+			c.bad("fleet.dns_peers %s: Service %s has no port %s reaching the admin listener's port %d", dp, svcName, portText, adminPort)
 		}
 	}
 
@@ -788,7 +823,7 @@ func TestKubernetesBase(t *testing.T) {
 	for _, m := range ms {
 		kinds[m.kind]++
 	}
-	want := map[string]int{"Deployment": 1, "Service": 3, "ConfigMap": 1, "Secret": 1, "PodDisruptionBudget": 1, "ServiceMonitor": 1}
+	want := map[string]int{"Deployment": 1, "Service": 4, "ConfigMap": 1, "Secret": 1, "PodDisruptionBudget": 1, "ServiceMonitor": 1}
 	if !reflect.DeepEqual(kinds, want) {
 		t.Errorf("rendered kinds %v, want %v", kinds, want)
 	}
@@ -923,6 +958,13 @@ func TestKubernetesCheckerReportsMistakes(t *testing.T) {
 		{"monitor selector", "servicemonitor.yaml", "app.kubernetes.io/component: admin", "app.kubernetes.io/component: route", "selects Service pgfront-rw"},
 		{"monitor token", "servicemonitor.yaml", "key: read.token", "key: admin.token", "sends Secret pgfront key admin.token"},
 		{"port name", "services.yaml", "- name: rw", "- name: read_write", `port name "read_write"`},
+		{"no fleet", "pgfront.yaml", "  dns_peers: [pgfront-peers:9187]\n", "", "2 replicas but the config has no fleet peers"},
+		{"fleet key not mounted", "deployment.yaml", "- key: fleet.key\n                      path: fleet.key", "- key: fleet.key\n                      path: fleet-key", "fleet.secret_file: /etc/pgfront/fleet.key is not provided"},
+		{"fleet key missing", "secret.yaml", "  fleet.key: REPLACE", "  fleet-key: REPLACE", `key "fleet.key", which does not exist`},
+		{"peers Service missing", "pgfront.yaml", "dns_peers: [pgfront-peers:9187]", "dns_peers: [pgfront-peer:9187]", "no Service pgfront-peer in the base"},
+		{"peers Service not headless", "services.yaml", "  clusterIP: None\n", "", "Service pgfront-peers is not headless"},
+		{"peers Service without draining pods", "services.yaml", "publishNotReadyAddresses: true", "publishNotReadyAddresses: false", "leaves not-ready pods out"},
+		{"peers port", "pgfront.yaml", "dns_peers: [pgfront-peers:9187]", "dns_peers: [pgfront-peers:9188]", "has no port 9188 reaching the admin listener's port 9187"},
 	} {
 		fsys := fstest.MapFS{}
 		for k, v := range orig {

@@ -54,6 +54,7 @@ type App struct {
 	health      map[*cluster.Cluster]*clusterHealth
 	dcs         map[*cluster.Cluster]*clusterDCS // clusters with a DCS role source
 	dcsPeers    map[string]*dcsPeers             // fleet discovery, by cluster name
+	dnsPeers    *dnsPeers                        // fleet discovery through DNS (nil: none)
 	trimmer     *memtrim.Trimmer                 // returns a login burst's memory (from Start)
 	admin       *admin.Listener                  // nil when admin.listen is ""
 	certs       []*tlsconf.Server
@@ -75,6 +76,9 @@ type App struct {
 	// draining: pgfront takes no new clients (SIGTERM, or a hand-over to a new process); the
 	// readiness probe says so.
 	draining atomic.Pointer[string]
+
+	// lookupIP resolves fleet.dns_peers names (net.DefaultResolver's; tests replace it).
+	lookupIP func(ctx context.Context, host string) ([]netip.Addr, error)
 }
 
 // New builds every component from cfg. Nothing listens until Start.
@@ -83,6 +87,9 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 		health: make(map[*cluster.Cluster]*clusterHealth), listening: make(map[string]netip.AddrPort),
 		dcs: make(map[*cluster.Cluster]*clusterDCS), dcsPeers: make(map[string]*dcsPeers), rebuildCh: make(chan struct{}, 1),
 		rebuildStop: make(chan struct{}), rebuildDone: make(chan struct{})}
+	a.lookupIP = func(ctx context.Context, host string) ([]netip.Addr, error) {
+		return net.DefaultResolver.LookupNetIP(ctx, "ip", host)
+	}
 	a.global = a.adm.NewLimit("global", cfg.MaxConn)
 	a.registry = prometheus.NewRegistry()
 	a.sockets = sockmon.New(sockmon.Options{})

@@ -522,6 +522,7 @@ func (a *App) startDCS() {
 		d.start()
 	}
 	a.applyDCSPeers(a.gen, func(string, ...any) {})
+	a.applyDNSPeers(a.gen, func(string, ...any) {})
 	a.rebuildStarted = true
 	go a.rebuildLoop()
 }
@@ -545,6 +546,7 @@ func (a *App) stopAllDCS() {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
 	a.stopAllDCSPeers()
+	a.stopDNSPeers()
 	for cl := range a.dcs {
 		a.stopDCS(cl)
 	}

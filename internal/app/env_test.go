@@ -46,12 +46,22 @@ type env struct {
 // and stops it at the end of the test, checking that no session is left.
 func startProxy(t *testing.T, yamlText string) *env {
 	t.Helper()
+	return startProxyWith(t, yamlText, nil)
+}
+
+// startProxyWith is startProxy with beforeStart (if not nil) called on the App between New
+// and Start.
+func startProxyWith(t *testing.T, yamlText string, beforeStart func(*app.App)) *env {
+	t.Helper()
 	cfg := parseTestConfig(t, yamlText)
 	logs := &syncBuffer{}
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	a, err := app.New(cfg, logger)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if beforeStart != nil {
+		beforeStart(a)
 	}
 	if err := a.Start(); err != nil {
 		t.Fatal(err)

@@ -37,6 +37,7 @@ func buildFleet(g *generation, fc config.Fleet) error {
 	for _, p := range fc.Peers {
 		g.peers = append(g.peers, fleet.Peer{Addr: p})
 	}
+	g.dnsPeers = fc.DNSPeers
 	return nil
 }
 

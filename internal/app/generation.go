@@ -49,6 +49,7 @@ type generation struct {
 	fleetName   string
 	advertise   string // fleet.advertise as configured ("" = derived from the admin listener)
 	peers       []fleet.Peer
+	dnsPeers    []string // fleet.dns_peers: names whose every address is a peer
 	// retired: servers of the running generation the config no longer lists (or moved).
 	retired map[*cluster.Server]bool
 }
@@ -357,6 +358,7 @@ func (a *App) apply(g *generation, bind bool) ([]string, error) {
 	a.certs = g.certs
 	a.gen = g
 	a.applyDCSPeers(g, note)
+	a.applyDNSPeers(g, note)
 	if old != nil { // the start's generation went to observe.New
 		a.metrics.ConfigApplied(g.n, g.hash, time.Now())
 	}

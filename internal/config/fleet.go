@@ -26,6 +26,11 @@ type Fleet struct {
 	// Peers are the other instances' admin listeners: host:port, or an http:// or https://
 	// URL (scheme, host and port only). Default none.
 	Peers []string `json:"peers"`
+	// DNSPeers are host names whose every address is a peer, at the name's port: a name with
+	// one address per instance, such as a Kubernetes headless Service's. They are looked up
+	// again every 10 s; this instance's own admin listener among the addresses is left out.
+	// host:port only (plain http). Default none.
+	DNSPeers []string `json:"dns_peers"`
 	// Advertise is the address the other instances reach this one's admin listener at
 	// (host:port, or an http(s) URL), registered in Patroni's DCS for discovery: with a
 	// fleet secret, an instance whose cluster has a dcs section registers itself under
@@ -63,6 +68,14 @@ func (d *decoder) fleet(f *Fleet) func(ast.Node, string) {
 					f.Peers = append(f.Peers, s)
 				})
 			}},
+			{"dns_peers", func(n ast.Node, p string) {
+				f.DNSPeers = []string{}
+				d.sequence(n, p, func(el ast.Node, p string) {
+					var s string
+					d.str(&s)(el, p)
+					f.DNSPeers = append(f.DNSPeers, s)
+				})
+			}},
 			{"advertise", d.str(&f.Advertise)},
 			{"cancel_fallback_rate", d.float(&f.CancelFallbackRate)},
 			{"cancel_fallback_burst", d.int(&f.CancelFallbackBurst)},
@@ -79,6 +92,25 @@ func (v *validator) fleet() {
 	v.oneSource("fleet", "fleet secret", "secret_file", f.SecretFile, "secret_env", f.SecretEnv)
 	if len(f.Peers) > 0 && f.SecretFile == "" && f.SecretEnv == "" {
 		v.bad("fleet.peers", "peers need a shared secret: set fleet.secret_file or fleet.secret_env")
+	}
+	if len(f.DNSPeers) > 0 && f.SecretFile == "" && f.SecretEnv == "" {
+		v.bad("fleet.dns_peers", "peers need a shared secret: set fleet.secret_file or fleet.secret_env")
+	}
+	seenName := map[string]bool{}
+	for i, p := range f.DNSPeers {
+		path := index("fleet.dns_peers", i)
+		if strings.Contains(p, "://") {
+			v.bad(path, "must be host:port (every address of host is a peer, over http), not %q", p)
+			continue
+		}
+		if _, _, err := splitAddr(p, false); err != nil {
+			v.bad(path, "%v", err)
+			continue
+		}
+		if seenName[p] {
+			v.bad(path, "%s is listed twice", p)
+		}
+		seenName[p] = true
 	}
 	seen := map[string]bool{}
 	for i, p := range f.Peers {

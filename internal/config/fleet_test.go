@@ -15,6 +15,10 @@ func TestFleet(t *testing.T) {
 		f.CancelFallbackRate != want.CancelFallbackRate || f.CancelFallbackBurst != want.CancelFallbackBurst {
 		t.Errorf("fleet = %+v, want %+v", f, want)
 	}
+	c, _ = mustParse(t, "fleet:\n  secret_env: FLEET_KEY\n  dns_peers: [pgfront-peers.db.svc.cluster.local:9187, pgfront-peers.other:9188]\n"+base)
+	if want := []string{"pgfront-peers.db.svc.cluster.local:9187", "pgfront-peers.other:9188"}; !slices.Equal(c.Fleet.DNSPeers, want) {
+		t.Errorf("dns_peers = %q, want %q", c.Fleet.DNSPeers, want)
+	}
 	c, _ = mustParse(t, "fleet:\n  advertise: \"https://pgfront-a.example:9187\"\n"+base)
 	if c.Fleet.Advertise != "https://pgfront-a.example:9187" {
 		t.Errorf("advertise = %q", c.Fleet.Advertise)
@@ -46,6 +50,14 @@ func TestFleetProblems(t *testing.T) {
 				{"name:", "fleet.name", "must match"},
 				{"cancel_fallback_rate: -1", "fleet.cancel_fallback_rate", "must not be negative"},
 				{"cancel_fallback_rat:", "fleet.cancel_fallback_rat", `did you mean "cancel_fallback_rate"?`},
+			}},
+		{"dns_peers without a secret", "fleet:\n  dns_peers: [pgfront-peers:9187]\n" + base,
+			[]want{{"dns_peers:", "fleet.dns_peers", "peers need a shared secret"}}},
+		{"bad dns_peers", "fleet:\n  secret_file: /k\n  dns_peers:\n    - pgfront-peers # no port\n    - \"https://pgfront-peers:9187\"\n    - pgfront-peers:9187\n    - pgfront-peers:9187 # again\n" + base,
+			[]want{
+				{"# no port", "fleet.dns_peers[0]", "must be host:port"},
+				{"https://", "fleet.dns_peers[1]", "must be host:port (every address"},
+				{"# again", "fleet.dns_peers[3]", "listed twice"},
 			}},
 		{"bad advertise", "fleet:\n  advertise: pgfront-a\n" + base,
 			[]want{{"advertise", "fleet.advertise", "must be host:port"}}},

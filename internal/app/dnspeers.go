@@ -1,0 +1,194 @@
+package app
+
+import (
+	"context"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/pgfront/pgfront/internal/fleet"
+)
+
+// Fleet discovery through DNS: every address a fleet.dns_peers name resolves to is a peer at
+// the name's port, as source "dns" next to fleet.peers. A Kubernetes headless Service is such
+// a name: one address per pod, the pods of a Deployment included, whose names change. The names
+// are looked up again every dnsPeersEvery; a name whose lookup fails keeps its last addresses
+// (the instances are most likely still there), and this instance's own admin listener is left
+// out of what the names give.
+
+// dnsPeersEvery is how often the names are looked up: an instance that came up is asked for
+// its keys within this (until then its cancels take the fallback). A variable for tests.
+var dnsPeersEvery = 10 * time.Second
+
+// dnsLookupTimeout bounds one name's lookup.
+const dnsLookupTimeout = 5 * time.Second
+
+// dnsPeers is the running discovery.
+type dnsPeers struct {
+	key    string // the names it was started for: a change means a new discovery
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// applyDNSPeers starts, replaces or stops the discovery as g asks: running while the fleet has
+// a secret and dns_peers names, and only while the App runs (the admin listener's address,
+// which is left out, is known then). reloadMu is held.
+func (a *App) applyDNSPeers(g *generation, note func(string, ...any)) {
+	if !a.running {
+		return
+	}
+	key := ""
+	if g.fleetSecret != nil && len(g.dnsPeers) > 0 {
+		key = strings.Join(g.dnsPeers, " ")
+		if a.admin != nil && a.admin.Addr() != nil {
+			key += " (admin " + a.admin.Addr().String() + ")" // what is left out
+		}
+	}
+	if a.dnsPeers != nil && a.dnsPeers.key == key {
+		return
+	}
+	a.stopDNSPeers()
+	if key == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	d := &dnsPeers{key: key, cancel: cancel, done: make(chan struct{})}
+	a.dnsPeers = d
+	names := slices.Clone(g.dnsPeers)
+	isSelf := a.selfAdmin()
+	go func() {
+		defer close(d.done)
+		a.runDNSPeers(ctx, names, isSelf)
+	}()
+	a.log.Info("fleet discovery through DNS", "names", strings.Join(names, ","), "every", dnsPeersEvery)
+	note("fleet discovery through DNS: %s", strings.Join(names, ", "))
+}
+
+// stopDNSPeers ends the discovery and forgets its peers. reloadMu is held.
+func (a *App) stopDNSPeers() {
+	d := a.dnsPeers
+	if d == nil {
+		return
+	}
+	d.cancel()
+	<-d.done
+	a.dnsPeers = nil
+	a.fleet.SetPeers("dns", nil)
+}
+
+// runDNSPeers looks the names up until ctx ends, now and then every dnsPeersEvery.
+func (a *App) runDNSPeers(ctx context.Context, names []string, isSelf func(netip.AddrPort) bool) {
+	last := make(map[string][]fleet.Peer, len(names)) // by name: what its last good lookup gave
+	failing := make(map[string]bool, len(names))
+	t := time.NewTimer(0)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		for _, name := range names {
+			peers, err := a.lookupPeers(ctx, name, isSelf)
+			if ctx.Err() != nil {
+				return
+			}
+			switch {
+			case err != nil && !failing[name]:
+				failing[name] = true
+				a.log.Warn("fleet discovery through DNS: lookup failed; keeping the peers it gave last", "name", name, "peers", len(last[name]), "err", err)
+			case err == nil && failing[name]:
+				failing[name] = false
+				a.log.Info("fleet discovery through DNS: lookup works again", "name", name, "peers", len(peers))
+			}
+			if err == nil {
+				last[name] = peers
+			}
+		}
+		var all []fleet.Peer
+		for _, name := range names {
+			for _, p := range last[name] {
+				if !slices.Contains(all, p) {
+					all = append(all, p)
+				}
+			}
+		}
+		a.fleet.SetPeers("dns", all)
+		t.Reset(dnsPeersEvery)
+	}
+}
+
+// lookupPeers resolves name (host:port) into a peer per address, sorted, this instance's own
+// admin listener left out.
+func (a *App) lookupPeers(ctx context.Context, name string, isSelf func(netip.AddrPort) bool) ([]fleet.Peer, error) {
+	host, portText, err := net.SplitHostPort(name)
+	if err != nil {
+		return nil, err // config validation rules this out
+	}
+	port, err := strconv.ParseUint(portText, 10, 16)
+	if err != nil {
+		return nil, err
+	}
+	lctx, cancel := context.WithTimeout(ctx, dnsLookupTimeout)
+	defer cancel()
+	addrs, err := a.lookupIP(lctx, host)
+	if err != nil {
+		return nil, err
+	}
+	var peers []fleet.Peer
+	for _, ip := range addrs {
+		ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
+		if isSelf(ap) {
+			continue
+		}
+		p := fleet.Peer{Addr: ap.String()}
+		if !slices.Contains(peers, p) {
+			peers = append(peers, p)
+		}
+	}
+	slices.SortFunc(peers, func(x, y fleet.Peer) int { return strings.Compare(x.Addr, y.Addr) })
+	return peers, nil
+}
+
+// selfAdmin reports whether an address is this instance's admin listener (selfMatcher), with
+// this host's addresses as they are now.
+func (a *App) selfAdmin() func(netip.AddrPort) bool {
+	if a.admin == nil || a.admin.Addr() == nil {
+		return func(netip.AddrPort) bool { return false }
+	}
+	bound, err := netip.ParseAddrPort(a.admin.Addr().String())
+	if err != nil {
+		return func(netip.AddrPort) bool { return false }
+	}
+	var local []netip.Addr
+	if bound.Addr().IsUnspecified() {
+		if ifAddrs, err := net.InterfaceAddrs(); err == nil {
+			for _, ia := range ifAddrs {
+				if p, err := netip.ParsePrefix(ia.String()); err == nil {
+					local = append(local, p.Addr())
+				}
+			}
+		}
+	}
+	return selfMatcher(bound, local)
+}
+
+// selfMatcher reports whether an address is the admin listener bound at bound: that address,
+// or for a listener on an unspecified host (0.0.0.0, ::) its port on a loopback address or
+// one of local (the host's addresses).
+func selfMatcher(bound netip.AddrPort, local []netip.Addr) func(netip.AddrPort) bool {
+	bound = netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port())
+	if !bound.Addr().IsUnspecified() {
+		return func(ap netip.AddrPort) bool { return ap == bound }
+	}
+	mine := make(map[netip.Addr]bool, len(local))
+	for _, l := range local {
+		mine[l.Unmap()] = true
+	}
+	return func(ap netip.AddrPort) bool {
+		return ap.Port() == bound.Port() && (mine[ap.Addr()] || ap.Addr().IsLoopback())
+	}
+}

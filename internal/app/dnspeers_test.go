@@ -1,0 +1,150 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/pgfront/pgfront/internal/app"
+	"github.com/pgfront/pgfront/internal/pgtest"
+)
+
+// freePortOn returns a port free on both loopback addresses (bind and release).
+func freePortOn(t *testing.T, hosts ...string) int {
+	t.Helper()
+	for range 20 {
+		l, err := net.Listen("tcp", net.JoinHostPort(hosts[0], "0"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		port := l.Addr().(*net.TCPAddr).Port
+		ok := true
+		var others []net.Listener
+		for _, h := range hosts[1:] {
+			o, err := net.Listen("tcp", net.JoinHostPort(h, strconv.Itoa(port)))
+			if err != nil {
+				ok = false
+				break
+			}
+			others = append(others, o)
+		}
+		l.Close()
+		for _, o := range others {
+			o.Close()
+		}
+		if ok {
+			return port
+		}
+	}
+	t.Fatal("no port free on every one of", hosts)
+	return 0
+}
+
+// peerAddrs lists an instance's fleet peers' addresses.
+func peerAddrs(e *env) []string {
+	var out []string
+	for _, p := range e.app.Fleet().Peers() {
+		out = append(out, p.Addr)
+	}
+	return out
+}
+
+// TestFleetDNSPeers: a dns_peers name with one address per instance (a headless Service) makes
+// every other instance a peer and leaves the instance's own admin listener out, so a
+// CancelRequest that reaches the instance without the session is forwarded to the one with it.
+func TestFleetDNSPeers(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	secret := fleetSecretFile(t)
+	port := freePortOn(t, "127.0.0.1", "127.0.0.2")
+	const name = "pgfront-peers.test.invalid"
+	var lookups atomic.Int32
+	resolve := func(_ context.Context, host string) ([]netip.Addr, error) {
+		if host != name {
+			return nil, fmt.Errorf("lookup %s: no such host", host)
+		}
+		lookups.Add(1)
+		// As a resolver may: one address twice, once as an IPv4-mapped IPv6 address.
+		return []netip.Addr{netip.MustParseAddr("127.0.0.2"), netip.MustParseAddr("127.0.0.1"), netip.MustParseAddr("::ffff:127.0.0.2")}, nil
+	}
+	instance := func(fleetName, adminHost string) *env {
+		yaml := oneServerConfig(p, "", fleetYAML(secret, fleetName)+
+			fmt.Sprintf("  dns_peers: [%s:%d]\nadmin:\n  listen: %s:%d\n", name, port, adminHost, port))
+		return startProxyWith(t, yaml, func(a *app.App) { app.SetLookupIP(a, resolve) })
+	}
+	a := instance("pgfront-a", "127.0.0.1")
+	b := instance("pgfront-b", "127.0.0.2")
+	aAddr, bAddr := fmt.Sprintf("127.0.0.1:%d", port), fmt.Sprintf("127.0.0.2:%d", port)
+	waitFor(t, 10*time.Second, "each instance's DNS peers", func() bool {
+		return slices.Equal(peerAddrs(a), []string{bAddr}) && slices.Equal(peerAddrs(b), []string{aAddr})
+	})
+	if n := lookups.Load(); n < 2 {
+		t.Fatalf("%d lookups", n)
+	}
+
+	s := &cancelSession{name: "A's session", conn: a.pgconnect("rw"), server: p}
+	stopSleeping(t, s)
+	key := keyOf(s.conn)
+	s.start(t)
+	client := sendCancelTo(t, b.addr("rw").String(), key)
+	waitCancelled(t, s, 10*time.Second)
+	if line := logLine(t, b.logs, `msg="cancel request"`, client); logAttr(line, "result") != "peer" || logAttr(line, "peer") != aAddr {
+		t.Fatalf("B's cancel request line: %s", line)
+	}
+	if !strings.Contains(a.logs.String(), `msg="fleet discovery through DNS" names=`+name) {
+		t.Errorf("A's log does not say it discovers through DNS:\n%s", a.logs.String())
+	}
+}
+
+// TestFleetDNSPeersResolver: a name the system resolver knows (localhost, from /etc/hosts)
+// gives the instance at its address as a peer; an instance finds only itself there and has
+// no peer.
+func TestFleetDNSPeersResolver(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	secret := fleetSecretFile(t)
+	port := freePortOn(t, "127.0.0.1")
+	peers := fmt.Sprintf("  dns_peers: [localhost:%d]\n", port)
+	a := startProxy(t, oneServerConfig(p, "", fleetYAML(secret, "pgfront-a")+peers+fmt.Sprintf("admin:\n  listen: 127.0.0.1:%d\n", port)))
+	b := startProxy(t, oneServerConfig(p, "", fleetYAML(secret, "pgfront-b")+peers))
+	want := fmt.Sprintf("127.0.0.1:%d", port)
+	waitFor(t, 10*time.Second, "B's DNS peer", func() bool { return slices.Equal(peerAddrs(b), []string{want}) })
+	if got := peerAddrs(a); len(got) != 0 {
+		t.Errorf("A's peers %q: it found itself", got)
+	}
+	// The peer answers: a key A does not hold, sent to B, is asked of A, which says unknown.
+	key := keyOf(a.pgconnect("rw"))
+	key.Secret = string([]byte{key.Secret[0] ^ 0xff, key.Secret[1], key.Secret[2], key.Secret[3]})
+	client := sendCancelTo(t, b.addr("rw").String(), key)
+	if line := logLine(t, b.logs, `msg="cancel request"`, client); logAttr(line, "result") != "fallback" {
+		t.Fatalf("B's cancel request line: %s", line)
+	}
+	waitFor(t, 10*time.Second, "A's answer to B", func() bool {
+		return strings.Contains(a.logs.String(), `msg="peer cancel request" route=rw result=unknown`)
+	})
+}
+
+// TestFleetDNSPeersReload: a reload that adds dns_peers starts the discovery, and one that
+// drops them forgets the peers it gave.
+func TestFleetDNSPeersReload(t *testing.T) {
+	p := pgtest.NewPrimary(t, nil)
+	secret := fleetSecretFile(t)
+	port := freePortOn(t, "127.0.0.1")
+	plain := oneServerConfig(p, "", fleetYAML(secret, "pgfront-b"))
+	fe := startProxyFile(t, plain)
+	changes := fe.reload(t, oneServerConfig(p, "", fleetYAML(secret, "pgfront-b")+fmt.Sprintf("  dns_peers: [localhost:%d]\n", port)))
+	if !slices.ContainsFunc(changes, func(c string) bool { return strings.Contains(c, "fleet discovery through DNS: localhost:") }) {
+		t.Errorf("reload changes %q do not name the discovery", changes)
+	}
+	want := fmt.Sprintf("127.0.0.1:%d", port)
+	waitFor(t, 10*time.Second, "the DNS peer", func() bool { return slices.Equal(peerAddrs(fe.env), []string{want}) })
+	fe.reload(t, plain)
+	if got := peerAddrs(fe.env); len(got) != 0 {
+		t.Errorf("peers %q after dns_peers were dropped", got)
+	}
+}
