@@ -8,6 +8,7 @@ import (
 	"io"
 	"io/fs"
 	"net"
+	"net/url"
 	"os"
 	"os/exec"
 	"path"
@@ -716,12 +717,28 @@ func checkBase(b *base) []string {
 	// The fleet: with more than one pod a CancelRequest may reach another pod than the one
 	// holding the session, so the pods must be peers. dns_peers names a headless Service of
 	// the base that keeps not-ready (draining) pods and reaches the admin port.
-	if d.Spec.Replicas != nil && *d.Spec.Replicas > 1 && len(cfg.Fleet.Peers) == 0 && len(cfg.Fleet.DNSPeers) == 0 {
-		c.bad("%d replicas but the config has no fleet peers: a CancelRequest that reaches another pod than the session's is lost", *d.Spec.Replicas)
+	reachable := len(cfg.Fleet.DNSPeers)
+	for _, peer := range cfg.Fleet.Peers {
+		host := peer
+		if u, err := url.Parse(peer); err == nil && u.Host != "" {
+			host = u.Host
+		}
+		if h, _, err := net.SplitHostPort(host); err == nil {
+			host = h
+		}
+		if ip := net.ParseIP(host); host != "localhost" && (ip == nil || !ip.IsLoopback()) {
+			reachable++
+		}
+	}
+	if d.Spec.Replicas != nil && *d.Spec.Replicas > 1 && reachable == 0 {
+		c.bad("%d replicas but the config has no fleet peers another pod can reach: a CancelRequest that reaches another pod than the session's is lost", *d.Spec.Replicas)
 	}
 	for _, dp := range cfg.Fleet.DNSPeers {
-		host, portText, _ := net.SplitHostPort(dp)
-		svcName, _, _ := strings.Cut(host, ".")
+		svcName, portText, _ := net.SplitHostPort(dp)
+		if strings.Contains(svcName, ".") {
+			c.bad("fleet.dns_peers %s: name the base's headless Service alone (%q resolves in the pods' own namespace); a longer name may be another namespace's", dp, strings.Split(svcName, ".")[0])
+			continue
+		}
 		var svc *corev1.Service
 		for _, s := range b.services {
 			if s.Name == svcName {
@@ -959,6 +976,8 @@ func TestKubernetesCheckerReportsMistakes(t *testing.T) {
 		{"monitor token", "servicemonitor.yaml", "key: read.token", "key: admin.token", "sends Secret pgfront key admin.token"},
 		{"port name", "services.yaml", "- name: rw", "- name: read_write", `port name "read_write"`},
 		{"no fleet", "pgfront.yaml", "  dns_peers: [pgfront-peers:9187]\n", "", "2 replicas but the config has no fleet peers"},
+		{"loopback peers only", "pgfront.yaml", "  dns_peers: [pgfront-peers:9187]\n", "  peers: [127.0.0.1:9187, \"http://localhost:9188\"]\n", "2 replicas but the config has no fleet peers"},
+		{"peers in another namespace", "pgfront.yaml", "dns_peers: [pgfront-peers:9187]", "dns_peers: [pgfront-peers.other-ns:9187]", "name the base's headless Service alone"},
 		{"fleet key not mounted", "deployment.yaml", "- key: fleet.key\n                      path: fleet.key", "- key: fleet.key\n                      path: fleet-key", "fleet.secret_file: /etc/pgfront/fleet.key is not provided"},
 		{"fleet key missing", "secret.yaml", "  fleet.key: REPLACE", "  fleet-key: REPLACE", `key "fleet.key", which does not exist`},
 		{"peers Service missing", "pgfront.yaml", "dns_peers: [pgfront-peers:9187]", "dns_peers: [pgfront-peer:9187]", "no Service pgfront-peer in the base"},

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"errors"
 	"net"
 	"net/netip"
 	"slices"
@@ -15,9 +16,12 @@ import (
 // Fleet discovery through DNS: every address a fleet.dns_peers name resolves to is a peer at
 // the name's port, as source "dns" next to fleet.peers. A Kubernetes headless Service is such
 // a name: one address per pod, the pods of a Deployment included, whose names change. The names
-// are looked up again every dnsPeersEvery; a name whose lookup fails keeps its last addresses
-// (the instances are most likely still there), and this instance's own admin listener is left
-// out of what the names give.
+// are looked up again every dnsPeersEvery. A lookup that fails keeps the name's last addresses
+// (the instances are most likely still there); a name that does not exist (NXDOMAIN: the
+// Service was deleted or renamed) gives none, so that addresses other pods may now hold are
+// not sent cancel keys. Of a name's addresses only the IPv4 ones are taken when it has any
+// (a dual-stack Service gives each pod twice, and each peer is asked), and this instance's own
+// admin listener is left out.
 
 // dnsPeersEvery is how often the names are looked up: an instance that came up is asked for
 // its keys within this (until then its cancels take the fallback). A variable for tests.
@@ -58,10 +62,10 @@ func (a *App) applyDNSPeers(g *generation, note func(string, ...any)) {
 	d := &dnsPeers{key: key, cancel: cancel, done: make(chan struct{})}
 	a.dnsPeers = d
 	names := slices.Clone(g.dnsPeers)
-	isSelf := a.selfAdmin()
+	selfNow := a.selfAdmin()
 	go func() {
 		defer close(d.done)
-		a.runDNSPeers(ctx, names, isSelf)
+		a.runDNSPeers(ctx, names, selfNow)
 	}()
 	a.log.Info("fleet discovery through DNS", "names", strings.Join(names, ","), "every", dnsPeersEvery)
 	note("fleet discovery through DNS: %s", strings.Join(names, ", "))
@@ -79,10 +83,13 @@ func (a *App) stopDNSPeers() {
 	a.fleet.SetPeers("dns", nil)
 }
 
-// runDNSPeers looks the names up until ctx ends, now and then every dnsPeersEvery.
-func (a *App) runDNSPeers(ctx context.Context, names []string, isSelf func(netip.AddrPort) bool) {
+// runDNSPeers looks the names up until ctx ends, now and then every dnsPeersEvery. selfNow
+// gives the test for this instance's own admin listener, with the host's addresses as they
+// are at each round.
+func (a *App) runDNSPeers(ctx context.Context, names []string, selfNow func() func(netip.AddrPort) bool) {
 	last := make(map[string][]fleet.Peer, len(names)) // by name: what its last good lookup gave
 	failing := make(map[string]bool, len(names))
+	var current []fleet.Peer
 	t := time.NewTimer(0)
 	defer t.Stop()
 	for {
@@ -91,10 +98,18 @@ func (a *App) runDNSPeers(ctx context.Context, names []string, isSelf func(netip
 			return
 		case <-t.C:
 		}
+		isSelf := selfNow()
 		for _, name := range names {
 			peers, err := a.lookupPeers(ctx, name, isSelf)
 			if ctx.Err() != nil {
 				return
+			}
+			var dnsErr *net.DNSError
+			if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
+				peers, err = nil, nil // the name is gone, not the DNS
+				if !failing[name] && len(last[name]) > 0 {
+					a.log.Warn("fleet discovery through DNS: no such name; no peers from it", "name", name)
+				}
 			}
 			switch {
 			case err != nil && !failing[name]:
@@ -116,7 +131,16 @@ func (a *App) runDNSPeers(ctx context.Context, names []string, isSelf func(netip
 				}
 			}
 		}
+		if !slices.Equal(all, current) {
+			addrs := make([]string, len(all))
+			for i, p := range all {
+				addrs[i] = p.Addr
+			}
+			a.log.Info("fleet discovery through DNS: peers", "peers", strings.Join(addrs, ","))
+			current = all
+		}
 		a.fleet.SetPeers("dns", all)
+		a.log.Debug("fleet discovery through DNS: looked up", "peers", len(all))
 		t.Reset(dnsPeersEvery)
 	}
 }
@@ -138,9 +162,15 @@ func (a *App) lookupPeers(ctx context.Context, name string, isSelf func(netip.Ad
 	if err != nil {
 		return nil, err
 	}
+	for i := range addrs {
+		addrs[i] = addrs[i].Unmap()
+	}
+	if slices.ContainsFunc(addrs, netip.Addr.Is4) {
+		addrs = slices.DeleteFunc(addrs, func(ip netip.Addr) bool { return !ip.Is4() })
+	}
 	var peers []fleet.Peer
 	for _, ip := range addrs {
-		ap := netip.AddrPortFrom(ip.Unmap(), uint16(port))
+		ap := netip.AddrPortFrom(ip, uint16(port))
 		if isSelf(ap) {
 			continue
 		}
@@ -153,27 +183,31 @@ func (a *App) lookupPeers(ctx context.Context, name string, isSelf func(netip.Ad
 	return peers, nil
 }
 
-// selfAdmin reports whether an address is this instance's admin listener (selfMatcher), with
-// this host's addresses as they are now.
-func (a *App) selfAdmin() func(netip.AddrPort) bool {
+// selfAdmin returns what tells this instance's admin listener (selfMatcher) among addresses,
+// made afresh with the host's addresses of the moment at each call. The admin listener is
+// read now: a reload that moves it restarts the discovery (applyDNSPeers' key).
+func (a *App) selfAdmin() func() func(netip.AddrPort) bool {
+	none := func() func(netip.AddrPort) bool { return func(netip.AddrPort) bool { return false } }
 	if a.admin == nil || a.admin.Addr() == nil {
-		return func(netip.AddrPort) bool { return false }
+		return none
 	}
 	bound, err := netip.ParseAddrPort(a.admin.Addr().String())
 	if err != nil {
-		return func(netip.AddrPort) bool { return false }
+		return none
 	}
-	var local []netip.Addr
-	if bound.Addr().IsUnspecified() {
-		if ifAddrs, err := net.InterfaceAddrs(); err == nil {
-			for _, ia := range ifAddrs {
-				if p, err := netip.ParsePrefix(ia.String()); err == nil {
-					local = append(local, p.Addr())
+	return func() func(netip.AddrPort) bool {
+		var local []netip.Addr
+		if bound.Addr().IsUnspecified() {
+			if ifAddrs, err := net.InterfaceAddrs(); err == nil {
+				for _, ia := range ifAddrs {
+					if p, err := netip.ParsePrefix(ia.String()); err == nil {
+						local = append(local, p.Addr())
+					}
 				}
 			}
 		}
+		return selfMatcher(bound, local)
 	}
-	return selfMatcher(bound, local)
 }
 
 // selfMatcher reports whether an address is the admin listener bound at bound: that address,

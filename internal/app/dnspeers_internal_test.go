@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"sync"
@@ -51,7 +52,7 @@ func TestDNSPeersFollowTheName(t *testing.T) {
 
 	var mu sync.Mutex
 	answer := []string{"10.0.0.1", "10.0.0.2", "10.0.0.9"}
-	var failing bool
+	var failing, gone bool
 	lookups := 0
 	a := &App{log: slog.New(slog.NewTextHandler(io.Discard, nil)), fleet: fleet.New(fleet.Options{})}
 	a.lookupIP = func(_ context.Context, host string) ([]netip.Addr, error) {
@@ -62,7 +63,10 @@ func TestDNSPeersFollowTheName(t *testing.T) {
 			return nil, errors.New("wrong host " + host)
 		}
 		if failing {
-			return nil, errors.New("lookup peers.test: server misbehaving")
+			return nil, &net.DNSError{Err: "server misbehaving", Name: host, IsTemporary: true}
+		}
+		if gone {
+			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 		}
 		var out []netip.Addr
 		for _, s := range answer {
@@ -75,7 +79,9 @@ func TestDNSPeersFollowTheName(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		a.runDNSPeers(ctx, []string{"peers.test:9187"}, func(ap netip.AddrPort) bool { return ap == self })
+		a.runDNSPeers(ctx, []string{"peers.test:9187"}, func() func(netip.AddrPort) bool {
+			return func(ap netip.AddrPort) bool { return ap == self }
+		})
 	}()
 	defer func() { cancel(); <-done }()
 
@@ -125,7 +131,20 @@ func TestDNSPeersFollowTheName(t *testing.T) {
 
 	mu.Lock()
 	failing = false
-	answer = []string{"10.0.0.2", "10.0.0.3", "10.0.0.9"} // 10.0.0.1 left, 10.0.0.3 came
+	// 10.0.0.1 left, 10.0.0.3 came; a dual-stack name: its IPv6 addresses are not taken.
+	answer = []string{"10.0.0.2", "fd00::2", "10.0.0.3", "::ffff:10.0.0.3", "10.0.0.9"}
 	mu.Unlock()
 	waitPeers("10.0.0.2:9187", "10.0.0.3:9187")
+
+	mu.Lock()
+	answer = []string{"fd00::2", "fd00::3"} // IPv6 only: taken
+	mu.Unlock()
+	waitPeers("[fd00::2]:9187", "[fd00::3]:9187")
+
+	// A name that no longer exists gives no peers: the Service is gone, and its pods'
+	// addresses may be other pods' by now.
+	mu.Lock()
+	gone = true
+	mu.Unlock()
+	waitPeers()
 }

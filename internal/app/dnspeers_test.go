@@ -102,20 +102,59 @@ func TestFleetDNSPeers(t *testing.T) {
 	}
 }
 
-// TestFleetDNSPeersResolver: a name the system resolver knows (localhost, from /etc/hosts)
-// gives the instance at its address as a peer; an instance finds only itself there and has
-// no peer.
+// afterLookup waits until e's discovery has looked its names up once more after its log held
+// before, and returns its peers then.
+func afterLookup(t *testing.T, e *env, before string) []string {
+	t.Helper()
+	const line = `msg="fleet discovery through DNS: looked up"`
+	n := strings.Count(before, line)
+	waitFor(t, 10*time.Second, "a DNS lookup", func() bool { return strings.Count(e.logs.String(), line) > n })
+	return peerAddrs(e)
+}
+
+// localhostPeers is what a dns_peers entry localhost:port gives on this machine (as the
+// discovery takes it: IPv4 addresses when there are any), without the addresses in self.
+func localhostPeers(t *testing.T, port int, self ...string) []string {
+	t.Helper()
+	ips, err := net.DefaultResolver.LookupNetIP(context.Background(), "ip", "localhost")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var v4, all []string
+	for _, ip := range ips {
+		a := netip.AddrPortFrom(ip.Unmap(), uint16(port)).String()
+		if slices.Contains(self, a) || slices.Contains(all, a) {
+			continue
+		}
+		all = append(all, a)
+		if ip.Unmap().Is4() {
+			v4 = append(v4, a)
+		}
+	}
+	if len(v4) > 0 {
+		all = v4
+	}
+	slices.Sort(all)
+	return all
+}
+
+// TestFleetDNSPeersResolver: a name the system resolver knows (localhost) gives the instance
+// at its address as a peer; an instance leaves its own address out.
 func TestFleetDNSPeersResolver(t *testing.T) {
 	p := pgtest.NewPrimary(t, nil)
 	secret := fleetSecretFile(t)
 	port := freePortOn(t, "127.0.0.1")
+	aAddr := fmt.Sprintf("127.0.0.1:%d", port)
 	peers := fmt.Sprintf("  dns_peers: [localhost:%d]\n", port)
-	a := startProxy(t, oneServerConfig(p, "", fleetYAML(secret, "pgfront-a")+peers+fmt.Sprintf("admin:\n  listen: 127.0.0.1:%d\n", port)))
+	a := startProxy(t, oneServerConfig(p, "", fleetYAML(secret, "pgfront-a")+peers+"admin:\n  listen: "+aAddr+"\n"))
 	b := startProxy(t, oneServerConfig(p, "", fleetYAML(secret, "pgfront-b")+peers))
-	want := fmt.Sprintf("127.0.0.1:%d", port)
-	waitFor(t, 10*time.Second, "B's DNS peer", func() bool { return slices.Equal(peerAddrs(b), []string{want}) })
-	if got := peerAddrs(a); len(got) != 0 {
-		t.Errorf("A's peers %q: it found itself", got)
+	wantB, wantA := localhostPeers(t, port), localhostPeers(t, port, aAddr)
+	if !slices.Contains(wantB, aAddr) {
+		t.Fatalf("localhost does not resolve to 127.0.0.1 here: %q", wantB)
+	}
+	waitFor(t, 10*time.Second, "B's DNS peers", func() bool { return slices.Equal(peerAddrs(b), wantB) })
+	if got := afterLookup(t, a, ""); !slices.Equal(got, wantA) {
+		t.Errorf("A's DNS peers %q, want %q (its own address left out)", got, wantA)
 	}
 	// The peer answers: a key A does not hold, sent to B, is asked of A, which says unknown.
 	key := keyOf(a.pgconnect("rw"))
@@ -129,21 +168,36 @@ func TestFleetDNSPeersResolver(t *testing.T) {
 	})
 }
 
-// TestFleetDNSPeersReload: a reload that adds dns_peers starts the discovery, and one that
-// drops them forgets the peers it gave.
+// TestFleetDNSPeersReload: a reload that adds dns_peers starts the discovery, one that moves
+// the admin listener changes what is left out as this instance's own, and one that drops
+// dns_peers forgets the peers they gave.
 func TestFleetDNSPeersReload(t *testing.T) {
 	p := pgtest.NewPrimary(t, nil)
 	secret := fleetSecretFile(t)
-	port := freePortOn(t, "127.0.0.1")
-	plain := oneServerConfig(p, "", fleetYAML(secret, "pgfront-b"))
+	port := freePortOn(t, "127.0.0.1", "127.0.0.2")
+	admin := func(host string) string { return fmt.Sprintf("admin:\n  listen: %s:%d\n", host, port) }
+	fleetPart := fleetYAML(secret, "pgfront-b")
+	dns := fmt.Sprintf("  dns_peers: [localhost:%d]\n", port)
+	plain := oneServerConfig(p, "", fleetPart+admin("127.0.0.2"))
 	fe := startProxyFile(t, plain)
-	changes := fe.reload(t, oneServerConfig(p, "", fleetYAML(secret, "pgfront-b")+fmt.Sprintf("  dns_peers: [localhost:%d]\n", port)))
+
+	changes := fe.reload(t, oneServerConfig(p, "", fleetPart+dns+admin("127.0.0.2")))
 	if !slices.ContainsFunc(changes, func(c string) bool { return strings.Contains(c, "fleet discovery through DNS: localhost:") }) {
 		t.Errorf("reload changes %q do not name the discovery", changes)
 	}
-	want := fmt.Sprintf("127.0.0.1:%d", port)
-	waitFor(t, 10*time.Second, "the DNS peer", func() bool { return slices.Equal(peerAddrs(fe.env), []string{want}) })
-	fe.reload(t, plain)
+	want := localhostPeers(t, port)
+	waitFor(t, 10*time.Second, "the DNS peers", func() bool { return slices.Equal(peerAddrs(fe.env), want) })
+
+	// The admin listener moves to 127.0.0.1:port, which localhost gives: that is now this
+	// instance itself.
+	before := fe.logs.String()
+	fe.reload(t, oneServerConfig(p, "", fleetPart+dns+admin("127.0.0.1")))
+	want = localhostPeers(t, port, fmt.Sprintf("127.0.0.1:%d", port))
+	if got := afterLookup(t, fe.env, before); !slices.Equal(got, want) {
+		t.Errorf("after the admin listener moved: DNS peers %q, want %q", got, want)
+	}
+
+	fe.reload(t, oneServerConfig(p, "", fleetPart+admin("127.0.0.1")))
 	if got := peerAddrs(fe.env); len(got) != 0 {
 		t.Errorf("peers %q after dns_peers were dropped", got)
 	}

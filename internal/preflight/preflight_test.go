@@ -109,6 +109,9 @@ clusters:
       - {name: pg3, address: "[::1]:5432", patroni: "api3.invalid:8008"}
 routes:
   rw: {listen: "127.0.0.1:0", cluster: main, role: primary}
+fleet:
+  secret_env: FLEET_KEY
+  dns_peers: ["pgfront-peers.invalid:9187", "db1.example:9187", "10.0.0.9:9187"]
 `)
 	var mu sync.Mutex
 	calls := map[string]int{}
@@ -119,7 +122,7 @@ routes:
 		switch host {
 		case "db1.example":
 			return []string{"192.0.2.1"}, nil
-		case "db2.invalid":
+		case "db2.invalid", "pgfront-peers.invalid":
 			return nil, &net.DNSError{Err: "no such host", Name: host, IsNotFound: true}
 		}
 		return nil, context.DeadlineExceeded
@@ -131,8 +134,10 @@ routes:
 	want(t, "warning", findings(warnings),
 		finding{7, "clusters.main.servers[1].address", `host "db2.invalid" does not resolve on this machine (no such host)|health checks fail`},
 		finding{8, "clusters.main.servers[2].patroni", `host "api3.invalid" does not resolve on this machine (the lookup timed out)`},
+		finding{12, "fleet.secret_env", "FLEET_KEY is not set here"},
+		finding{13, "fleet.dns_peers[0]", `host "pgfront-peers.invalid" does not resolve on this machine (no such host)|no peer is found through it`},
 	)
-	if len(calls) != 3 || calls["db1.example"] != 1 {
+	if len(calls) != 4 || calls["db1.example"] != 1 {
 		t.Errorf("lookups %v: want each name once, no IP literal", calls)
 	}
 }
