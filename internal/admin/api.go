@@ -146,12 +146,14 @@ type Fleet struct {
 	Refused    uint64 `json:"refused"`
 }
 
-// Peer is one peer instance: its admin address, its name when discovered, and its tag
+// Peer is one peer instance: its admin address, its name when discovered, where it comes
+// from ("config" for fleet.peers, "dns" for fleet.dns_peers, "dcs/<cluster>"), and its tag
 // (-1 until known).
 type Peer struct {
-	Addr string `json:"addr"`
-	Name string `json:"name,omitempty"`
-	Tag  int    `json:"tag"`
+	Addr   string `json:"addr"`
+	Name   string `json:"name,omitempty"`
+	Source string `json:"source,omitempty"`
+	Tag    int    `json:"tag"`
 }
 
 // Session is one open client session.

@@ -87,6 +87,9 @@ func TestFleetDNSPeers(t *testing.T) {
 	if n := lookups.Load(); n < 2 {
 		t.Fatalf("%d lookups", n)
 	}
+	if st := a.app.Fleet().PeerStatuses(); len(st) != 1 || st[0].Source != "dns" {
+		t.Errorf("A's peer statuses %+v: want one, from dns", st)
+	}
 
 	s := &cancelSession{name: "A's session", conn: a.pgconnect("rw"), server: p}
 	stopSleeping(t, s)

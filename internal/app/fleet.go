@@ -83,7 +83,7 @@ func (a *App) fleetStatus() admin.Fleet {
 	out := admin.Fleet{Name: name, Tag: int(a.fleet.Tag()), Secret: a.fleet.HasSecret(),
 		DroppedOut: c.DroppedOut, DroppedIn: c.DroppedIn, Refused: c.Refused}
 	for _, p := range a.fleet.PeerStatuses() {
-		out.Peers = append(out.Peers, admin.Peer{Addr: p.Addr, Name: p.Name, Tag: p.Tag})
+		out.Peers = append(out.Peers, admin.Peer{Addr: p.Addr, Name: p.Name, Source: p.Source, Tag: p.Tag})
 	}
 	return out
 }

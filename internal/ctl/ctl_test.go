@@ -60,7 +60,7 @@ var (
 
 func (b *backend) Overview() admin.Overview {
 	return admin.Overview{Fleet: admin.Fleet{Name: "east", Tag: 3, Secret: true, DroppedOut: 1, Refused: 2,
-		Peers: []admin.Peer{{Addr: "10.0.0.7:9187", Name: "pgfront-b", Tag: 5}, {Addr: "10.0.0.8:9187", Tag: -1}}}}
+		Peers: []admin.Peer{{Addr: "10.0.0.7:9187", Name: "pgfront-b", Source: "dcs/main", Tag: 5}, {Addr: "10.0.0.8:9187", Source: "dns", Tag: -1}}}}
 }
 func (b *backend) Routes() []admin.Route { return routes }
 func (b *backend) Servers() []admin.Server {
@@ -238,9 +238,9 @@ func TestListCommands(t *testing.T) {
 	r.want(t, 0)
 	wantLines(t, r.stdout,
 		`fleet east, key tag 3, secret set; peer requests dropped 1 out / 0 in, refused 2`,
-		"PEER NAME TAG",
-		`10\.0\.0\.7:9187 pgfront-b 5`,
-		`10\.0\.0\.8:9187 - \?`)
+		"PEER NAME FROM TAG",
+		`10\.0\.0\.7:9187 pgfront-b dcs/main 5`,
+		`10\.0\.0\.8:9187 - dns \?`)
 
 	r = run(env, "config")
 	r.want(t, 0)

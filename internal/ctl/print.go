@@ -214,13 +214,13 @@ func printFleet(w io.Writer, body []byte, _ time.Time) error {
 		name, f.Tag, secret, f.DroppedOut, f.DroppedIn, f.Refused); err != nil {
 		return err
 	}
-	t := newTable(w, "PEER", "NAME", "TAG")
+	t := newTable(w, "PEER", "NAME", "FROM", "TAG")
 	for _, p := range f.Peers {
 		tag := "?" // not answered yet
 		if p.Tag >= 0 {
 			tag = strconv.Itoa(p.Tag)
 		}
-		t.row(p.Addr, p.Name, tag) // an empty name prints "-"
+		t.row(p.Addr, p.Name, p.Source, tag) // an empty name prints "-"
 	}
 	return t.flush()
 }

@@ -86,8 +86,9 @@ type state struct {
 // peer is one peer and the tag it last answered with (-1: not known yet).
 type peer struct {
 	Peer
-	url string
-	tag atomic.Int32
+	source string // the first source (in name order) that gives it; guarded by Fleet.mu
+	url    string
+	tag    atomic.Int32
 	// learned is when tag was last learned from the peer's answer (unix ns); 0 for a tag
 	// derived from the peer's name (discovery) or not known yet.
 	learned atomic.Int64
@@ -177,10 +178,11 @@ func (f *Fleet) SetPeers(source string, peers []Peer) {
 				continue
 			}
 			if i := slices.IndexFunc(f.mu.peers, func(o *peer) bool { return o.Addr == p.Addr && o.Name == p.Name }); i >= 0 {
+				f.mu.peers[i].source = src
 				next = append(next, f.mu.peers[i])
 				continue
 			}
-			np := &peer{Peer: p, url: peerURL(p.Addr)}
+			np := &peer{Peer: p, source: src, url: peerURL(p.Addr)}
 			np.tag.Store(-1)
 			if p.Name != "" {
 				np.tag.Store(int32(TagOf(p.Name)))
@@ -202,10 +204,12 @@ func (f *Fleet) Peers() []Peer {
 	return out
 }
 
-// PeerStatus is a peer and the tag it answered with or its name gives (-1: not known yet).
+// PeerStatus is a peer, the source that gives it ("config", a discovery's name) and the tag
+// it answered with or its name gives (-1: not known yet).
 type PeerStatus struct {
 	Peer
-	Tag int
+	Source string
+	Tag    int
 }
 
 // PeerStatuses is the current peer set with each peer's tag.
@@ -214,7 +218,7 @@ func (f *Fleet) PeerStatuses() []PeerStatus {
 	defer f.mu.Unlock()
 	out := make([]PeerStatus, len(f.mu.peers))
 	for i, p := range f.mu.peers {
-		out[i] = PeerStatus{Peer: p.Peer, Tag: int(p.tag.Load())}
+		out[i] = PeerStatus{Peer: p.Peer, Source: p.source, Tag: int(p.tag.Load())}
 	}
 	return out
 }

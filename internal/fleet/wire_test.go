@@ -156,9 +156,23 @@ func TestSetPeersSources(t *testing.T) {
 	if got := f.Peers(); len(got) != 3 {
 		t.Fatalf("peers = %v", got)
 	}
+	sources := func() string {
+		var out []string
+		for _, p := range f.PeerStatuses() {
+			out = append(out, p.Addr+"="+p.Source)
+		}
+		return strings.Join(out, " ")
+	}
+	// A peer two sources give is shown with the first (by name).
+	if got := sources(); got != "a:1=config b:1=config c:1=dcs" {
+		t.Errorf("sources %s", got)
+	}
 	f.SetPeers("config", nil)
 	if got := f.Peers(); len(got) != 2 || got[0].Addr != "b:1" || got[1].Addr != "c:1" {
 		t.Fatalf("peers after config emptied = %v", got)
+	}
+	if got := sources(); got != "b:1=dcs c:1=dcs" {
+		t.Errorf("sources after config emptied: %s", got)
 	}
 }
 
