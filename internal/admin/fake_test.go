@@ -47,7 +47,7 @@ func newFakeBackend() *fakeBackend {
 			DCS: []DCS{{Cluster: "main", Prefix: "/service/main/", Up: true, Since: t0.Add(-time.Hour), Leader: "pg1",
 				Members: []string{"pg1", "pg2"}, LeaderChanges: 2}},
 			Fleet: Fleet{Name: "pgfront-a", Tag: 17, Secret: true, Refused: 1,
-				Peers: []Peer{{Addr: "10.0.0.12:9187", Name: "pgfront-b", Tag: 200}, {Addr: "10.0.0.13:9187", Tag: -1}}},
+				Peers: []Peer{{Addr: "10.0.0.12:9187", Name: "pgfront-b", Source: "dcs/main", Tag: 200}, {Addr: "10.0.0.13:9187", Source: "dns", Tag: -1}}},
 			Sockets: Sockets{SampledAt: t0.Add(-time.Second), Source: "sock_diag", SampleMillis: 0.8,
 				Counts: []SocketCount{
 					{Route: "rw", Side: "client", State: "ESTABLISHED", Count: 1},

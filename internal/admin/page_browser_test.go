@@ -70,8 +70,8 @@ func TestPageShowsChangesWithoutReload(t *testing.T) {
 		{"socket sample", `document.getElementById("sockinfo").textContent.includes("via sock_diag")`},
 		{"no banner", `document.getElementById("banner").hidden`},
 		{"fleet line", `document.getElementById("fleet").textContent.startsWith("this instance: pgfront-a (key tag 17)")`},
-		{"discovered peer", `document.querySelector('#peers li[data-peer="10.0.0.12:9187"]').textContent === "pgfront-b at 10.0.0.12:9187, tag 200"`},
-		{"configured peer", `document.querySelector('#peers li[data-peer="10.0.0.13:9187"]').textContent.endsWith("tag not known yet")`},
+		{"discovered peer", `document.querySelector('#peers li[data-peer="10.0.0.12:9187"]').textContent === "pgfront-b at 10.0.0.12:9187 (dcs/main), tag 200"`},
+		{"peer from DNS", `document.querySelector('#peers li[data-peer="10.0.0.13:9187"]').textContent === "(no name) at 10.0.0.13:9187 (dns), tag not known yet"`},
 	}
 	for _, c := range checks {
 		if !evalBool(t, ctx, c.expr) {

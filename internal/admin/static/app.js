@@ -138,7 +138,7 @@
       ? `this instance: ${fl.name} (key tag ${fl.tag}); peer requests dropped ${fl.dropped_out} sent / ${fl.dropped_in} received, ${fl.refused} refused`
       : `no fleet secret: this instance (${fl.name || "?"}) forwards no cancels to peers; unknown keys take the fallback`);
     syncList($("peers"), fl.peers || [], "data-peer", (p) => p.addr, (li, p) => {
-      setText(li, `${p.name || "(configured)"} at ${p.addr}, tag ${p.tag < 0 ? "not known yet" : p.tag}`);
+      setText(li, `${p.name || "(no name)"} at ${p.addr}${p.source ? ` (${p.source})` : ""}, tag ${p.tag < 0 ? "not known yet" : p.tag}`);
     }, "no peers");
 
     syncRows($("routes"), o.routes || [], "data-route", (r) => r.name, (r) => [
