@@ -102,6 +102,7 @@ func New(cfg *config.Config, logger *slog.Logger) (*App, error) {
 		Logger:       logger,
 		ConfigHash:   configHash(cfg),
 		PeerCounters: a.fleet.Counters,
+		PeerStatuses: a.fleet.PeerStatuses,
 	})
 	fe, err := frontend.New(frontend.Options{
 		Admission:     a.adm,

@@ -90,6 +90,10 @@ func TestFleetDNSPeers(t *testing.T) {
 	if st := a.app.Fleet().PeerStatuses(); len(st) != 1 || st[0].Source != "dns" {
 		t.Errorf("A's peer statuses %+v: want one, from dns", st)
 	}
+	a.waitMetric(5*time.Second, 1, "pgfront_fleet_peers", "source", "dns")
+	if v, ok := a.metric("pgfront_fleet_peers", "source", "config"); !ok || v != 0 {
+		t.Errorf("pgfront_fleet_peers{source=config} = %g (present %v), want 0", v, ok)
+	}
 
 	s := &cancelSession{name: "A's session", conn: a.pgconnect("rw"), server: p}
 	stopSleeping(t, s)
@@ -203,5 +207,8 @@ func TestFleetDNSPeersReload(t *testing.T) {
 	fe.reload(t, oneServerConfig(p, "", fleetPart+admin("127.0.0.1")))
 	if got := peerAddrs(fe.env); len(got) != 0 {
 		t.Errorf("peers %q after dns_peers were dropped", got)
+	}
+	if _, ok := fe.metric("pgfront_fleet_peers", "source", "dns"); ok {
+		t.Errorf("pgfront_fleet_peers{source=dns} still exported after dns_peers were dropped")
 	}
 }

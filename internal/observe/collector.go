@@ -22,7 +22,7 @@ var pullFamilies = []*Family{
 	famRouteSessions, famRouteMaxConn, famMaxConn, famParked, famIdleInTx, famHalfClosed, famHalfClosedAge,
 	famServerSessions, famServerUp, famServerRole, famServerAdmin, famServerFenced, famSplitBrain, famServerLagBytes,
 	famServerLagSecs, famServerLastCheck, famSockets, famSampleDuration, famSampleTime, famAlertThreshold,
-	famConfigLastSuccess, famConfigInfo, famConfigGeneration, famTLSCertExpiry, famPeerProblems,
+	famConfigLastSuccess, famConfigInfo, famConfigGeneration, famTLSCertExpiry, famPeerProblems, famFleetPeers,
 }
 
 var pullDescs = func() map[*Family]*prometheus.Desc {
@@ -55,6 +55,15 @@ func (c *pullCollector) Collect(ch chan<- prometheus.Metric) {
 		n    uint64
 	}{{"dropped_sending", pc.DroppedOut}, {"dropped_receiving", pc.DroppedIn}, {"refused", pc.Refused}} {
 		ch <- prometheus.MustNewConstMetric(pullDescs[famPeerProblems], prometheus.CounterValue, float64(p.n), p.name)
+	}
+	bySource := map[string]int{"config": 0}
+	if m.peerSet != nil {
+		for _, p := range m.peerSet() {
+			bySource[p.Source]++
+		}
+	}
+	for src, n := range bySource {
+		gauge(famFleetPeers, float64(n), src)
 	}
 	for _, a := range m.alerts.list {
 		gauge(famAlertThreshold, m.alerts.threshold(a.name), a.name)

@@ -73,6 +73,7 @@ var (
 	famConfigInfo        = family("pgfront_config_info", "gauge", "1, labelled with the hash of the config pgfront runs (one series).", "hash")
 	famConfigGeneration  = family("pgfront_config_generation", "gauge", "Generation of the running config: 1 at start, one more per successful reload.")
 	famBuildInfo         = family("pgfront_build_info", "gauge", "1, labelled with the running binary's version, VCS revision and Go release (one series).", "version", "revision", "goversion")
+	famFleetPeers        = family("pgfront_fleet_peers", "gauge", "Peer instances this one forwards CancelRequests it does not own to, by where they come from: config (fleet.peers), dns (fleet.dns_peers), dcs/<cluster> (Patroni's DCS). The config series is always there.", "source")
 	famPeerProblems      = family("pgfront_peer_cancel_problems_total", "counter", "Peer cancel requests (the fleet's channel between instances) not handled, by problem: dropped_sending and dropped_receiving (over the in-flight bound), refused (bad signature, stale timestamp or malformed body).", "problem")
 	famTLSCertExpiry     = family("pgfront_tls_certificate_expiry_timestamp_seconds", "gauge", "Unix time the certificate a route serves TLS clients expires (its NotAfter), with its file and subject; a reloaded file shows at once.", "route", "file", "subject")
 	famQueueWait         = family("pgfront_queue_wait_seconds", "histogram", "Time clients waited in the queue, admitted or not.", "route")

@@ -76,6 +76,8 @@ type Options struct {
 	FDs func() (open, limit int, err error)
 	// PeerCounters reads the fleet's peer channel counters; nil: none (all zero).
 	PeerCounters func() fleet.Counters
+	// PeerStatuses reads the fleet's peers; nil: none.
+	PeerStatuses func() []fleet.PeerStatus
 }
 
 // defaultInterval is the sample interval when none is given.
@@ -88,6 +90,7 @@ type Metrics struct {
 	sockets *sockmon.Monitor
 	fds     func() (open, limit int, err error)
 	peers   func() fleet.Counters
+	peerSet func() []fleet.PeerStatus
 
 	// topo is the current routes and servers with their pre-labelled collectors. The hot path
 	// reads it with one atomic load; SetTopology replaces it (copy-on-write), never modifies it.
@@ -198,6 +201,7 @@ func New(opts Options) *Metrics {
 		sockets:         opts.Sockets,
 		fds:             opts.FDs,
 		peers:           opts.PeerCounters,
+		peerSet:         opts.PeerStatuses,
 		accepted:        famSessionsTotal.counterVec(),
 		acceptErr:       famAcceptErrors.counterVec(),
 		queued:          famQueued.gaugeVec(),
