@@ -62,10 +62,13 @@ func (a *App) applyDNSPeers(g *generation, note func(string, ...any)) {
 	d := &dnsPeers{key: key, cancel: cancel, done: make(chan struct{})}
 	a.dnsPeers = d
 	names := slices.Clone(g.dnsPeers)
-	selfNow := a.selfAdmin()
+	var admin netip.AddrPort // the zero AddrPort without an admin listener: nothing is left out
+	if a.admin != nil && a.admin.Addr() != nil {
+		admin, _ = netip.ParseAddrPort(a.admin.Addr().String())
+	}
 	go func() {
 		defer close(d.done)
-		a.runDNSPeers(ctx, names, selfNow)
+		a.runDNSPeers(ctx, names, admin)
 	}()
 	a.log.Info("fleet discovery through DNS", "names", strings.Join(names, ","), "every", dnsPeersEvery)
 	note("fleet discovery through DNS: %s", strings.Join(names, ", "))
@@ -83,10 +86,9 @@ func (a *App) stopDNSPeers() {
 	a.fleet.SetPeers("dns", nil)
 }
 
-// runDNSPeers looks the names up until ctx ends, now and then every dnsPeersEvery. selfNow
-// gives the test for this instance's own admin listener, with the host's addresses as they
-// are at each round.
-func (a *App) runDNSPeers(ctx context.Context, names []string, selfNow func() func(netip.AddrPort) bool) {
+// runDNSPeers looks the names up until ctx ends, now and then every dnsPeersEvery, leaving
+// out the admin listener bound at admin (with the host's addresses as they are at each round).
+func (a *App) runDNSPeers(ctx context.Context, names []string, admin netip.AddrPort) {
 	last := make(map[string][]fleet.Peer, len(names)) // by name: what its last good lookup gave
 	failing := make(map[string]bool, len(names))
 	var current []fleet.Peer
@@ -98,28 +100,24 @@ func (a *App) runDNSPeers(ctx context.Context, names []string, selfNow func() fu
 			return
 		case <-t.C:
 		}
-		isSelf := selfNow()
+		isSelf := selfMatcher(admin, hostAddrs(admin))
 		for _, name := range names {
 			peers, err := a.lookupPeers(ctx, name, isSelf)
 			if ctx.Err() != nil {
 				return
 			}
 			var dnsErr *net.DNSError
-			if errors.As(err, &dnsErr) && dnsErr.IsNotFound {
-				peers, err = nil, nil // the name is gone, not the DNS
-				if !failing[name] && len(last[name]) > 0 {
-					a.log.Warn("fleet discovery through DNS: no such name; no peers from it", "name", name)
-				}
-			}
+			gone := errors.As(err, &dnsErr) && dnsErr.IsNotFound // the name, not the DNS
 			switch {
-			case err != nil && !failing[name]:
-				failing[name] = true
+			case gone && len(last[name]) > 0:
+				a.log.Warn("fleet discovery through DNS: no such name; no peers from it", "name", name)
+			case err != nil && !gone && !failing[name]:
 				a.log.Warn("fleet discovery through DNS: lookup failed; keeping the peers it gave last", "name", name, "peers", len(last[name]), "err", err)
 			case err == nil && failing[name]:
-				failing[name] = false
 				a.log.Info("fleet discovery through DNS: lookup works again", "name", name, "peers", len(peers))
 			}
-			if err == nil {
+			failing[name] = err != nil && !gone
+			if !failing[name] {
 				last[name] = peers
 			}
 		}
@@ -137,9 +135,9 @@ func (a *App) runDNSPeers(ctx context.Context, names []string, selfNow func() fu
 				addrs[i] = p.Addr
 			}
 			a.log.Info("fleet discovery through DNS: peers", "peers", strings.Join(addrs, ","))
+			a.fleet.SetPeers("dns", all)
 			current = all
 		}
-		a.fleet.SetPeers("dns", all)
 		a.log.Debug("fleet discovery through DNS: looked up", "peers", len(all))
 		t.Reset(dnsPeersEvery)
 	}
@@ -183,37 +181,32 @@ func (a *App) lookupPeers(ctx context.Context, name string, isSelf func(netip.Ad
 	return peers, nil
 }
 
-// selfAdmin returns what tells this instance's admin listener (selfMatcher) among addresses,
-// made afresh with the host's addresses of the moment at each call. The admin listener is
-// read now: a reload that moves it restarts the discovery (applyDNSPeers' key).
-func (a *App) selfAdmin() func() func(netip.AddrPort) bool {
-	none := func() func(netip.AddrPort) bool { return func(netip.AddrPort) bool { return false } }
-	if a.admin == nil || a.admin.Addr() == nil {
-		return none
+// hostAddrs is this host's addresses when the admin listener at admin is on an unspecified
+// host (0.0.0.0, ::), whose port on any of them is this instance; none otherwise.
+func hostAddrs(admin netip.AddrPort) []netip.Addr {
+	if !admin.Addr().IsUnspecified() {
+		return nil
 	}
-	bound, err := netip.ParseAddrPort(a.admin.Addr().String())
+	ifAddrs, err := net.InterfaceAddrs()
 	if err != nil {
-		return none
+		return nil
 	}
-	return func() func(netip.AddrPort) bool {
-		var local []netip.Addr
-		if bound.Addr().IsUnspecified() {
-			if ifAddrs, err := net.InterfaceAddrs(); err == nil {
-				for _, ia := range ifAddrs {
-					if p, err := netip.ParsePrefix(ia.String()); err == nil {
-						local = append(local, p.Addr())
-					}
-				}
-			}
+	var out []netip.Addr
+	for _, ia := range ifAddrs {
+		if p, err := netip.ParsePrefix(ia.String()); err == nil {
+			out = append(out, p.Addr())
 		}
-		return selfMatcher(bound, local)
 	}
+	return out
 }
 
 // selfMatcher reports whether an address is the admin listener bound at bound: that address,
 // or for a listener on an unspecified host (0.0.0.0, ::) its port on a loopback address or
-// one of local (the host's addresses).
+// one of local (the host's addresses). The zero bound (no admin listener) matches nothing.
 func selfMatcher(bound netip.AddrPort, local []netip.Addr) func(netip.AddrPort) bool {
+	if !bound.IsValid() {
+		return func(netip.AddrPort) bool { return false }
+	}
 	bound = netip.AddrPortFrom(bound.Addr().Unmap(), bound.Port())
 	if !bound.Addr().IsUnspecified() {
 		return func(ap netip.AddrPort) bool { return ap == bound }

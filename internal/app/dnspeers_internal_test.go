@@ -36,6 +36,9 @@ func TestSelfMatcher(t *testing.T) {
 		{"0.0.0.0:9187", "10.1.2.3:9188", false},
 		{"[::]:9187", "10.1.2.3:9187", true},
 	}
+	if selfMatcher(netip.AddrPort{}, local)(ap("10.1.2.3:9187")) {
+		t.Error("no admin listener: an address is self")
+	}
 	for _, tt := range tests {
 		if got := selfMatcher(ap(tt.bound), local)(ap(tt.addr)); got != tt.want {
 			t.Errorf("bound %s: %s is self = %v, want %v", tt.bound, tt.addr, got, tt.want)
@@ -79,9 +82,7 @@ func TestDNSPeersFollowTheName(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		a.runDNSPeers(ctx, []string{"peers.test:9187"}, func() func(netip.AddrPort) bool {
-			return func(ap netip.AddrPort) bool { return ap == self }
-		})
+		a.runDNSPeers(ctx, []string{"peers.test:9187"}, self)
 	}()
 	defer func() { cancel(); <-done }()
 

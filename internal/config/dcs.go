@@ -72,13 +72,7 @@ func (d *decoder) dcs(dst **DCS) func(ast.Node, string) {
 			{"etcd", func(n ast.Node, p string) {
 				e := &c.Etcd
 				d.mapping(n, p, []field{
-					{"hosts", func(n ast.Node, p string) {
-						d.sequence(n, p, func(el ast.Node, p string) {
-							var s string
-							d.str(&s)(el, p)
-							e.Hosts = append(e.Hosts, s)
-						})
-					}},
+					{"hosts", d.strs(&e.Hosts)},
 					{"namespace", d.str(&e.Namespace)},
 					{"scope", d.str(&e.Scope)},
 					{"tls", func(n ast.Node, p string) {

@@ -725,6 +725,19 @@ func (d *decoder) str(dst *string) func(ast.Node, string) {
 	}
 }
 
+// strs decodes a sequence of scalars as their texts (str each); present and empty is [], not
+// nil.
+func (d *decoder) strs(dst *[]string) func(ast.Node, string) {
+	return func(n ast.Node, path string) {
+		*dst = []string{}
+		d.sequence(n, path, func(el ast.Node, p string) {
+			var s string
+			d.str(&s)(el, p)
+			*dst = append(*dst, s)
+		})
+	}
+}
+
 // bool decodes true or false (YAML 1.2: not yes/no, not a quoted string).
 func (d *decoder) bool(dst *bool) func(ast.Node, string) {
 	return func(n ast.Node, path string) {

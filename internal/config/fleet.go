@@ -60,22 +60,8 @@ func (d *decoder) fleet(f *Fleet) func(ast.Node, string) {
 			{"name", d.str(&f.Name)},
 			{"secret_file", d.str(&f.SecretFile)},
 			{"secret_env", d.str(&f.SecretEnv)},
-			{"peers", func(n ast.Node, p string) {
-				f.Peers = []string{}
-				d.sequence(n, p, func(el ast.Node, p string) {
-					var s string
-					d.str(&s)(el, p)
-					f.Peers = append(f.Peers, s)
-				})
-			}},
-			{"dns_peers", func(n ast.Node, p string) {
-				f.DNSPeers = []string{}
-				d.sequence(n, p, func(el ast.Node, p string) {
-					var s string
-					d.str(&s)(el, p)
-					f.DNSPeers = append(f.DNSPeers, s)
-				})
-			}},
+			{"peers", d.strs(&f.Peers)},
+			{"dns_peers", d.strs(&f.DNSPeers)},
 			{"advertise", d.str(&f.Advertise)},
 			{"cancel_fallback_rate", d.float(&f.CancelFallbackRate)},
 			{"cancel_fallback_burst", d.int(&f.CancelFallbackBurst)},

@@ -98,40 +98,39 @@ func (c *checker) problem(path, format string, args ...any) {
 // hostField is a config field holding a host:port whose host is a name.
 type hostField struct {
 	path, host string
-	// unresolved says what a host that does not resolve costs ("" for a server's).
-	unresolved string
+	unresolved string // what a host that does not resolve costs
 }
+
+// What an unresolved host costs, by field.
+const (
+	serverUnresolved  = "its health checks fail, and it gets no sessions, until it does"
+	dnsPeerUnresolved = "no peer is found through it until it does (a cancel that reaches this instance for another's session is lost)"
+)
 
 // hosts resolves every host name of the servers' and Patroni APIs' addresses and of
 // fleet.dns_peers at once and warns about those that do not resolve: their health checks
 // fail (or no peer is found through them) until they do.
 func (c *checker) hosts(ctx context.Context) {
 	var fields []hostField
+	add := func(path, addr, unresolved string) {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil || host == "" {
+			return // validation has judged the form
+		}
+		if _, err := netip.ParseAddr(host); err == nil {
+			return
+		}
+		fields = append(fields, hostField{path, host, unresolved})
+	}
 	for _, name := range c.cfg.ClusterNames() {
 		for i, s := range c.cfg.Clusters[name].Servers {
 			p := "clusters." + name + ".servers[" + strconv.Itoa(i) + "]"
-			for _, f := range []hostField{{path: p + ".address", host: s.Address}, {path: p + ".patroni", host: s.Patroni}} {
-				host, _, err := net.SplitHostPort(f.host)
-				if err != nil || host == "" {
-					continue // validation has judged the form
-				}
-				if _, err := netip.ParseAddr(host); err == nil {
-					continue
-				}
-				fields = append(fields, hostField{path: f.path, host: host})
-			}
+			add(p+".address", s.Address, serverUnresolved)
+			add(p+".patroni", s.Patroni, serverUnresolved)
 		}
 	}
 	for i, p := range c.cfg.Fleet.DNSPeers {
-		host, _, err := net.SplitHostPort(p)
-		if err != nil || host == "" {
-			continue
-		}
-		if _, err := netip.ParseAddr(host); err == nil {
-			continue
-		}
-		fields = append(fields, hostField{"fleet.dns_peers[" + strconv.Itoa(i) + "]", host,
-			"no peer is found through it until it does (a cancel that reaches this instance for another's session is lost)"})
+		add("fleet.dns_peers["+strconv.Itoa(i)+"]", p, dnsPeerUnresolved)
 	}
 	if len(fields) == 0 {
 		return
@@ -161,11 +160,7 @@ func (c *checker) hosts(ctx context.Context) {
 	wg.Wait()
 	for _, f := range fields {
 		if err := results[f.host]; err != nil {
-			cost := f.unresolved
-			if cost == "" {
-				cost = "its health checks fail, and it gets no sessions, until it does"
-			}
-			c.warn(f.path, "host %q does not resolve on this machine (%v): %s", f.host, lookupReason(err), cost)
+			c.warn(f.path, "host %q does not resolve on this machine (%v): %s", f.host, lookupReason(err), f.unresolved)
 		}
 	}
 }
